@@ -1,0 +1,220 @@
+//! Wire types of API v1, shared by the server and the client. Serde only.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a request comes from: what the pipeline is, what it runs and who started it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Context {
+    /// `github`, `gitlab`, `jenkins` or `generic`.
+    #[serde(default)]
+    pub platform: String,
+    #[serde(default)]
+    pub repository: String,
+    #[serde(default, rename = "ref")]
+    pub git_ref: String,
+    #[serde(default)]
+    pub commit: String,
+    /// Who started the run.
+    #[serde(default)]
+    pub actor: String,
+    /// Who re-ran it, where that differs from `actor`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub triggering_actor: String,
+    /// The commit's author where known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit_author: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_attempt: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub job: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_url: String,
+    #[serde(default)]
+    pub environment: String,
+    #[serde(default)]
+    pub action: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/requests`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub context: Context,
+    #[serde(default)]
+    pub summary: String,
+    /// `sha256:HEX` digests of what is being released.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+    /// Asks for a shorter timeout than the policy's; never a longer one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Replays with the same key return the same request. Derived from the run identity when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// One requirement of the matched rule, with the votes it has so far.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequirementView {
+    pub group: String,
+    pub count: u32,
+    /// Everyone in the group when the request was opened.
+    pub members: Vec<String>,
+    /// Members whose approval counts towards this requirement.
+    pub approved_by: Vec<String>,
+    /// Members who may still vote (not the requester, not voted yet).
+    pub may_vote: Vec<String>,
+    pub met: bool,
+}
+
+/// A vote as stored and shown.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VoteView {
+    pub voter: String,
+    /// `approve` or `deny`.
+    pub decision: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub at: String,
+    /// `token`, `policy` (automatic) and later `sso`, `comment`.
+    pub via: String,
+}
+
+/// A request as the API returns it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RequestView {
+    pub id: String,
+    pub status: String,
+    pub url: String,
+    pub context: Context,
+    pub summary: String,
+    pub artifacts: Vec<String>,
+    /// Every identity that can never approve this request.
+    pub requester: Vec<String>,
+    pub opened_by: String,
+    pub rule: String,
+    pub policy_digest: String,
+    pub requirements: Vec<RequirementView>,
+    pub votes: Vec<VoteView>,
+    pub created_at: String,
+    pub expires_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    /// Who or what decided, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed_at: Option<String>,
+    pub version: i64,
+}
+
+impl RequestView {
+    /// Everyone who may still vote, across all requirements, once each.
+    pub fn approvers(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.requirements {
+            for m in &r.may_vote {
+                if !out.contains(m) {
+                    out.push(m.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// What is still needed, in words: "sre 1 of 2 more, security 1 more".
+    pub fn needs(&self) -> String {
+        let parts: Vec<String> = self
+            .requirements
+            .iter()
+            .filter(|r| !r.met)
+            .map(|r| {
+                format!(
+                    "{} {}/{} (may vote: {})",
+                    r.group,
+                    r.approved_by.len(),
+                    r.count,
+                    if r.may_vote.is_empty() {
+                        "nobody".to_string()
+                    } else {
+                        r.may_vote.join(", ")
+                    }
+                )
+            })
+            .collect();
+        parts.join("; ")
+    }
+}
+
+/// `POST /api/v1/requests/{id}/approve|deny|cancel`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The error shape of every failed call.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// A public key records are signed with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublicKey {
+    pub keyid: String,
+    pub algorithm: String,
+    /// Raw 32-byte Ed25519 public key, base64.
+    pub public_key: String,
+    /// The same key as SubjectPublicKeyInfo PEM.
+    pub pem: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Keys {
+    pub keys: Vec<PublicKey>,
+}
+
+/// Result of checking the audit hash chain.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditVerify {
+    pub ok: bool,
+    pub events: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_broken: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// One audit event as exported.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub at: String,
+    pub request_id: String,
+    pub kind: String,
+    pub actor: String,
+    pub data: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}

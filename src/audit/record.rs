@@ -1,0 +1,366 @@
+//! Signed records: a DSSE envelope around an in-toto Statement v1, signed with the
+//! server's Ed25519 key, verifiable offline by `gate verify`.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::api::PublicKey;
+
+pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+pub const PREDICATE_TYPE: &str = "https://jitgate.dev/approval/v1";
+
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo; the 32 key bytes follow.
+const SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    #[serde(rename = "payloadType")]
+    pub payload_type: String,
+    pub payload: String,
+    pub signatures: Vec<Sig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sig {
+    pub keyid: String,
+    pub sig: String,
+}
+
+/// DSSE pre-authentication encoding: what is actually signed.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut v = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).into_bytes();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// The server's signing key.
+pub struct KeyPair {
+    key: SigningKey,
+    pub keyid: String,
+}
+
+impl KeyPair {
+    /// Loads the key at `path`, or makes one there (mode 0600) if there is none.
+    pub fn load_or_create(path: &Path) -> std::io::Result<KeyPair> {
+        if path.exists() {
+            let text = std::fs::read_to_string(path)?;
+            let seed = B64
+                .decode(text.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{}: not an Ed25519 key (expected 32 bytes, base64)", path.display()),
+                    )
+                })?;
+            return Ok(KeyPair::from_seed(seed));
+        }
+        let mut seed = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        write_private(path, format!("{}\n", B64.encode(seed)).as_bytes())?;
+        Ok(KeyPair::from_seed(seed))
+    }
+
+    pub fn from_seed(seed: [u8; 32]) -> KeyPair {
+        let key = SigningKey::from_bytes(&seed);
+        let keyid = keyid(&key.verifying_key());
+        KeyPair { key, keyid }
+    }
+
+    pub fn public(&self) -> PublicKey {
+        public_key_view(&self.key.verifying_key())
+    }
+
+    /// Wraps a statement in a signed DSSE envelope.
+    pub fn sign(&self, statement: &Value) -> Envelope {
+        let payload = crate::audit::canonical_bytes(statement);
+        let sig = self.key.sign(&pae(PAYLOAD_TYPE, &payload));
+        Envelope {
+            payload_type: PAYLOAD_TYPE.into(),
+            payload: B64.encode(&payload),
+            signatures: vec![Sig {
+                keyid: self.keyid.clone(),
+                sig: B64.encode(sig.to_bytes()),
+            }],
+        }
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// `sha256:` and the first 16 hex digits of the SHA-256 of the raw public key.
+pub fn keyid(k: &VerifyingKey) -> String {
+    format!("sha256:{}", &hex::encode(Sha256::digest(k.as_bytes()))[..16])
+}
+
+pub fn public_key_view(k: &VerifyingKey) -> PublicKey {
+    let mut der = SPKI_PREFIX.to_vec();
+    der.extend_from_slice(k.as_bytes());
+    PublicKey {
+        keyid: keyid(k),
+        algorithm: "ed25519".into(),
+        public_key: B64.encode(k.as_bytes()),
+        pem: format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            B64.encode(der)
+        ),
+    }
+}
+
+/// Reads public keys from any of the forms we hand out: PEM, raw base64, or the JSON of
+/// `/api/v1/keys` (or one key of it).
+pub fn parse_public_keys(text: &str) -> Result<Vec<VerifyingKey>, String> {
+    let t = text.trim();
+    if t.starts_with('{') {
+        let v: Value = serde_json::from_str(t).map_err(|e| format!("key JSON is malformed: {e}"))?;
+        let items: Vec<Value> = match v.get("keys") {
+            Some(Value::Array(a)) => a.clone(),
+            _ => vec![v],
+        };
+        let mut out = Vec::new();
+        for k in items {
+            let b = k
+                .get("public_key")
+                .and_then(Value::as_str)
+                .ok_or("key JSON has no `public_key`")?;
+            out.push(raw_key(b)?);
+        }
+        if out.is_empty() {
+            return Err("key JSON lists no keys".into());
+        }
+        return Ok(out);
+    }
+    if t.starts_with("-----BEGIN PUBLIC KEY-----") {
+        let body: String = t.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = B64
+            .decode(body.trim())
+            .map_err(|e| format!("PEM body is not base64: {e}"))?;
+        if der.len() != 44 || der[..12] != SPKI_PREFIX {
+            return Err("PEM key is not an Ed25519 public key".into());
+        }
+        return Ok(vec![bytes_key(&der[12..])?]);
+    }
+    Ok(vec![raw_key(t)?])
+}
+
+fn raw_key(b64: &str) -> Result<VerifyingKey, String> {
+    let b = B64
+        .decode(b64.trim())
+        .map_err(|e| format!("public key is not base64: {e}"))?;
+    bytes_key(&b)
+}
+
+fn bytes_key(b: &[u8]) -> Result<VerifyingKey, String> {
+    let arr: [u8; 32] = b
+        .try_into()
+        .map_err(|_| "an Ed25519 public key is 32 bytes".to_string())?;
+    VerifyingKey::from_bytes(&arr).map_err(|e| format!("not a valid Ed25519 public key: {e}"))
+}
+
+/// What `gate verify` asserts beyond the signature.
+#[derive(Debug, Default, Clone)]
+pub struct Expect {
+    pub commit: Option<String>,
+    pub artifacts: Vec<String>,
+}
+
+/// A record that passed verification.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub keyid: String,
+    pub statement: Value,
+    pub outcome: String,
+    pub request_id: String,
+}
+
+/// Checks the envelope's signature against `keys`, then the statement's shape, subjects
+/// and outcome. Only an approved (or approved-and-used) record for the expected commit and
+/// artifacts passes.
+pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<Verified, String> {
+    let env: Envelope = serde_json::from_str(envelope).map_err(|e| format!("not a DSSE envelope: {e}"))?;
+    if env.payload_type != PAYLOAD_TYPE {
+        return Err(format!(
+            "payloadType is `{}`, expected `{PAYLOAD_TYPE}`",
+            env.payload_type
+        ));
+    }
+    let payload = B64
+        .decode(&env.payload)
+        .map_err(|e| format!("payload is not base64: {e}"))?;
+    let signed = pae(&env.payload_type, &payload);
+    let mut good = None;
+    for s in &env.signatures {
+        let Ok(raw) = B64.decode(&s.sig) else { continue };
+        let Ok(sig) = Signature::from_slice(&raw) else { continue };
+        if let Some(k) = keys.iter().find(|k| k.verify(&signed, &sig).is_ok()) {
+            good = Some(keyid(k));
+            break;
+        }
+    }
+    let keyid =
+        good.ok_or("signature does not verify with the given key: the record was altered or signed by another server")?;
+    let st: Value = serde_json::from_slice(&payload).map_err(|e| format!("payload is not JSON: {e}"))?;
+    if st["_type"] != STATEMENT_TYPE {
+        return Err("payload is not an in-toto Statement v1".into());
+    }
+    if st["predicateType"] != PREDICATE_TYPE {
+        return Err(format!(
+            "predicateType is {}, expected {PREDICATE_TYPE}",
+            st["predicateType"]
+        ));
+    }
+    let pred = &st["predicate"];
+    let outcome = pred["outcome"]["status"].as_str().unwrap_or("").to_string();
+    let request_id = pred["request"]["id"].as_str().unwrap_or("").to_string();
+    if outcome != "approved" && outcome != "consumed" {
+        return Err(format!(
+            "request {request_id} was not approved: its outcome is `{outcome}`"
+        ));
+    }
+    let subjects = st["subject"].as_array().cloned().unwrap_or_default();
+    if let Some(c) = &expect.commit {
+        let found = subjects.iter().any(|s| {
+            s["digest"]["gitCommit"]
+                .as_str()
+                .is_some_and(|d| d.eq_ignore_ascii_case(c))
+        });
+        if !found {
+            let have: Vec<&str> = subjects
+                .iter()
+                .filter_map(|s| s["digest"]["gitCommit"].as_str())
+                .collect();
+            return Err(format!(
+                "the record is for commit {}, not {c}",
+                if have.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    have.join(", ")
+                }
+            ));
+        }
+    }
+    for a in &expect.artifacts {
+        let hexd = a.strip_prefix("sha256:").unwrap_or(a);
+        let found = subjects.iter().any(|s| {
+            s["digest"]["sha256"]
+                .as_str()
+                .is_some_and(|d| d.eq_ignore_ascii_case(hexd))
+        });
+        if !found {
+            return Err(format!("artifact {a} is not a subject of the record"));
+        }
+    }
+    Ok(Verified {
+        keyid,
+        statement: st,
+        outcome,
+        request_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn statement(status: &str) -> Value {
+        json!({
+            "_type": STATEMENT_TYPE,
+            "subject": [{"name": "git+acme/web", "digest": {"gitCommit": "abc123"}},
+                        {"name": "artifact", "digest": {"sha256": "ff00"}}],
+            "predicateType": PREDICATE_TYPE,
+            "predicate": {"request": {"id": "r1"}, "outcome": {"status": status}}
+        })
+    }
+
+    #[test]
+    fn sign_verify_and_refuse() {
+        let kp = KeyPair::from_seed([7; 32]);
+        let keys = parse_public_keys(&kp.public().pem).unwrap();
+        let env = serde_json::to_string(&kp.sign(&statement("approved"))).unwrap();
+        let ok = verify(
+            &env,
+            &keys,
+            &Expect {
+                commit: Some("ABC123".into()),
+                artifacts: vec!["sha256:ff00".into()],
+            },
+        )
+        .unwrap();
+        assert_eq!(ok.outcome, "approved");
+        assert!(
+            verify(
+                &env,
+                &keys,
+                &Expect {
+                    commit: Some("def".into()),
+                    ..Default::default()
+                }
+            )
+            .unwrap_err()
+            .contains("not def")
+        );
+        assert!(
+            verify(
+                &env,
+                &keys,
+                &Expect {
+                    artifacts: vec!["sha256:00".into()],
+                    ..Default::default()
+                }
+            )
+            .is_err()
+        );
+        let other = parse_public_keys(&KeyPair::from_seed([8; 32]).public().public_key).unwrap();
+        assert!(
+            verify(&env, &other, &Expect::default())
+                .unwrap_err()
+                .contains("signature")
+        );
+        let denied = serde_json::to_string(&kp.sign(&statement("denied"))).unwrap();
+        assert!(
+            verify(&denied, &keys, &Expect::default())
+                .unwrap_err()
+                .contains("`denied`")
+        );
+        // Tamper with the payload: the signature no longer holds.
+        let mut e: Envelope = serde_json::from_str(&env).unwrap();
+        let mut st = statement("approved");
+        st["subject"][0]["digest"]["gitCommit"] = json!("evil");
+        e.payload = B64.encode(crate::audit::canonical_bytes(&st));
+        assert!(verify(&serde_json::to_string(&e).unwrap(), &keys, &Expect::default()).is_err());
+        // The /api/v1/keys form parses too.
+        let keys_json = serde_json::to_string(&crate::api::Keys {
+            keys: vec![kp.public()],
+        })
+        .unwrap();
+        assert_eq!(parse_public_keys(&keys_json).unwrap().len(), 1);
+    }
+}

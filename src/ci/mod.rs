@@ -1,0 +1,161 @@
+//! Where the gate runs: GitHub Actions, GitLab CI, Jenkins or any shell. Each platform's
+//! standard variables give the request context; flags fill what they lack.
+
+use crate::api::Context;
+
+/// The platform, from the variables each one always sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Github,
+    Gitlab,
+    Jenkins,
+    Generic,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Github => "github",
+            Platform::Gitlab => "gitlab",
+            Platform::Jenkins => "jenkins",
+            Platform::Generic => "generic",
+        }
+    }
+}
+
+/// Reads variables through `env` so detection is testable without touching the process.
+pub fn detect(env: &dyn Fn(&str) -> Option<String>) -> (Platform, Context) {
+    let get = |k: &str| env(k).filter(|v| !v.is_empty()).unwrap_or_default();
+    let mut c = Context::default();
+    let platform = if get("GITHUB_ACTIONS") == "true" {
+        c.repository = get("GITHUB_REPOSITORY");
+        c.git_ref = get("GITHUB_REF");
+        c.commit = get("GITHUB_SHA");
+        c.actor = get("GITHUB_ACTOR");
+        let trig = get("GITHUB_TRIGGERING_ACTOR");
+        if trig != c.actor {
+            c.triggering_actor = trig;
+        }
+        c.run_id = get("GITHUB_RUN_ID");
+        c.run_attempt = get("GITHUB_RUN_ATTEMPT");
+        c.job = get("GITHUB_JOB");
+        let server = env("GITHUB_SERVER_URL").unwrap_or_else(|| "https://github.com".into());
+        if !c.repository.is_empty() && !c.run_id.is_empty() {
+            c.run_url = format!("{server}/{}/actions/runs/{}", c.repository, c.run_id);
+            if !c.run_attempt.is_empty() {
+                c.run_url.push_str(&format!("/attempts/{}", c.run_attempt));
+            }
+        }
+        Platform::Github
+    } else if get("GITLAB_CI") == "true" {
+        c.repository = get("CI_PROJECT_PATH");
+        c.git_ref = get("CI_COMMIT_REF_NAME");
+        c.commit = get("CI_COMMIT_SHA");
+        c.actor = get("GITLAB_USER_LOGIN");
+        c.commit_author = author_email(&get("CI_COMMIT_AUTHOR"));
+        c.run_id = get("CI_PIPELINE_ID");
+        c.job = get("CI_JOB_ID");
+        c.run_url = get("CI_JOB_URL");
+        Platform::Gitlab
+    } else if !get("JENKINS_URL").is_empty() || !get("BUILD_TAG").is_empty() && get("BUILD_TAG").starts_with("jenkins-")
+    {
+        c.repository = get("JOB_NAME");
+        c.git_ref = if get("BRANCH_NAME").is_empty() {
+            get("GIT_BRANCH")
+        } else {
+            get("BRANCH_NAME")
+        };
+        c.commit = get("GIT_COMMIT");
+        c.actor = if get("BUILD_USER_ID").is_empty() {
+            get("CHANGE_AUTHOR")
+        } else {
+            get("BUILD_USER_ID")
+        };
+        c.commit_author = get("CHANGE_AUTHOR");
+        if c.commit_author == c.actor {
+            c.commit_author.clear();
+        }
+        c.run_id = get("BUILD_TAG");
+        c.run_attempt = get("BUILD_NUMBER");
+        c.job = get("JOB_NAME");
+        c.run_url = get("BUILD_URL");
+        if !get("CHANGE_ID").is_empty() {
+            c.labels.insert("change_id".into(), get("CHANGE_ID"));
+        }
+        Platform::Jenkins
+    } else {
+        Platform::Generic
+    };
+    c.platform = platform.as_str().into();
+    (platform, c)
+}
+
+/// `Jane Doe <jane@example.com>` → `jane@example.com`.
+fn author_email(s: &str) -> String {
+    match (s.find('<'), s.rfind('>')) {
+        (Some(a), Some(b)) if b > a => s[a + 1..b].to_string(),
+        _ => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn github() {
+        let (p, c) = detect(&env(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REPOSITORY", "acme/web"),
+            ("GITHUB_REF", "refs/heads/main"),
+            ("GITHUB_SHA", "abc1234"),
+            ("GITHUB_ACTOR", "dev"),
+            ("GITHUB_TRIGGERING_ACTOR", "rerunner"),
+            ("GITHUB_RUN_ID", "42"),
+            ("GITHUB_RUN_ATTEMPT", "2"),
+            ("GITHUB_JOB", "deploy"),
+            ("GITHUB_SERVER_URL", "https://github.example"),
+        ]));
+        assert_eq!(p, Platform::Github);
+        assert_eq!(c.triggering_actor, "rerunner");
+        assert_eq!(c.run_url, "https://github.example/acme/web/actions/runs/42/attempts/2");
+    }
+
+    #[test]
+    fn gitlab_and_jenkins_and_generic() {
+        let (p, c) = detect(&env(&[
+            ("GITLAB_CI", "true"),
+            ("CI_PROJECT_PATH", "g/p"),
+            ("GITLAB_USER_LOGIN", "u"),
+            ("CI_COMMIT_AUTHOR", "Jane <jane@x.io>"),
+            ("CI_PIPELINE_ID", "7"),
+            ("CI_JOB_ID", "99"),
+        ]));
+        assert_eq!(
+            (p, c.repository.as_str(), c.commit_author.as_str(), c.job.as_str()),
+            (Platform::Gitlab, "g/p", "jane@x.io", "99")
+        );
+        let (p, c) = detect(&env(&[
+            ("JENKINS_URL", "http://j"),
+            ("JOB_NAME", "web/main"),
+            ("BUILD_TAG", "jenkins-web-main-5"),
+            ("BRANCH_NAME", "main"),
+            ("GIT_BRANCH", "origin/main"),
+            ("CHANGE_ID", "12"),
+            ("CHANGE_AUTHOR", "pat"),
+        ]));
+        assert_eq!(p, Platform::Jenkins);
+        assert_eq!(
+            (c.git_ref.as_str(), c.run_id.as_str(), c.actor.as_str()),
+            ("main", "jenkins-web-main-5", "pat")
+        );
+        assert_eq!(c.labels["change_id"], "12");
+        assert_eq!(detect(&env(&[])).0, Platform::Generic);
+    }
+}

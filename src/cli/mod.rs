@@ -1,0 +1,267 @@
+//! Command-line interface. Each command returns an exit code or a [`Failure`] that
+//! carries one, so `main` stays a one-liner.
+
+mod approver;
+mod request;
+mod serve;
+mod tools;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// A command that failed, with the exit code it should end the process with.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    /// Exit 2: usage, config, auth, or an unreachable server.
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    /// Exit 1: the answer is no.
+    pub fn no(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::client::ClientError> for Failure {
+    fn from(e: crate::client::ClientError) -> Self {
+        Failure::usage(e.to_string())
+    }
+}
+
+pub type Outcome = Result<i32, Failure>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gate",
+    version,
+    about = "Just-in-time approval gate for CI/CD pipelines",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The jitgate server.
+    #[arg(long, global = true, env = "GATE_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Bearer token: a pipeline's for `request`, an approver's for votes.
+    #[arg(long, global = true, env = "GATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text, env = "GATE_OUTPUT")]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the jitgate server.
+    Serve(serve::ServeArgs),
+    /// Open an approval request for this pipeline run and wait for the decision.
+    Request(Box<request::RequestArgs>),
+    /// Approve a request.
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a request (a reason is required).
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Requests waiting for you.
+    Pending,
+    /// One request in detail.
+    Show { id: String },
+    /// Withdraw a pending request.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Check a signed record offline; exit 0 only if it is valid, approved and matches.
+    Verify {
+        /// The record file (DSSE envelope).
+        record: PathBuf,
+        /// Public key: a PEM or key file, or an https URL such as SERVER/api/v1/keys.
+        #[arg(long, env = "GATE_SERVER_KEY")]
+        key: String,
+        /// The commit the record must be for.
+        #[arg(long)]
+        commit: Option<String>,
+        /// An artifact digest (sha256:HEX) the record must cover; repeatable.
+        #[arg(long = "artifact")]
+        artifacts: Vec<String>,
+    },
+    /// The audit chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Policy tooling.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Token helpers.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the server's hash chain; names the first broken link.
+    Verify,
+    /// Print every audit event as JSON lines.
+    Export,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file.
+    Check {
+        file: PathBuf,
+        /// Also check group members against this server config's users.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Show which rule a request context matches, and why the others do not.
+    Explain {
+        file: PathBuf,
+        /// A JSON request context (the `context` object of the API).
+        #[arg(long)]
+        request: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Read a token on stdin; print the token_sha256 value for gate.yaml.
+    Hash,
+    /// Make a random token and print it with its hash.
+    New,
+}
+
+/// Parses the process arguments, runs, and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_tracing(matches!(cli.command, Command::Serve(_)));
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gate: cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("gate: {}", f.message);
+            f.code
+        }
+    }
+}
+
+fn init_tracing(server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn run(cli: Cli) -> Outcome {
+    let ctx = Ctx {
+        server: cli.server.clone(),
+        token: cli.token.clone(),
+        output: cli.output,
+    };
+    match cli.command {
+        Command::Serve(a) => serve::run(a).await,
+        Command::Request(a) => request::run(&ctx, *a).await,
+        Command::Approve { id, reason } => approver::vote(&ctx, &id, true, reason).await,
+        Command::Deny { id, reason } => approver::vote(&ctx, &id, false, Some(reason)).await,
+        Command::Pending => approver::pending(&ctx).await,
+        Command::Show { id } => approver::show(&ctx, &id).await,
+        Command::Cancel { id, reason } => approver::cancel(&ctx, &id, reason).await,
+        Command::Verify {
+            record,
+            key,
+            commit,
+            artifacts,
+        } => tools::verify(&ctx, &record, &key, commit, artifacts).await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => tools::audit_verify(&ctx).await,
+        Command::Audit {
+            command: AuditCommand::Export,
+        } => tools::audit_export(&ctx).await,
+        Command::Policy {
+            command: PolicyCommand::Check { file, config },
+        } => tools::policy_check(&ctx, &file, config.as_deref()),
+        Command::Policy {
+            command: PolicyCommand::Explain { file, request },
+        } => tools::policy_explain(&ctx, &file, &request),
+        Command::Token {
+            command: TokenCommand::Hash,
+        } => tools::token_hash(),
+        Command::Token {
+            command: TokenCommand::New,
+        } => tools::token_new(&ctx),
+    }
+}
+
+/// What every command that talks to a server needs.
+pub struct Ctx {
+    pub server: String,
+    pub token: Option<String>,
+    pub output: Output,
+}
+
+impl Ctx {
+    pub fn client(&self) -> Result<crate::client::Client, Failure> {
+        if self.token.as_deref().is_none_or(str::is_empty) {
+            return Err(Failure::usage("no token: pass --token or set GATE_TOKEN"));
+        }
+        Ok(crate::client::Client::new(&self.server, self.token.clone())?)
+    }
+
+    pub fn json(&self) -> bool {
+        self.output == Output::Json
+    }
+}
+
+/// Prints a JSON value on one line.
+pub fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
+}

@@ -1,0 +1,181 @@
+//! Offline and admin tools: `verify`, `audit`, `policy`, `token`.
+
+use std::io::Read;
+use std::path::Path;
+
+use super::{Ctx, Failure, Outcome, print_json};
+use crate::api::Context;
+use crate::audit::record::{self, Expect};
+use crate::client::Client;
+use crate::policy::Policy;
+
+/// Loads the public key(s) from a file, a URL, or inline text.
+pub async fn load_keys(spec: &str) -> Result<Vec<ed25519_dalek::VerifyingKey>, Failure> {
+    let text = if spec.starts_with("http://") || spec.starts_with("https://") {
+        Client::fetch_url(spec)
+            .await
+            .map_err(|e| Failure::usage(format!("key {spec}: {e}")))?
+    } else if Path::new(spec).exists() {
+        std::fs::read_to_string(spec).map_err(|e| Failure::usage(format!("key file {spec}: {e}")))?
+    } else if spec.contains("BEGIN PUBLIC KEY") || spec.len() == 44 {
+        spec.to_string()
+    } else {
+        return Err(Failure::usage(format!(
+            "key `{spec}` is neither a file, a URL nor a key"
+        )));
+    };
+    record::parse_public_keys(&text).map_err(|e| Failure::usage(format!("key {spec}: {e}")))
+}
+
+pub async fn verify(ctx: &Ctx, path: &Path, key: &str, commit: Option<String>, artifacts: Vec<String>) -> Outcome {
+    let keys = load_keys(key).await?;
+    let text = std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    match record::verify(&text, &keys, &Expect { commit, artifacts }) {
+        Ok(v) => {
+            if ctx.json() {
+                print_json(
+                    &serde_json::json!({"valid": true, "request": v.request_id, "outcome": v.outcome, "keyid": v.keyid}),
+                );
+            } else {
+                println!("valid: request {} {} (signed by {})", v.request_id, v.outcome, v.keyid);
+            }
+            Ok(0)
+        }
+        Err(why) => {
+            if ctx.json() {
+                print_json(&serde_json::json!({"valid": false, "error": why}));
+            }
+            Err(Failure::no(format!("{}: invalid record: {why}", path.display())))
+        }
+    }
+}
+
+pub async fn audit_verify(ctx: &Ctx) -> Outcome {
+    let r = ctx.client()?.audit_verify().await?;
+    if ctx.json() {
+        print_json(&r);
+    } else if r.ok {
+        println!(
+            "audit chain intact: {} events, head {}",
+            r.events,
+            r.head.as_deref().unwrap_or("")
+        );
+    } else {
+        println!(
+            "audit chain BROKEN at event #{}: {}",
+            r.first_broken.unwrap_or(0),
+            r.problem.as_deref().unwrap_or("")
+        );
+    }
+    Ok(if r.ok { 0 } else { 1 })
+}
+
+pub async fn audit_export(ctx: &Ctx) -> Outcome {
+    let c = ctx.client()?;
+    let mut after = 0;
+    loop {
+        let page = c.audit_export(after, 10_000).await?;
+        if page.trim().is_empty() {
+            return Ok(0);
+        }
+        for line in page.lines() {
+            println!("{line}");
+            if let Some(seq) = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["seq"].as_i64())
+            {
+                after = seq;
+            }
+        }
+    }
+}
+
+pub fn policy_check(ctx: &Ctx, file: &Path, config: Option<&Path>) -> Outcome {
+    let p = Policy::load(file).map_err(|e| Failure::no(e.to_string()))?;
+    if let Some(cfg) = config {
+        let cfg = crate::config::Config::load(cfg).map_err(|e| Failure::no(e.to_string()))?;
+        p.check_members(&|u| cfg.user(u).is_some())
+            .map_err(|e| Failure::no(e.to_string()))?;
+    }
+    if ctx.json() {
+        print_json(
+            &serde_json::json!({"valid": true, "rules": p.rules.len(), "groups": p.groups.len(), "digest": p.digest}),
+        );
+    } else {
+        println!(
+            "{}: valid, {} rules, {} groups, digest {}",
+            file.display(),
+            p.rules.len(),
+            p.groups.len(),
+            p.digest
+        );
+    }
+    Ok(0)
+}
+
+pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
+    let p = Policy::load(file).map_err(|e| Failure::no(e.to_string()))?;
+    let text = std::fs::read_to_string(request).map_err(|e| Failure::usage(format!("{}: {e}", request.display())))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Failure::usage(format!("{}: {e}", request.display())))?;
+    // Accept a bare context or a whole create body.
+    let ctx_value = v.get("context").cloned().unwrap_or(v);
+    let c: Context =
+        serde_json::from_value(ctx_value).map_err(|e| Failure::usage(format!("{}: {e}", request.display())))?;
+    let verdicts = p.explain(&c);
+    let matched = verdicts.iter().find(|v| v.matched).map(|v| v.rule.clone());
+    if ctx.json() {
+        print_json(&serde_json::json!({"matched": matched, "rules": verdicts}));
+    } else {
+        for v in &verdicts {
+            if v.matched {
+                let rule = p.rules.iter().find(|r| r.name == v.rule).expect("matched rule exists");
+                let what = match (rule.decision, rule.require.is_empty()) {
+                    (Some(d), _) => format!("decides {d:?} automatically").to_lowercase(),
+                    (None, _) => rule
+                        .require
+                        .iter()
+                        .map(|r| format!("{} of {}", r.count, r.group))
+                        .collect::<Vec<_>>()
+                        .join(" AND "),
+                };
+                println!(
+                    "MATCH  {}: {what}; timeout {}, approval valid {}",
+                    v.rule,
+                    rule.timeout(),
+                    rule.approval_ttl()
+                );
+            } else {
+                println!("skip   {}: {}", v.rule, v.mismatches.join("; "));
+            }
+        }
+        if matched.is_none() {
+            println!("no rule matches: the request would be refused");
+        }
+    }
+    Ok(if matched.is_some() { 0 } else { 1 })
+}
+
+pub fn token_hash() -> Outcome {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| Failure::usage(format!("reading stdin: {e}")))?;
+    let t = s.trim_end_matches(['\r', '\n']);
+    if t.is_empty() {
+        return Err(Failure::usage("no token on stdin"));
+    }
+    println!("{}", crate::auth::hash_token(t));
+    Ok(0)
+}
+
+pub fn token_new(ctx: &Ctx) -> Outcome {
+    let t = crate::auth::new_token("gate");
+    let h = crate::auth::hash_token(&t);
+    if ctx.json() {
+        print_json(&serde_json::json!({"token": t, "token_sha256": h}));
+    } else {
+        println!("token:        {t}\ntoken_sha256: {h}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,238 @@
+//! A typed client of API v1, used by the CLI and the load tool.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::api::{AuditVerify, CreateRequest, ErrorBody, Keys, RequestView, VoteBody};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{message} (HTTP {status}, {code})")]
+    Api { status: u16, code: String, message: String },
+    /// We could not reach the server, or the connection broke.
+    #[error("cannot reach the server: {0}")]
+    Transport(String),
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// Worth retrying: the network, or a server that says it is briefly unable.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Transport(_) => true,
+            ClientError::Api { status, .. } => matches!(status, 502..=504 | 429),
+            ClientError::Decode(_) => false,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> Result<Client> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("jitgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Transport(format!(
+                "server URL `{base}` must start with http:// or https://"
+            )));
+        }
+        Ok(Client { http, base, token })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str, timeout: Duration) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(timeout);
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, String)> {
+        let resp = rb.send().await.map_err(|e| ClientError::Transport(describe(&e)))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| ClientError::Transport(describe(&e)))?;
+        if status >= 400 {
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(b) => ClientError::Api {
+                    status,
+                    code: b.error.code,
+                    message: b.error.message,
+                },
+                Err(_) => ClientError::Api {
+                    status,
+                    code: "http".into(),
+                    message: text.chars().take(200).collect(),
+                },
+            });
+        }
+        Ok((status, text))
+    }
+
+    async fn json<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T> {
+        let (_, text) = self.send(rb).await?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    const SHORT: Duration = Duration::from_secs(30);
+
+    /// Opens a request; `true` when it is new, `false` when the server replayed one.
+    pub async fn create(&self, body: &CreateRequest) -> Result<(RequestView, bool)> {
+        let (status, text) = self
+            .send(
+                self.req(reqwest::Method::POST, "/api/v1/requests", Self::SHORT)
+                    .json(body),
+            )
+            .await?;
+        let v = serde_json::from_str(&text).map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok((v, status == 201))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<RequestView> {
+        self.json(self.req(reqwest::Method::GET, &format!("/api/v1/requests/{id}"), Self::SHORT))
+            .await
+    }
+
+    /// Long-wait for a change from `version`.
+    pub async fn wait(&self, id: &str, version: Option<i64>, secs: u64) -> Result<RequestView> {
+        let mut path = format!("/api/v1/requests/{id}/wait?timeout={secs}");
+        if let Some(v) = version {
+            path.push_str(&format!("&version={v}"));
+        }
+        self.json(self.req(reqwest::Method::GET, &path, Duration::from_secs(secs + 15)))
+            .await
+    }
+
+    async fn act(&self, id: &str, verb: &str, reason: Option<String>) -> Result<RequestView> {
+        let body = VoteBody { reason };
+        self.json(
+            self.req(
+                reqwest::Method::POST,
+                &format!("/api/v1/requests/{id}/{verb}"),
+                Self::SHORT,
+            )
+            .json(&body),
+        )
+        .await
+    }
+
+    pub async fn approve(&self, id: &str, reason: Option<String>) -> Result<RequestView> {
+        self.act(id, "approve", reason).await
+    }
+    pub async fn deny(&self, id: &str, reason: Option<String>) -> Result<RequestView> {
+        self.act(id, "deny", reason).await
+    }
+    pub async fn cancel(&self, id: &str, reason: Option<String>) -> Result<RequestView> {
+        self.act(id, "cancel", reason).await
+    }
+    pub async fn consume(&self, id: &str) -> Result<RequestView> {
+        self.act(id, "consume", None).await
+    }
+
+    /// The signed record, as the envelope's JSON text.
+    pub async fn record(&self, id: &str) -> Result<String> {
+        Ok(self
+            .send(self.req(
+                reqwest::Method::GET,
+                &format!("/api/v1/requests/{id}/record"),
+                Self::SHORT,
+            ))
+            .await?
+            .1)
+    }
+
+    pub async fn list(&self, status: &str) -> Result<Vec<RequestView>> {
+        self.json(self.req(
+            reqwest::Method::GET,
+            &format!("/api/v1/requests?status={status}"),
+            Self::SHORT,
+        ))
+        .await
+    }
+
+    pub async fn audit(&self, id: &str) -> Result<Vec<crate::api::AuditEvent>> {
+        self.json(self.req(
+            reqwest::Method::GET,
+            &format!("/api/v1/requests/{id}/audit"),
+            Self::SHORT,
+        ))
+        .await
+    }
+
+    pub async fn keys(&self) -> Result<Keys> {
+        self.json(self.req(reqwest::Method::GET, "/api/v1/keys", Self::SHORT))
+            .await
+    }
+
+    pub async fn audit_verify(&self) -> Result<AuditVerify> {
+        self.json(self.req(reqwest::Method::GET, "/api/v1/audit/verify", Duration::from_secs(600)))
+            .await
+    }
+
+    pub async fn audit_export(&self, after: i64, limit: i64) -> Result<String> {
+        let path = format!("/api/v1/audit/export?after={after}&limit={limit}");
+        Ok(self
+            .send(self.req(reqwest::Method::GET, &path, Duration::from_secs(600)))
+            .await?
+            .1)
+    }
+
+    /// GET of an arbitrary URL (a key published elsewhere), no token sent.
+    pub async fn fetch_url(url: &str) -> Result<String> {
+        let r = reqwest::Client::new()
+            .get(url)
+            .timeout(Self::SHORT)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(describe(&e)))?;
+        let status = r.status().as_u16();
+        let text = r.text().await.map_err(|e| ClientError::Transport(describe(&e)))?;
+        if status >= 400 {
+            return Err(ClientError::Api {
+                status,
+                code: "http".into(),
+                message: format!("GET {url}"),
+            });
+        }
+        Ok(text)
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

@@ -1,0 +1,216 @@
+//! The server config (`gate.yaml`): where to listen and store, which policy, who may vote
+//! (`users`) and which pipelines may open requests (`pipelines`). Secrets appear only as
+//! SHA-256 digests.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// An approver.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    /// SHA-256 (hex) of the user's bearer token; `gate token hash` prints it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// GitHub login: a request whose actor is this login is this user's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<String>,
+    /// GitLab username, as for `github`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitlab: Option<String>,
+    /// Jenkins user id, as for `github`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jenkins: Option<String>,
+}
+
+impl User {
+    /// Every identity under which this user can appear as a requester.
+    pub fn identities(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.name.as_str())
+            .chain(self.email.as_deref())
+            .chain(self.github.as_deref())
+            .chain(self.gitlab.as_deref())
+            .chain(self.jenkins.as_deref())
+    }
+}
+
+/// A pipeline that may open requests with a static token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    pub name: String,
+    pub token_sha256: String,
+}
+
+/// `gate.yaml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// The address people use to reach this server; approval links are built on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Ed25519 signing key file (made in the data dir on first start when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<PathBuf>,
+    /// Largest accepted request body in bytes (default 64 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    /// Longest a single `/wait` call may hold (seconds, default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_secs: Option<u64>,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub pipelines: Vec<Pipeline>,
+}
+
+/// A config that cannot be used, with where it is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and validates `gate.yaml`; relative paths in it are relative to its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the config: {e}"),
+        })?;
+        let mut cfg = Config::parse(&file, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.policy, &mut cfg.data_dir, &mut cfg.signing_key]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = serde_norway::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            let msg = e.to_string();
+            ConfigError {
+                file: file.into(),
+                line,
+                column,
+                message: msg.split(" at line ").next().unwrap_or(&msg).to_string(),
+            }
+        })?;
+        let fail = |needle: &str, message: String| {
+            let (line, column) = text
+                .lines()
+                .enumerate()
+                .find_map(|(i, l)| l.find(needle).map(|c| (i + 1, c + 1)))
+                .unwrap_or((0, 0));
+            ConfigError {
+                file: file.into(),
+                line,
+                column,
+                message,
+            }
+        };
+        let mut names = std::collections::HashSet::new();
+        for u in &cfg.users {
+            if u.name.trim().is_empty() {
+                return Err(fail("name:", "a user has an empty `name`".into()));
+            }
+            if !names.insert(u.name.as_str()) {
+                return Err(fail(&u.name, format!("user `{}` is listed twice", u.name)));
+            }
+            if let Some(h) = &u.token_sha256 {
+                check_digest(h).map_err(|m| fail(h, format!("user `{}`: token_sha256 {m}", u.name)))?;
+            }
+        }
+        for p in &cfg.pipelines {
+            if !names.insert(p.name.as_str()) {
+                return Err(fail(
+                    &p.name,
+                    format!("`{}` names both a user and a pipeline, or two pipelines", p.name),
+                ));
+            }
+            check_digest(&p.token_sha256)
+                .map_err(|m| fail(&p.token_sha256, format!("pipeline `{}`: token_sha256 {m}", p.name)))?;
+        }
+        Ok(cfg)
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The configured users that a request identity (actor, login, email) belongs to.
+    pub fn users_for_identity(&self, identity: &str) -> Vec<String> {
+        if identity.is_empty() {
+            return vec![];
+        }
+        self.users
+            .iter()
+            .filter(|u| u.identities().any(|i| i.eq_ignore_ascii_case(identity)))
+            .map(|u| u.name.clone())
+            .collect()
+    }
+}
+
+fn check_digest(h: &str) -> Result<(), String> {
+    if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err("must be 64 hex characters (run `gate token hash` to make one)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_located() {
+        let e = Config::parse("gate.yaml", "listen: x\nusers:\n  - name: a\n    tokn: y\n").unwrap_err();
+        assert_eq!(e.line, 4);
+        assert!(e.message.contains("unknown field `tokn`"), "{e}");
+    }
+
+    #[test]
+    fn bad_digest_located() {
+        let e = Config::parse("gate.yaml", "users:\n  - name: a\n    token_sha256: abc\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("64 hex"));
+    }
+
+    #[test]
+    fn identities_map_to_users() {
+        let c = Config::parse(
+            "gate.yaml",
+            "users:\n  - name: alice\n    github: alice-gh\n    email: a@x.io\n  - name: bob\n",
+        )
+        .unwrap();
+        assert_eq!(c.users_for_identity("Alice-GH"), vec!["alice"]);
+        assert_eq!(c.users_for_identity("a@x.io"), vec!["alice"]);
+        assert_eq!(c.users_for_identity("bob"), vec!["bob"]);
+        assert!(c.users_for_identity("").is_empty());
+    }
+}

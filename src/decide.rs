@@ -1,0 +1,492 @@
+//! The decision state machine. Pure: no I/O and no clock; `now` is passed in,
+//! so every rule that never bends is tested here exhaustively.
+//!
+//! ```text
+//! pending ──approve threshold met──▶ approved ──consume──▶ consumed
+//!    │  ├──an eligible deny───────▶ denied
+//!    │  ├──timeout─────────────────▶ expired   (approved, not consumed in time: expired too)
+//!    │  └──requester or job stops──▶ canceled
+//! ```
+
+use std::fmt;
+
+/// Where a request is in its life. Everything but `Pending` and `Approved` is terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Canceled,
+    Consumed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+            Status::Canceled => "canceled",
+            Status::Consumed => "consumed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "pending" => Status::Pending,
+            "approved" => Status::Approved,
+            "denied" => Status::Denied,
+            "expired" => Status::Expired,
+            "canceled" => Status::Canceled,
+            "consumed" => Status::Consumed,
+            _ => return None,
+        })
+    }
+
+    /// Terminal states never change.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Status::Pending | Status::Approved)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// N of the members of one group, as snapshotted when the request opened.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Requirement {
+    pub group: String,
+    pub count: u32,
+    pub members: Vec<String>,
+}
+
+/// A counted vote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vote {
+    pub voter: String,
+    pub approve: bool,
+    pub reason: Option<String>,
+    pub at: i64,
+}
+
+/// What the machine needs to know about one request.
+#[derive(Clone, Debug)]
+pub struct State {
+    pub status: Status,
+    /// Every identity that is the requester: actor, triggering actor, commit author, and the
+    /// configured users they map to. None of them ever counts.
+    pub requesters: Vec<String>,
+    pub requirements: Vec<Requirement>,
+    pub votes: Vec<Vote>,
+    pub expires_at: i64,
+    pub approval_ttl_ms: i64,
+    pub approval_expires_at: Option<i64>,
+}
+
+/// Why a vote or an action is refused. Each maps to one HTTP status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request is no longer open (409).
+    NotPending(Status),
+    /// The requester may not vote on their own request (403).
+    Requester,
+    /// One person counts once (409).
+    AlreadyVoted,
+    /// Not in any group this request needs (403).
+    NotEligible,
+    /// A deny needs a reason (422).
+    ReasonRequired,
+    /// The request timed out; the caller should record the expiry (409).
+    Expired,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotPending(s) => write!(f, "the request is {s}, not pending"),
+            Refusal::Requester => {
+                f.write_str("the requester of a request can never approve or deny it (separation of duties)")
+            }
+            Refusal::AlreadyVoted => f.write_str("you have already voted on this request"),
+            Refusal::NotEligible => f.write_str("you are not in any group whose approval this request needs"),
+            Refusal::ReasonRequired => f.write_str("a deny needs a reason"),
+            Refusal::Expired => f.write_str("the request has expired"),
+        }
+    }
+}
+
+/// A transition the caller must persist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Next {
+    pub status: Status,
+    pub approval_expires_at: Option<i64>,
+}
+
+impl State {
+    /// True when `who` is one of the requester's identities.
+    pub fn is_requester(&self, who: &str) -> bool {
+        self.requesters.iter().any(|r| r == who)
+    }
+
+    /// True when `who` is in some required group and is not the requester.
+    pub fn is_eligible(&self, who: &str) -> bool {
+        !self.is_requester(who) && self.requirements.iter().any(|r| r.members.iter().any(|m| m == who))
+    }
+
+    fn has_voted(&self, who: &str) -> bool {
+        self.votes.iter().any(|v| v.voter == who)
+    }
+
+    /// Applies one vote. On success the vote counts and `Next` is the state to store.
+    pub fn vote(&self, voter: &str, approve: bool, reason: Option<&str>, now: i64) -> Result<Next, Refusal> {
+        self.check_open(now)?;
+        if self.is_requester(voter) {
+            return Err(Refusal::Requester);
+        }
+        if !self.is_eligible(voter) {
+            return Err(Refusal::NotEligible);
+        }
+        if self.has_voted(voter) {
+            return Err(Refusal::AlreadyVoted);
+        }
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+        if !approve && reason.is_none() {
+            return Err(Refusal::ReasonRequired);
+        }
+        if !approve {
+            return Ok(Next {
+                status: Status::Denied,
+                approval_expires_at: None,
+            });
+        }
+        let mut after = self.clone();
+        after.votes.push(Vote {
+            voter: voter.to_string(),
+            approve: true,
+            reason: reason.map(str::to_string),
+            at: now,
+        });
+        if after.threshold_met() {
+            Ok(Next {
+                status: Status::Approved,
+                approval_expires_at: Some(now.saturating_add(self.approval_ttl_ms)),
+            })
+        } else {
+            Ok(Next {
+                status: Status::Pending,
+                approval_expires_at: None,
+            })
+        }
+    }
+
+    fn check_open(&self, now: i64) -> Result<(), Refusal> {
+        if self.status != Status::Pending {
+            return Err(Refusal::NotPending(self.status));
+        }
+        if now >= self.expires_at {
+            return Err(Refusal::Expired);
+        }
+        Ok(())
+    }
+
+    /// Withdraws a pending request.
+    pub fn cancel(&self, now: i64) -> Result<Next, Refusal> {
+        self.check_open(now)?;
+        Ok(Next {
+            status: Status::Canceled,
+            approval_expires_at: None,
+        })
+    }
+
+    /// Uses an approval: once, and only inside its validity window.
+    pub fn consume(&self, now: i64) -> Result<Next, Refusal> {
+        if self.status != Status::Approved {
+            return Err(Refusal::NotPending(self.status));
+        }
+        if self.approval_expires_at.is_some_and(|t| now >= t) {
+            return Err(Refusal::Expired);
+        }
+        Ok(Next {
+            status: Status::Consumed,
+            approval_expires_at: self.approval_expires_at,
+        })
+    }
+
+    /// What time alone does: a pending request past its timeout, or an approval past its
+    /// validity window, expires.
+    pub fn tick(&self, now: i64) -> Option<Next> {
+        let due = match self.status {
+            Status::Pending => now >= self.expires_at,
+            Status::Approved => self.approval_expires_at.is_some_and(|t| now >= t),
+            _ => false,
+        };
+        due.then_some(Next {
+            status: Status::Expired,
+            approval_expires_at: self.approval_expires_at,
+        })
+    }
+
+    /// The next instant at which `tick` may change something.
+    pub fn deadline(&self) -> Option<i64> {
+        match self.status {
+            Status::Pending => Some(self.expires_at),
+            Status::Approved => self.approval_expires_at,
+            _ => None,
+        }
+    }
+
+    /// Whether the approvals so far meet every requirement, each person counted once.
+    pub fn threshold_met(&self) -> bool {
+        let assignment = self.assign();
+        self.requirements
+            .iter()
+            .zip(&assignment)
+            .all(|(r, got)| got.len() as u32 >= r.count)
+    }
+
+    /// Assigns each counted approver to at most one requirement so that as many
+    /// requirements as possible are met (a maximum bipartite matching over the
+    /// requirements' slots). Returns, per requirement, who counts for it.
+    pub fn assign(&self) -> Vec<Vec<String>> {
+        let approvers: Vec<&str> = self
+            .votes
+            .iter()
+            .filter(|v| v.approve && self.is_eligible(&v.voter))
+            .map(|v| v.voter.as_str())
+            .collect();
+        // One slot per needed approval.
+        let slots: Vec<usize> = self
+            .requirements
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| std::iter::repeat_n(i, r.count as usize))
+            .collect();
+        let mut slot_owner: Vec<Option<usize>> = vec![None; slots.len()];
+        for a in 0..approvers.len() {
+            let mut seen = vec![false; slots.len()];
+            augment(a, &approvers, &slots, &self.requirements, &mut slot_owner, &mut seen);
+        }
+        let mut out = vec![Vec::new(); self.requirements.len()];
+        for (slot, owner) in slot_owner.iter().enumerate() {
+            if let Some(a) = owner {
+                out[slots[slot]].push(approvers[*a].to_string());
+            }
+        }
+        out
+    }
+}
+
+fn augment(
+    a: usize,
+    approvers: &[&str],
+    slots: &[usize],
+    reqs: &[Requirement],
+    owner: &mut [Option<usize>],
+    seen: &mut [bool],
+) -> bool {
+    for s in 0..slots.len() {
+        if seen[s] || !reqs[slots[s]].members.iter().any(|m| m == approvers[a]) {
+            continue;
+        }
+        seen[s] = true;
+        let free = match owner[s] {
+            None => true,
+            Some(other) => augment(other, approvers, slots, reqs, owner, seen),
+        };
+        if free {
+            owner[s] = Some(a);
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(group: &str, count: u32, members: &[&str]) -> Requirement {
+        Requirement {
+            group: group.into(),
+            count,
+            members: members.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn state(reqs: Vec<Requirement>, requesters: &[&str]) -> State {
+        State {
+            status: Status::Pending,
+            requesters: requesters.iter().map(|s| s.to_string()).collect(),
+            requirements: reqs,
+            votes: vec![],
+            expires_at: 1_000,
+            approval_ttl_ms: 100,
+            approval_expires_at: None,
+        }
+    }
+
+    fn approve(s: &mut State, who: &str, now: i64) -> Result<Next, Refusal> {
+        let next = s.vote(who, true, None, now)?;
+        s.votes.push(Vote {
+            voter: who.into(),
+            approve: true,
+            reason: None,
+            at: now,
+        });
+        s.status = next.status;
+        s.approval_expires_at = next.approval_expires_at;
+        Ok(next)
+    }
+
+    #[test]
+    fn two_of_three_with_requester_in_group() {
+        let mut s = state(vec![req("sre", 2, &["alice", "bob", "carol"])], &["alice"]);
+        assert_eq!(approve(&mut s, "alice", 1), Err(Refusal::Requester));
+        assert_eq!(approve(&mut s, "bob", 2).unwrap().status, Status::Pending);
+        assert_eq!(approve(&mut s, "bob", 3), Err(Refusal::AlreadyVoted));
+        let n = approve(&mut s, "carol", 4).unwrap();
+        assert_eq!(
+            n,
+            Next {
+                status: Status::Approved,
+                approval_expires_at: Some(104)
+            }
+        );
+    }
+
+    #[test]
+    fn person_in_two_groups_counts_once() {
+        let mut s = state(
+            vec![req("sre", 1, &["alice", "bob"]), req("security", 1, &["alice", "dave"])],
+            &["zed"],
+        );
+        assert_eq!(approve(&mut s, "alice", 1).unwrap().status, Status::Pending);
+        assert!(!s.threshold_met());
+        // bob can only fill sre, so alice must move to security: the matching finds it.
+        assert_eq!(approve(&mut s, "bob", 2).unwrap().status, Status::Approved);
+        let a = s.assign();
+        assert_eq!(a[0], vec!["bob".to_string()]);
+        assert_eq!(a[1], vec!["alice".to_string()]);
+    }
+
+    #[test]
+    fn one_person_cannot_fill_two_slots_of_one_group() {
+        let mut s = state(vec![req("sre", 2, &["alice", "bob"])], &[]);
+        approve(&mut s, "alice", 1).unwrap();
+        assert_eq!(approve(&mut s, "alice", 2), Err(Refusal::AlreadyVoted));
+        assert_eq!(s.status, Status::Pending);
+    }
+
+    #[test]
+    fn deny_needs_reason_and_denies() {
+        let s = state(vec![req("sre", 2, &["alice", "bob"])], &[]);
+        assert_eq!(s.vote("alice", false, None, 1), Err(Refusal::ReasonRequired));
+        assert_eq!(s.vote("alice", false, Some("   "), 1), Err(Refusal::ReasonRequired));
+        assert_eq!(s.vote("alice", false, Some("no"), 1).unwrap().status, Status::Denied);
+    }
+
+    #[test]
+    fn requester_refused_even_for_deny_and_ineligible_refused() {
+        let s = state(vec![req("sre", 1, &["alice", "bob"])], &["bob"]);
+        assert_eq!(s.vote("bob", false, Some("x"), 1), Err(Refusal::Requester));
+        assert_eq!(s.vote("mallory", true, None, 1), Err(Refusal::NotEligible));
+    }
+
+    #[test]
+    fn terminal_states_never_change() {
+        for st in [Status::Denied, Status::Expired, Status::Canceled, Status::Consumed] {
+            let mut s = state(vec![req("sre", 1, &["alice"])], &[]);
+            s.status = st;
+            assert_eq!(s.vote("alice", true, None, 1), Err(Refusal::NotPending(st)));
+            assert_eq!(s.vote("alice", false, Some("r"), 1), Err(Refusal::NotPending(st)));
+            assert_eq!(s.cancel(1), Err(Refusal::NotPending(st)));
+            assert_eq!(s.consume(1), Err(Refusal::NotPending(st)));
+            assert_eq!(s.tick(i64::MAX), None);
+            assert_eq!(s.deadline(), None);
+            assert!(st.is_terminal());
+        }
+    }
+
+    #[test]
+    fn timeout_and_ttl() {
+        let mut s = state(vec![req("sre", 1, &["alice"])], &[]);
+        assert_eq!(s.tick(999), None);
+        assert_eq!(s.tick(1_000).unwrap().status, Status::Expired);
+        assert_eq!(s.vote("alice", true, None, 1_000), Err(Refusal::Expired));
+        approve(&mut s, "alice", 500).unwrap();
+        assert_eq!(s.status, Status::Approved);
+        assert_eq!(s.deadline(), Some(600));
+        assert_eq!(s.tick(599), None);
+        assert_eq!(s.consume(600), Err(Refusal::Expired));
+        assert_eq!(s.tick(600).unwrap().status, Status::Expired);
+        assert_eq!(s.consume(599).unwrap().status, Status::Consumed);
+    }
+
+    #[test]
+    fn cancel_only_while_pending() {
+        let mut s = state(vec![req("sre", 1, &["alice"])], &[]);
+        assert_eq!(s.cancel(1).unwrap().status, Status::Canceled);
+        approve(&mut s, "alice", 1).unwrap();
+        assert_eq!(s.cancel(2), Err(Refusal::NotPending(Status::Approved)));
+    }
+
+    /// Every order of every subset of votes over a small universe: the outcome
+    /// depends only on who approved, never on the order, and the requester never counts.
+    #[test]
+    fn exhaustive_orders_agree() {
+        let people = ["alice", "bob", "carol", "dave"];
+        let reqs = vec![req("a", 1, &["alice", "bob"]), req("b", 2, &["bob", "carol", "dave"])];
+        fn perms(v: &[&'static str]) -> Vec<Vec<&'static str>> {
+            if v.len() <= 1 {
+                return vec![v.to_vec()];
+            }
+            let mut out = vec![];
+            for i in 0..v.len() {
+                let mut rest = v.to_vec();
+                let x = rest.remove(i);
+                for mut p in perms(&rest) {
+                    p.insert(0, x);
+                    out.push(p);
+                }
+            }
+            out
+        }
+        for requester in people {
+            for mask in 0u32..16 {
+                let chosen: Vec<&'static str> = (0..4).filter(|i| mask & (1 << i) != 0).map(|i| people[i]).collect();
+                let mut outcomes = std::collections::HashSet::new();
+                for order in perms(&chosen) {
+                    let mut s = state(reqs.clone(), &[requester]);
+                    for who in &order {
+                        if s.status != Status::Pending {
+                            break;
+                        }
+                        let r = approve(&mut s, who, 1);
+                        if *who == requester {
+                            assert_eq!(r, Err(Refusal::Requester));
+                        }
+                    }
+                    outcomes.insert(s.status);
+                }
+                assert_eq!(outcomes.len(), 1, "order changed the outcome for {chosen:?}");
+                let counted: Vec<&str> = chosen.iter().copied().filter(|p| *p != requester).collect();
+                // Brute force: a needs one of {alice,bob}; b needs two of {bob,carol,dave}; distinct people.
+                let expect = counted.iter().any(|x| {
+                    ["alice", "bob"].contains(x)
+                        && counted
+                            .iter()
+                            .filter(|y| *y != x && ["bob", "carol", "dave"].contains(y))
+                            .count()
+                            >= 2
+                });
+                let got = *outcomes.iter().next().unwrap() == Status::Approved;
+                assert_eq!(got, expect, "requester {requester}, votes {chosen:?}");
+            }
+        }
+    }
+}

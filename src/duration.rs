@@ -1,0 +1,160 @@
+//! Human durations as written in policy and on the command line: `90s`, `15m`, `4h`, `1h30m`, `2d`.
+
+use std::fmt;
+
+/// A non-negative span of time, kept in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub i64);
+
+impl Dur {
+    pub fn from_secs(s: i64) -> Self {
+        Dur(s * 1000)
+    }
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+    pub fn as_std(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.max(0) as u64)
+    }
+
+    /// Parses `1h30m`, `45s`, `250ms`, `2d`. A bare number is seconds.
+    pub fn parse(s: &str) -> Result<Dur, String> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err("empty duration".into());
+        }
+        if let Ok(n) = t.parse::<i64>() {
+            if n < 0 {
+                return Err(format!("negative duration `{s}`"));
+            }
+            return Ok(Dur::from_secs(n));
+        }
+        let mut total: i64 = 0;
+        let mut rest = t;
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            if digits == 0 {
+                return Err(format!(
+                    "invalid duration `{s}`: expected a number before `{rest}` (e.g. 90s, 15m, 4h, 1h30m, 2d)"
+                ));
+            }
+            let n: i64 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("invalid duration `{s}`: number too large"))?;
+            rest = &rest[digits..];
+            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit = &rest[..unit_len];
+            rest = &rest[unit_len..];
+            let ms = match unit {
+                "ms" => 1,
+                "s" => 1000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                "" => return Err(format!("invalid duration `{s}`: a unit is missing after {n}")),
+                other => {
+                    return Err(format!(
+                        "invalid duration `{s}`: unknown unit `{other}` (use ms, s, m, h or d)"
+                    ));
+                }
+            };
+            total = n
+                .checked_mul(ms)
+                .and_then(|v| total.checked_add(v))
+                .ok_or_else(|| format!("invalid duration `{s}`: too large"))?;
+        }
+        Ok(Dur(total))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ms = self.0;
+        if ms == 0 {
+            return write!(f, "0s");
+        }
+        for (unit, len) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+            if ms >= len {
+                write!(f, "{}{}", ms / len, unit)?;
+                ms %= len;
+            }
+        }
+        if ms > 0 {
+            write!(f, "{ms}ms")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 90s, 15m, 4h or 1h30m")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
+                Dur::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dur, E> {
+                i64::try_from(v)
+                    .map(Dur::from_secs)
+                    .map_err(|_| E::custom("duration too large"))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
+                if v < 0 {
+                    return Err(E::custom("negative duration"));
+                }
+                Ok(Dur::from_secs(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl serde::Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// Milliseconds since the Unix epoch, the one clock reading the server takes.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 text for a millisecond timestamp, as shown to people and in records.
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_compound_and_units() {
+        assert_eq!(Dur::parse("1h30m").unwrap(), Dur(5_400_000));
+        assert_eq!(Dur::parse("90").unwrap(), Dur(90_000));
+        assert_eq!(Dur::parse("250ms").unwrap(), Dur(250));
+        assert_eq!(Dur::parse("2d").unwrap(), Dur(172_800_000));
+        assert!(Dur::parse("5x").unwrap_err().contains("unknown unit `x`"));
+        assert!(Dur::parse("h").is_err());
+        assert!(Dur::parse("").is_err());
+        assert!(Dur::parse("-3").is_err());
+    }
+
+    #[test]
+    fn displays_round_trip() {
+        for s in ["1h30m", "15m", "2d", "1s", "1m250ms"] {
+            assert_eq!(Dur::parse(s).unwrap().to_string(), s);
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The approval policy (`policy.yaml`): who must approve what. Loaded with errors
+//! that name file, line, column and key; evaluated without I/O.
+
+mod glob;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::api::Context;
+use crate::duration::Dur;
+pub use glob::glob_match;
+
+/// Used when a rule names no `timeout`.
+pub const DEFAULT_TIMEOUT: Dur = Dur(24 * 3_600_000);
+/// Used when a rule names no `approval_ttl`.
+pub const DEFAULT_APPROVAL_TTL: Dur = Dur(3_600_000);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    version: u32,
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
+    rules: Vec<Rule>,
+}
+
+/// An automatic outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoDecision {
+    Approve,
+    Deny,
+}
+
+/// Which requests a rule is for. Every key given must match; absent keys match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Glob: `*` within one path segment, `**` across segments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Glob, as for `repository`.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// N approvals from one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Require {
+    pub group: String,
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One rule; the first whose `match` fits a request decides how it is handled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: Match,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<AutoDecision>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require: Vec<Require>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_ttl: Option<Dur>,
+}
+
+impl Rule {
+    pub fn timeout(&self) -> Dur {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+    pub fn approval_ttl(&self) -> Dur {
+        self.approval_ttl.unwrap_or(DEFAULT_APPROVAL_TTL)
+    }
+}
+
+/// A loaded, validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub groups: BTreeMap<String, Vec<String>>,
+    pub rules: Vec<Rule>,
+    /// `sha256:HEX` of the file's bytes, stored with every request.
+    pub digest: String,
+    pub source: String,
+    text: String,
+}
+
+/// A policy that cannot be used, with where it is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct PolicyError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// How one rule compared with a request, for `gate policy explain`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleVerdict {
+    pub rule: String,
+    pub matched: bool,
+    /// Why it did not match, one reason per mismatching key.
+    pub mismatches: Vec<String>,
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the policy: {e}"),
+        })?;
+        Policy::parse(&file, &text)
+    }
+
+    /// Parses and validates policy text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
+        let err = |line: usize, column: usize, message: String| PolicyError {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+        };
+        let raw: PolicyFile = serde_norway::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            // serde_norway appends " at line L column C"; we print the location up front instead.
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            err(line, column, msg)
+        })?;
+        let at = |needle: &str, from: usize| locate(text, needle, from);
+        if raw.version != 1 {
+            let (l, c) = at("version", 0);
+            return Err(err(
+                l,
+                c,
+                format!("unsupported `version: {}` (this server reads version 1)", raw.version),
+            ));
+        }
+        if raw.rules.is_empty() {
+            let (l, c) = at("rules", 0);
+            return Err(err(l, c, "`rules` is empty: every request would be refused".into()));
+        }
+        for (name, members) in &raw.groups {
+            let (l, c) = at(&format!("{name}:"), 0);
+            if members.is_empty() {
+                return Err(err(l, c, format!("group `{name}` has no members")));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for m in members {
+                if !seen.insert(m) {
+                    return Err(err(l, c, format!("group `{name}` lists `{m}` twice")));
+                }
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for rule in &raw.rules {
+            let (rl, rc) = at(&rule.name, 0);
+            let rule_err = |needle: &str, message: String| {
+                let (l, c) = if needle.is_empty() { (rl, rc) } else { at(needle, rl) };
+                err(l, c, message)
+            };
+            if rule.name.trim().is_empty() {
+                return Err(rule_err("name", "a rule has an empty `name`".into()));
+            }
+            if !names.insert(rule.name.clone()) {
+                return Err(rule_err("", format!("two rules are named `{}`", rule.name)));
+            }
+            match (rule.decision, rule.require.is_empty()) {
+                (Some(_), false) => {
+                    return Err(rule_err(
+                        "require",
+                        format!("rule `{}` has both `decision` and `require`: choose one", rule.name),
+                    ));
+                }
+                (None, true) => {
+                    return Err(rule_err(
+                        "",
+                        format!(
+                            "rule `{}` needs either `decision: approve|deny` or `require`",
+                            rule.name
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            for r in &rule.require {
+                let Some(members) = raw.groups.get(&r.group) else {
+                    return Err(rule_err(
+                        &r.group,
+                        format!(
+                            "rule `{}` requires group `{}`, which is not defined under `groups`",
+                            rule.name, r.group
+                        ),
+                    ));
+                };
+                if r.count == 0 {
+                    return Err(rule_err(
+                        "count",
+                        format!("rule `{}`: `count` must be at least 1", rule.name),
+                    ));
+                }
+                if r.count as usize > members.len() {
+                    return Err(rule_err(
+                        "count",
+                        format!(
+                            "rule `{}` requires {} of group `{}`, which has only {} members",
+                            rule.name,
+                            r.count,
+                            r.group,
+                            members.len()
+                        ),
+                    ));
+                }
+            }
+            if rule.timeout.is_some_and(|t| t.millis() <= 0) {
+                return Err(rule_err(
+                    "timeout",
+                    format!("rule `{}`: `timeout` must be positive", rule.name),
+                ));
+            }
+            if rule.approval_ttl.is_some_and(|t| t.millis() <= 0) {
+                return Err(rule_err(
+                    "approval_ttl",
+                    format!("rule `{}`: `approval_ttl` must be positive", rule.name),
+                ));
+            }
+        }
+        Ok(Policy {
+            groups: raw.groups,
+            rules: raw.rules,
+            digest: digest(text.as_bytes()),
+            source: file.to_string(),
+            text: text.to_string(),
+        })
+    }
+
+    /// Checks that every group member is a user the server knows.
+    pub fn check_members(&self, known: &dyn Fn(&str) -> bool) -> Result<(), PolicyError> {
+        for (name, members) in &self.groups {
+            for m in members {
+                if !known(m) {
+                    let (line, column) = locate(&self.text, m, locate(&self.text, &format!("{name}:"), 0).0);
+                    return Err(PolicyError {
+                        file: self.source.clone(),
+                        line,
+                        column,
+                        message: format!("group `{name}` member `{m}` is not a user in the server config (`users:`)"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first rule that matches, or `None` (then the request is refused).
+    pub fn evaluate(&self, ctx: &Context) -> Option<&Rule> {
+        self.rules.iter().find(|r| mismatches(&r.matcher, ctx).is_empty())
+    }
+
+    /// Every rule up to and including the first that matches, with the reasons the others did not.
+    pub fn explain(&self, ctx: &Context) -> Vec<RuleVerdict> {
+        let mut out = Vec::new();
+        for r in &self.rules {
+            let why = mismatches(&r.matcher, ctx);
+            let matched = why.is_empty();
+            out.push(RuleVerdict {
+                rule: r.name.clone(),
+                matched,
+                mismatches: why,
+            });
+            if matched {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The requirements of a rule with each group's members, as a request snapshots them.
+    pub fn requirements(&self, rule: &Rule) -> Vec<crate::decide::Requirement> {
+        rule.require
+            .iter()
+            .map(|r| crate::decide::Requirement {
+                group: r.group.clone(),
+                count: r.count,
+                members: self.groups.get(&r.group).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+/// `sha256:HEX` of some bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn mismatches(m: &Match, ctx: &Context) -> Vec<String> {
+    let mut why = Vec::new();
+    let mut exact = |key: &str, want: &Option<String>, got: &str| {
+        if let Some(w) = want
+            && w != got
+        {
+            why.push(format!("{key} is `{got}`, the rule wants `{w}`"));
+        }
+    };
+    exact("platform", &m.platform, &ctx.platform);
+    exact("environment", &m.environment, &ctx.environment);
+    exact("action", &m.action, &ctx.action);
+    exact("actor", &m.actor, &ctx.actor);
+    if let Some(p) = &m.repository
+        && !glob_match(p, &ctx.repository)
+    {
+        why.push(format!("repository `{}` does not match `{p}`", ctx.repository));
+    }
+    if let Some(p) = &m.git_ref
+        && !glob_match(p, &ctx.git_ref)
+    {
+        why.push(format!("ref `{}` does not match `{p}`", ctx.git_ref));
+    }
+    for (k, v) in &m.labels {
+        match ctx.labels.get(k) {
+            Some(got) if got == v => {}
+            Some(got) => why.push(format!("label {k} is `{got}`, the rule wants `{v}`")),
+            None => why.push(format!("label {k} is not set, the rule wants `{v}`")),
+        }
+    }
+    why
+}
+
+/// 1-based line and column of the first `needle` at or after line `from` (1-based; 0 = start).
+fn locate(text: &str, needle: &str, from: usize) -> (usize, usize) {
+    for (i, line) in text.lines().enumerate() {
+        if i + 1 < from {
+            continue;
+        }
+        if let Some(c) = line.find(needle) {
+            return (i + 1, c + 1);
+        }
+    }
+    (from.max(1), 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"version: 1
+groups:
+  sre: [alice, bob, carol]
+  security: [alice, dave]
+rules:
+  - name: staging
+    match: { environment: staging }
+    decision: approve
+  - name: production
+    match: { environment: production, repository: "acme/*", ref: refs/heads/main }
+    require:
+      - { group: sre, count: 2 }
+      - { group: security }
+    timeout: 4h
+    approval_ttl: 15m
+  - name: everything else
+    match: {}
+    decision: deny
+"#;
+
+    fn ctx(env: &str, repo: &str, r: &str) -> Context {
+        Context {
+            environment: env.into(),
+            repository: repo.into(),
+            git_ref: r.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_match_wins() {
+        let p = Policy::parse("p.yaml", GOOD).unwrap();
+        assert_eq!(p.evaluate(&ctx("staging", "x/y", "main")).unwrap().name, "staging");
+        let prod = p.evaluate(&ctx("production", "acme/web", "refs/heads/main")).unwrap();
+        assert_eq!(prod.name, "production");
+        assert_eq!(prod.timeout(), Dur::parse("4h").unwrap());
+        assert_eq!(prod.require[1].count, 1);
+        let other = p.evaluate(&ctx("production", "evil/web", "refs/heads/main")).unwrap();
+        assert_eq!(other.name, "everything else");
+        let ex = p.explain(&ctx("production", "evil/web", "refs/heads/main"));
+        assert_eq!(ex.len(), 3);
+        assert!(ex[1].mismatches[0].contains("repository `evil/web` does not match `acme/*`"));
+        assert!(p.digest.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let bad = GOOD.replace("    timeout: 4h", "    timout: 4h");
+        let e = Policy::parse("p.yaml", &bad).unwrap_err();
+        assert_eq!(e.line, 14, "{e}");
+        assert!(e.message.contains("unknown field `timout`"), "{e}");
+        assert!(e.to_string().starts_with("p.yaml:14:"), "{e}");
+    }
+
+    #[test]
+    fn malformed_yaml_names_line() {
+        let e = Policy::parse("p.yaml", "version: 1\nrules:\n  - name: [unclosed\n").unwrap_err();
+        assert!(e.line >= 3, "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_located() {
+        let bad = GOOD.replace("{ group: security }", "{ group: secops }");
+        let e = Policy::parse("p.yaml", &bad).unwrap_err();
+        assert!(e.message.contains("group `secops`"), "{e}");
+        assert_eq!(e.line, 13);
+        let bad = GOOD.replace("count: 2", "count: 5");
+        let e = Policy::parse("p.yaml", &bad).unwrap_err();
+        assert!(e.message.contains("only 3 members"), "{e}");
+        assert_eq!(e.line, 12);
+        let bad = GOOD.replace("    decision: deny\n", "");
+        let e = Policy::parse("p.yaml", &bad).unwrap_err();
+        assert!(e.message.contains("needs either"), "{e}");
+        let bad = GOOD.replace("timeout: 4h", "timeout: 4y");
+        let e = Policy::parse("p.yaml", &bad).unwrap_err();
+        assert!(e.message.contains("unknown unit `y`"), "{e}");
+        assert_eq!(e.line, 14);
+    }
+
+    #[test]
+    fn labels_and_members() {
+        let p = Policy::parse(
+            "p.yaml",
+            "version: 1\ngroups:\n  g: [ann]\nrules:\n  - name: r\n    match: { labels: { tier: gold } }\n    require: [{ group: g }]\n  - name: rest\n    decision: deny\n",
+        )
+        .unwrap();
+        let mut c = Context::default();
+        assert_eq!(p.evaluate(&c).unwrap().name, "rest");
+        c.labels.insert("tier".into(), "gold".into());
+        assert_eq!(p.evaluate(&c).unwrap().name, "r");
+        let e = p.check_members(&|u| u == "bob").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 7));
+        assert!(p.check_members(&|u| u == "ann").is_ok());
+    }
+}

@@ -1,0 +1,106 @@
+//! The one error type of the HTTP layer. Each variant names its status; 500s are logged
+//! with their cause and answered without it.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::api::{ErrorBody, ErrorDetail};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: the request cannot be understood.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no token, or one we do not know.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: a known caller not allowed to do this.
+    #[error("{1}")]
+    Forbidden(&'static str, String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the request is not in a state that allows this.
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    /// 413.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 422: well-formed but invalid.
+    #[error("{1}")]
+    Invalid(&'static str, String),
+    /// 503: the store is unreachable or overloaded; retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(..) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(..) => StatusCode::CONFLICT,
+            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Invalid(..) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::BadRequest(_) => "bad_request",
+            AppError::Unauthorized(_) => "unauthorized",
+            AppError::Forbidden(c, _) | AppError::Conflict(c, _) | AppError::Invalid(c, _) => c,
+            AppError::NotFound(_) => "not_found",
+            AppError::TooLarge(_) => "payload_too_large",
+            AppError::Unavailable(_) => "unavailable",
+            AppError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match &e {
+            crate::store::StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+                tracing::warn!(error = %e, "store unavailable");
+                AppError::Unavailable("the database is unavailable; retry".into())
+            }
+            _ => AppError::Internal(anyhow::Error::new(e)),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            AppError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                "internal error; see the server log".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message,
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

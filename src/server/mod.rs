@@ -1,0 +1,134 @@
+//! `gate serve`: the HTTP API, the expiry timer and graceful shutdown.
+
+pub mod engine;
+pub mod error;
+pub mod metrics;
+mod openapi;
+mod routes;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use engine::Engine;
+pub use routes::router;
+
+use crate::audit::record::KeyPair;
+use crate::config::Config;
+use crate::policy::Policy;
+use crate::store::Store;
+
+/// Everything `gate serve` needs, after flags have been merged over the config file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub policy: PathBuf,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    pub signing_key: PathBuf,
+    pub public_url: String,
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub shutdown: watch::Receiver<bool>,
+    pub max_wait: Duration,
+}
+
+/// Opens the store (migrating it), loads and checks the policy, loads or makes the key.
+pub async fn build(s: &Settings) -> anyhow::Result<Arc<Engine>> {
+    let policy = Policy::load(&s.policy)?;
+    policy.check_members(&|u| s.config.user(u).is_some())?;
+    std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating data dir {}", s.data_dir.display()))?;
+    let keys =
+        KeyPair::load_or_create(&s.signing_key).with_context(|| format!("signing key {}", s.signing_key.display()))?;
+    let store = Store::connect(&s.database_url)
+        .await
+        .with_context(|| format!("opening the database ({})", redact(&s.database_url)))?;
+    Ok(Arc::new(Engine::new(
+        store,
+        policy,
+        s.config.clone(),
+        keys,
+        s.public_url.clone(),
+    )))
+}
+
+/// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish
+/// (long-waits return at once with the current state).
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let max_wait = Duration::from_secs(engine.config.max_wait_secs.unwrap_or(60).clamp(1, 600));
+    let body_limit = engine.config.max_body_bytes.unwrap_or(64 * 1024);
+    let state = AppState {
+        engine: engine.clone(),
+        shutdown: stop_rx.clone(),
+        max_wait,
+    };
+    let timer = tokio::spawn(run_timer(engine.clone(), stop_rx.clone()));
+    let app = router(state, body_limit);
+    let mut stopped = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    });
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    server.await.context("serving HTTP")?;
+    timer.abort();
+    engine.store.close().await;
+    Ok(())
+}
+
+/// Expires requests whose deadline passed. Sleeps until the next deadline (at most a
+/// second, so a deadline written by another replica is never missed for long), or until
+/// poked by a write that may have brought a deadline closer.
+async fn run_timer(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let now = crate::duration::now_ms();
+        let mut sleep_ms = 1000;
+        match engine.store.due(now).await {
+            Ok((ids, next)) => {
+                for id in ids {
+                    if let Err(e) = engine.expire(&id, crate::duration::now_ms()).await {
+                        tracing::warn!(request = %id, error = %e, "expiring failed; will retry");
+                    }
+                }
+                if let Some(n) = next {
+                    sleep_ms = (n - now).clamp(1, 1000);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "timer cannot read the store"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
+            _ = engine.timer_poke.notified() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// A database URL without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}

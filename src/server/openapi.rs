@@ -1,0 +1,78 @@
+//! The API description served at `/api/v1/openapi.json`.
+
+pub const SPEC: &str = r##"{
+  "openapi": "3.1.0",
+  "info": {"title": "jitgate API", "version": "1", "description": "Just-in-time approval gate for CI/CD pipelines. Errors are {\"error\": {\"code\", \"message\"}}. Authenticate with `Authorization: Bearer <token>`: pipeline tokens open, wait on, cancel and consume requests; approver tokens vote."},
+  "components": {
+    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    "schemas": {
+      "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+      "Context": {"type": "object", "required": ["environment"], "additionalProperties": false, "properties": {
+        "platform": {"type": "string", "enum": ["github", "gitlab", "jenkins", "generic", ""]},
+        "repository": {"type": "string"}, "ref": {"type": "string"}, "commit": {"type": "string"},
+        "actor": {"type": "string"}, "triggering_actor": {"type": "string"}, "commit_author": {"type": "string"},
+        "run_id": {"type": "string"}, "run_attempt": {"type": "string"}, "job": {"type": "string"}, "run_url": {"type": "string"},
+        "environment": {"type": "string", "minLength": 1}, "action": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
+      "CreateRequest": {"type": "object", "required": ["context"], "additionalProperties": false, "properties": {
+        "context": {"$ref": "#/components/schemas/Context"},
+        "summary": {"type": "string", "maxLength": 8192},
+        "artifacts": {"type": "array", "items": {"type": "string", "pattern": "^sha256:[0-9a-fA-F]{64}$"}},
+        "timeout": {"type": "string", "description": "e.g. 30m; never longer than the policy's"},
+        "idempotency_key": {"type": "string"}}},
+      "Vote": {"type": "object", "properties": {"reason": {"type": "string"}}},
+      "Requirement": {"type": "object", "properties": {"group": {"type": "string"}, "count": {"type": "integer"}, "members": {"type": "array", "items": {"type": "string"}}, "approved_by": {"type": "array", "items": {"type": "string"}}, "may_vote": {"type": "array", "items": {"type": "string"}}, "met": {"type": "boolean"}}},
+      "Request": {"type": "object", "required": ["id", "status", "url", "context", "requester", "rule", "policy_digest", "requirements", "votes", "created_at", "expires_at", "version"], "properties": {
+        "id": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "approved", "denied", "expired", "canceled", "consumed"]},
+        "url": {"type": "string"}, "context": {"$ref": "#/components/schemas/Context"}, "summary": {"type": "string"},
+        "artifacts": {"type": "array", "items": {"type": "string"}}, "requester": {"type": "array", "items": {"type": "string"}},
+        "opened_by": {"type": "string"}, "rule": {"type": "string"}, "policy_digest": {"type": "string"},
+        "requirements": {"type": "array", "items": {"$ref": "#/components/schemas/Requirement"}},
+        "votes": {"type": "array", "items": {"type": "object", "properties": {"voter": {"type": "string"}, "decision": {"type": "string"}, "reason": {"type": "string"}, "at": {"type": "string"}, "via": {"type": "string"}}}},
+        "created_at": {"type": "string"}, "expires_at": {"type": "string"}, "decided_at": {"type": "string"}, "decided_by": {"type": "string"}, "reason": {"type": "string"},
+        "approval_expires_at": {"type": "string"}, "consumed_at": {"type": "string"}, "version": {"type": "integer"}}},
+      "Envelope": {"type": "object", "description": "DSSE envelope; payload is a base64 in-toto Statement v1", "properties": {"payloadType": {"type": "string"}, "payload": {"type": "string"}, "signatures": {"type": "array", "items": {"type": "object", "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}}}}}},
+      "Keys": {"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "object", "properties": {"keyid": {"type": "string"}, "algorithm": {"type": "string"}, "public_key": {"type": "string"}, "pem": {"type": "string"}}}}}},
+      "AuditVerify": {"type": "object", "properties": {"ok": {"type": "boolean"}, "events": {"type": "integer"}, "head": {"type": "string"}, "first_broken": {"type": "integer"}, "problem": {"type": "string"}}}
+    },
+    "responses": {
+      "Error": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+      "Request": {"description": "the request", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Request"}}}}
+    },
+    "parameters": {"id": {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}}
+  },
+  "security": [{"bearer": []}],
+  "paths": {
+    "/api/v1/requests": {
+      "post": {"summary": "Open a request (pipeline token). Idempotent on the run identity or idempotency_key.", "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRequest"}}}},
+        "responses": {"201": {"$ref": "#/components/responses/Request"}, "200": {"$ref": "#/components/responses/Request"}, "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "403": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
+      "get": {"summary": "Inbox: requests the caller may act on", "parameters": [{"name": "status", "in": "query", "schema": {"type": "string", "default": "pending"}}, {"name": "limit", "in": "query", "schema": {"type": "integer"}}],
+        "responses": {"200": {"description": "requests", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Request"}}}}}, "401": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/api/v1/requests/{id}": {"get": {"summary": "Read a request", "parameters": [{"$ref": "#/components/parameters/id"}], "responses": {"200": {"$ref": "#/components/responses/Request"}, "404": {"$ref": "#/components/responses/Error"}}}},
+    "/api/v1/requests/{id}/wait": {"get": {"summary": "Long-wait: returns as soon as the request changes from `version` (or, without it, is not pending), or at timeout", "parameters": [{"$ref": "#/components/parameters/id"}, {"name": "timeout", "in": "query", "schema": {"type": "integer", "default": 30}}, {"name": "version", "in": "query", "schema": {"type": "integer"}}], "responses": {"200": {"$ref": "#/components/responses/Request"}, "404": {"$ref": "#/components/responses/Error"}}}},
+    "/api/v1/requests/{id}/approve": {"post": {"summary": "Approve (approver token)", "parameters": [{"$ref": "#/components/parameters/id"}], "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Vote"}}}}, "responses": {"200": {"$ref": "#/components/responses/Request"}, "403": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
+    "/api/v1/requests/{id}/deny": {"post": {"summary": "Deny with a reason (approver token)", "parameters": [{"$ref": "#/components/parameters/id"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Vote"}}}}, "responses": {"200": {"$ref": "#/components/responses/Request"}, "403": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}},
+    "/api/v1/requests/{id}/cancel": {"post": {"summary": "Withdraw a pending request (its pipeline or requester)", "parameters": [{"$ref": "#/components/parameters/id"}], "responses": {"200": {"$ref": "#/components/responses/Request"}, "403": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
+    "/api/v1/requests/{id}/consume": {"post": {"summary": "Use an approval once (its pipeline)", "parameters": [{"$ref": "#/components/parameters/id"}], "responses": {"200": {"$ref": "#/components/responses/Request"}, "403": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
+    "/api/v1/requests/{id}/record": {"get": {"summary": "The signed record (DSSE envelope)", "parameters": [{"$ref": "#/components/parameters/id"}], "responses": {"200": {"description": "envelope", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}}, "409": {"$ref": "#/components/responses/Error"}}}},
+    "/api/v1/requests/{id}/audit": {"get": {"summary": "The request's audit events", "parameters": [{"$ref": "#/components/parameters/id"}], "responses": {"200": {"description": "events"}}}},
+    "/api/v1/events": {"get": {"summary": "Server-sent events: `change` per state change", "responses": {"200": {"description": "text/event-stream"}}}},
+    "/api/v1/keys": {"get": {"summary": "Public keys records are signed with", "security": [], "responses": {"200": {"description": "keys", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Keys"}}}}}}},
+    "/api/v1/audit/verify": {"get": {"summary": "Check the audit hash chain", "responses": {"200": {"description": "result", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AuditVerify"}}}}}}},
+    "/api/v1/audit/export": {"get": {"summary": "Audit events as JSON lines", "parameters": [{"name": "after", "in": "query", "schema": {"type": "integer"}}, {"name": "limit", "in": "query", "schema": {"type": "integer"}}], "responses": {"200": {"description": "application/x-ndjson"}}}},
+    "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI"}}}},
+    "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
+    "/readyz": {"get": {"summary": "Readiness (database reachable)", "security": [], "responses": {"200": {"description": "ready"}, "503": {"$ref": "#/components/responses/Error"}}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text"}}}}
+  }
+}"##;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn spec_is_json() {
+        let v: serde_json::Value = serde_json::from_str(super::SPEC).unwrap();
+        assert_eq!(v["openapi"], "3.1.0");
+    }
+}

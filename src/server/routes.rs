@@ -1,0 +1,377 @@
+//! HTTP routes of API v1 and operations. Thin: parse, authenticate, call the engine.
+
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::AppState;
+use super::error::{AppError, Result};
+use crate::api::{AuditVerify, CreateRequest, Keys, RequestView, VoteBody};
+use crate::auth::{Principal, Tokens};
+use crate::duration::now_ms;
+
+pub fn router(state: AppState, body_limit: usize) -> Router {
+    let api = Router::new()
+        .route("/requests", post(create).get(list))
+        .route("/requests/{id}", get(show))
+        .route("/requests/{id}/wait", get(wait))
+        .route("/requests/{id}/approve", post(approve))
+        .route("/requests/{id}/deny", post(deny))
+        .route("/requests/{id}/cancel", post(cancel))
+        .route("/requests/{id}/consume", post(consume))
+        .route("/requests/{id}/record", get(record))
+        .route("/requests/{id}/audit", get(request_audit))
+        .route("/keys", get(keys))
+        .route("/audit/verify", get(audit_verify))
+        .route("/audit/export", get(audit_export))
+        .route("/events", get(events))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/", get(home))
+        .route("/requests/{id}", get(request_page))
+        .fallback(|| async { AppError::NotFound("no such route".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), count_responses))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn count_responses(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    s.engine.metrics.http(resp.status().as_u16());
+    resp
+}
+
+/// A JSON body whose rejection answers in our error shape.
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(r) => Err(json_rejection(r)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> AppError {
+    let status = r.status();
+    let text = r.body_text();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return AppError::TooLarge("request body is larger than the server accepts".into());
+    }
+    match r {
+        JsonRejection::JsonDataError(_) => AppError::Invalid("invalid_body", text),
+        JsonRejection::MissingJsonContentType(_) => {
+            AppError::BadRequest("expected `Content-Type: application/json`".into())
+        }
+        _ => AppError::BadRequest(text),
+    }
+}
+
+/// The authenticated caller, from `Authorization: Bearer …`.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| AppError::Unauthorized("missing `Authorization: Bearer <token>`".into()))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| AppError::Unauthorized("the Authorization header is not `Bearer <token>`".into()))?;
+        let tokens = Tokens::from_config(&s.engine.config);
+        tokens
+            .authenticate(token)
+            .map(Caller)
+            .ok_or_else(|| AppError::Unauthorized("unknown token".into()))
+    }
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    JsonBody(body): JsonBody<CreateRequest>,
+) -> Result<Response> {
+    let (view, new) = s.engine.create(&who, body, now_ms()).await?;
+    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((
+        status,
+        [(header::LOCATION, format!("/api/v1/requests/{}", view.id))],
+        Json(view),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<RequestView>>> {
+    let status = q.status.unwrap_or_else(|| "pending".into());
+    if crate::decide::Status::parse(&status).is_none() {
+        return Err(AppError::BadRequest(format!(
+            "status: `{status}` is not one of pending, approved, denied, expired, canceled, consumed"
+        )));
+    }
+    Ok(Json(
+        s.engine
+            .inbox(&who, &status, q.limit.unwrap_or(500).clamp(1, 5000))
+            .await?,
+    ))
+}
+
+async fn show(State(s): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<RequestView>> {
+    let (row, votes) = s.engine.load(&id).await?;
+    Ok(Json(s.engine.view(&row, &votes)?))
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    timeout: Option<u64>,
+    version: Option<i64>,
+}
+
+async fn wait(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Json<RequestView>> {
+    let timeout = Duration::from_secs(q.timeout.unwrap_or(30)).min(s.max_wait);
+    let mut stop = s.shutdown.clone();
+    Ok(Json(s.engine.wait(&id, q.version, timeout, &mut stop).await?))
+}
+
+/// Bodies are optional on votes; an empty body is no reason.
+async fn optional_body(req: Request) -> Result<VoteBody> {
+    let bytes = axum::body::to_bytes(req.into_body(), usize::MAX)
+        .await
+        .map_err(|_| AppError::TooLarge("request body is larger than the server accepts".into()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(VoteBody::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
+async fn approve(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Json<RequestView>> {
+    let body = optional_body(req).await?;
+    Ok(Json(s.engine.vote(&who, &id, true, body.reason, now_ms).await?))
+}
+
+async fn deny(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Json<RequestView>> {
+    let body = optional_body(req).await?;
+    Ok(Json(s.engine.vote(&who, &id, false, body.reason, now_ms).await?))
+}
+
+async fn cancel(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Json<RequestView>> {
+    let body = optional_body(req).await?;
+    Ok(Json(s.engine.cancel(&who, &id, body.reason, now_ms).await?))
+}
+
+async fn consume(State(s): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> Result<Json<RequestView>> {
+    Ok(Json(s.engine.consume(&who, &id, now_ms).await?))
+}
+
+async fn record(State(s): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Response> {
+    s.engine.load(&id).await?;
+    let env = s.engine.store.record(&id).await?.ok_or_else(|| {
+        AppError::Conflict(
+            "no_record_yet",
+            format!("request {id} is still pending: records are issued on the outcome"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], env).into_response())
+}
+
+async fn request_audit(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<crate::api::AuditEvent>>> {
+    s.engine.load(&id).await?;
+    let rows = s.engine.store.audit_for(&id).await?;
+    Ok(Json(rows.iter().map(|r| r.to_event()).collect()))
+}
+
+async fn keys(State(s): State<AppState>) -> Json<Keys> {
+    Json(Keys {
+        keys: vec![s.engine.keys.public()],
+    })
+}
+
+async fn audit_verify(State(s): State<AppState>, _c: Caller) -> Result<Json<AuditVerify>> {
+    let check = s.engine.store.verify_chain().await?;
+    Ok(Json(AuditVerify {
+        ok: check.broken.is_none(),
+        events: check.count(),
+        head: Some(check.head().to_string()),
+        first_broken: check.broken.as_ref().map(|b| b.0),
+        problem: check.broken.map(|b| b.1),
+    }))
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// JSON lines, one event each, from `after` (exclusive).
+async fn audit_export(State(s): State<AppState>, _c: Caller, Query(q): Query<ExportQuery>) -> Result<Response> {
+    let rows = s
+        .engine
+        .store
+        .audit_page(q.after.unwrap_or(0), q.limit.unwrap_or(10_000).clamp(1, 100_000))
+        .await?;
+    let mut out = String::new();
+    for r in rows {
+        out.push_str(&serde_json::to_string(&r.to_event()).unwrap_or_default());
+        out.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+}
+
+/// Server-sent events: one `change` event per state change of any request. A task
+/// forwards the broadcast until the client goes or the server stops.
+async fn events(State(s): State<AppState>, _c: Caller) -> impl IntoResponse {
+    let mut rx = s.engine.changes.subscribe();
+    let mut stop = s.shutdown.clone();
+    let (tx, out) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(64);
+    tokio::spawn(async move {
+        loop {
+            let ev = tokio::select! {
+                m = rx.recv() => match m {
+                    Ok(c) => Event::default().event("change").json_data(&c).unwrap_or_else(|_| Event::default().comment("skipped")),
+                    Err(broadcast::error::RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = stop.changed() => return,
+            };
+            if tx.send(Ok(ev)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Sse::new(ReceiverStream::new(out)).keep_alive(KeepAlive::default())
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi::SPEC).into_response()
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.engine.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            AppError::Unavailable("the database is not reachable".into()).into_response()
+        }
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let waiting = s.engine.waiting.load(std::sync::atomic::Ordering::Relaxed);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.engine.metrics.render(waiting),
+    )
+        .into_response()
+}
+
+const PAGE_HEAD: &str = "<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content='width=device-width,initial-scale=1'><title>jitgate</title><body style='font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem'>";
+
+async fn home() -> Html<String> {
+    Html(format!(
+        "{PAGE_HEAD}<h1>jitgate</h1><p>Just-in-time approvals for CI/CD. Approvers act with <code>gate pending</code>, <code>gate approve ID</code> and <code>gate deny ID --reason …</code>; the API is described at <a href=/api/v1/openapi.json>/api/v1/openapi.json</a>; records are signed with the keys at <a href=/api/v1/keys>/api/v1/keys</a>.</p>"
+    ))
+}
+
+/// The approval link printed by the gate. Read-only here: it shows what is being asked and
+/// how to answer; the API decides who may.
+async fn request_page(State(s): State<AppState>, Path(id): Path<String>) -> Result<Html<String>> {
+    let (row, votes) = s.engine.load(&id).await?;
+    let v = s.engine.view(&row, &votes)?;
+    let e = html_escape;
+    let mut body = format!(
+        "{PAGE_HEAD}<h1>Request {}</h1><p>Status: <strong>{}</strong></p><dl><dt>Environment</dt><dd>{}</dd><dt>Repository</dt><dd>{}</dd><dt>Ref</dt><dd>{}</dd><dt>Commit</dt><dd><code>{}</code></dd><dt>Requester</dt><dd>{}</dd><dt>Rule</dt><dd>{}</dd><dt>Summary</dt><dd>{}</dd></dl>",
+        e(&v.id),
+        e(&v.status),
+        e(&v.context.environment),
+        e(&v.context.repository),
+        e(&v.context.git_ref),
+        e(&v.context.commit),
+        e(&v.requester.join(", ")),
+        e(&v.rule),
+        e(&v.summary)
+    );
+    if v.status == "pending" {
+        body.push_str(&format!(
+            "<p>Still needed: {}</p><pre>gate approve {id} --reason \"…\"\ngate deny {id} --reason \"…\"</pre>",
+            e(&v.needs()),
+            id = e(&v.id)
+        ));
+    }
+    for vote in &v.votes {
+        body.push_str(&format!(
+            "<p>{} by {} at {}{}</p>",
+            e(&vote.decision),
+            e(&vote.voter),
+            e(&vote.at),
+            vote.reason.as_ref().map(|r| format!(": {}", e(r))).unwrap_or_default()
+        ));
+    }
+    Ok(Html(body))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}

@@ -1,0 +1,118 @@
+//! Schema migrations, applied in order at start. Each has a SQLite and a PostgreSQL
+//! form; they differ only where the two dialects do (triggers).
+
+use super::{Backend, Result, Store};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const TABLES: &str = r#"
+CREATE TABLE gate_requests (
+    id TEXT PRIMARY KEY,
+    idem_key TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    approval_expires_at BIGINT,
+    decided_at BIGINT,
+    consumed_at BIGINT,
+    deadline BIGINT,
+    environment TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    opened_by TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX gate_requests_status ON gate_requests (status, created_at);
+CREATE INDEX gate_requests_deadline ON gate_requests (deadline);
+CREATE TABLE gate_votes (
+    request_id TEXT NOT NULL REFERENCES gate_requests (id),
+    voter TEXT NOT NULL,
+    approve BIGINT NOT NULL,
+    reason TEXT,
+    at BIGINT NOT NULL,
+    via TEXT NOT NULL,
+    PRIMARY KEY (request_id, voter)
+);
+CREATE TABLE gate_audit (
+    seq BIGINT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    request_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    data TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX gate_audit_request ON gate_audit (request_id, seq);
+CREATE TABLE gate_records (
+    request_id TEXT PRIMARY KEY REFERENCES gate_requests (id),
+    envelope TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+"#;
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tables",
+        sqlite: TABLES,
+        postgres: TABLES,
+    },
+    Migration {
+        version: 2,
+        name: "audit rows are append-only",
+        sqlite: r#"
+CREATE TRIGGER gate_audit_no_update BEFORE UPDATE ON gate_audit
+BEGIN SELECT RAISE(ABORT, 'gate_audit is append-only: UPDATE refused'); END;
+CREATE TRIGGER gate_audit_no_delete BEFORE DELETE ON gate_audit
+BEGIN SELECT RAISE(ABORT, 'gate_audit is append-only: DELETE refused'); END;
+"#,
+        postgres: r#"
+CREATE FUNCTION gate_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'gate_audit is append-only: % refused', TG_OP; END $$;
+CREATE TRIGGER gate_audit_no_update BEFORE UPDATE OR DELETE ON gate_audit
+FOR EACH ROW EXECUTE FUNCTION gate_audit_append_only();
+CREATE TRIGGER gate_audit_no_truncate BEFORE TRUNCATE ON gate_audit
+FOR EACH STATEMENT EXECUTE FUNCTION gate_audit_append_only();
+"#,
+    },
+];
+
+pub(super) async fn run(store: &Store) -> Result<()> {
+    let mut tx = store.begin().await?;
+    if store.backend == Backend::Postgres {
+        // Replicas starting together: one migrates, the others wait here.
+        sqlx::query("SELECT pg_advisory_xact_lock(727574)")
+            .execute(&mut *tx.tx)
+            .await?;
+    }
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS gate_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
+        .execute(&mut *tx.tx)
+        .await?;
+    let done: Option<i64> = sqlx::Row::try_get(
+        &sqlx::query("SELECT MAX(version) AS v FROM gate_schema")
+            .fetch_one(&mut *tx.tx)
+            .await?,
+        "v",
+    )?;
+    let done = done.unwrap_or(0);
+    for m in MIGRATIONS.iter().filter(|m| m.version > done) {
+        let sql = match store.backend {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        sqlx::raw_sql(sql).execute(&mut *tx.tx).await?;
+        sqlx::query("INSERT INTO gate_schema (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(crate::duration::now_ms())
+            .execute(&mut *tx.tx)
+            .await?;
+    }
+    tx.commit().await
+}

@@ -1,0 +1,473 @@
+//! One store over sqlx's `Any` driver: the same SQL and the same code path for SQLite
+//! (the default, WAL, under the data dir) and PostgreSQL. Writers use a compare-and-set
+//! on the request's `version`, so concurrent votes resolve to one outcome without any
+//! lock held in memory; the audit chain's primary key makes a forked chain impossible.
+
+mod migrate;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::audit;
+
+/// Which database we talk to; SQL is shared, only a few statements differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Another writer changed the row first; the caller re-reads and tries again.
+    #[error("write conflict")]
+    Conflict,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Conflicts, unique violations and busy/serialization errors are retried.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Conflict => true,
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                let code = e.code().map(|c| c.to_string()).unwrap_or_default();
+                let msg = e.message().to_ascii_lowercase();
+                e.is_unique_violation()
+                    || code == "40001"
+                    || code == "40P01"
+                    || msg.contains("database is locked")
+                    || msg.contains("busy")
+            }
+            StoreError::Db(sqlx::Error::PoolTimedOut) => true,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A request row. `doc` holds the JSON of everything that never changes after creation
+/// plus the decision's who and why.
+#[derive(Debug, Clone)]
+pub struct RequestRow {
+    pub id: String,
+    pub idem_key: String,
+    pub status: String,
+    pub version: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub approval_expires_at: Option<i64>,
+    pub decided_at: Option<i64>,
+    pub consumed_at: Option<i64>,
+    pub environment: String,
+    pub repository: String,
+    pub opened_by: String,
+    pub doc: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct VoteRow {
+    pub voter: String,
+    pub approve: bool,
+    pub reason: Option<String>,
+    pub at: i64,
+    pub via: String,
+}
+
+/// An event to append to the chain.
+#[derive(Debug, Clone)]
+pub struct AuditDraft {
+    pub at: i64,
+    pub request_id: String,
+    pub kind: String,
+    pub actor: String,
+    pub data: serde_json::Value,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A write transaction. Dropped without `commit`, it rolls back.
+pub struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+}
+
+const REQUEST_COLS: &str = "id, idem_key, status, version, created_at, expires_at, approval_expires_at, decided_at, consumed_at, environment, repository, opened_by, doc";
+
+impl Store {
+    /// Connects, tunes SQLite for durable concurrent use, and applies migrations.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Corrupt(format!(
+                "unsupported database URL `{}`: use sqlite://PATH or postgres://…",
+                url.split('@').next_back().unwrap_or(url)
+            )));
+        };
+        let opts = sqlx::any::AnyConnectOptions::from_str(url)?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside the writer; FULL makes each commit durable.
+                            sqlx::raw_sql(
+                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000; PRAGMA foreign_keys=ON;",
+                            )
+                            .execute(conn)
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts)
+                    .await?
+            }
+        };
+        let store = Store { pool, backend };
+        migrate::run(&store).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once, so two
+    /// writers queue instead of failing when the first commits.
+    pub async fn begin(&self) -> Result<Tx> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx { tx })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<(RequestRow, Vec<VoteRow>)>> {
+        let sql = format!("SELECT {REQUEST_COLS} FROM gate_requests WHERE id = $1");
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let req = request_row(&row)?;
+        let votes = self.votes(id).await?;
+        Ok(Some((req, votes)))
+    }
+
+    pub async fn find_by_key(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT id FROM gate_requests WHERE idem_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("id")).transpose()?)
+    }
+
+    pub async fn votes(&self, id: &str) -> Result<Vec<VoteRow>> {
+        let rows = sqlx::query(
+            "SELECT voter, approve, reason, at, via FROM gate_votes WHERE request_id = $1 ORDER BY at, voter",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VoteRow {
+                    voter: r.try_get("voter")?,
+                    approve: r.try_get::<i64, _>("approve")? != 0,
+                    reason: r.try_get("reason")?,
+                    at: r.try_get("at")?,
+                    via: r.try_get("via")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Requests in a status, oldest first.
+    pub async fn list(&self, status: Option<&str>, limit: i64) -> Result<Vec<RequestRow>> {
+        let rows = match status {
+            Some(s) => {
+                let sql = format!(
+                    "SELECT {REQUEST_COLS} FROM gate_requests WHERE status = $1 ORDER BY created_at, id LIMIT $2"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(s)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let sql = format!("SELECT {REQUEST_COLS} FROM gate_requests ORDER BY created_at DESC, id LIMIT $1");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(request_row).collect()
+    }
+
+    /// Ids of requests whose deadline (timeout, or end of the approval window) has passed,
+    /// and the earliest deadline still ahead.
+    pub async fn due(&self, now: i64) -> Result<(Vec<String>, Option<i64>)> {
+        let rows = sqlx::query(
+            "SELECT id FROM gate_requests WHERE deadline IS NOT NULL AND deadline <= $1 ORDER BY deadline LIMIT 500",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<Vec<String>, _>>()?;
+        let next: Option<i64> =
+            sqlx::query("SELECT MIN(deadline) AS d FROM gate_requests WHERE deadline IS NOT NULL AND deadline > $1")
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("d")?;
+        Ok((ids, next))
+    }
+
+    pub async fn record(&self, id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT envelope FROM gate_records WHERE request_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("envelope")).transpose()?)
+    }
+
+    pub async fn count_records(&self, id: &str) -> Result<i64> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM gate_records WHERE request_id = $1")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?,
+        )
+    }
+
+    /// Audit rows from `after` (exclusive), in order, at most `limit`.
+    pub async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<audit::Row>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, request_id, kind, actor, data, prev_hash, hash FROM gate_audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    /// Audit rows of one request, in order.
+    pub async fn audit_for(&self, id: &str) -> Result<Vec<audit::Row>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, request_id, kind, actor, data, prev_hash, hash FROM gate_audit WHERE request_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    /// Walks the whole chain, a page at a time.
+    pub async fn verify_chain(&self) -> Result<audit::ChainCheck> {
+        let mut check = audit::ChainCheck::default();
+        let mut after = 0;
+        loop {
+            let page = self.audit_page(after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for r in &page {
+                if !check.push(r) {
+                    return Ok(check);
+                }
+            }
+        }
+        Ok(check)
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Inserts a new request (fails with a unique violation on a duplicate idempotency key).
+    pub async fn insert_request(&mut self, r: &RequestRow, deadline: Option<i64>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO gate_requests (id, idem_key, status, version, created_at, expires_at, approval_expires_at, decided_at, consumed_at, environment, repository, opened_by, doc, deadline) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+        )
+        .bind(&r.id)
+        .bind(&r.idem_key)
+        .bind(&r.status)
+        .bind(r.version)
+        .bind(r.created_at)
+        .bind(r.expires_at)
+        .bind(r.approval_expires_at)
+        .bind(r.decided_at)
+        .bind(r.consumed_at)
+        .bind(&r.environment)
+        .bind(&r.repository)
+        .bind(&r.opened_by)
+        .bind(&r.doc)
+        .bind(deadline)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Compare-and-set: writes the new state only if nobody changed the row since
+    /// `r.version - 1` was read. `Conflict` otherwise.
+    pub async fn update_request(&mut self, r: &RequestRow, deadline: Option<i64>) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE gate_requests SET status = $1, version = $2, approval_expires_at = $3, decided_at = $4, consumed_at = $5, doc = $6, deadline = $7 WHERE id = $8 AND version = $9",
+        )
+        .bind(&r.status)
+        .bind(r.version)
+        .bind(r.approval_expires_at)
+        .bind(r.decided_at)
+        .bind(r.consumed_at)
+        .bind(&r.doc)
+        .bind(deadline)
+        .bind(&r.id)
+        .bind(r.version - 1)
+        .execute(&mut *self.tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    pub async fn insert_vote(&mut self, request_id: &str, v: &VoteRow) -> Result<()> {
+        sqlx::query("INSERT INTO gate_votes (request_id, voter, approve, reason, at, via) VALUES ($1,$2,$3,$4,$5,$6)")
+            .bind(request_id)
+            .bind(&v.voter)
+            .bind(v.approve as i64)
+            .bind(&v.reason)
+            .bind(v.at)
+            .bind(&v.via)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Appends one event to the chain; returns its sequence number and hash.
+    pub async fn append_audit(&mut self, d: &AuditDraft) -> Result<(i64, String)> {
+        let head = sqlx::query("SELECT seq, hash FROM gate_audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        let (prev_seq, prev_hash) = match head {
+            Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
+            None => (0, audit::GENESIS.to_string()),
+        };
+        let seq = prev_seq + 1;
+        let data = String::from_utf8(audit::canonical_bytes(&d.data)).unwrap_or_default();
+        let hash = audit::event_hash(seq, d.at, &d.request_id, &d.kind, &d.actor, &data, &prev_hash);
+        sqlx::query(
+            "INSERT INTO gate_audit (seq, at, request_id, kind, actor, data, prev_hash, hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+        )
+        .bind(seq)
+        .bind(d.at)
+        .bind(&d.request_id)
+        .bind(&d.kind)
+        .bind(&d.actor)
+        .bind(&data)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok((seq, hash))
+    }
+
+    /// Stores (or supersedes, when an approval is consumed or lapses) the signed record.
+    pub async fn put_record(&mut self, request_id: &str, envelope: &str, now: i64) -> Result<()> {
+        let n = sqlx::query("UPDATE gate_records SET envelope = $1, updated_at = $2 WHERE request_id = $3")
+            .bind(envelope)
+            .bind(now)
+            .bind(request_id)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            sqlx::query("INSERT INTO gate_records (request_id, envelope, updated_at) VALUES ($1,$2,$3)")
+                .bind(request_id)
+                .bind(envelope)
+                .bind(now)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn request_row(r: &AnyRow) -> Result<RequestRow> {
+    Ok(RequestRow {
+        id: r.try_get("id")?,
+        idem_key: r.try_get("idem_key")?,
+        status: r.try_get("status")?,
+        version: r.try_get("version")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        approval_expires_at: r.try_get("approval_expires_at")?,
+        decided_at: r.try_get("decided_at")?,
+        consumed_at: r.try_get("consumed_at")?,
+        environment: r.try_get("environment")?,
+        repository: r.try_get("repository")?,
+        opened_by: r.try_get("opened_by")?,
+        doc: r.try_get("doc")?,
+    })
+}
+
+fn audit_row(r: &AnyRow) -> Result<audit::Row> {
+    Ok(audit::Row {
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        request_id: r.try_get("request_id")?,
+        kind: r.try_get("kind")?,
+        actor: r.try_get("actor")?,
+        data: r.try_get("data")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
