@@ -134,6 +134,7 @@ pub async fn run(a: ServeArgs) -> Outcome {
     let engine = server::build(&settings)
         .await
         .map_err(|e| Failure::usage(format!("{e:#}")))?;
+    let stop = shutdown_signal();
     // Tests and scripts read this line to learn the port.
     println!("jitgate listening on http://{addr}");
     if a.demo {
@@ -145,28 +146,34 @@ pub async fn run(a: ServeArgs) -> Outcome {
             }
         });
     }
-    server::serve(listener, engine, shutdown_signal())
+    server::serve(listener, engine, stop)
         .await
         .map_err(|e| Failure::usage(format!("{e:#}")))?;
     Ok(0)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when first polled, so a signal that arrives right after start-up is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut t), Ok(mut i)) => {
+                    tokio::select! {
+                        _ = t.recv() => {}
+                        _ = i.recv() => {}
+                    }
+                }
+                _ => std::future::pending().await,
+            }
         }
     }
     #[cfg(not(unix))]
-    {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,0 +1,597 @@
+//! End to end: a real server on port 0 and the real `gate` binary.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn outcome(events: &[Value]) -> &Value {
+    events
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "outcome")
+        .expect("an outcome line")
+}
+
+#[tokio::test]
+async fn automatic_approve_and_deny() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let w = s
+        .open(&["--environment", "staging", "--commit", COMMIT, "--actor", "dave"])
+        .await;
+    assert_eq!(w.opened["status"], "approved");
+    assert_eq!(w.opened["rule"], "staging");
+    let record = w.record_path().to_path_buf();
+    let (code, events, err) = w.finish().await;
+    assert_eq!(code, 0, "{events:?} {err}");
+    assert_eq!(outcome(&events)["decision"], "approved");
+    let keys = format!("{}/api/v1/keys", s.url);
+    let v = s
+        .run(
+            "ci",
+            &["verify", record.to_str().unwrap(), "--key", &keys, "--commit", COMMIT],
+        )
+        .await;
+    assert_eq!(v.code, 0, "{v:?}");
+
+    let w = s.open(&["--environment", "qa", "--actor", "dave"]).await;
+    assert_eq!(w.opened["status"], "denied");
+    let record = w.record_path().to_path_buf();
+    let (code, events, _) = w.finish().await;
+    assert_eq!(code, 1);
+    assert_eq!(outcome(&events)["decision"], "denied");
+    assert!(outcome(&events)["reason"].as_str().unwrap().contains("everything else"));
+    // The denial has a signed record too, and `gate verify` refuses it as an approval.
+    let v = s.run("ci", &["verify", record.to_str().unwrap(), "--key", &keys]).await;
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stderr.contains("`denied`"), "{v:?}");
+}
+
+#[tokio::test]
+async fn two_of_three_with_the_requester_in_the_group() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 2 }]")).await;
+    // alice-gh is alice's GitHub login: she is the requester.
+    let w = s
+        .open(&["--environment", "production", "--actor", "alice-gh", "--commit", COMMIT])
+        .await;
+    assert_eq!(w.opened["status"], "pending");
+    let approvers: Vec<&str> = w.opened["approvers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(approvers, ["bob", "carol"]);
+
+    let e = s.client("alice").approve(&w.id, None).await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    assert!(e.to_string().contains("separation of duties"), "{e}");
+    let cli = s.run("alice", &["approve", &w.id]).await;
+    assert_eq!(cli.code, 1, "{cli:?}");
+
+    assert_eq!(s.run("bob", &["approve", &w.id, "--reason", "ok"]).await.code, 0);
+    let mid = s.client("ci").get(&w.id).await.unwrap();
+    assert_eq!(mid.status, "pending");
+    assert_eq!(s.run("carol", &["approve", &w.id]).await.code, 0);
+    let record = w.record_path().to_path_buf();
+    let id = w.id.clone();
+    let (code, events, err) = w.finish().await;
+    assert_eq!(code, 0, "{events:?} {err}");
+    let out = outcome(&events);
+    assert_eq!(out["approved_by"], serde_json::json!(["bob", "carol"]));
+    let rec = std::fs::read_to_string(&record).unwrap();
+    assert!(rec.contains("payloadType"));
+    let after = s.client("ci").get(&id).await.unwrap();
+    assert_eq!(after.status, "consumed");
+}
+
+#[tokio::test]
+async fn one_person_in_two_required_groups_counts_once() {
+    let s = Server::start(&policy(
+        "    require:\n      - { group: sre, count: 1 }\n      - { group: security, count: 1 }",
+    ))
+    .await;
+    let w = s.open(&["--environment", "production", "--actor", "erin"]).await;
+    s.client("alice").approve(&w.id, None).await.unwrap();
+    let v = s.client("ci").get(&w.id).await.unwrap();
+    assert_eq!(v.status, "pending", "alice is in both groups but counts once");
+    assert_eq!(v.requirements.iter().filter(|r| r.met).count(), 1);
+    // A second vote by alice is refused: one person counts once.
+    let again = s.client("alice").approve(&w.id, None).await.unwrap_err();
+    assert_eq!(again.status(), Some(409));
+    s.client("bob").approve(&w.id, None).await.unwrap();
+    let (code, _, err) = w.finish().await;
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test]
+async fn deny_needs_a_reason() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 2 }]")).await;
+    let w = s.open(&["--environment", "production", "--actor", "erin"]).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/api/v1/requests/{}/deny", s.url, w.id))
+        .bearer_auth(token("bob"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "reason_required");
+    let blank = s.client("bob").deny(&w.id, Some("  ".into())).await.unwrap_err();
+    assert_eq!(blank.status(), Some(422));
+
+    let d = s.run("bob", &["deny", &w.id, "--reason", "no change ticket"]).await;
+    assert_eq!(d.code, 0, "{d:?}");
+    let (code, events, _) = w.finish().await;
+    assert_eq!(code, 1);
+    let out = outcome(&events);
+    assert_eq!(out["decision"], "denied");
+    assert_eq!(out["reason"], "no change ticket");
+    assert_eq!(out["decided_by"], "bob (deny)");
+}
+
+#[tokio::test]
+async fn expiry_by_timeout() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]\n    timeout: 1s")).await;
+    let w = s.open(&["--environment", "production", "--actor", "erin"]).await;
+    let (code, events, _) = w.finish().await;
+    assert_eq!(code, 1);
+    assert_eq!(outcome(&events)["decision"], "expired");
+    assert_eq!(outcome(&events)["decided_by"], "timer");
+}
+
+#[tokio::test]
+async fn requested_timeout_never_exceeds_the_policy() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let w = s
+        .open(&["--environment", "production", "--actor", "erin", "--timeout", "1s"])
+        .await;
+    let (code, events, _) = w.finish().await;
+    assert_eq!(code, 1);
+    assert_eq!(outcome(&events)["decision"], "expired");
+}
+
+#[tokio::test]
+async fn approval_ttl_expires_an_unused_approval() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]\n    approval_ttl: 1s")).await;
+    let w = s
+        .open(&["--environment", "production", "--actor", "erin", "--no-wait"])
+        .await;
+    let (code, _, _) = w.finish().await;
+    assert_eq!(code, 1, "--no-wait on a pending request exits 1");
+    let ci = s.client("ci");
+    let id = ci.list("pending").await.unwrap()[0].id.clone();
+    let approved = s.client("bob").approve(&id, None).await.unwrap();
+    assert_eq!(approved.status, "approved");
+    // Long-wait for the next change: the approval lapsing.
+    let mut v = approved;
+    while v.status == "approved" {
+        v = ci.wait(&id, Some(v.version), 30).await.unwrap();
+    }
+    assert_eq!(v.status, "expired");
+    let e = ci.consume(&id).await.unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    let rec = ci.record(&id).await.unwrap();
+    let env: Value = serde_json::from_str(&rec).unwrap();
+    assert!(env["payload"].is_string());
+}
+
+async fn race_on(db: Db) {
+    let s = Server::start_on(db, &policy("    require: [{ group: sre, count: 1 }]")).await;
+    let ci = s.client("ci");
+    for round in 0..8 {
+        let body = jitgate::api::CreateRequest {
+            context: jitgate::api::Context {
+                environment: "production".into(),
+                actor: "erin".into(),
+                ..Default::default()
+            },
+            idempotency_key: Some(format!("race-{round}")),
+            ..Default::default()
+        };
+        let (r, new) = ci.create(&body).await.unwrap();
+        assert!(new);
+        let (a, b) = (s.client("alice"), s.client("bob"));
+        let (x, y) = if round % 2 == 0 {
+            // Two approvers at once on a 1-of-N rule.
+            tokio::join!(a.approve(&r.id, None), b.approve(&r.id, None))
+        } else {
+            // Approve racing deny.
+            tokio::join!(a.approve(&r.id, None), b.deny(&r.id, Some("no".into())))
+        };
+        let wins = [&x, &y].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "exactly one vote decides ({db:?} round {round}): {x:?} {y:?}");
+        let (winner, loser) = match (&x, &y) {
+            (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+            _ => unreachable!("checked above"),
+        };
+        assert_eq!(loser.status(), Some(409), "{loser}");
+        let now = ci.get(&r.id).await.unwrap();
+        assert_eq!(now.status, winner.status);
+        assert!(now.status == "approved" || now.status == "denied");
+        assert_eq!(now.votes.len(), 1, "only the deciding vote counts");
+    }
+    let audit = s.run("ci", &["audit", "verify"]).await;
+    assert_eq!(audit.code, 0, "{audit:?}");
+    let events = s.run("ci", &["audit", "export"]).await.stdout;
+    // One decision event per request, never two.
+    let decided = events
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"approved\"") || l.contains("\"kind\":\"denied\""))
+        .count();
+    assert_eq!(decided, 8, "{events}");
+}
+
+#[tokio::test]
+async fn concurrent_votes_resolve_to_one_outcome_on_every_backend() {
+    for db in backends() {
+        race_on(db).await;
+    }
+}
+
+#[tokio::test]
+async fn fifty_gates_waiting_at_once_are_all_released() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let mut gates = Vec::new();
+    for _ in 0..50 {
+        gates.push(s.open(&["--environment", "production", "--actor", "erin"]).await);
+    }
+    let bob = s.client("bob");
+    for g in &gates {
+        bob.approve(&g.id, None).await.unwrap();
+    }
+    for g in gates {
+        let (code, _, err) = g.finish().await;
+        assert_eq!(code, 0, "{err}");
+    }
+}
+
+#[tokio::test]
+async fn idempotent_replay_returns_the_same_request() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let http = reqwest::Client::new();
+    let body =
+        serde_json::json!({"context": {"environment": "production", "actor": "erin"}, "idempotency_key": "run-1"});
+    let post = |b: Value| {
+        http.post(format!("{}/api/v1/requests", s.url))
+            .bearer_auth(token("ci"))
+            .json(&b)
+            .send()
+    };
+    let first = post(body.clone()).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = post(body.clone()).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+    let mut other = body.clone();
+    other["context"]["environment"] = "staging".into();
+    let clash = post(other).await.unwrap();
+    assert_eq!(clash.status(), 409);
+    assert_eq!(
+        clash.json::<Value>().await.unwrap()["error"]["code"],
+        "idempotency_mismatch"
+    );
+
+    // The run identity from GitHub's variables: a retried step replays, a re-run does not.
+    let github = |attempt: &str| {
+        let mut c = s.gate("ci");
+        c.env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_REPOSITORY", "acme/web")
+            .env("GITHUB_RUN_ID", "77")
+            .env("GITHUB_RUN_ATTEMPT", attempt)
+            .env("GITHUB_JOB", "deploy")
+            .env("GITHUB_ACTOR", "erin")
+            .env("GITHUB_SHA", COMMIT)
+            .env("GITHUB_REF", "refs/heads/main");
+        c
+    };
+    let a = s
+        .open_with(github("1"), &["--environment", "production", "--no-wait"])
+        .await;
+    let b = s
+        .open_with(github("1"), &["--environment", "production", "--no-wait"])
+        .await;
+    let c = s
+        .open_with(github("2"), &["--environment", "production", "--no-wait"])
+        .await;
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.opened["new"], true);
+    assert_eq!(b.opened["new"], false);
+    assert_ne!(a.id, c.id);
+    let v = s.client("ci").get(&a.id).await.unwrap();
+    assert_eq!(v.context.platform, "github");
+    assert_eq!(
+        v.context.run_url,
+        "https://github.com/acme/web/actions/runs/77/attempts/1"
+    );
+    assert_eq!(v.requester, ["erin"]);
+}
+
+#[tokio::test]
+async fn server_killed_and_restarted_while_a_gate_waits() {
+    let mut s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let w = s
+        .open(&["--environment", "production", "--actor", "erin", "--commit", COMMIT])
+        .await;
+    s.kill().await;
+    // Same data, same port: the gate reconnects by itself.
+    s.spawn().await;
+    let v = s.client("ci").get(&w.id).await.unwrap();
+    assert_eq!(v.status, "pending", "the request survived the crash");
+    s.client("carol")
+        .approve(&w.id, Some("after restart".into()))
+        .await
+        .unwrap();
+    let id = w.id.clone();
+    let (code, events, err) = w.finish().await;
+    assert_eq!(code, 0, "{events:?} {err}");
+    assert_eq!(s.run("ci", &["audit", "verify"]).await.code, 0);
+    assert_eq!(s.client("ci").get(&id).await.unwrap().status, "consumed");
+}
+
+#[tokio::test]
+async fn sigterm_to_a_waiting_gate_cancels_its_request() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let w = s.open(&["--environment", "production", "--actor", "erin"]).await;
+    signal(&w.child, libc::SIGTERM);
+    let id = w.id.clone();
+    let (code, events, _) = w.finish().await;
+    assert_eq!(code, 1);
+    assert_eq!(outcome(&events)["decision"], "canceled");
+    assert_eq!(s.client("ci").get(&id).await.unwrap().status, "canceled");
+    let late = s.client("bob").approve(&id, None).await.unwrap_err();
+    assert_eq!(late.status(), Some(409), "terminal states never change");
+}
+
+#[tokio::test]
+async fn a_tampered_audit_row_is_found() {
+    use sqlx::Connection;
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let w = s.open(&["--environment", "production", "--actor", "erin"]).await;
+    s.client("bob").approve(&w.id, None).await.unwrap();
+    assert_eq!(w.finish().await.0, 0);
+    assert_eq!(s.run("ci", &["audit", "verify"]).await.code, 0);
+
+    let mut db = sqlx::SqliteConnection::connect(&s.database_url).await.unwrap();
+    let upd = sqlx::query("UPDATE gate_audit SET actor = 'mallory' WHERE seq = 2")
+        .execute(&mut db)
+        .await;
+    assert!(upd.unwrap_err().to_string().contains("append-only"));
+    let del = sqlx::query("DELETE FROM gate_audit WHERE seq = 2")
+        .execute(&mut db)
+        .await;
+    assert!(del.unwrap_err().to_string().contains("append-only"));
+    // Someone with the database file drops the trigger and edits history anyway.
+    sqlx::raw_sql("DROP TRIGGER gate_audit_no_update; UPDATE gate_audit SET actor = 'mallory' WHERE seq = 2")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let v = s.run("ci", &["audit", "verify"]).await;
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("BROKEN at event #2"), "{v:?}");
+}
+
+#[tokio::test]
+async fn a_tampered_record_is_refused() {
+    use base64::Engine;
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let art = format!("sha256:{}", "ab".repeat(32));
+    let w = s
+        .open(&[
+            "--environment",
+            "production",
+            "--actor",
+            "erin",
+            "--commit",
+            COMMIT,
+            "--artifact",
+            &art,
+        ])
+        .await;
+    s.client("bob").approve(&w.id, None).await.unwrap();
+    let path = w.record_path().to_path_buf();
+    assert_eq!(w.finish().await.0, 0);
+    let key = s.dir.path().join("server.pub");
+    let keys = s.client("ci").keys().await.unwrap();
+    std::fs::write(&key, &keys.keys[0].pem).unwrap();
+    let (p, k) = (path.to_str().unwrap(), key.to_str().unwrap());
+    assert_eq!(
+        s.run("ci", &["verify", p, "--key", k, "--commit", COMMIT, "--artifact", &art])
+            .await
+            .code,
+        0
+    );
+    let wrong = s.run("ci", &["verify", p, "--key", k, "--commit", "deadbeef"]).await;
+    assert_eq!(wrong.code, 1);
+    assert!(wrong.stderr.contains("not deadbeef"), "{wrong:?}");
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut env: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let payload = String::from_utf8(b64.decode(env["payload"].as_str().unwrap()).unwrap()).unwrap();
+    let forged = payload.replace("\"erin\"", "\"someone-else\"");
+    assert_ne!(forged, payload);
+    env["payload"] = b64.encode(forged).into();
+    let tampered = s.dir.path().join("tampered.json");
+    std::fs::write(&tampered, env.to_string()).unwrap();
+    let r = s.run("ci", &["verify", tampered.to_str().unwrap(), "--key", k]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("signature"), "{r:?}");
+}
+
+#[tokio::test]
+async fn policy_errors_name_line_and_column() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let bad = s.dir.path().join("bad.yaml");
+    std::fs::write(&bad, policy("    require: [{ group: sre, count: 1 }]\n    timout: 1h")).unwrap();
+    let r = s.run("ci", &["policy", "check", bad.to_str().unwrap()]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("bad.yaml:13:5:"), "{r:?}");
+    assert!(r.stderr.contains("unknown field `timout`"), "{r:?}");
+    std::fs::write(
+        &bad,
+        "version: 1\nrules:\n  - name: x\n    match: { environment: [oops\n",
+    )
+    .unwrap();
+    let r = s.run("ci", &["policy", "check", bad.to_str().unwrap()]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("bad.yaml:"), "{r:?}");
+    let good = s.run("ci", &["policy", "check", s.policy.to_str().unwrap()]).await;
+    assert_eq!(good.code, 0, "{good:?}");
+    let ctx = s.dir.path().join("ctx.json");
+    std::fs::write(&ctx, r#"{"environment": "production", "repository": "acme/web"}"#).unwrap();
+    let e = s
+        .run(
+            "ci",
+            &[
+                "policy",
+                "explain",
+                s.policy.to_str().unwrap(),
+                "--request",
+                ctx.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert_eq!(e.code, 0, "{e:?}");
+    assert!(
+        e.stdout.contains("skip   staging: environment is `production`"),
+        "{e:?}"
+    );
+    assert!(e.stdout.contains("MATCH  production: 1 of sre"), "{e:?}");
+}
+
+#[tokio::test]
+async fn bad_http_input_gets_our_error_shape() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/requests", s.url);
+    let shape = |v: &Value, code: &str| {
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    };
+    let big = "x".repeat(200 * 1024);
+    let r = http
+        .post(&url)
+        .bearer_auth(token("ci"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"summary\": \"{big}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    shape(&r.json().await.unwrap(), "payload_too_large");
+    let r = http
+        .post(&url)
+        .bearer_auth(token("ci"))
+        .header("content-type", "application/json")
+        .body("{\"context\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    shape(&r.json().await.unwrap(), "bad_request");
+    let r = http
+        .post(&url)
+        .bearer_auth(token("ci"))
+        .json(&serde_json::json!({"context": {"environment": 5}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    shape(&r.json().await.unwrap(), "invalid_body");
+    let r = http
+        .post(&url)
+        .bearer_auth(token("ci"))
+        .json(&serde_json::json!({"context": {"environment": "production", "commit": "zz"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("context.commit"),
+        "{v}"
+    );
+    let r = http.post(&url).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    shape(&r.json().await.unwrap(), "unauthorized");
+    let r = http
+        .post(&url)
+        .bearer_auth("nope")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body = serde_json::json!({"context": {"environment": "production"}});
+    let r = http
+        .post(&url)
+        .bearer_auth(token("alice"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "an approver token cannot open requests");
+    let r = http
+        .post(&url)
+        .bearer_auth(token("ci"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let r = http
+        .post(format!("{url}/{id}/approve"))
+        .bearer_auth(token("ci"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a pipeline token cannot vote");
+    shape(&r.json().await.unwrap(), "pipeline_cannot_vote");
+    let r = http
+        .get(format!("{url}/nope"))
+        .bearer_auth(token("ci"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    shape(&r.json().await.unwrap(), "not_found");
+    // Operations endpoints answer without a token.
+    assert_eq!(
+        http.get(format!("{}/healthz", s.url)).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{}/readyz", s.url)).send().await.unwrap().status(),
+        200
+    );
+    let m = http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("jitgate_http_responses_total{status=\"413\"} 1"), "{m}");
+    assert!(m.contains("jitgate_waiting_gates 0"), "{m}");
+    let spec: Value = http
+        .get(format!("{}/api/v1/openapi.json", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spec["paths"]["/api/v1/requests/{id}/wait"].is_object());
+}
+
+#[tokio::test]
+async fn graceful_shutdown_exits_zero() {
+    let mut s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let st = s.stop().await;
+    assert!(st.success(), "{st:?} {}", s.log());
+}
