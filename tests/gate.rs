@@ -25,6 +25,18 @@ async fn automatic_approve_and_deny() {
     let (code, events, err) = w.finish().await;
     assert_eq!(code, 0, "{events:?} {err}");
     assert_eq!(outcome(&events)["decision"], "approved");
+    // The signing key was made on first start, readable by the server's user only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.dir.path().join("signing-key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let export = s.run("ci", &["audit", "export"]).await.stdout;
+    assert!(
+        export.contains(r#""kind":"vote""#) && export.contains(r#""automatic":true"#),
+        "{export}"
+    );
     let keys = format!("{}/api/v1/keys", s.url);
     let v = s
         .run(
@@ -472,17 +484,10 @@ async fn bad_http_input_gets_our_error_shape() {
         assert_eq!(v["error"]["code"], code, "{v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
     };
-    let big = "x".repeat(200 * 1024);
-    let r = http
-        .post(&url)
-        .bearer_auth(token("ci"))
-        .header("content-type", "application/json")
-        .body(format!("{{\"summary\": \"{big}\"}}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
-    shape(&r.json().await.unwrap(), "payload_too_large");
+    // Declared too large: refused from the headers alone, before any body is sent.
+    let (status, body) = raw_post_headers_only(&s.addr, 200 * 1024).await;
+    assert_eq!(status, 413);
+    shape(&serde_json::from_str(&body).unwrap(), "payload_too_large");
     let r = http
         .post(&url)
         .bearer_auth(token("ci"))
@@ -594,4 +599,42 @@ async fn graceful_shutdown_exits_zero() {
     let mut s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
     let st = s.stop().await;
     assert!(st.success(), "{st:?} {}", s.log());
+}
+
+/// Sends only the headers of a POST that declares `len` bytes of body, and returns the
+/// status and body of the answer.
+async fn raw_post_headers_only(addr: &str, len: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/requests HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n",
+        token("ci")
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = sock.read(&mut chunk).await.unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let want = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= want || n == 0 {
+                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                return (status, body[..want.min(body.len())].to_string());
+            }
+        }
+        assert!(
+            n > 0,
+            "connection closed before a full answer: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
 }

@@ -67,13 +67,17 @@ pub struct Engine {
     /// Poked when a new deadline may be earlier than the timer's current sleep.
     pub timer_poke: Notify,
     pub waiting: AtomicI64,
+    /// Token digests from the config, decoded once.
+    pub tokens: crate::auth::Tokens,
 }
 
 type Loaded = (RequestRow, Vec<VoteRow>);
 
 impl Engine {
     pub fn new(store: Store, policy: Policy, config: Config, keys: KeyPair, public_url: String) -> Engine {
+        let tokens = crate::auth::Tokens::from_config(&config);
         Engine {
+            tokens,
             store,
             policy,
             config,
@@ -386,6 +390,14 @@ impl Engine {
                 via: "policy".into(),
             };
             tx.insert_vote(&id, &vote).await?;
+            tx.append_audit(&AuditDraft {
+                at: now,
+                request_id: id.clone(),
+                kind: "vote".into(),
+                actor: vote.voter.clone(),
+                data: json!({"decision": if approve { "approve" } else { "deny" }, "reason": reason, "via": "policy", "automatic": true}),
+            })
+            .await?;
             votes.push(vote);
             let status = if approve { Status::Approved } else { Status::Denied };
             let ev = tx
@@ -448,6 +460,8 @@ impl Engine {
             ));
         }
         let kind = if approve { "approve" } else { "deny" };
+        // An unknown id is a 404, not a refusal.
+        self.load(id).await?;
         self.transition(id, now_fn, user, |state, now| {
             let next = state.vote(user, approve, reason.as_deref(), now)?;
             let vote = VoteRow {

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::AppState;
 use super::error::{AppError, Result};
 use crate::api::{AuditVerify, CreateRequest, Keys, RequestView, VoteBody};
-use crate::auth::{Principal, Tokens};
+use crate::auth::Principal;
 use crate::duration::now_ms;
 
 pub fn router(state: AppState, body_limit: usize) -> Router {
@@ -45,6 +45,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/", get(home))
         .route("/requests/{id}", get(request_page))
         .fallback(|| async { AppError::NotFound("no such route".into()) })
+        .layer(middleware::from_fn_with_state(body_limit, reject_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), count_responses))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -54,6 +55,24 @@ async fn count_responses(State(s): State<AppState>, req: Request, next: Next) ->
     let resp = next.run(req).await;
     s.engine.metrics.http(resp.status().as_u16());
     resp
+}
+
+/// Refuses a body whose declared length is over the limit before reading any of it, so
+/// the client gets its 413 instead of a reset connection. Bodies without a length are
+/// cut off by `DefaultBodyLimit` as they are read.
+async fn reject_oversized(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return AppError::TooLarge(format!(
+            "request body is larger than the {limit} bytes this server accepts"
+        ))
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// A JSON body whose rejection answers in our error shape.
@@ -103,8 +122,8 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| AppError::Unauthorized("the Authorization header is not `Bearer <token>`".into()))?;
-        let tokens = Tokens::from_config(&s.engine.config);
-        tokens
+        s.engine
+            .tokens
             .authenticate(token)
             .map(Caller)
             .ok_or_else(|| AppError::Unauthorized("unknown token".into()))
