@@ -557,6 +557,13 @@ async fn bad_http_input_gets_our_error_shape() {
     assert_eq!(r.status(), 403, "a pipeline token cannot vote");
     shape(&r.json().await.unwrap(), "pipeline_cannot_vote");
     let r = http
+        .post(format!("{url}/nope/approve"))
+        .bearer_auth(token("bob"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a vote on an unknown request is a 404");
+    let r = http
         .get(format!("{url}/nope"))
         .bearer_auth(token("ci"))
         .send()
