@@ -645,3 +645,52 @@ async fn raw_post_headers_only(addr: &str, len: usize) -> (u16, String) {
         );
     }
 }
+
+#[tokio::test]
+async fn the_gate_fails_closed() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    // A record signed by another key than the pinned one is no approval.
+    let other = s.dir.path().join("other.pem");
+    std::fs::write(&other, jitgate::audit::record::KeyPair::from_seed([9; 32]).public().pem).unwrap();
+    let w = s
+        .open(&[
+            "--environment",
+            "production",
+            "--actor",
+            "erin",
+            "--key",
+            other.to_str().unwrap(),
+        ])
+        .await;
+    s.client("bob").approve(&w.id, None).await.unwrap();
+    let (code, _, err) = w.finish().await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not verify"), "{err}");
+
+    // No server within the retry budget: exit 2, never 0.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut cmd = s.gate("ci");
+    cmd.env("GATE_SERVER", format!("http://{dead}"));
+    let out = cmd
+        .args(["request", "--environment", "production", "--retry-budget", "1s"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot open the request"),
+        "{out:?}"
+    );
+
+    // Bad usage is exit 2 too.
+    let out = s
+        .run(
+            "ci",
+            &["request", "--environment", "production", "--artifact", "md5:00"],
+        )
+        .await;
+    assert_eq!(out.code, 2, "{out:?}");
+}

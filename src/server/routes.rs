@@ -26,10 +26,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/requests", post(create).get(list))
         .route("/requests/{id}", get(show))
         .route("/requests/{id}/wait", get(wait))
-        .route("/requests/{id}/approve", post(approve))
-        .route("/requests/{id}/deny", post(deny))
-        .route("/requests/{id}/cancel", post(cancel))
-        .route("/requests/{id}/consume", post(consume))
+        .route("/requests/{id}/{action}", post(act))
         .route("/requests/{id}/record", get(record))
         .route("/requests/{id}/audit", get(request_audit))
         .route("/keys", get(keys))
@@ -202,38 +199,27 @@ async fn optional_body(req: Request) -> Result<VoteBody> {
     serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))
 }
 
-async fn approve(
+/// `POST /requests/{id}/approve|deny|cancel|consume`.
+async fn act(
     State(s): State<AppState>,
     Caller(who): Caller,
-    Path(id): Path<String>,
+    Path((id, verb)): Path<(String, String)>,
     req: Request,
 ) -> Result<Json<RequestView>> {
-    let body = optional_body(req).await?;
-    Ok(Json(s.engine.vote(&who, &id, true, body.reason, now_ms).await?))
-}
-
-async fn deny(
-    State(s): State<AppState>,
-    Caller(who): Caller,
-    Path(id): Path<String>,
-    req: Request,
-) -> Result<Json<RequestView>> {
-    let body = optional_body(req).await?;
-    Ok(Json(s.engine.vote(&who, &id, false, body.reason, now_ms).await?))
-}
-
-async fn cancel(
-    State(s): State<AppState>,
-    Caller(who): Caller,
-    Path(id): Path<String>,
-    req: Request,
-) -> Result<Json<RequestView>> {
-    let body = optional_body(req).await?;
-    Ok(Json(s.engine.cancel(&who, &id, body.reason, now_ms).await?))
-}
-
-async fn consume(State(s): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> Result<Json<RequestView>> {
-    Ok(Json(s.engine.consume(&who, &id, now_ms).await?))
+    let reason = optional_body(req).await?.reason;
+    let e = &s.engine;
+    let view = match verb.as_str() {
+        "approve" => e.vote(&who, &id, true, reason, now_ms).await?,
+        "deny" => e.vote(&who, &id, false, reason, now_ms).await?,
+        "cancel" => e.cancel(&who, &id, reason, now_ms).await?,
+        "consume" => e.consume(&who, &id, now_ms).await?,
+        other => {
+            return Err(AppError::NotFound(format!(
+                "no action `{other}`: use approve, deny, cancel or consume"
+            )));
+        }
+    };
+    Ok(Json(view))
 }
 
 async fn record(State(s): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Response> {
