@@ -694,3 +694,40 @@ async fn the_gate_fails_closed() {
         .await;
     assert_eq!(out.code, 2, "{out:?}");
 }
+
+#[tokio::test]
+async fn an_approval_is_single_use() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let args = [
+        "--environment",
+        "production",
+        "--actor",
+        "erin",
+        "--idempotency-key",
+        "deploy-42",
+    ];
+    let w = s.open(&args).await;
+    s.client("bob").approve(&w.id, None).await.unwrap();
+    let id = w.id.clone();
+    assert_eq!(w.finish().await.0, 0);
+    // The same run asks again: it finds its request, already used, and does not pass.
+    let again = s.open(&args).await;
+    assert_eq!(again.id, id);
+    let (code, events, _) = again.finish().await;
+    assert_eq!(code, 1, "{events:?}");
+    assert_eq!(outcome(&events)["decision"], "already-used");
+}
+
+#[tokio::test]
+async fn a_decision_on_one_replica_releases_a_gate_waiting_on_another() {
+    if !backends().contains(&Db::Postgres) {
+        return;
+    }
+    let a = Server::start_on(Db::Postgres, &policy("    require: [{ group: sre, count: 1 }]")).await;
+    let b = a.replica().await;
+    let w = a.open(&["--environment", "production", "--actor", "erin"]).await;
+    // Voted on B; the gate long-waits on A and is woken by LISTEN/NOTIFY.
+    b.client("bob").approve(&w.id, None).await.unwrap();
+    let (code, _, err) = w.finish().await;
+    assert_eq!(code, 0, "{err}");
+}

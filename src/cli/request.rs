@@ -125,6 +125,10 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
                     _ = signals.recv() => return Err(Failure::no("interrupted before the request was opened")),
                 }
             }
+            // No policy rule covers this request: that is a refusal, not a failure to decide.
+            Err(e) if e.status() == Some(422) && e.to_string().contains("no_matching_rule") => {
+                return Err(Failure::no(format!("refused: {e}")));
+            }
             Err(e) => return Err(Failure::usage(format!("cannot open the request: {e}"))),
         }
     };
@@ -215,8 +219,17 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
             Err(Some(e)) => return Err(Failure::usage(format!("using approval of {}: {e}", view.id))),
             Err(None) => return cancel(&client, &view.id, &out).await,
         };
+        return finish(&client, &a, view, &out, None).await;
     }
-    finish(&client, &a, view, &out, None).await
+    // Only an approval this gate used itself is a yes: a replay of a request another
+    // gate already consumed must not pass twice.
+    let note = (view.status == "consumed").then(|| {
+        format!(
+            "the approval of {} was already used by an earlier gate; approvals are single use",
+            view.id
+        )
+    });
+    finish(&client, &a, view, &out, note).await
 }
 
 /// Prints the outcome, fetches and (for approvals) verifies the record, writes it.
@@ -265,7 +278,13 @@ async fn finish(client: &Client, a: &RequestArgs, view: RequestView, out: &Print
         .filter(|v| v.decision == "approve")
         .map(|v| v.voter.clone())
         .collect();
-    let decision = if approved { "approved" } else { view.status.as_str() };
+    let decision = if approved {
+        "approved"
+    } else if view.status == "consumed" {
+        "already-used"
+    } else {
+        view.status.as_str()
+    };
     let why = note.clone().or(view.reason.clone()).unwrap_or_default();
     out.event(
         json!({"event": "outcome", "id": view.id, "decision": decision, "status": view.status,

@@ -1,6 +1,6 @@
 //! Offline and admin tools: `verify`, `audit`, `policy`, `token`.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use super::{Ctx, Failure, Outcome, print_json};
@@ -79,7 +79,10 @@ pub async fn audit_export(ctx: &Ctx) -> Outcome {
             return Ok(0);
         }
         for line in page.lines() {
-            println!("{line}");
+            // A closed pipe (`| head`) ends the export quietly instead of panicking.
+            if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+                return Ok(0);
+            }
             if let Some(seq) = serde_json::from_str::<serde_json::Value>(line)
                 .ok()
                 .and_then(|v| v["seq"].as_i64())

@@ -48,7 +48,7 @@ pub struct Doc {
 }
 
 /// A state change broadcast to the UI's event stream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change {
     pub id: String,
     pub status: String,
@@ -115,14 +115,26 @@ impl Engine {
     }
 
     fn publish(&self, row: &RequestRow) {
-        if let Some(s) = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).get(&row.id) {
-            s.send_replace(row.version);
-        }
-        let _ = self.changes.send(Change {
+        self.publish_change(Change {
             id: row.id.clone(),
             status: row.status.clone(),
             version: row.version,
         });
+    }
+
+    /// Wakes local waiters and the event stream for a change, made here or (through
+    /// PostgreSQL LISTEN/NOTIFY) on another replica.
+    pub fn publish_change(&self, c: Change) {
+        if let Some(s) = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).get(&c.id) {
+            s.send_if_modified(|v| {
+                let newer = c.version > *v;
+                if newer {
+                    *v = c.version;
+                }
+                newer
+            });
+        }
+        let _ = self.changes.send(c);
     }
 
     // ----- reads ----------------------------------------------------------------------
@@ -425,6 +437,7 @@ impl Engine {
             tx.update_request(&row, deadline).await?;
             self.put_record(&mut tx, &row, &votes, now).await?;
         }
+        tx.notify_change(&row.id, &row.status, row.version).await?;
         tx.commit().await?;
         self.metrics.opened();
         if row.decided_at.is_some() {
@@ -605,28 +618,22 @@ impl Engine {
         now_fn: fn() -> i64,
         actor: &str,
         decide: impl Fn(&State, i64) -> Result<(Next, Option<VoteRow>, AuditDraft, Option<String>, Option<String>), Refusal>,
-    ) -> Result<RequestView, (Refusal, Option<RequestView>, String)> {
+    ) -> Result<RequestView, Rejected> {
         for _ in 0..MAX_ATTEMPTS {
             let now = now_fn();
-            let (row, votes) = self
-                .load(id)
-                .await
-                .map_err(|e| (Refusal::Expired, None, e.to_string()))?;
-            let doc = doc_of(&row).map_err(|e| (Refusal::Expired, None, e.to_string()))?;
-            let state = self
-                .state(&row, &doc, &votes)
-                .map_err(|e| (Refusal::Expired, None, e.to_string()))?;
+            let (row, votes) = self.load(id).await?;
+            let doc = doc_of(&row)?;
+            let state = self.state(&row, &doc, &votes)?;
             if state.tick(now).is_some() {
                 // Due to expire: record that first, then refuse.
-                let _ = self.expire(id, now).await;
-                let v = self.load(id).await.ok().and_then(|(r, v)| self.view(&r, &v).ok());
-                return Err((Refusal::Expired, v, String::new()));
+                self.expire(id, now).await?;
+                let (r, v) = self.load(id).await?;
+                return Err(Rejected::Refused(Refusal::Expired, Some(self.view(&r, &v)?)));
             }
             match decide(&state, now) {
                 Err(refusal) => {
                     self.audit_refusal(id, actor, &refusal, now).await;
-                    let view = self.view(&row, &votes).ok();
-                    return Err((refusal, view, String::new()));
+                    return Err(Rejected::Refused(refusal, self.view(&row, &votes).ok()));
                 }
                 Ok((next, vote, event, by, reason)) => {
                     let decides = next.status != state.status;
@@ -638,12 +645,12 @@ impl Engine {
                     match self.write(row, votes, doc, next, vote, event, by, reason, now).await {
                         Ok(v) => return Ok(v),
                         Err(e) if e.is_retryable() => continue,
-                        Err(e) => return Err((Refusal::Expired, None, format!("store: {e}"))),
+                        Err(e) => return Err(AppError::from(e).into()),
                     }
                 }
             }
         }
-        Err((Refusal::Expired, None, "too much contention; retry".into()))
+        Err(AppError::Unavailable("too much contention on this request; retry".into()).into())
     }
 
     /// One transaction: the new row state (CAS), the vote, the audit events, the record.
@@ -690,7 +697,8 @@ impl Engine {
                 })
                 .await?;
             doc.decision_event = Some(d);
-        } else if decides {
+        } else if decides && next.status != Status::Consumed {
+            // Expiry and cancelation are outcomes; using an approval is not a new decision.
             doc.decision_event = Some(ev);
         }
         row.doc = serde_json::to_string(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -703,6 +711,7 @@ impl Engine {
         if decides {
             self.put_record(&mut tx, &row, &votes, now).await?;
         }
+        tx.notify_change(&row.id, &row.status, row.version).await?;
         tx.commit().await?;
         if decides && before == "pending" {
             self.metrics.decided(&row.status, now - row.created_at);
@@ -800,10 +809,11 @@ impl Engine {
         }
     }
 
-    fn refusal_error(&self, (refusal, view, msg): (Refusal, Option<RequestView>, String), what: &str) -> AppError {
-        if !msg.is_empty() {
-            return AppError::Internal(anyhow::anyhow!("{what}: {msg}"));
-        }
+    fn refusal_error(&self, rejected: Rejected, what: &str) -> AppError {
+        let (refusal, view) = match rejected {
+            Rejected::Failed(e) => return e,
+            Rejected::Refused(r, v) => (r, v),
+        };
         let status = view.as_ref().map(|v| v.status.clone()).unwrap_or_default();
         match refusal {
             Refusal::Requester => AppError::Forbidden("requester_cannot_vote", refusal.to_string()),
@@ -893,6 +903,18 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a transition did not happen: the machine refused it, or something failed.
+enum Rejected {
+    Refused(Refusal, Option<RequestView>),
+    Failed(AppError),
+}
+
+impl From<AppError> for Rejected {
+    fn from(e: AppError) -> Self {
+        Rejected::Failed(e)
     }
 }
 

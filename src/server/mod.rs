@@ -40,6 +40,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub shutdown: watch::Receiver<bool>,
     pub max_wait: Duration,
+    /// Largest accepted request body, for handlers that read bodies themselves.
+    pub body_limit: usize,
 }
 
 /// Opens the store (migrating it), loads and checks the policy, loads or makes the key.
@@ -75,8 +77,10 @@ pub async fn serve(
         engine: engine.clone(),
         shutdown: stop_rx.clone(),
         max_wait,
+        body_limit,
     };
     let timer = tokio::spawn(run_timer(engine.clone(), stop_rx.clone()));
+    let listener_task = tokio::spawn(run_listener(engine.clone(), stop_rx.clone()));
     let app = router(state, body_limit);
     let mut stopped = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -89,6 +93,7 @@ pub async fn serve(
     });
     server.await.context("serving HTTP")?;
     timer.abort();
+    listener_task.abort();
     engine.store.close().await;
     Ok(())
 }
@@ -118,6 +123,43 @@ async fn run_timer(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
             _ = engine.timer_poke.notified() => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// On PostgreSQL, hears changes committed by other replicas and wakes the gates waiting
+/// here, so a decision taken anywhere releases a gate everywhere within milliseconds.
+/// Reconnects with backoff; while disconnected, waiters still wake at their timeout and
+/// re-read, so nothing is lost, only slower.
+async fn run_listener(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match engine.store.listen_changes().await {
+            Ok(None) => return,
+            Ok(Some(mut l)) => {
+                pause = Duration::from_millis(100);
+                loop {
+                    tokio::select! {
+                        n = l.recv() => match n {
+                            Ok(n) => match serde_json::from_str::<engine::Change>(n.payload()) {
+                                Ok(c) => engine.publish_change(c),
+                                Err(e) => tracing::warn!(error = %e, "ignoring a malformed change notification"),
+                            },
+                            Err(e) => {
+                                tracing::warn!(error = %e, "change listener lost its connection; reconnecting");
+                                break;
+                            }
+                        },
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for changes from other replicas"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+        pause = (pause * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -189,8 +189,8 @@ async fn wait(
 }
 
 /// Bodies are optional on votes; an empty body is no reason.
-async fn optional_body(req: Request) -> Result<VoteBody> {
-    let bytes = axum::body::to_bytes(req.into_body(), usize::MAX)
+async fn optional_body(req: Request, limit: usize) -> Result<VoteBody> {
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| AppError::TooLarge("request body is larger than the server accepts".into()))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -206,7 +206,7 @@ async fn act(
     Path((id, verb)): Path<(String, String)>,
     req: Request,
 ) -> Result<Json<RequestView>> {
-    let reason = optional_body(req).await?.reason;
+    let reason = optional_body(req, s.body_limit).await?.reason;
     let e = &s.engine;
     let view = match verb.as_str() {
         "approve" => e.vote(&who, &id, true, reason, now_ms).await?,

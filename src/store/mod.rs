@@ -95,12 +95,17 @@ pub struct AuditDraft {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    url: String,
 }
 
 /// A write transaction. Dropped without `commit`, it rolls back.
 pub struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
 }
+
+/// The PostgreSQL channel that carries request changes between replicas.
+pub const CHANGES_CHANNEL: &str = "jitgate_changes";
 
 const REQUEST_COLS: &str = "id, idem_key, status, version, created_at, expires_at, approval_expires_at, decided_at, consumed_at, environment, repository, opened_by, doc";
 
@@ -146,9 +151,24 @@ impl Store {
                     .await?
             }
         };
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            url: url.to_string(),
+        };
         migrate::run(&store).await?;
         Ok(store)
+    }
+
+    /// Streams changes committed by any replica (PostgreSQL only; `None` on SQLite).
+    /// Reconnects are the caller's business: the stream ends when the connection drops.
+    pub async fn listen_changes(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut l = sqlx::postgres::PgListener::connect(&self.url).await?;
+        l.listen(CHANGES_CHANNEL).await?;
+        Ok(Some(l))
     }
 
     pub fn backend(&self) -> Backend {
@@ -170,7 +190,10 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(Tx { tx })
+        Ok(Tx {
+            tx,
+            backend: self.backend,
+        })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -418,6 +441,20 @@ impl Tx {
         .execute(&mut *self.tx)
         .await?;
         Ok((seq, hash))
+    }
+
+    /// Tells other replicas (PostgreSQL LISTEN/NOTIFY, delivered on commit) that a request
+    /// changed. SQLite has one server process, so there is no one to tell.
+    pub async fn notify_change(&mut self, id: &str, status: &str, version: i64) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            let payload = serde_json::json!({"id": id, "status": status, "version": version}).to_string();
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(payload)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Stores (or supersedes, when an approval is consumed or lapses) the signed record.

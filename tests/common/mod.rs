@@ -60,6 +60,8 @@ pub struct Server {
     pub database_url: String,
     pub policy: PathBuf,
     pub config: PathBuf,
+    /// Where the signing key lives: a replica shares its primary's.
+    pub data_dir: PathBuf,
 }
 
 impl Server {
@@ -95,6 +97,7 @@ impl Server {
             child: None,
             url: String::new(),
             addr: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
             dir,
             database_url,
             policy: policy_path,
@@ -117,7 +120,7 @@ impl Server {
             .args(["--policy"])
             .arg(&self.policy)
             .args(["--data-dir"])
-            .arg(self.dir.path())
+            .arg(&self.data_dir)
             .args(["--listen", &self.addr, "--database-url", &self.database_url])
             .env("GATE_LOG", "info")
             .stdin(Stdio::null())
@@ -138,6 +141,22 @@ impl Server {
         // Keep draining stdout so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
+    }
+
+    /// A second server process on the same database, config, policy and signing key.
+    pub async fn replica(&self) -> Server {
+        let mut r = Server {
+            child: None,
+            url: String::new(),
+            addr: "127.0.0.1:0".into(),
+            dir: tempfile::tempdir().unwrap(),
+            database_url: self.database_url.clone(),
+            policy: self.policy.clone(),
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+        };
+        r.spawn().await;
+        r
     }
 
     /// SIGKILL: no graceful anything.
