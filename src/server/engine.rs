@@ -627,13 +627,13 @@ impl Engine {
             if state.tick(now).is_some() {
                 // Due to expire: record that first, then refuse.
                 self.expire(id, now).await?;
-                let (r, v) = self.load(id).await?;
-                return Err(Rejected::Refused(Refusal::Expired, Some(self.view(&r, &v)?)));
+                let (r, _) = self.load(id).await?;
+                return Err(Rejected::Refused(Refusal::Expired, Some(r.status)));
             }
             match decide(&state, now) {
                 Err(refusal) => {
                     self.audit_refusal(id, actor, &refusal, now).await;
-                    return Err(Rejected::Refused(refusal, self.view(&row, &votes).ok()));
+                    return Err(Rejected::Refused(refusal, Some(row.status.clone())));
                 }
                 Ok((next, vote, event, by, reason)) => {
                     let decides = next.status != state.status;
@@ -810,11 +810,10 @@ impl Engine {
     }
 
     fn refusal_error(&self, rejected: Rejected, what: &str) -> AppError {
-        let (refusal, view) = match rejected {
+        let (refusal, status) = match rejected {
             Rejected::Failed(e) => return e,
-            Rejected::Refused(r, v) => (r, v),
+            Rejected::Refused(r, s) => (r, s.unwrap_or_default()),
         };
-        let status = view.as_ref().map(|v| v.status.clone()).unwrap_or_default();
         match refusal {
             Refusal::Requester => AppError::Forbidden("requester_cannot_vote", refusal.to_string()),
             Refusal::NotEligible => AppError::Forbidden("not_eligible", refusal.to_string()),
@@ -908,7 +907,8 @@ impl Drop for Waiting<'_> {
 
 /// Why a transition did not happen: the machine refused it, or something failed.
 enum Rejected {
-    Refused(Refusal, Option<RequestView>),
+    /// The refusal, and the request's status when it was refused.
+    Refused(Refusal, Option<String>),
     Failed(AppError),
 }
 
