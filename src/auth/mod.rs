@@ -1,6 +1,8 @@
 //! Who is calling: approvers (users with a bearer token) and pipelines (static tokens).
 //! Tokens are compared as SHA-256 digests in constant time. OIDC-verified pipeline
-//! identities will join `Principal::Pipeline` with their claims.
+//! identities will join `Principal::Pipeline` with their claims (see [`oidc`]).
+
+pub mod oidc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
