@@ -40,6 +40,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub shutdown: watch::Receiver<bool>,
     pub max_wait: Duration,
+    /// Verifies OIDC tokens; `None` when no issuer is configured.
+    pub oidc: Option<Arc<crate::auth::oidc::Verifier>>,
 }
 
 /// Opens the store (migrating it), loads and checks the policy, loads or makes the key.
@@ -71,10 +73,18 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let max_wait = Duration::from_secs(engine.config.max_wait_secs.unwrap_or(60).clamp(1, 600));
     let body_limit = engine.config.max_body_bytes.unwrap_or(64 * 1024);
+    let oidc = if engine.config.oidc.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            crate::auth::oidc::Verifier::new(&engine.config.oidc).map_err(anyhow::Error::msg)?,
+        ))
+    };
     let state = AppState {
         engine: engine.clone(),
         shutdown: stop_rx.clone(),
         max_wait,
+        oidc,
     };
     let timer = tokio::spawn(run_timer(engine.clone(), stop_rx.clone()));
     let app = router(state, body_limit);
