@@ -117,6 +117,12 @@ pub struct RequestView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumed_at: Option<String>,
     pub version: i64,
+    /// The OIDC issuer whose token verified part of the context, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_by: Option<String>,
+    /// The context fields that token verified (`repository`, `ref`, `labels.workflow_ref`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified_fields: Vec<String>,
 }
 
 impl RequestView {

@@ -1,6 +1,6 @@
 //! The server config (`gate.yaml`): where to listen and store, which policy, who may vote
-//! (`users`) and which pipelines may open requests (`pipelines`). Secrets appear only as
-//! SHA-256 digests.
+//! (`users`), which pipelines may open requests (`pipelines` with static tokens, `oidc`
+//! with tokens from trusted issuers). Secrets appear only as SHA-256 digests.
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +46,60 @@ pub struct Pipeline {
     pub token_sha256: String,
 }
 
+/// Which CI system an OIDC issuer speaks for: it decides how claims map to the context.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OidcPlatform {
+    Github,
+    Gitlab,
+    #[default]
+    Generic,
+}
+
+impl OidcPlatform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OidcPlatform::Github => "github",
+            OidcPlatform::Gitlab => "gitlab",
+            OidcPlatform::Generic => "generic",
+        }
+    }
+}
+
+/// A trusted OIDC issuer: pipelines holding a token it signed for `audience` may open
+/// requests, and the token's claims become the request context (see docs/oidc.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuer {
+    /// Compared exactly with the token's `iss`, e.g. `https://token.actions.githubusercontent.com`.
+    pub issuer: String,
+    /// The token's `aud` must be (or contain) this, e.g. `jitgate`.
+    pub audience: String,
+    pub platform: OidcPlatform,
+    /// Where the issuer's keys are; default: `jwks_uri` from `{issuer}/.well-known/openid-configuration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// The pipeline name requests are opened by (default `oidc:<platform>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Globs the verified repository must match (GitHub `repository`, GitLab `project_path`);
+    /// empty allows any. A token whose repository is not allowed gets 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
+    /// Globs the token's `sub` must match; empty allows any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<String>,
+}
+
+impl OidcIssuer {
+    /// The pipeline name requests opened with this issuer's tokens carry.
+    pub fn pipeline_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("oidc:{}", self.platform.as_str()))
+    }
+}
+
 /// `gate.yaml`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +128,9 @@ pub struct Config {
     pub users: Vec<User>,
     #[serde(default)]
     pub pipelines: Vec<Pipeline>,
+    /// Trusted OIDC issuers (GitHub Actions, GitLab CI, others).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc: Vec<OidcIssuer>,
 }
 
 /// A config that cannot be used, with where it is wrong.
@@ -155,6 +212,32 @@ impl Config {
             check_digest(&p.token_sha256)
                 .map_err(|m| fail(&p.token_sha256, format!("pipeline `{}`: token_sha256 {m}", p.name)))?;
         }
+        let mut issuers = std::collections::HashSet::new();
+        for o in &cfg.oidc {
+            let at = |m: String| fail(&o.issuer, format!("oidc issuer `{}`: {m}", o.issuer));
+            check_url(&o.issuer).map_err(|m| at(format!("issuer {m}")))?;
+            if !issuers.insert(o.issuer.as_str()) {
+                return Err(at("is listed twice; give one entry all its allow-lists".into()));
+            }
+            if o.audience.trim().is_empty() {
+                return Err(at("`audience` is empty".into()));
+            }
+            if let Some(u) = &o.jwks_url {
+                check_url(u).map_err(|m| fail(u, format!("oidc issuer `{}`: jwks_url {m}", o.issuer)))?;
+            }
+            let name = o.pipeline_name();
+            if name.trim().is_empty() {
+                return Err(at("`name` is empty".into()));
+            }
+            if names.contains(name.as_str()) {
+                return Err(at(format!("name `{name}` is already a user or a static pipeline")));
+            }
+            if !o.repositories.is_empty() && o.platform == OidcPlatform::Generic {
+                return Err(at(
+                    "`repositories` needs platform github or gitlab (generic tokens carry no repository); use `subjects`".into(),
+                ));
+            }
+        }
         Ok(cfg)
     }
 
@@ -173,6 +256,30 @@ impl Config {
             .map(|u| u.name.clone())
             .collect()
     }
+}
+
+/// An issuer or JWKS URL: https, or http on the loopback only (tests, local issuers).
+pub(crate) fn check_url(u: &str) -> Result<(), String> {
+    if let Some(rest) = u.strip_prefix("https://") {
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("`{u}` has no host"));
+        }
+        return Ok(());
+    }
+    if let Some(rest) = u.strip_prefix("http://") {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = host.rsplit_once(':').map_or(
+            host,
+            |(h, p)| {
+                if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host }
+            },
+        );
+        if matches!(host, "localhost" | "[::1]") || host.starts_with("127.") {
+            return Ok(());
+        }
+        return Err(format!("`{u}` must be https:// (http:// only on the loopback)"));
+    }
+    Err(format!("`{u}` must be an https:// URL"))
 }
 
 fn check_digest(h: &str) -> Result<(), String> {
@@ -199,6 +306,63 @@ mod tests {
         let e = Config::parse("gate.yaml", "users:\n  - name: a\n    token_sha256: abc\n").unwrap_err();
         assert_eq!(e.line, 3);
         assert!(e.message.contains("64 hex"));
+    }
+
+    #[test]
+    fn oidc_issuers_parse_and_are_checked() {
+        let ok = "oidc:\n  - issuer: https://token.actions.githubusercontent.com\n    audience: jitgate\n    platform: github\n    repositories: [\"acme/*\"]\n  - issuer: http://127.0.0.1:8080\n    audience: jitgate\n    platform: generic\n    name: jenkins\n";
+        let c = Config::parse("gate.yaml", ok).unwrap();
+        assert_eq!(c.oidc.len(), 2);
+        assert_eq!(c.oidc[0].platform, OidcPlatform::Github);
+        assert_eq!(c.oidc[0].pipeline_name(), "oidc:github");
+        assert_eq!(c.oidc[1].pipeline_name(), "jenkins");
+
+        let e = Config::parse(
+            "gate.yaml",
+            "oidc:\n  - issuer: https://gitlab.com\n    audience: jitgate\n    platform: gitlab\n    repos: [x]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("unknown field `repos`"), "{e}");
+
+        let e = Config::parse(
+            "gate.yaml",
+            "oidc:\n  - issuer: https://gitlab.com\n    audience: jitgate\n    platform: jenkins\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("unknown variant `jenkins`"), "{e}");
+
+        let e = Config::parse(
+            "gate.yaml",
+            "users:\n  - name: a\noidc:\n  - issuer: http://gitlab.example\n    audience: jitgate\n    platform: gitlab\n",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.column), (4, 13), "{e}");
+        assert!(e.message.contains("must be https://"), "{e}");
+
+        let twice = "oidc:\n  - issuer: https://gitlab.com\n    audience: a\n    platform: gitlab\n  - issuer: https://gitlab.com\n    audience: b\n    platform: gitlab\n";
+        assert!(
+            Config::parse("gate.yaml", twice)
+                .unwrap_err()
+                .message
+                .contains("listed twice")
+        );
+        let clash = "pipelines:\n  - name: ci\n    token_sha256: 0000000000000000000000000000000000000000000000000000000000000000\noidc:\n  - issuer: https://gitlab.com\n    audience: a\n    platform: gitlab\n    name: ci\n";
+        assert!(
+            Config::parse("gate.yaml", clash)
+                .unwrap_err()
+                .message
+                .contains("already a user")
+        );
+        let generic =
+            "oidc:\n  - issuer: https://ci.example\n    audience: a\n    platform: generic\n    repositories: [x]\n";
+        assert!(
+            Config::parse("gate.yaml", generic)
+                .unwrap_err()
+                .message
+                .contains("use `subjects`")
+        );
     }
 
     #[test]

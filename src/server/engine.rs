@@ -16,6 +16,7 @@ use super::metrics::Metrics;
 use crate::api::{Context, CreateRequest, RequestView, RequirementView, VoteView};
 use crate::audit::record::{KeyPair, PREDICATE_TYPE, STATEMENT_TYPE};
 use crate::auth::Principal;
+use crate::auth::oidc::VerifiedIdentity;
 use crate::config::Config;
 use crate::decide::{Next, Refusal, Requirement, State, Status, Vote};
 use crate::duration::{Dur, rfc3339};
@@ -45,6 +46,9 @@ pub struct Doc {
     /// Sequence number and hash of the audit event that decided.
     #[serde(default)]
     pub decision_event: Option<(i64, String)>,
+    /// What the opener's OIDC token vouched for; the context already holds those values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<VerifiedIdentity>,
 }
 
 /// A state change broadcast to the UI's event stream.
@@ -192,6 +196,12 @@ impl Engine {
             approval_expires_at: row.approval_expires_at.map(rfc3339),
             consumed_at: row.consumed_at.map(rfc3339),
             version: row.version,
+            verified_by: doc.verified.as_ref().map(|v| v.issuer.clone()),
+            verified_fields: doc
+                .verified
+                .as_ref()
+                .map(|v| v.fields.keys().cloned().collect())
+                .unwrap_or_default(),
         })
     }
 
@@ -238,7 +248,7 @@ impl Engine {
             let votes = self.store.votes(&row.id).await?;
             let doc = doc_of(&row)?;
             let keep = match who {
-                Principal::Pipeline(p) => &row.opened_by == p,
+                Principal::Pipeline { .. } => is_opener(who, &row, &doc),
                 Principal::Approver(u) => {
                     status != "pending" || {
                         let st = self.state(&row, &doc, &votes)?;
@@ -256,21 +266,36 @@ impl Engine {
     // ----- open -----------------------------------------------------------------------
 
     /// Opens a request, or returns the one already open for the same run (`false`).
-    pub async fn create(&self, who: &Principal, body: CreateRequest, now: i64) -> Result<(RequestView, bool)> {
-        let Principal::Pipeline(pipeline) = who else {
+    /// With an OIDC identity, the fields its token verified fill the context, and a body
+    /// that contradicts one is refused (401) naming both values.
+    pub async fn create(&self, who: &Principal, mut body: CreateRequest, now: i64) -> Result<(RequestView, bool)> {
+        let Principal::Pipeline {
+            name: pipeline,
+            verified,
+        } = who
+        else {
             return Err(AppError::Forbidden(
                 "approver_cannot_request",
                 "approver tokens cannot open requests; use a pipeline token".into(),
             ));
         };
+        if let Some(v) = verified {
+            v.apply(&mut body.context).map_err(AppError::Unauthorized)?;
+        }
         validate_create(&body)?;
         let fingerprint = crate::policy::digest(&crate::audit::canonical_bytes(&json!({
             "context": body.context, "summary": body.summary, "artifacts": body.artifacts, "timeout": body.timeout,
         })));
+        // Keys are per opener: for an OIDC identity, its issuer and repository (or subject)
+        // too, so two repositories under one issuer never replay each other's requests.
+        let owner = match verified {
+            None => pipeline.clone(),
+            Some(v) => format!("{pipeline}@{}#{}", v.issuer, v.scope()).replace('|', "/"),
+        };
         let key = match (&body.idempotency_key, run_identity(&body.context)) {
-            (Some(k), _) => format!("{pipeline}|key|{k}"),
-            (None, Some(run)) => format!("{pipeline}|run|{run}"),
-            (None, None) => format!("{pipeline}|once|{}", uuid::Uuid::new_v4()),
+            (Some(k), _) => format!("{owner}|key|{k}"),
+            (None, Some(run)) => format!("{owner}|run|{run}"),
+            (None, None) => format!("{owner}|once|{}", uuid::Uuid::new_v4()),
         };
         for _ in 0..MAX_ATTEMPTS {
             if let Some(id) = self.store.find_by_key(&key).await? {
@@ -287,7 +312,10 @@ impl Engine {
                 }
                 return Ok((self.view(&row, &votes)?, false));
             }
-            match self.insert_new(pipeline, &body, &key, &fingerprint, now).await {
+            match self
+                .insert_new(pipeline, verified.as_deref(), &body, &key, &fingerprint, now)
+                .await
+            {
                 Ok(v) => return Ok((v, true)),
                 // A concurrent create with the same key won: loop and replay it.
                 Err(Failure::Store(e)) if e.is_retryable() => continue,
@@ -303,6 +331,7 @@ impl Engine {
     async fn insert_new(
         &self,
         pipeline: &str,
+        verified: Option<&VerifiedIdentity>,
         body: &CreateRequest,
         key: &str,
         fingerprint: &str,
@@ -351,6 +380,7 @@ impl Engine {
             decided_by: None,
             reason: None,
             decision_event: None,
+            verified: verified.cloned(),
         };
         let mut row = RequestRow {
             id: id.clone(),
@@ -368,17 +398,21 @@ impl Engine {
             doc: String::new(),
         };
         let mut tx = self.store.begin().await?;
+        let mut data = json!({
+            "context": ctx, "summary": body.summary, "artifacts": body.artifacts,
+            "rule": doc.rule.name, "policy_digest": doc.policy_digest,
+            "requirements": doc.requirements, "requester": doc.requesters,
+            "expires_at": rfc3339(row.expires_at),
+        });
+        if let Some(v) = &doc.verified {
+            data["verified_claims"] = json!(v);
+        }
         let created = AuditDraft {
             at: now,
             request_id: id.clone(),
             kind: "created".into(),
             actor: pipeline.to_string(),
-            data: json!({
-                "context": ctx, "summary": body.summary, "artifacts": body.artifacts,
-                "rule": doc.rule.name, "policy_digest": doc.policy_digest,
-                "requirements": doc.requirements, "requester": doc.requesters,
-                "expires_at": rfc3339(row.expires_at),
-            }),
+            data,
         };
         let mut votes = Vec::new();
         // The row must exist before its votes and record reference it.
@@ -462,7 +496,7 @@ impl Engine {
         let Principal::Approver(user) = who else {
             return Err(AppError::Forbidden(
                 "pipeline_cannot_vote",
-                "pipeline tokens cannot vote; use an approver's token".into(),
+                "pipeline tokens (static or OIDC) cannot vote; use an approver's token".into(),
             ));
         };
         let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
@@ -509,7 +543,7 @@ impl Engine {
         let (row, _) = self.load(id).await?;
         let doc = doc_of(&row)?;
         let allowed = match who {
-            Principal::Pipeline(p) => &row.opened_by == p,
+            Principal::Pipeline { .. } => is_opener(who, &row, &doc),
             Principal::Approver(u) => doc.requesters.contains(u),
         };
         if !allowed {
@@ -539,20 +573,20 @@ impl Engine {
 
     /// Uses an approval, once, by the pipeline that opened the request.
     pub async fn consume(&self, who: &Principal, id: &str, now_fn: fn() -> i64) -> Result<RequestView> {
-        let Principal::Pipeline(p) = who else {
+        let Principal::Pipeline { name, .. } = who else {
             return Err(AppError::Forbidden(
                 "approver_cannot_consume",
                 "only the pipeline that opened a request can use its approval".into(),
             ));
         };
         let (row, _) = self.load(id).await?;
-        if &row.opened_by != p {
+        if !is_opener(who, &row, &doc_of(&row)?) {
             return Err(AppError::Forbidden(
                 "not_yours",
                 format!("request {id} was opened by another pipeline"),
             ));
         }
-        let actor = p.clone();
+        let actor = name.clone();
         self.transition(id, now_fn, &actor, |state, now| {
             let next = state.consume(now)?;
             let event = AuditDraft {
@@ -755,7 +789,7 @@ impl Engine {
                     "context": doc.context,
                     "summary": doc.summary,
                     "requester": doc.requesters,
-                    "verified_claims": Value::Null,
+                    "verified_claims": doc.verified,
                     "created_at": rfc3339(row.created_at),
                 },
                 "policy": {
@@ -947,6 +981,20 @@ fn vote_view(v: &VoteRow) -> VoteView {
         at: rfc3339(v.at),
         via: v.via.clone(),
     }
+}
+
+/// Whether `who` is the pipeline that opened the request: the same name, and for an OIDC
+/// identity the same issuer and repository (or subject) as the token that opened it.
+fn is_opener(who: &Principal, row: &RequestRow, doc: &Doc) -> bool {
+    let Principal::Pipeline { name, verified } = who else {
+        return false;
+    };
+    row.opened_by == *name
+        && match (verified.as_deref(), doc.verified.as_ref()) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.issuer == b.issuer && a.scope() == b.scope(),
+            _ => false,
+        }
 }
 
 fn requester_identities(ctx: &Context) -> impl Iterator<Item = &str> {

@@ -80,6 +80,17 @@ impl From<crate::store::StoreError> for AppError {
     }
 }
 
+impl From<crate::auth::oidc::OidcError> for AppError {
+    fn from(e: crate::auth::oidc::OidcError) -> Self {
+        use crate::auth::oidc::OidcError;
+        match e {
+            OidcError::Refused(_) => AppError::Unauthorized(e.to_string()),
+            OidcError::NotAllowed(m) => AppError::Forbidden("oidc_not_allowed", m),
+            OidcError::Unavailable(m) => AppError::Unavailable(m),
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();

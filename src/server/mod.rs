@@ -42,6 +42,8 @@ pub struct AppState {
     pub max_wait: Duration,
     /// Largest accepted request body, for handlers that read bodies themselves.
     pub body_limit: usize,
+    /// Verifies OIDC tokens; `None` when no issuer is configured.
+    pub oidc: Option<Arc<crate::auth::oidc::Verifier>>,
 }
 
 /// Opens the store (migrating it), loads and checks the policy, loads or makes the key.
@@ -73,11 +75,19 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let max_wait = Duration::from_secs(engine.config.max_wait_secs.unwrap_or(60).clamp(1, 600));
     let body_limit = engine.config.max_body_bytes.unwrap_or(64 * 1024);
+    let oidc = if engine.config.oidc.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            crate::auth::oidc::Verifier::new(&engine.config.oidc).map_err(anyhow::Error::msg)?,
+        ))
+    };
     let state = AppState {
         engine: engine.clone(),
         shutdown: stop_rx.clone(),
         max_wait,
         body_limit,
+        oidc,
     };
     let timer = tokio::spawn(run_timer(engine.clone(), stop_rx.clone()));
     let listener_task = tokio::spawn(run_listener(engine.clone(), stop_rx.clone()));

@@ -2,7 +2,7 @@
 
 pub const SPEC: &str = r##"{
   "openapi": "3.1.0",
-  "info": {"title": "jitgate API", "version": "1", "description": "Just-in-time approval gate for CI/CD pipelines. Errors are {\"error\": {\"code\", \"message\"}}. Authenticate with `Authorization: Bearer <token>`: pipeline tokens open, wait on, cancel and consume requests; approver tokens vote."},
+  "info": {"title": "jitgate API", "version": "1", "description": "Just-in-time approval gate for CI/CD pipelines. Errors are {\"error\": {\"code\", \"message\"}}. Authenticate with `Authorization: Bearer <token>`: pipeline tokens open, wait on, cancel and consume requests; approver tokens vote. A pipeline may instead present an OIDC token (JWT) from an issuer the server trusts: its verified claims fill the request context, and a body field that contradicts one is refused with 401."},
   "components": {
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     "schemas": {
@@ -30,7 +30,9 @@ pub const SPEC: &str = r##"{
         "requirements": {"type": "array", "items": {"$ref": "#/components/schemas/Requirement"}},
         "votes": {"type": "array", "items": {"type": "object", "properties": {"voter": {"type": "string"}, "decision": {"type": "string"}, "reason": {"type": "string"}, "at": {"type": "string"}, "via": {"type": "string"}}}},
         "created_at": {"type": "string"}, "expires_at": {"type": "string"}, "decided_at": {"type": "string"}, "decided_by": {"type": "string"}, "reason": {"type": "string"},
-        "approval_expires_at": {"type": "string"}, "consumed_at": {"type": "string"}, "version": {"type": "integer"}}},
+        "approval_expires_at": {"type": "string"}, "consumed_at": {"type": "string"}, "version": {"type": "integer"},
+        "verified_by": {"type": "string", "description": "the OIDC issuer whose token verified part of the context"},
+        "verified_fields": {"type": "array", "items": {"type": "string"}, "description": "context fields that token verified"}}},
       "Envelope": {"type": "object", "description": "DSSE envelope; payload is a base64 in-toto Statement v1", "properties": {"payloadType": {"type": "string"}, "payload": {"type": "string"}, "signatures": {"type": "array", "items": {"type": "object", "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}}}}}},
       "Keys": {"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "object", "properties": {"keyid": {"type": "string"}, "algorithm": {"type": "string"}, "public_key": {"type": "string"}, "pem": {"type": "string"}}}}}},
       "AuditVerify": {"type": "object", "properties": {"ok": {"type": "boolean"}, "events": {"type": "integer"}, "head": {"type": "string"}, "first_broken": {"type": "integer"}, "problem": {"type": "string"}}}

@@ -1,5 +1,6 @@
 //! HTTP routes of API v1 and operations. Thin: parse, authenticate, call the engine.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
@@ -101,7 +102,9 @@ fn json_rejection(r: JsonRejection) -> AppError {
     }
 }
 
-/// The authenticated caller, from `Authorization: Bearer …`.
+/// The authenticated caller, from `Authorization: Bearer …`: a static token (approver or
+/// pipeline), else, if it has the shape of a JWT and OIDC issuers are configured, an OIDC
+/// token verified against them (a pipeline carrying its verified claims).
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<AppState> for Caller {
@@ -119,11 +122,28 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| AppError::Unauthorized("the Authorization header is not `Bearer <token>`".into()))?;
-        s.engine
-            .tokens
-            .authenticate(token)
-            .map(Caller)
-            .ok_or_else(|| AppError::Unauthorized("unknown token".into()))
+        if let Some(p) = s.engine.tokens.authenticate(token) {
+            return Ok(Caller(p));
+        }
+        if !crate::auth::oidc::looks_like_jwt(token) {
+            return Err(AppError::Unauthorized("unknown token".into()));
+        }
+        let Some(verifier) = &s.oidc else {
+            return Err(AppError::Unauthorized(
+                "unknown token: it looks like an OIDC token, but this server trusts no OIDC issuer (`oidc:` in gate.yaml)"
+                    .into(),
+            ));
+        };
+        match verifier.verify(token).await {
+            Ok((name, identity)) => Ok(Caller(Principal::Pipeline {
+                name,
+                verified: Some(Arc::new(identity)),
+            })),
+            Err(e) => {
+                tracing::info!(error = %e, "OIDC token not accepted");
+                Err(e.into())
+            }
+        }
     }
 }
 

@@ -70,6 +70,12 @@ impl Server {
     }
 
     pub async fn start_on(db: Db, policy: &str) -> Server {
+        Server::start_with(db, policy, "").await
+    }
+
+    /// As `start_on`, with `extra` (top-level YAML, e.g. an `oidc:` list) appended to the
+    /// generated gate.yaml.
+    pub async fn start_with(db: Db, policy: &str, extra: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let database_url = match db {
             Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("gate.db").display()),
@@ -91,6 +97,7 @@ impl Server {
                 jitgate::auth::hash_token(&token(p))
             ));
         }
+        cfg.push_str(extra);
         let config = dir.path().join("gate.yaml");
         std::fs::write(&config, cfg).unwrap();
         let mut s = Server {

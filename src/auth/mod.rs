@@ -1,6 +1,10 @@
-//! Who is calling: approvers (users with a bearer token) and pipelines (static tokens).
-//! Tokens are compared as SHA-256 digests in constant time. OIDC-verified pipeline
-//! identities will join `Principal::Pipeline` with their claims.
+//! Who is calling: approvers (users with a bearer token) and pipelines (static tokens, or
+//! OIDC tokens from a trusted issuer, see [`oidc`]). Static tokens are compared as SHA-256
+//! digests in constant time.
+
+pub mod oidc;
+
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -12,14 +16,35 @@ use crate::config::Config;
 pub enum Principal {
     /// A person who may vote.
     Approver(String),
-    /// A pipeline that may open, wait on, cancel and consume requests.
-    Pipeline(String),
+    /// A pipeline that may open, wait on, cancel and consume requests, never vote. `name`
+    /// is the static pipeline's, or the OIDC issuer's pipeline name; `verified` is what an
+    /// OIDC token vouched for (`None` for a static token).
+    Pipeline {
+        name: String,
+        verified: Option<Arc<oidc::VerifiedIdentity>>,
+    },
 }
 
 impl Principal {
+    /// A pipeline with a static token.
+    pub fn pipeline(name: impl Into<String>) -> Principal {
+        Principal::Pipeline {
+            name: name.into(),
+            verified: None,
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
-            Principal::Approver(n) | Principal::Pipeline(n) => n,
+            Principal::Approver(n) | Principal::Pipeline { name: n, .. } => n,
+        }
+    }
+
+    /// What an OIDC token vouched for, if the caller presented one.
+    pub fn verified(&self) -> Option<&oidc::VerifiedIdentity> {
+        match self {
+            Principal::Pipeline { verified, .. } => verified.as_deref(),
+            Principal::Approver(_) => None,
         }
     }
 }
@@ -40,7 +65,7 @@ impl Tokens {
         }
         for p in &cfg.pipelines {
             if let Some(d) = decode(&p.token_sha256) {
-                entries.push((d, Principal::Pipeline(p.name.clone())));
+                entries.push((d, Principal::pipeline(p.name.clone())));
             }
         }
         Tokens { entries }
@@ -98,7 +123,7 @@ mod tests {
         };
         let t = Tokens::from_config(&cfg);
         assert_eq!(t.authenticate("a-token"), Some(Principal::Approver("alice".into())));
-        assert_eq!(t.authenticate("p-token"), Some(Principal::Pipeline("ci".into())));
+        assert_eq!(t.authenticate("p-token"), Some(Principal::pipeline("ci")));
         assert_eq!(t.authenticate("a-token "), None);
         assert_eq!(t.authenticate(""), None);
     }
