@@ -123,6 +123,11 @@ pub struct RequestView {
     /// The context fields that token verified (`repository`, `ref`, `labels.workflow_ref`, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verified_fields: Vec<String>,
+    /// Given only to the pipeline that opened the request, in the answer to opening (or
+    /// replaying) it: a bearer token good for this one request's wait, read, cancel,
+    /// consume and record, so a gate outlives its short-lived OIDC token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder_token: Option<String>,
 }
 
 impl RequestView {

@@ -731,3 +731,42 @@ async fn a_decision_on_one_replica_releases_a_gate_waiting_on_another() {
     let (code, _, err) = w.finish().await;
     assert_eq!(code, 0, "{err}");
 }
+
+#[tokio::test]
+async fn a_request_token_serves_its_own_request_only() {
+    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let ci = s.client("ci");
+    let open = |key: &str| jitgate::api::CreateRequest {
+        context: jitgate::api::Context {
+            environment: "production".into(),
+            actor: "erin".into(),
+            ..Default::default()
+        },
+        idempotency_key: Some(key.into()),
+        ..Default::default()
+    };
+    let (mine, _) = ci.create(&open("one")).await.unwrap();
+    let (other, _) = ci.create(&open("two")).await.unwrap();
+    let holder = mine.holder_token.clone().expect("the opener gets a request token");
+    assert!(other.holder_token.is_some());
+    assert!(
+        ci.get(&mine.id).await.unwrap().holder_token.is_none(),
+        "never shown again"
+    );
+    let h = jitgate::client::Client::new(&s.url, Some(holder)).unwrap();
+    assert_eq!(h.get(&mine.id).await.unwrap().id, mine.id);
+    assert_eq!(h.get(&other.id).await.unwrap_err().status(), Some(401));
+    assert_eq!(h.list("pending").await.unwrap_err().status(), Some(401));
+    assert_eq!(
+        h.approve(&mine.id, None).await.unwrap_err().status(),
+        Some(403),
+        "it is a pipeline: no votes"
+    );
+    s.client("bob").approve(&mine.id, None).await.unwrap();
+    assert_eq!(h.consume(&mine.id).await.unwrap().status, "consumed");
+    assert!(h.record(&mine.id).await.unwrap().contains("payloadType"));
+    // A replay by the same pipeline gets a token of its own; an approver opening gets none.
+    let (again, new) = ci.create(&open("one")).await.unwrap();
+    assert!(!new);
+    assert!(again.holder_token.is_some());
+}

@@ -98,7 +98,7 @@ impl Printer {
 }
 
 pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
-    let client = ctx.client()?;
+    let mut client = ctx.client()?;
     let budget = Dur::parse(&a.retry_budget)
         .map_err(|e| Failure::usage(format!("--retry-budget: {e}")))?
         .as_std();
@@ -132,6 +132,13 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
             Err(e) => return Err(Failure::usage(format!("cannot open the request: {e}"))),
         }
     };
+    // From here on, the request's own token: it outlives a short-lived OIDC token.
+    if let Some(t) = view.holder_token.take() {
+        if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+            println!("::add-mask::{t}");
+        }
+        client = Client::new(client.base(), Some(t))?;
+    }
     let approvers = view.approvers();
     out.event(
         json!({"event": "opened", "id": view.id, "url": view.url, "status": view.status, "new": new,

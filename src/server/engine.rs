@@ -202,6 +202,7 @@ impl Engine {
                 .as_ref()
                 .map(|v| v.fields.keys().cloned().collect())
                 .unwrap_or_default(),
+            holder_token: None,
         })
     }
 
@@ -982,6 +983,42 @@ fn vote_view(v: &VoteRow) -> VoteView {
         via: v.via.clone(),
     }
 }
+
+impl Engine {
+    /// Gives the opener of request `id` a token for that request alone (see
+    /// `RequestView::holder_token`). Only its SHA-256 is stored.
+    pub async fn issue_holder(&self, who: &Principal, id: &str, now: i64) -> Result<Option<String>> {
+        let (row, _) = self.load(id).await?;
+        if !is_opener(who, &row, &doc_of(&row)?) {
+            return Ok(None);
+        }
+        let token = crate::auth::new_token(HOLDER_PREFIX);
+        self.store.add_holder(id, &crate::auth::hash_token(&token), now).await?;
+        Ok(Some(token))
+    }
+
+    /// The opener of request `id`, if `token` is one of its holder tokens.
+    pub async fn holder(&self, id: &str, token: &str) -> Result<Option<Principal>> {
+        use subtle::ConstantTimeEq;
+        let want = crate::auth::hash_token(token);
+        let mut found = false;
+        for h in self.store.holders(id).await? {
+            found |= bool::from(h.as_bytes().ct_eq(want.as_bytes()));
+        }
+        if !found {
+            return Ok(None);
+        }
+        let (row, _) = self.load(id).await?;
+        let doc = doc_of(&row)?;
+        Ok(Some(Principal::Pipeline {
+            name: row.opened_by,
+            verified: doc.verified.map(std::sync::Arc::new),
+        }))
+    }
+}
+
+/// Holder tokens start with this, so the server knows to look them up per request.
+pub const HOLDER_PREFIX: &str = "gtr";
 
 /// Whether `who` is the pipeline that opened the request: the same name, and for an OIDC
 /// identity the same issuer and repository (or subject) as the token that opened it.

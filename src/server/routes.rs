@@ -125,6 +125,28 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(p) = s.engine.tokens.authenticate(token) {
             return Ok(Caller(p));
         }
+        if token.starts_with(&format!("{}_", super::engine::HOLDER_PREFIX)) {
+            // A holder token is good for its own request's routes only.
+            // Nested under /api/v1, the router sees the path without that prefix.
+            let path = parts.uri.path();
+            let id = path
+                .strip_prefix("/api/v1/requests/")
+                .or_else(|| path.strip_prefix("/requests/"))
+                .and_then(|rest| rest.split('/').next())
+                .filter(|id| !id.is_empty());
+            let Some(id) = id else {
+                return Err(AppError::Unauthorized(
+                    "a request token only works on its own request".into(),
+                ));
+            };
+            return match s.engine.holder(id, token).await {
+                Ok(Some(p)) => Ok(Caller(p)),
+                Ok(None) | Err(AppError::NotFound(_)) => Err(AppError::Unauthorized(
+                    "this request token is not valid for this request".into(),
+                )),
+                Err(e) => Err(e),
+            };
+        }
         if !crate::auth::oidc::looks_like_jwt(token) {
             return Err(AppError::Unauthorized("unknown token".into()));
         }
@@ -152,7 +174,8 @@ async fn create(
     Caller(who): Caller,
     JsonBody(body): JsonBody<CreateRequest>,
 ) -> Result<Response> {
-    let (view, new) = s.engine.create(&who, body, now_ms()).await?;
+    let (mut view, new) = s.engine.create(&who, body, now_ms()).await?;
+    view.holder_token = s.engine.issue_holder(&who, &view.id, now_ms()).await?;
     let status = if new { StatusCode::CREATED } else { StatusCode::OK };
     Ok((
         status,

@@ -81,7 +81,22 @@ CREATE TRIGGER gate_audit_no_truncate BEFORE TRUNCATE ON gate_audit
 FOR EACH STATEMENT EXECUTE FUNCTION gate_audit_append_only();
 "#,
     },
+    Migration {
+        version: 3,
+        name: "per-request holder tokens",
+        sqlite: HOLDERS,
+        postgres: HOLDERS,
+    },
 ];
+
+const HOLDERS: &str = r#"
+CREATE TABLE gate_holders (
+    request_id TEXT NOT NULL REFERENCES gate_requests (id),
+    token_sha256 TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (request_id, token_sha256)
+);
+"#;
 
 pub(super) async fn run(store: &Store) -> Result<()> {
     let mut tx = store.begin().await?;

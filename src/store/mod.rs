@@ -289,6 +289,26 @@ impl Store {
         Ok((ids, next))
     }
 
+    /// Remembers a holder token (its digest) for a request.
+    pub async fn add_holder(&self, id: &str, token_sha256: &str, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO gate_holders (request_id, token_sha256, created_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(token_sha256)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Digests of a request's holder tokens.
+    pub async fn holders(&self, id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT token_sha256 FROM gate_holders WHERE request_id = $1")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("token_sha256")?)).collect()
+    }
+
     pub async fn record(&self, id: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT envelope FROM gate_records WHERE request_id = $1")
             .bind(id)

@@ -234,7 +234,11 @@ impl Server {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next_line().await.unwrap();
+        let mut first = lines.next_line().await.unwrap();
+        // GitHub workflow commands (`::add-mask::…`) may come before the JSON lines.
+        while first.as_deref().is_some_and(|l| l.starts_with("::")) {
+            first = lines.next_line().await.unwrap();
+        }
         let Some(first) = first else {
             let out = child.wait_with_output().await.unwrap();
             panic!(
