@@ -83,8 +83,42 @@ pub struct VoteView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub at: String,
-    /// `token`, `policy` (automatic) and later `sso`, `comment`.
+    /// `token`, `policy` (automatic), `session` (web UI with a token sign-in), `sso`
+    /// (web UI after single sign-on), `comment` (a PR/MR comment).
     pub via: String,
+    /// When the voter last authenticated (single sign-on), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<String>,
+    /// How they authenticated (the OpenID `amr` values), when known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// Where the vote was cast, e.g. the comment's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// How a vote reached the server; kept with the vote, in its audit event and record.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VoteMeta {
+    /// `token`, `session`, `sso` or `comment`.
+    pub via: String,
+    /// Unix milliseconds of the voter's last authentication (SSO `auth_time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+impl VoteMeta {
+    /// A vote cast through the API with a bearer token.
+    pub fn token() -> VoteMeta {
+        VoteMeta {
+            via: "token".into(),
+            ..Default::default()
+        }
+    }
 }
 
 /// A request as the API returns it.

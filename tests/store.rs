@@ -96,6 +96,7 @@ async fn compare_and_set_and_unique_keys() {
             reason: None,
             at: 2,
             via: "token".into(),
+            meta: None,
         };
         tx.insert_vote("r1", &v).await.unwrap();
         assert!(tx.insert_vote("r1", &v).await.is_err(), "one person votes once");

@@ -13,7 +13,7 @@ use tokio::sync::{Notify, broadcast, watch};
 
 use super::error::{AppError, Result};
 use super::metrics::Metrics;
-use crate::api::{Context, CreateRequest, RequestView, RequirementView, VoteView};
+use crate::api::{Context, CreateRequest, RequestView, RequirementView, VoteMeta, VoteView};
 use crate::audit::record::{KeyPair, PREDICATE_TYPE, STATEMENT_TYPE};
 use crate::auth::Principal;
 use crate::auth::oidc::VerifiedIdentity;
@@ -435,6 +435,7 @@ impl Engine {
                 reason: Some(reason.clone()),
                 at: now,
                 via: "policy".into(),
+                meta: None,
             };
             tx.insert_vote(&id, &vote).await?;
             tx.append_audit(&AuditDraft {
@@ -492,6 +493,7 @@ impl Engine {
         id: &str,
         approve: bool,
         reason: Option<String>,
+        meta: VoteMeta,
         now_fn: fn() -> i64,
     ) -> Result<RequestView> {
         let Principal::Approver(user) = who else {
@@ -512,19 +514,21 @@ impl Engine {
         self.load(id).await?;
         self.transition(id, now_fn, user, |state, now| {
             let next = state.vote(user, approve, reason.as_deref(), now)?;
+            let extra = VoteMeta { via: String::new(), ..meta.clone() };
             let vote = VoteRow {
                 voter: user.clone(),
                 approve,
                 reason: reason.clone(),
                 at: now,
-                via: "token".into(),
+                via: meta.via.clone(),
+                meta: (extra != VoteMeta::default()).then(|| serde_json::to_string(&extra).unwrap_or_default()),
             };
             let event = AuditDraft {
                 at: now,
                 request_id: id.to_string(),
                 kind: "vote".into(),
                 actor: user.clone(),
-                data: json!({"decision": kind, "reason": reason, "via": "token"}),
+                data: json!({"decision": kind, "reason": reason, "via": meta.via, "auth_time": meta.auth_time.map(rfc3339), "amr": meta.amr, "source": meta.source}),
             };
             let by = format!("{user} ({kind})");
             Ok((next, Some(vote), event, Some(by), reason.clone()))
@@ -975,12 +979,20 @@ pub fn doc_of(row: &RequestRow) -> Result<Doc> {
 }
 
 fn vote_view(v: &VoteRow) -> VoteView {
+    let meta: VoteMeta = v
+        .meta
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default();
     VoteView {
         voter: v.voter.clone(),
         decision: if v.approve { "approve" } else { "deny" }.into(),
         reason: v.reason.clone(),
         at: rfc3339(v.at),
         via: v.via.clone(),
+        auth_time: meta.auth_time.map(rfc3339),
+        amr: meta.amr,
+        source: meta.source,
     }
 }
 

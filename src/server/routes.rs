@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::AppState;
 use super::error::{AppError, Result};
-use crate::api::{AuditVerify, CreateRequest, Keys, RequestView, VoteBody};
+use crate::api::{AuditVerify, CreateRequest, Keys, RequestView, VoteBody, VoteMeta};
 use crate::auth::Principal;
 use crate::duration::now_ms;
 
@@ -252,8 +252,8 @@ async fn act(
     let reason = optional_body(req, s.body_limit).await?.reason;
     let e = &s.engine;
     let view = match verb.as_str() {
-        "approve" => e.vote(&who, &id, true, reason, now_ms).await?,
-        "deny" => e.vote(&who, &id, false, reason, now_ms).await?,
+        "approve" => e.vote(&who, &id, true, reason, VoteMeta::token(), now_ms).await?,
+        "deny" => e.vote(&who, &id, false, reason, VoteMeta::token(), now_ms).await?,
         "cancel" => e.cancel(&who, &id, reason, now_ms).await?,
         "consume" => e.consume(&who, &id, now_ms).await?,
         other => {

@@ -87,6 +87,12 @@ FOR EACH STATEMENT EXECUTE FUNCTION gate_audit_append_only();
         sqlite: HOLDERS,
         postgres: HOLDERS,
     },
+    Migration {
+        version: 4,
+        name: "how each vote was cast",
+        sqlite: "ALTER TABLE gate_votes ADD COLUMN meta TEXT;",
+        postgres: "ALTER TABLE gate_votes ADD COLUMN meta TEXT;",
+    },
 ];
 
 const HOLDERS: &str = r#"

@@ -79,6 +79,8 @@ pub struct VoteRow {
     pub reason: Option<String>,
     pub at: i64,
     pub via: String,
+    /// JSON of `api::VoteMeta` beyond `via` (auth time, amr, source); `None` for none.
+    pub meta: Option<String>,
 }
 
 /// An event to append to the chain.
@@ -225,7 +227,7 @@ impl Store {
 
     pub async fn votes(&self, id: &str) -> Result<Vec<VoteRow>> {
         let rows = sqlx::query(
-            "SELECT voter, approve, reason, at, via FROM gate_votes WHERE request_id = $1 ORDER BY at, voter",
+            "SELECT voter, approve, reason, at, via, meta FROM gate_votes WHERE request_id = $1 ORDER BY at, voter",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -238,6 +240,7 @@ impl Store {
                     reason: r.try_get("reason")?,
                     at: r.try_get("at")?,
                     via: r.try_get("via")?,
+                    meta: r.try_get("meta")?,
                 })
             })
             .collect()
@@ -423,15 +426,18 @@ impl Tx {
     }
 
     pub async fn insert_vote(&mut self, request_id: &str, v: &VoteRow) -> Result<()> {
-        sqlx::query("INSERT INTO gate_votes (request_id, voter, approve, reason, at, via) VALUES ($1,$2,$3,$4,$5,$6)")
-            .bind(request_id)
-            .bind(&v.voter)
-            .bind(v.approve as i64)
-            .bind(&v.reason)
-            .bind(v.at)
-            .bind(&v.via)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO gate_votes (request_id, voter, approve, reason, at, via, meta) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        )
+        .bind(request_id)
+        .bind(&v.voter)
+        .bind(v.approve as i64)
+        .bind(&v.reason)
+        .bind(v.at)
+        .bind(&v.via)
+        .bind(&v.meta)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
