@@ -22,11 +22,31 @@ pub struct Inputs {
     pub static_token: Option<String>,
 }
 
+/// Where a fresh token can be had when the current one expires (GitHub Actions only:
+/// its tokens live minutes, an approval can take hours).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    pub url: String,
+    pub bearer: String,
+    pub audience: String,
+}
+
+impl Refresh {
+    pub async fn fetch(&self) -> Result<String, String> {
+        fetch_github(&self.url, &self.bearer, &self.audience).await
+    }
+}
+
 /// What the platform offered, before the fallback is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Offer {
-    /// An OIDC token, and how to describe it (`GitHub OIDC token (audience jitgate)`).
-    Token { token: String, what: String },
+    /// An OIDC token, how to describe it (`GitHub OIDC token (audience jitgate)`), and
+    /// where to get the next one.
+    Token {
+        token: String,
+        what: String,
+        refresh: Option<Refresh>,
+    },
     /// None to be had, and what to change to get one.
     Absent { why: String },
     /// The platform should have given one and failing that is an error worth saying.
@@ -45,6 +65,15 @@ pub struct Identity {
     pub masks: Vec<String>,
     /// Said before the identity line (a failed OIDC fetch, an unexpected audience).
     pub warnings: Vec<String>,
+    /// How to replace the token before it expires, where that is possible.
+    pub refresh: Option<Refresh>,
+}
+
+impl Identity {
+    /// The token's `exp` claim (Unix seconds), for an OIDC token that has one.
+    pub fn expires(&self) -> Option<i64> {
+        if self.oidc { jwt_expiry(&self.token) } else { None }
+    }
 }
 
 /// Asks the platform for a token, then chooses: the OIDC token if any, else the static
@@ -75,10 +104,12 @@ pub async fn offer(platform: Platform, inputs: &Inputs, env: &dyn Fn(&str) -> Op
             Ok(auds) if auds.is_empty() => Offer::Token {
                 token: t,
                 what: format!("{source} (no audience claim)"),
+                refresh: None,
             },
             Ok(auds) => Offer::Token {
                 token: t,
                 what: format!("{source} (audience {})", auds.join(", ")),
+                refresh: None,
             },
             Err(e) => Offer::Failed {
                 error: format!("GATE_ID_TOKEN is not an OIDC token: {e}"),
@@ -94,6 +125,11 @@ pub async fn offer(platform: Platform, inputs: &Inputs, env: &dyn Fn(&str) -> Op
                 Ok(token) => Offer::Token {
                     token,
                     what: format!("GitHub OIDC token (audience {aud})"),
+                    refresh: Some(Refresh {
+                        url,
+                        bearer,
+                        audience: aud.clone(),
+                    }),
                 },
                 Err(e) => Offer::Failed {
                     error: format!("could not get a GitHub OIDC token: {e}"),
@@ -130,7 +166,7 @@ pub fn choose(platform: Platform, inputs: &Inputs, offer: Offer) -> Result<Ident
     }
     let mut warnings = Vec::new();
     let why = match offer {
-        Offer::Token { token, what } => {
+        Offer::Token { token, what, refresh } => {
             if platform == Platform::Github && !masks.contains(&token) {
                 masks.push(token.clone());
             }
@@ -140,6 +176,7 @@ pub fn choose(platform: Platform, inputs: &Inputs, offer: Offer) -> Result<Ident
                 line: what,
                 masks,
                 warnings,
+                refresh,
             });
         }
         Offer::Absent { why } => why,
@@ -158,6 +195,7 @@ pub fn choose(platform: Platform, inputs: &Inputs, offer: Offer) -> Result<Ident
             line: format!("static token ({why})"),
             masks,
             warnings,
+            refresh: None,
         }),
         None => {
             let mut msg = String::from("no identity to present: ");
@@ -174,9 +212,83 @@ pub fn choose(platform: Platform, inputs: &Inputs, offer: Offer) -> Result<Ident
     }
 }
 
+/// How long to wait before fetching the next token, for one that expires at `exp`:
+/// two minutes ahead, or half its remaining life when that is shorter (at least 1s).
+pub fn refresh_delay(exp: i64, now: i64) -> Duration {
+    let left = exp - now;
+    let secs = if left > 240 { left - 120 } else { (left / 2).max(1) };
+    Duration::from_secs(secs as u64)
+}
+
+/// Keeps a token fresh: before the one expiring at `exp` does, fetches the next and hands
+/// it to `on_token`; a failed fetch goes to `on_error` and is retried in 30s. Returns only
+/// when a token has no `exp` (nothing to schedule); run it as a task and abort it.
+pub async fn refresh_loop(
+    refresh: Refresh,
+    exp: i64,
+    mut on_token: impl FnMut(String),
+    mut on_error: impl FnMut(String),
+) {
+    let now = || time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut delay = refresh_delay(exp, now());
+    loop {
+        tokio::time::sleep(delay).await;
+        match refresh.fetch().await {
+            Ok(token) => {
+                let exp = jwt_expiry(&token);
+                on_token(token);
+                match exp {
+                    Some(exp) => delay = refresh_delay(exp, now()),
+                    None => return,
+                }
+            }
+            Err(e) => {
+                on_error(e);
+                delay = Duration::from_secs(30);
+            }
+        }
+    }
+}
+
+/// A warning when a token that cannot be refreshed expires before the request can time
+/// out: a wait past that point would be refused by the server.
+pub fn expiry_warning(identity: &Identity, request_expires_at: &str) -> Option<String> {
+    if identity.refresh.is_some() {
+        return None;
+    }
+    let exp = identity.expires()?;
+    let until = time::OffsetDateTime::parse(request_expires_at, &time::format_description::well_known::Rfc3339)
+        .ok()?
+        .unix_timestamp();
+    (exp < until).then(|| {
+        let at = time::OffsetDateTime::from_unix_timestamp(exp)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| exp.to_string());
+        format!(
+            "the OIDC token expires at {at}, before this request times out ({request_expires_at}): \
+             a wait past then is refused; give the token a longer lifetime"
+        )
+    })
+}
+
+/// The `exp` claim of a JWT (Unix seconds), unchecked.
+pub fn jwt_expiry(token: &str) -> Option<i64> {
+    jwt_claims(token).ok()?["exp"].as_i64()
+}
+
 /// The `aud` claim of a JWT, read without checking the signature (the server checks it):
 /// only to say which audience the token is for.
 pub fn jwt_audiences(token: &str) -> Result<Vec<String>, String> {
+    let claims = jwt_claims(token)?;
+    Ok(match &claims["aud"] {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        _ => Vec::new(),
+    })
+}
+
+fn jwt_claims(token: &str) -> Result<serde_json::Value, String> {
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
         return Err("expected a JWT (three dot-separated parts)".into());
@@ -193,11 +305,10 @@ pub fn jwt_audiences(token: &str) -> Result<Vec<String>, String> {
     }
     let claims: serde_json::Value =
         serde_json::from_slice(&decode(parts[1])?).map_err(|e| format!("claims are not JSON: {e}"))?;
-    Ok(match &claims["aud"] {
-        serde_json::Value::String(s) => vec![s.clone()],
-        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
-        _ => Vec::new(),
-    })
+    if !claims.is_object() {
+        return Err("claims are not a JSON object".into());
+    }
+    Ok(claims)
 }
 
 #[derive(Deserialize)]
@@ -374,10 +485,67 @@ mod tests {
             Offer::Token {
                 token: "jwt".into(),
                 what: "GitHub OIDC token (audience jitgate)".into(),
+                refresh: None,
             },
         )
         .unwrap();
         assert_eq!(ok.masks, ["s", "jwt"]);
+    }
+
+    #[test]
+    fn refresh_ahead_of_expiry() {
+        assert_eq!(refresh_delay(1000 + 600, 1000), Duration::from_secs(480));
+        assert_eq!(refresh_delay(1000 + 100, 1000), Duration::from_secs(50));
+        assert_eq!(refresh_delay(1000, 1000), Duration::from_secs(1));
+        let mut id = choose(
+            Platform::Gitlab,
+            &inputs(None, None),
+            Offer::Token {
+                token: jwt(r#"{"aud":"jitgate","exp":1700000000}"#),
+                what: String::new(),
+                refresh: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(id.expires(), Some(1_700_000_000));
+        let w = expiry_warning(&id, "2023-11-14T23:00:00Z").unwrap();
+        assert!(w.contains("expires at 2023-11-14T22:13:20Z"), "{w}");
+        assert_eq!(expiry_warning(&id, "2023-11-14T22:00:00Z"), None);
+        id.refresh = Some(Refresh {
+            url: String::new(),
+            bearer: String::new(),
+            audience: String::new(),
+        });
+        assert_eq!(expiry_warning(&id, "2023-11-14T23:00:00Z"), None, "refreshed in time");
+    }
+
+    /// A token about to expire is replaced by a fresh one from the runner's endpoint.
+    #[tokio::test]
+    async fn the_token_is_refreshed_before_it_expires() {
+        use wiremock::matchers::{header, method, query_param};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let next = jwt(&format!(r#"{{"aud":"jitgate","exp":{}}}"#, now + 3600));
+        let runner = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(query_param("audience", "jitgate"))
+            .and(header("authorization", "bearer rt"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"value": next})))
+            .mount(&runner)
+            .await;
+        let refresh = Refresh {
+            url: format!("{}/t?api-version=2.0", runner.uri()),
+            bearer: "rt".into(),
+            audience: "jitgate".into(),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(refresh_loop(refresh, now, move |t| drop(tx.send(t)), |e| panic!("{e}")));
+        let got = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, next);
+        task.abort();
     }
 
     #[test]

@@ -95,6 +95,7 @@ impl Backoff {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Printer {
     json: bool,
 }
@@ -133,7 +134,8 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
     let (platform, _) = ci::detect(&|k| std::env::var(k).ok());
     // Before anything else prints: the identity, its secrets masked first on GitHub.
     let identity = identify(ctx, &a, platform, &out).await?;
-    let client = Client::new(&ctx.server, Some(identity.token))?;
+    let client = Client::new(&ctx.server, Some(identity.token.clone()))?;
+    let _refresher = keep_token_fresh(&identity, &client, platform, out);
     let body = build_body(&a)?;
     let mut signals = Signals::new()?;
 
@@ -175,6 +177,12 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
             }
         ),
     );
+
+    if view.status == "pending"
+        && let Some(w) = ci::identity::expiry_warning(&identity, &view.expires_at)
+    {
+        out.note(&format!("jitgate: warning: {w}"));
+    }
 
     let result = follow(&client, &a, &out, &mut signals, &mut view, budget, every).await;
     if let Err(f) = &result {
@@ -428,6 +436,40 @@ async fn identify(
     }
     out.note(&format!("jitgate: identity: {}", identity.line));
     Ok(identity)
+}
+
+/// Replaces a short-lived OIDC token (GitHub's live minutes) before it expires, for as
+/// long as the gate runs; the task stops when this is dropped.
+struct Refresher(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+fn keep_token_fresh(
+    identity: &ci::identity::Identity,
+    client: &Client,
+    platform: ci::Platform,
+    out: Printer,
+) -> Refresher {
+    let (Some(refresh), Some(exp)) = (identity.refresh.clone(), identity.expires()) else {
+        return Refresher(None);
+    };
+    let client = client.clone();
+    let on_token = move |token: String| {
+        if platform == ci::Platform::Github {
+            out.note(&format!("::add-mask::{token}"));
+        }
+        client.set_token(token);
+    };
+    let on_error = move |e: String| out.note(&format!("jitgate: warning: could not refresh the OIDC token: {e}"));
+    Refresher(Some(tokio::spawn(ci::identity::refresh_loop(
+        refresh, exp, on_token, on_error,
+    ))))
 }
 
 /// Leaves the outcome where the platform keeps job evidence (`ci::report`: GitHub step
