@@ -1,5 +1,6 @@
 //! A typed client of API v1, used by the CLI and the load tool.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -42,7 +43,8 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: Option<String>,
+    /// Shared by clones, so a short-lived token can be replaced while calls are under way.
+    token: Arc<RwLock<Option<String>>>,
 }
 
 impl Client {
@@ -58,11 +60,23 @@ impl Client {
                 "server URL `{base}` must start with http:// or https://"
             )));
         }
-        Ok(Client { http, base, token })
+        Ok(Client {
+            http,
+            base,
+            token: Arc::new(RwLock::new(token)),
+        })
     }
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// Presents `token` from the next call on (this client and its clones): an OIDC
+    /// token that expires is replaced by a fresh one during a long wait.
+    pub fn set_token(&self, token: String) {
+        if let Ok(mut t) = self.token.write() {
+            *t = Some(token);
+        }
     }
 
     fn req(&self, method: reqwest::Method, path: &str, timeout: Duration) -> reqwest::RequestBuilder {
@@ -70,7 +84,8 @@ impl Client {
             .http
             .request(method, format!("{}{path}", self.base))
             .timeout(timeout);
-        if let Some(t) = &self.token {
+        let token = self.token.read().map(|t| t.clone()).unwrap_or_default();
+        if let Some(t) = token {
             r = r.bearer_auth(t);
         }
         r

@@ -1,6 +1,9 @@
 //! Where the gate runs: GitHub Actions, GitLab CI, Jenkins or any shell. Each platform's
 //! standard variables give the request context; flags fill what they lack.
 
+pub mod identity;
+pub mod report;
+
 use crate::api::Context;
 
 /// The platform, from the variables each one always sets.
@@ -57,14 +60,23 @@ pub fn detect(env: &dyn Fn(&str) -> Option<String>) -> (Platform, Context) {
         c.job = get("CI_JOB_ID");
         c.run_url = get("CI_JOB_URL");
         Platform::Gitlab
-    } else if !get("JENKINS_URL").is_empty() || !get("BUILD_TAG").is_empty() && get("BUILD_TAG").starts_with("jenkins-")
-    {
-        c.repository = get("JOB_NAME");
-        c.git_ref = if get("BRANCH_NAME").is_empty() {
-            get("GIT_BRANCH")
-        } else {
-            get("BRANCH_NAME")
-        };
+    } else if !get("JENKINS_URL").is_empty() || get("BUILD_TAG").starts_with("jenkins-") {
+        // Multibranch jobs are named `folder/repo/branch` (the branch URL-encoded); the
+        // repository is the remote's path where the git plugin says it, else the job's parent.
+        c.repository = repo_from_git_url(&get("GIT_URL")).unwrap_or_else(|| {
+            let job = get("JOB_NAME");
+            let base = get("JOB_BASE_NAME");
+            match job.rsplit_once('/') {
+                Some((parent, last)) if !get("BRANCH_NAME").is_empty() && (base.is_empty() || last == base) => {
+                    parent.to_string()
+                }
+                _ => job,
+            }
+        });
+        c.git_ref = [get("TAG_NAME"), get("BRANCH_NAME"), get("GIT_BRANCH")]
+            .into_iter()
+            .find(|v| !v.is_empty())
+            .unwrap_or_default();
         c.commit = get("GIT_COMMIT");
         c.actor = if get("BUILD_USER_ID").is_empty() {
             get("CHANGE_AUTHOR")
@@ -75,12 +87,20 @@ pub fn detect(env: &dyn Fn(&str) -> Option<String>) -> (Platform, Context) {
         if c.commit_author == c.actor {
             c.commit_author.clear();
         }
+        // BUILD_TAG (jenkins-JOB-NUMBER) is the run identity: a retried step replays.
         c.run_id = get("BUILD_TAG");
         c.run_attempt = get("BUILD_NUMBER");
         c.job = get("JOB_NAME");
         c.run_url = get("BUILD_URL");
-        if !get("CHANGE_ID").is_empty() {
-            c.labels.insert("change_id".into(), get("CHANGE_ID"));
+        for (var, label) in [
+            ("CHANGE_ID", "change_id"),
+            ("CHANGE_TARGET", "change_target"),
+            ("CHANGE_BRANCH", "change_branch"),
+            ("CHANGE_URL", "change_url"),
+        ] {
+            if !get(var).is_empty() {
+                c.labels.insert(label.into(), get(var));
+            }
         }
         Platform::Jenkins
     } else {
@@ -88,6 +108,18 @@ pub fn detect(env: &dyn Fn(&str) -> Option<String>) -> (Platform, Context) {
     };
     c.platform = platform.as_str().into();
     (platform, c)
+}
+
+/// `https://github.com/acme/web.git` or `git@gitlab.com:acme/web.git` → `acme/web`.
+fn repo_from_git_url(url: &str) -> Option<String> {
+    let url = url.trim().trim_end_matches('/');
+    let path = if let Some((_, rest)) = url.split_once("://") {
+        rest.split_once('/')?.1
+    } else {
+        url.split_once(':')?.1
+    };
+    let path = path.trim_start_matches('/').trim_end_matches(".git");
+    path.contains('/').then(|| path.to_string())
 }
 
 /// `Jane Doe <jane@example.com>` → `jane@example.com`.
@@ -156,6 +188,33 @@ mod tests {
             ("main", "jenkins-web-main-5", "pat")
         );
         assert_eq!(c.labels["change_id"], "12");
+        assert_eq!(c.repository, "web", "multibranch: the job's parent");
+        let (_, c) = detect(&env(&[
+            ("BUILD_TAG", "jenkins-acme-web-PR-12-3"),
+            ("JOB_NAME", "acme/web/PR-12"),
+            ("JOB_BASE_NAME", "PR-12"),
+            ("BRANCH_NAME", "PR-12"),
+            ("CHANGE_ID", "12"),
+            ("CHANGE_TARGET", "main"),
+            ("CHANGE_BRANCH", "feature/x"),
+            ("CHANGE_AUTHOR", "pat"),
+            ("BUILD_USER_ID", "lee"),
+            ("GIT_URL", "git@github.com:acme/web.git"),
+        ]));
+        assert_eq!(c.repository, "acme/web");
+        assert_eq!((c.actor.as_str(), c.commit_author.as_str()), ("lee", "pat"));
+        assert_eq!(c.labels["change_target"], "main");
+        assert_eq!(c.labels["change_branch"], "feature/x");
+        assert_eq!(c.run_id, "jenkins-acme-web-PR-12-3");
+        assert_eq!(
+            repo_from_git_url("https://github.com/acme/web.git").as_deref(),
+            Some("acme/web")
+        );
+        assert_eq!(
+            repo_from_git_url("ssh://git@host:22/g/sub/p.git").as_deref(),
+            Some("g/sub/p")
+        );
+        assert_eq!(repo_from_git_url("nope"), None);
         assert_eq!(detect(&env(&[])).0, Platform::Generic);
     }
 }

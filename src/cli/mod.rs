@@ -165,7 +165,11 @@ pub enum TokenCommand {
 
 /// Parses the process arguments, runs, and returns the exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let cli = match without_empty_env(Cli::command())
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -188,6 +192,17 @@ pub fn main() -> i32 {
             f.code
         }
     }
+}
+
+/// An environment variable that is set but empty counts as unset: CI systems hand empty
+/// inputs and variables over as empty strings, and `GATE_TIMEOUT=""` means "no timeout
+/// given", not "an invalid timeout".
+pub fn without_empty_env(cmd: clap::Command) -> clap::Command {
+    let cmd = cmd.mut_args(|a| match a.get_env() {
+        Some(k) if std::env::var_os(k).is_some_and(|v| v.is_empty()) => a.env(None),
+        _ => a,
+    });
+    cmd.mut_subcommands(without_empty_env)
 }
 
 fn init_tracing(server: bool) {

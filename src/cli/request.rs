@@ -39,8 +39,8 @@ pub struct RequestArgs {
     /// Where to write the signed record.
     #[arg(long, env = "GATE_RECORD_FILE", default_value = "gate-record.json")]
     pub record_file: PathBuf,
-    /// Wait for the decision (the default).
-    #[arg(long, overrides_with = "no_wait")]
+    /// Wait for the decision (the default; wins over --no-wait, e.g. to undo GATE_NO_WAIT).
+    #[arg(long, env = "GATE_WAIT")]
     pub wait: bool,
     /// Open the request, print it and exit: 0 if already approved, 1 otherwise.
     #[arg(long, env = "GATE_NO_WAIT")]
@@ -59,7 +59,7 @@ pub struct RequestArgs {
     #[arg(long, env = "GATE_IDEMPOTENCY_KEY")]
     pub idempotency_key: Option<String>,
     /// Pin the server's public key (file, URL or PEM); otherwise it is fetched from the server.
-    #[arg(long, env = "GATE_SERVER_KEY")]
+    #[arg(long = "server-key", visible_alias = "key", env = "GATE_SERVER_KEY")]
     pub key: Option<String>,
     /// Give up (exit 2) after the server has been unreachable this long.
     #[arg(long, env = "GATE_RETRY_BUDGET", default_value = "10m")]
@@ -67,6 +67,18 @@ pub struct RequestArgs {
     /// How often to print a status line while waiting.
     #[arg(long, env = "GATE_STATUS_EVERY", default_value = "60s", hide = true)]
     pub status_every: String,
+    /// The audience of the OIDC token the gate asks GitHub Actions for.
+    #[arg(long, env = "GATE_AUDIENCE", default_value = "jitgate")]
+    pub audience: String,
+    /// An OIDC token to present instead of the static token (GitLab `id_tokens:`, a Jenkins credential).
+    #[arg(long, env = "GATE_ID_TOKEN", hide_env_values = true)]
+    pub id_token: Option<String>,
+    /// GitLab CI: where to write the dotenv report (GATE_DECISION, GATE_REQUEST_ID, GATE_RECORD).
+    #[arg(long, env = "GATE_DOTENV_FILE", default_value = "gate.env")]
+    pub dotenv_file: PathBuf,
+    /// GitLab CI: where to write the annotations report (a link to the request).
+    #[arg(long, env = "GATE_ANNOTATIONS_FILE", default_value = "gate-annotations.json")]
+    pub annotations_file: PathBuf,
 }
 
 /// Capped exponential backoff with jitter.
@@ -83,6 +95,7 @@ impl Backoff {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Printer {
     json: bool,
 }
@@ -95,10 +108,19 @@ impl Printer {
             println!("{text}");
         }
     }
+
+    /// A log line that is not an event: stdout in text mode, stderr with `--output json`
+    /// (stdout then holds JSON lines only; runners read workflow commands on both).
+    fn note(&self, text: &str) {
+        if self.json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
 }
 
 pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
-    let mut client = ctx.client()?;
     let budget = Dur::parse(&a.retry_budget)
         .map_err(|e| Failure::usage(format!("--retry-budget: {e}")))?
         .as_std();
@@ -108,13 +130,18 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
     if let Some(t) = &a.timeout {
         Dur::parse(t).map_err(|e| Failure::usage(format!("--timeout: {e}")))?;
     }
-    let body = build_body(&a)?;
     let out = Printer { json: ctx.json() };
+    let (platform, _) = ci::detect(&|k| std::env::var(k).ok());
+    // Before anything else prints: the identity, its secrets masked first on GitHub.
+    let identity = identify(ctx, &a, platform, &out).await?;
+    let client = Client::new(&ctx.server, Some(identity.token.clone()))?;
+    let refresher = keep_token_fresh(&identity, &client, platform, out);
+    let body = build_body(&a)?;
     let mut signals = Signals::new()?;
 
     // Open, retrying through network trouble: the idempotency key makes that safe.
     let mut backoff = Backoff { attempt: 0 };
-    let mut last_ok = Instant::now();
+    let last_ok = Instant::now();
     let (mut view, new) = loop {
         match client.create(&body).await {
             Ok(v) => break v,
@@ -132,13 +159,19 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
             Err(e) => return Err(Failure::usage(format!("cannot open the request: {e}"))),
         }
     };
-    // From here on, the request's own token: it outlives a short-lived OIDC token.
-    if let Some(t) = view.holder_token.take() {
-        if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
-            println!("::add-mask::{t}");
+    // From here on, the request's own token: it outlives a short-lived OIDC token, so
+    // the OIDC refresher is no longer needed.
+    let _refresher = match view.holder_token.take() {
+        Some(t) => {
+            drop(refresher);
+            if platform == ci::Platform::Github {
+                out.note(&format!("::add-mask::{t}"));
+            }
+            client.set_token(t);
+            None
         }
-        client = Client::new(client.base(), Some(t))?;
-    }
+        None => Some(refresher),
+    };
     let approvers = view.approvers();
     out.event(
         json!({"event": "opened", "id": view.id, "url": view.url, "status": view.status, "new": new,
@@ -162,15 +195,47 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
         ),
     );
 
-    if a.no_wait {
+    if view.status == "pending"
+        && let Some(w) = ci::identity::expiry_warning(&identity, &view.expires_at)
+    {
+        out.note(&format!("jitgate: warning: {w}"));
+    }
+
+    let result = follow(&client, &a, &out, &mut signals, &mut view, budget, every).await;
+    if let Err(f) = &result {
+        // No decision could be had: say so to the platform too, with the last known state.
+        report(&client, &a, &view, "error", &f.message, None);
+    }
+    result
+}
+
+/// After the request is open: wait for the decision, use an approval, finish.
+async fn follow(
+    client: &Client,
+    a: &RequestArgs,
+    out: &Printer,
+    signals: &mut Signals,
+    view: &mut RequestView,
+    budget: Duration,
+    every: Duration,
+) -> Outcome {
+    if a.no_wait && !a.wait {
+        report(
+            client,
+            a,
+            view,
+            &view.status,
+            view.reason.as_deref().unwrap_or(""),
+            None,
+        );
         return Ok(if view.status == "approved" { 0 } else { 1 });
     }
 
     // Wait.
     let started = Instant::now();
     let mut last_line = Instant::now();
-    backoff = Backoff { attempt: 0 };
-    last_ok = Instant::now();
+    let mut backoff = Backoff { attempt: 0 };
+    let mut last_ok = Instant::now();
     while view.status == "pending" {
         tokio::select! {
             r = client.wait(&view.id, Some(view.version), 30) => match r {
@@ -183,7 +248,7 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
                                 format!("jitgate: {} voted {}{}; still needs {}", vote.voter, vote.decision, vote.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(), v.needs()));
                         }
                     }
-                    view = v;
+                    *view = v;
                 }
                 Err(e) if e.is_transient() => {
                     if last_ok.elapsed() >= budget {
@@ -193,12 +258,12 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
                     tracing::info!(error = %e, "waiting to reconnect");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
-                        _ = signals.recv() => return cancel(&client, &view.id, &out).await,
+                        _ = signals.recv() => return cancel(client, a, view, out).await,
                     }
                 }
                 Err(e) => return Err(Failure::usage(format!("waiting on request {}: {e}", view.id))),
             },
-            _ = signals.recv() => return cancel(&client, &view.id, &out).await,
+            _ = signals.recv() => return cancel(client, a, view, out).await,
         }
         if view.status == "pending" && last_line.elapsed() >= every {
             last_line = Instant::now();
@@ -210,23 +275,24 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
     }
 
     if view.status == "approved" {
-        view = match retry(&mut signals, budget, || client.consume(&view.id)).await {
+        let id = view.id.clone();
+        *view = match retry(signals, budget, || client.consume(&id)).await {
             Ok(v) => v,
             Err(Some(e)) if matches!(e.status(), Some(409)) => {
-                let latest = client.get(&view.id).await.unwrap_or(view);
+                let latest = client.get(&view.id).await.unwrap_or_else(|_| view.clone());
                 return finish(
-                    &client,
-                    &a,
+                    client,
+                    a,
                     latest,
-                    &out,
+                    out,
                     Some(format!("the approval could not be used: {e}")),
                 )
                 .await;
             }
             Err(Some(e)) => return Err(Failure::usage(format!("using approval of {}: {e}", view.id))),
-            Err(None) => return cancel(&client, &view.id, &out).await,
+            Err(None) => return cancel(client, a, view, out).await,
         };
-        return finish(&client, &a, view, &out, None).await;
+        return finish(client, a, view.clone(), out, None).await;
     }
     // Only an approval this gate used itself is a yes: a replay of a request another
     // gate already consumed must not pass twice.
@@ -236,7 +302,7 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
             view.id
         )
     });
-    finish(&client, &a, view, &out, note).await
+    finish(client, a, view.clone(), out, note).await
 }
 
 /// Prints the outcome, fetches and (for approvals) verifies the record, writes it.
@@ -307,26 +373,171 @@ async fn finish(client: &Client, a: &RequestArgs, view: RequestView, out: &Print
                 format!(": {why}")
             },
             record_path
+                .as_ref()
                 .map(|p| format!("\n  record: {p} (check with `gate verify {p} --key SERVER/api/v1/keys`)"))
                 .unwrap_or_default()
         ),
     );
+    report(client, a, &view, decision, &why, record_path.as_deref());
     Ok(if approved { 0 } else { 1 })
 }
 
-async fn cancel(client: &Client, id: &str, out: &Printer) -> Outcome {
-    let r = client.cancel(id, Some("the pipeline step was stopped".into())).await;
-    match r {
-        Ok(v) => out.event(
-            json!({"event": "outcome", "id": id, "decision": "canceled", "status": v.status}),
-            format!("jitgate: interrupted; request {id} {}", v.status),
-        ),
-        Err(e) => out.event(
-            json!({"event": "outcome", "id": id, "decision": "canceled", "error": e.to_string()}),
-            format!("jitgate: interrupted; canceling {id} failed: {e}"),
-        ),
-    }
+async fn cancel(client: &Client, a: &RequestArgs, view: &RequestView, out: &Printer) -> Outcome {
+    let id = &view.id;
+    let why = "the pipeline step was stopped";
+    let r = client.cancel(id, Some(why.into())).await;
+    let latest = match r {
+        Ok(v) => {
+            out.event(
+                json!({"event": "outcome", "id": id, "decision": "canceled", "status": v.status}),
+                format!("jitgate: interrupted; request {id} {}", v.status),
+            );
+            v
+        }
+        Err(e) => {
+            out.event(
+                json!({"event": "outcome", "id": id, "decision": "canceled", "error": e.to_string()}),
+                format!("jitgate: interrupted; canceling {id} failed: {e}"),
+            );
+            view.clone()
+        }
+    };
+    let record_path = if latest.status == "canceled" {
+        save_record(client, a, id).await
+    } else {
+        None
+    };
+    report(
+        client,
+        a,
+        &latest,
+        "canceled",
+        latest.reason.as_deref().unwrap_or(why),
+        record_path.as_deref(),
+    );
     Ok(1)
+}
+
+/// Fetches and writes the record of a request that ended without an approval (best effort).
+async fn save_record(client: &Client, a: &RequestArgs, id: &str) -> Option<String> {
+    let env = client.record(id).await.ok()?;
+    if let Some(dir) = a.record_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&a.record_file, env).ok()?;
+    Some(a.record_file.display().to_string())
+}
+
+/// Chooses the credential to present (`ci::identity`) and says which and why, in one
+/// line. On GitHub Actions every secret the gate holds is masked before anything prints.
+async fn identify(
+    ctx: &Ctx,
+    a: &RequestArgs,
+    platform: ci::Platform,
+    out: &Printer,
+) -> Result<ci::identity::Identity, Failure> {
+    let inputs = ci::identity::Inputs {
+        audience: a.audience.clone(),
+        id_token: a.id_token.clone(),
+        static_token: ctx.token.clone(),
+    };
+    let github = platform == ci::Platform::Github;
+    let mut masked: Vec<String> = Vec::new();
+    let mut mask = |t: &str, out: &Printer| {
+        let t = t.trim();
+        if github && !t.is_empty() && !masked.iter().any(|m| m == t) {
+            out.note(&format!("::add-mask::{t}"));
+            masked.push(t.to_string());
+        }
+    };
+    for t in [&inputs.static_token, &inputs.id_token].into_iter().flatten() {
+        mask(t, out);
+    }
+    let identity = ci::identity::select(platform, &inputs, &|k| std::env::var(k).ok())
+        .await
+        .map_err(Failure::usage)?;
+    for t in &identity.masks {
+        mask(t, out);
+    }
+    for w in &identity.warnings {
+        out.note(&if github {
+            format!("::warning title=jitgate::{w}")
+        } else {
+            format!("jitgate: warning: {w}")
+        });
+    }
+    out.note(&format!("jitgate: identity: {}", identity.line));
+    Ok(identity)
+}
+
+/// Replaces a short-lived OIDC token (GitHub's live minutes) before it expires, for as
+/// long as the gate runs; the task stops when this is dropped.
+struct Refresher(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+fn keep_token_fresh(
+    identity: &ci::identity::Identity,
+    client: &Client,
+    platform: ci::Platform,
+    out: Printer,
+) -> Refresher {
+    let (Some(refresh), Some(exp)) = (identity.refresh.clone(), identity.expires()) else {
+        return Refresher(None);
+    };
+    let client = client.clone();
+    let on_token = move |token: String| {
+        if platform == ci::Platform::Github {
+            out.note(&format!("::add-mask::{token}"));
+        }
+        client.set_token(token);
+    };
+    let on_error = move |e: String| out.note(&format!("jitgate: warning: could not refresh the OIDC token: {e}"));
+    Refresher(Some(tokio::spawn(ci::identity::refresh_loop(
+        refresh, exp, on_token, on_error,
+    ))))
+}
+
+/// Leaves the outcome where the platform keeps job evidence (`ci::report`: GitHub step
+/// outputs and summary, GitLab dotenv and annotations reports). Kept out of `finish`'s
+/// body so that other side effects can be added there independently.
+fn report(
+    client: &Client,
+    a: &RequestArgs,
+    view: &RequestView,
+    decision: &str,
+    reason: &str,
+    record_path: Option<&str>,
+) {
+    let env = |k: &str| std::env::var(k).ok();
+    let (platform, _) = ci::detect(&env);
+    let approvers: Vec<String> = view
+        .votes
+        .iter()
+        .filter(|v| v.decision == "approve")
+        .map(|v| v.voter.clone())
+        .collect();
+    let r = ci::report::Report {
+        decision,
+        view,
+        reason,
+        approvers: &approvers,
+        record_path,
+        server: client.base(),
+    };
+    let files = ci::report::Files {
+        dotenv: a.dotenv_file.clone(),
+        annotations: a.annotations_file.clone(),
+    };
+    for w in ci::report::write(platform, &r, &files, &env) {
+        eprintln!("gate: {w}");
+    }
 }
 
 /// Retries a call through transient errors within the budget. `Err(None)`: interrupted.
@@ -426,5 +637,33 @@ impl Signals {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every `gate request` flag can be given as `GATE_` + the flag in upper snake case.
+    #[test]
+    fn every_request_flag_has_its_gate_variable() {
+        let mut cli = super::super::Cli::command();
+        cli.build();
+        let request = cli.find_subcommand("request").expect("request command");
+        let mut seen = 0;
+        for arg in request.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let want = format!("GATE_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(want.as_str()),
+                "--{long} should be readable from {want}"
+            );
+            seen += 1;
+        }
+        assert!(seen > 20, "{seen}");
     }
 }

@@ -1,0 +1,558 @@
+//! Which credential `gate request` presents to the server. Where the job can have an OIDC
+//! token (GitHub Actions with `id-token: write`, GitLab `id_tokens:`, a Jenkins credential
+//! bound to `GATE_ID_TOKEN`), the gate sends that JWT as its bearer token and the server
+//! decides; otherwise it falls back to the static pipeline token (`--token`/`GATE_TOKEN`).
+//! The choice is said in one line, with the reason and what to change when it falls back.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::Platform;
+
+/// What the gate knows before choosing.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// The audience to ask GitHub for, and to expect in a given token.
+    pub audience: String,
+    /// A token handed in through `--id-token`/`GATE_ID_TOKEN` (GitLab `id_tokens:`, Jenkins).
+    pub id_token: Option<String>,
+    /// The static pipeline token (`--token`/`GATE_TOKEN`).
+    pub static_token: Option<String>,
+}
+
+/// Where a fresh token can be had when the current one expires (GitHub Actions only:
+/// its tokens live minutes, an approval can take hours).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    pub url: String,
+    pub bearer: String,
+    pub audience: String,
+}
+
+impl Refresh {
+    pub async fn fetch(&self) -> Result<String, String> {
+        fetch_github(&self.url, &self.bearer, &self.audience).await
+    }
+}
+
+/// What the platform offered, before the fallback is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offer {
+    /// An OIDC token, how to describe it (`GitHub OIDC token (audience jitgate)`), and
+    /// where to get the next one.
+    Token {
+        token: String,
+        what: String,
+        refresh: Option<Refresh>,
+    },
+    /// None to be had, and what to change to get one.
+    Absent { why: String },
+    /// The platform should have given one and failing that is an error worth saying.
+    Failed { error: String },
+}
+
+/// The chosen credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub token: String,
+    /// `true` for an OIDC token, `false` for the static token.
+    pub oidc: bool,
+    /// The line to print after `jitgate: identity: `.
+    pub line: String,
+    /// Secrets to mask in the job log, in the order to print them (GitHub only).
+    pub masks: Vec<String>,
+    /// Said before the identity line (a failed OIDC fetch, an unexpected audience).
+    pub warnings: Vec<String>,
+    /// How to replace the token before it expires, where that is possible.
+    pub refresh: Option<Refresh>,
+}
+
+impl Identity {
+    /// The token's `exp` claim (Unix seconds), for an OIDC token that has one.
+    pub fn expires(&self) -> Option<i64> {
+        if self.oidc { jwt_expiry(&self.token) } else { None }
+    }
+}
+
+/// Asks the platform for a token, then chooses: the OIDC token if any, else the static
+/// one, else an error that says what to set. `env` reads the job's variables.
+pub async fn select(
+    platform: Platform,
+    inputs: &Inputs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Identity, String> {
+    let offer = offer(platform, inputs, env).await;
+    choose(platform, inputs, offer)
+}
+
+/// What the platform offers. A token given explicitly (`GATE_ID_TOKEN`) wins everywhere;
+/// on GitHub the gate asks the runner for one.
+pub async fn offer(platform: Platform, inputs: &Inputs, env: &dyn Fn(&str) -> Option<String>) -> Offer {
+    let get = |k: &str| env(k).filter(|v| !v.is_empty());
+    let aud = &inputs.audience;
+    if let Some(t) = inputs.id_token.as_ref().filter(|t| !t.trim().is_empty()) {
+        let t = t.trim().to_string();
+        let source = match platform {
+            Platform::Github => "ID token from GATE_ID_TOKEN",
+            Platform::Gitlab => "GitLab ID token from GATE_ID_TOKEN",
+            Platform::Jenkins => "Jenkins OIDC token from GATE_ID_TOKEN",
+            Platform::Generic => "OIDC token from GATE_ID_TOKEN",
+        };
+        return match jwt_audiences(&t) {
+            Ok(auds) if auds.is_empty() => Offer::Token {
+                token: t,
+                what: format!("{source} (no audience claim)"),
+                refresh: None,
+            },
+            Ok(auds) => Offer::Token {
+                token: t,
+                what: format!("{source} (audience {})", auds.join(", ")),
+                refresh: None,
+            },
+            Err(e) => Offer::Failed {
+                error: format!("GATE_ID_TOKEN is not an OIDC token: {e}"),
+            },
+        };
+    }
+    match platform {
+        Platform::Github => match (
+            get("ACTIONS_ID_TOKEN_REQUEST_URL"),
+            get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"),
+        ) {
+            (Some(url), Some(bearer)) => match fetch_github(&url, &bearer, aud).await {
+                Ok(token) => Offer::Token {
+                    token,
+                    what: format!("GitHub OIDC token (audience {aud})"),
+                    refresh: Some(Refresh {
+                        url,
+                        bearer,
+                        audience: aud.clone(),
+                    }),
+                },
+                Err(e) => Offer::Failed {
+                    error: format!("could not get a GitHub OIDC token: {e}"),
+                },
+            },
+            _ => Offer::Absent {
+                why: "no id-token permission: add \"permissions: id-token: write\" to the job".into(),
+            },
+        },
+        Platform::Gitlab => Offer::Absent {
+            why: format!("GATE_ID_TOKEN is empty: add id_tokens: GATE_ID_TOKEN: aud: {aud} to the job"),
+        },
+        Platform::Jenkins => Offer::Absent {
+            why: "GATE_ID_TOKEN is empty: bind an OIDC token credential with \
+                  withCredentials([string(credentialsId: 'jitgate-id-token', variable: 'GATE_ID_TOKEN')])"
+                .into(),
+        },
+        Platform::Generic => Offer::Absent {
+            why: "not on GitHub Actions, GitLab CI or Jenkins, and GATE_ID_TOKEN is not set".into(),
+        },
+    }
+}
+
+/// Applies the fallback to the static token. Pure: every message is tested.
+pub fn choose(platform: Platform, inputs: &Inputs, offer: Offer) -> Result<Identity, String> {
+    let static_token = inputs
+        .static_token
+        .as_ref()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    let mut masks = Vec::new();
+    if platform == Platform::Github {
+        masks.extend(static_token.clone());
+    }
+    let mut warnings = Vec::new();
+    let why = match offer {
+        Offer::Token { token, what, refresh } => {
+            if platform == Platform::Github && !masks.contains(&token) {
+                masks.push(token.clone());
+            }
+            return Ok(Identity {
+                token,
+                oidc: true,
+                line: what,
+                masks,
+                warnings,
+                refresh,
+            });
+        }
+        Offer::Absent { why } => why,
+        Offer::Failed { error } => {
+            warnings.push(error.clone());
+            match platform {
+                Platform::Github => "the GitHub OIDC token request failed".to_string(),
+                _ => "GATE_ID_TOKEN could not be used".to_string(),
+            }
+        }
+    };
+    match static_token {
+        Some(token) => Ok(Identity {
+            token,
+            oidc: false,
+            line: format!("static token ({why})"),
+            masks,
+            warnings,
+            refresh: None,
+        }),
+        None => {
+            let mut msg = String::from("no identity to present: ");
+            if let Some(w) = warnings.first() {
+                msg.push_str(w);
+                msg.push_str(", and ");
+            } else {
+                msg.push_str(&why);
+                msg.push_str("; ");
+            }
+            msg.push_str("no static token either (--token or GATE_TOKEN)");
+            Err(msg)
+        }
+    }
+}
+
+/// How long to wait before fetching the next token, for one that expires at `exp`:
+/// two minutes ahead, or half its remaining life when that is shorter (at least 1s).
+pub fn refresh_delay(exp: i64, now: i64) -> Duration {
+    let left = exp - now;
+    let secs = if left > 240 { left - 120 } else { (left / 2).max(1) };
+    Duration::from_secs(secs as u64)
+}
+
+/// Keeps a token fresh: before the one expiring at `exp` does, fetches the next and hands
+/// it to `on_token`; a failed fetch goes to `on_error` and is retried in 30s. Returns only
+/// when a token has no `exp` (nothing to schedule); run it as a task and abort it.
+pub async fn refresh_loop(
+    refresh: Refresh,
+    exp: i64,
+    mut on_token: impl FnMut(String),
+    mut on_error: impl FnMut(String),
+) {
+    let now = || time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut delay = refresh_delay(exp, now());
+    loop {
+        tokio::time::sleep(delay).await;
+        match refresh.fetch().await {
+            Ok(token) => {
+                let exp = jwt_expiry(&token);
+                on_token(token);
+                match exp {
+                    Some(exp) => delay = refresh_delay(exp, now()),
+                    None => return,
+                }
+            }
+            Err(e) => {
+                on_error(e);
+                delay = Duration::from_secs(30);
+            }
+        }
+    }
+}
+
+/// A warning when a token that cannot be refreshed expires before the request can time
+/// out: a wait past that point would be refused by the server.
+pub fn expiry_warning(identity: &Identity, request_expires_at: &str) -> Option<String> {
+    if identity.refresh.is_some() {
+        return None;
+    }
+    let exp = identity.expires()?;
+    let until = time::OffsetDateTime::parse(request_expires_at, &time::format_description::well_known::Rfc3339)
+        .ok()?
+        .unix_timestamp();
+    (exp < until).then(|| {
+        let at = time::OffsetDateTime::from_unix_timestamp(exp)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| exp.to_string());
+        format!(
+            "the OIDC token expires at {at}, before this request times out ({request_expires_at}): \
+             a wait past then is refused; give the token a longer lifetime"
+        )
+    })
+}
+
+/// The `exp` claim of a JWT (Unix seconds), unchecked.
+pub fn jwt_expiry(token: &str) -> Option<i64> {
+    jwt_claims(token).ok()?["exp"].as_i64()
+}
+
+/// The `aud` claim of a JWT, read without checking the signature (the server checks it):
+/// only to say which audience the token is for.
+pub fn jwt_audiences(token: &str) -> Result<Vec<String>, String> {
+    let claims = jwt_claims(token)?;
+    Ok(match &claims["aud"] {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        _ => Vec::new(),
+    })
+}
+
+fn jwt_claims(token: &str) -> Result<serde_json::Value, String> {
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err("expected a JWT (three dot-separated parts)".into());
+    }
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let decode = |p: &str| {
+        b64.decode(p.trim_end_matches('='))
+            .map_err(|e| format!("not base64url: {e}"))
+    };
+    let header: serde_json::Value =
+        serde_json::from_slice(&decode(parts[0])?).map_err(|e| format!("header is not JSON: {e}"))?;
+    if !header.is_object() {
+        return Err("header is not a JSON object".into());
+    }
+    let claims: serde_json::Value =
+        serde_json::from_slice(&decode(parts[1])?).map_err(|e| format!("claims are not JSON: {e}"))?;
+    if !claims.is_object() {
+        return Err("claims are not a JSON object".into());
+    }
+    Ok(claims)
+}
+
+#[derive(Deserialize)]
+struct GithubTokenAnswer {
+    #[serde(default)]
+    value: String,
+}
+
+/// The runner's token endpoint: `GET $ACTIONS_ID_TOKEN_REQUEST_URL&audience=AUD` with
+/// `Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN`, answering `{"value": JWT}`.
+/// Retries a few times through network trouble and 5xx, as the official toolkit does.
+pub async fn fetch_github(url: &str, bearer: &str, audience: &str) -> Result<String, String> {
+    let mut u = reqwest::Url::parse(url).map_err(|e| format!("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: {e}"))?;
+    if !audience.is_empty() {
+        u.query_pairs_mut().append_pair("audience", audience);
+    }
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("jitgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut last = String::new();
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt))).await;
+        }
+        let resp = http
+            .get(u.clone())
+            .header("Authorization", format!("bearer {bearer}"))
+            .header("Accept", "application/json; api-version=2.0")
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                last = format!("the token endpoint is unreachable: {e}");
+                continue;
+            }
+        };
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if status.is_server_error() || status.as_u16() == 429 {
+            last = format!("the token endpoint answered HTTP {}", status.as_u16());
+            continue;
+        }
+        if !status.is_success() {
+            let snippet: String = body.chars().take(200).collect();
+            return Err(format!(
+                "the token endpoint answered HTTP {}: {snippet}",
+                status.as_u16()
+            ));
+        }
+        let answer: GithubTokenAnswer = serde_json::from_str(&body)
+            .map_err(|e| format!("the token endpoint's answer is not {{\"value\": ...}}: {e}"))?;
+        if answer.value.is_empty() {
+            return Err("the token endpoint answered without a token".into());
+        }
+        return Ok(answer.value);
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(claims: &str) -> String {
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.c2ln",
+            b.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+            b.encode(claims)
+        )
+    }
+
+    fn inputs(id: Option<&str>, tok: Option<&str>) -> Inputs {
+        Inputs {
+            audience: "jitgate".into(),
+            id_token: id.map(String::from),
+            static_token: tok.map(String::from),
+        }
+    }
+
+    fn none(_: &str) -> Option<String> {
+        None
+    }
+
+    #[tokio::test]
+    async fn gitlab_id_token_or_static_with_the_fix() {
+        let t = jwt(r#"{"aud":"jitgate","sub":"project_path:g/p"}"#);
+        let id = select(Platform::Gitlab, &inputs(Some(&t), Some("s")), &none)
+            .await
+            .unwrap();
+        assert!(id.oidc);
+        assert_eq!(id.line, "GitLab ID token from GATE_ID_TOKEN (audience jitgate)");
+        assert!(id.masks.is_empty(), "masks are for GitHub only");
+
+        let id = select(Platform::Gitlab, &inputs(Some(""), Some("s")), &none)
+            .await
+            .unwrap();
+        assert!(!id.oidc);
+        assert_eq!(id.token, "s");
+        assert_eq!(
+            id.line,
+            "static token (GATE_ID_TOKEN is empty: add id_tokens: GATE_ID_TOKEN: aud: jitgate to the job)"
+        );
+
+        let e = select(Platform::Gitlab, &inputs(None, None), &none).await.unwrap_err();
+        assert!(e.contains("GATE_ID_TOKEN is empty") && e.contains("GATE_TOKEN"), "{e}");
+
+        // Not a JWT: said, and the static token is used.
+        let id = select(Platform::Gitlab, &inputs(Some("nope"), Some("s")), &none)
+            .await
+            .unwrap();
+        assert_eq!(id.line, "static token (GATE_ID_TOKEN could not be used)");
+        assert!(id.warnings[0].contains("not an OIDC token"), "{:?}", id.warnings);
+    }
+
+    #[tokio::test]
+    async fn jenkins_and_generic() {
+        let t = jwt(r#"{"aud":["jitgate","other"]}"#);
+        let id = select(Platform::Jenkins, &inputs(Some(&t), None), &none).await.unwrap();
+        assert_eq!(
+            id.line,
+            "Jenkins OIDC token from GATE_ID_TOKEN (audience jitgate, other)"
+        );
+        let id = select(Platform::Jenkins, &inputs(None, Some("s")), &none)
+            .await
+            .unwrap();
+        assert!(
+            id.line
+                .contains("withCredentials([string(credentialsId: 'jitgate-id-token'"),
+            "{}",
+            id.line
+        );
+        let id = select(Platform::Generic, &inputs(None, Some("s")), &none)
+            .await
+            .unwrap();
+        assert!(
+            id.line.starts_with("static token (not on GitHub Actions"),
+            "{}",
+            id.line
+        );
+    }
+
+    #[tokio::test]
+    async fn github_without_permission_masks_the_static_token() {
+        let id = select(Platform::Github, &inputs(None, Some("s3cret")), &none)
+            .await
+            .unwrap();
+        assert_eq!(
+            id.line,
+            "static token (no id-token permission: add \"permissions: id-token: write\" to the job)"
+        );
+        assert_eq!(id.masks, ["s3cret"]);
+        let e = select(Platform::Github, &inputs(None, None), &none).await.unwrap_err();
+        assert!(e.contains("id-token: write"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_fetch_is_said_and_falls_back() {
+        let failed = || Offer::Failed {
+            error: "could not get a GitHub OIDC token: HTTP 403".into(),
+        };
+        let id = choose(Platform::Github, &inputs(None, Some("s")), failed()).unwrap();
+        assert_eq!(id.line, "static token (the GitHub OIDC token request failed)");
+        assert_eq!(id.warnings, ["could not get a GitHub OIDC token: HTTP 403"]);
+        let e = choose(Platform::Github, &inputs(None, None), failed()).unwrap_err();
+        assert!(e.contains("HTTP 403") && e.contains("no static token"), "{e}");
+        let ok = choose(
+            Platform::Github,
+            &inputs(None, Some("s")),
+            Offer::Token {
+                token: "jwt".into(),
+                what: "GitHub OIDC token (audience jitgate)".into(),
+                refresh: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(ok.masks, ["s", "jwt"]);
+    }
+
+    #[test]
+    fn refresh_ahead_of_expiry() {
+        assert_eq!(refresh_delay(1000 + 600, 1000), Duration::from_secs(480));
+        assert_eq!(refresh_delay(1000 + 100, 1000), Duration::from_secs(50));
+        assert_eq!(refresh_delay(1000, 1000), Duration::from_secs(1));
+        let mut id = choose(
+            Platform::Gitlab,
+            &inputs(None, None),
+            Offer::Token {
+                token: jwt(r#"{"aud":"jitgate","exp":1700000000}"#),
+                what: String::new(),
+                refresh: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(id.expires(), Some(1_700_000_000));
+        let w = expiry_warning(&id, "2023-11-14T23:00:00Z").unwrap();
+        assert!(w.contains("expires at 2023-11-14T22:13:20Z"), "{w}");
+        assert_eq!(expiry_warning(&id, "2023-11-14T22:00:00Z"), None);
+        id.refresh = Some(Refresh {
+            url: String::new(),
+            bearer: String::new(),
+            audience: String::new(),
+        });
+        assert_eq!(expiry_warning(&id, "2023-11-14T23:00:00Z"), None, "refreshed in time");
+    }
+
+    /// A token about to expire is replaced by a fresh one from the runner's endpoint.
+    #[tokio::test]
+    async fn the_token_is_refreshed_before_it_expires() {
+        use wiremock::matchers::{header, method, query_param};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let next = jwt(&format!(r#"{{"aud":"jitgate","exp":{}}}"#, now + 3600));
+        let runner = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(query_param("audience", "jitgate"))
+            .and(header("authorization", "bearer rt"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"value": next})))
+            .mount(&runner)
+            .await;
+        let refresh = Refresh {
+            url: format!("{}/t?api-version=2.0", runner.uri()),
+            bearer: "rt".into(),
+            audience: "jitgate".into(),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(refresh_loop(refresh, now, move |t| drop(tx.send(t)), |e| panic!("{e}")));
+        let got = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, next);
+        task.abort();
+    }
+
+    #[test]
+    fn audiences() {
+        assert_eq!(jwt_audiences(&jwt(r#"{"aud":"a"}"#)).unwrap(), ["a"]);
+        assert!(jwt_audiences(&jwt(r#"{}"#)).unwrap().is_empty());
+        assert!(jwt_audiences("a.b").is_err());
+        assert!(jwt_audiences("e30.e30.").is_err());
+    }
+}
