@@ -512,3 +512,63 @@ async fn an_unreachable_jwks_is_unavailable_not_unauthorized() {
     let (st, _) = open(&s, &token("ci"), json!({"environment": "staging"})).await;
     assert_eq!(st, 201);
 }
+
+/// The whole GitHub path with nothing mocked but GitHub itself: the gate asks the runner's
+/// token endpoint for an OIDC token, the server verifies it against the issuer's keys, the
+/// verified claims become the context, the gate waits on its request token, an approver
+/// approves, and the step's outputs and summary say so.
+#[tokio::test]
+async fn github_runner_end_to_end_on_a_verified_oidc_token() {
+    use wiremock::matchers::{header, query_param};
+    let m = jwks_server(&["rsa-1"]).await;
+    let s = github_server(&m).await;
+    let jwt = sign("rsa-1", &github_claims("production"));
+    Mock::given(method("GET"))
+        .and(path("/token"))
+        .and(query_param("audience", "jitgate"))
+        .and(header("authorization", "bearer runner-secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "value": jwt })))
+        .expect(1..)
+        .mount(&m)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (output, summary) = (dir.path().join("out"), dir.path().join("summary"));
+    let mut cmd = s.gate("ci");
+    cmd.env_remove("GATE_TOKEN")
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_REPOSITORY", "acme/web")
+        .env("GITHUB_REF", "refs/heads/main")
+        .env("GITHUB_SHA", COMMIT)
+        .env("GITHUB_ACTOR", "alice-gh")
+        .env("GITHUB_RUN_ID", "9001")
+        .env("GITHUB_RUN_ATTEMPT", "1")
+        .env("GITHUB_JOB", "deploy")
+        .env("GITHUB_OUTPUT", &output)
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env(
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            format!("{}/token?api-version=2.0", m.uri()),
+        )
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-secret");
+    let w = s.open_with(cmd, &["--environment", "production"]).await;
+    assert_eq!(w.opened["status"], "pending", "{}", w.opened);
+    let view = s.client("bob").get(&w.id).await.unwrap();
+    assert_eq!(view.verified_by.as_deref(), Some(GITHUB));
+    assert_eq!(view.opened_by, "oidc:github");
+    // alice-gh is the verified actor: alice may not approve, bob may.
+    assert_eq!(
+        s.client("alice").approve(&w.id, None).await.unwrap_err().status(),
+        Some(403)
+    );
+    s.client("bob")
+        .approve(&w.id, Some("verified run".into()))
+        .await
+        .unwrap();
+    let (code, events, err) = w.finish().await;
+    assert_eq!(code, 0, "{events:?} {err}");
+    assert!(err.contains("::add-mask::"), "tokens are masked: {err}");
+    let out = std::fs::read_to_string(&output).unwrap();
+    assert!(out.contains("decision=approved"), "{out}");
+    let sum = std::fs::read_to_string(&summary).unwrap();
+    assert!(sum.contains("bob") && sum.contains("verified run"), "{sum}");
+}
