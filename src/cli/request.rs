@@ -67,6 +67,9 @@ pub struct RequestArgs {
     /// How often to print a status line while waiting.
     #[arg(long, env = "GATE_STATUS_EVERY", default_value = "60s", hide = true)]
     pub status_every: String,
+    /// --github-check, --gitlab-note and their tokens: reports after the decision.
+    #[command(flatten)]
+    pub forge: crate::forge::ForgeArgs,
 }
 
 /// Capped exponential backoff with jitter.
@@ -285,6 +288,8 @@ async fn finish(client: &Client, a: &RequestArgs, view: RequestView, out: &Print
                 .unwrap_or_default()
         ),
     );
+    // Side calls report the outcome; they never change the exit code.
+    crate::forge::report(&a.forge, &view, decision, &why).await;
     Ok(if approved { 0 } else { 1 })
 }
 
