@@ -79,6 +79,9 @@ pub struct RequestArgs {
     /// GitLab CI: where to write the annotations report (a link to the request).
     #[arg(long, env = "GATE_ANNOTATIONS_FILE", default_value = "gate-annotations.json")]
     pub annotations_file: PathBuf,
+    /// --github-check, --gitlab-note and their tokens: reports after the decision.
+    #[command(flatten)]
+    pub forge: crate::forge::ForgeArgs,
 }
 
 /// Capped exponential backoff with jitter.
@@ -379,6 +382,8 @@ async fn finish(client: &Client, a: &RequestArgs, view: RequestView, out: &Print
         ),
     );
     report(client, a, &view, decision, &why, record_path.as_deref());
+    // Side calls report the outcome; they never change the exit code.
+    crate::forge::report(&a.forge, &view, decision, &why).await;
     Ok(if approved { 0 } else { 1 })
 }
 
