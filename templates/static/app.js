@@ -49,4 +49,7 @@
     if (watch === "all" || c.id === watch) refresh();
   });
   events.addEventListener("lagged", refresh);
+  // A change between this page being rendered and the stream opening (or while it was
+  // reconnecting) would be missed: re-read once each time the stream (re)opens.
+  events.addEventListener("open", refresh);
 })();

@@ -31,8 +31,7 @@ use crate::store::{HistoryFilter, SessionRow, SsoLogin};
 use session::{PRELOGIN_COOKIE, SESSION_COOKIE, SSO_COOKIE, Session, cookie, digest, random_token, set_cookie};
 
 /// The policy every UI response carries.
-pub const CSP: &str =
-    "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
 
 const APP_CSS: &str = include_str!("../../../templates/static/app.css");
 const APP_JS: &str = include_str!("../../../templates/static/app.js");
@@ -49,7 +48,9 @@ impl UiState {
         let sso = match &config.sso {
             Some(c) => {
                 if c.secret().is_none() {
-                    tracing::warn!("sso: no client secret configured (client_secret or client_secret_env); signing in as a public client");
+                    tracing::warn!(
+                        "sso: no client secret configured (client_secret or client_secret_env); signing in as a public client"
+                    );
                 }
                 Some(sso::Client::new(c.clone(), public_url)?)
             }
@@ -66,7 +67,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(inbox))
         .route("/requests/{id}", get(detail))
-        .route("/requests/{id}/{verb}", post(vote))
+        .route("/requests/{id}/{verb}", post(vote).get(record))
         .route("/history", get(history))
         .route("/audit", get(audit))
         .route("/login", get(login_page).post(login_token))
@@ -74,13 +75,23 @@ pub fn router() -> Router<AppState> {
         .route("/auth/sso", get(sso_start))
         .route("/auth/callback", get(sso_callback))
         .route("/ui/events", get(events))
-        .route("/static/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
-        .route("/static/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route(
+            "/static/app.css",
+            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .route(
+            "/static/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
         .layer(middleware::from_fn(security_headers))
 }
 
 fn asset(ctype: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-cache")],
+        body,
+    )
+        .into_response()
 }
 
 async fn security_headers(req: Request, next: Next) -> Response {
@@ -188,7 +199,11 @@ impl Nav {
         Nav {
             user: s.user().to_string(),
             csrf: s.csrf().to_string(),
-            via: if s.row.via == "sso" { "single sign-on".into() } else { "token".into() },
+            via: if s.row.via == "sso" {
+                "single sign-on".into()
+            } else {
+                "token".into()
+            },
             read_only: !s.row.can_vote,
         }
     }
@@ -299,8 +314,14 @@ fn item(v: &RequestView, now: i64) -> InboxItem {
         id: v.id.clone(),
         environment: v.context.environment.clone(),
         repository: v.context.repository.clone(),
-        requester: if v.context.actor.is_empty() { v.opened_by.clone() } else { v.context.actor.clone() },
-        age: parse_time(&v.created_at).map(|t| human_age(now - t)).unwrap_or_default(),
+        requester: if v.context.actor.is_empty() {
+            v.opened_by.clone()
+        } else {
+            v.context.actor.clone()
+        },
+        age: parse_time(&v.created_at)
+            .map(|t| human_age(now - t))
+            .unwrap_or_default(),
         needs: v.needs(),
         summary: v.summary.clone(),
         created_at: v.created_at.clone(),
@@ -432,7 +453,10 @@ pub fn context_links(c: &crate::api::Context) -> Vec<(String, String)> {
                 ));
             }
             if let Some(n) = num("refs/pull/") {
-                out.push((format!("Pull request #{n}"), format!("{server}/{}/pull/{n}", c.repository)));
+                out.push((
+                    format!("Pull request #{n}"),
+                    format!("{server}/{}/pull/{n}", c.repository),
+                ));
             }
         }
         "gitlab" if repo_ok => {
@@ -468,12 +492,19 @@ fn describe_event(data: &str) -> String {
                 Value::Null => return None,
                 Value::String(s) if s.is_empty() => return None,
                 Value::Array(a) if a.is_empty() => return None,
-                // Nested objects (the opening context, requirements) are shown above.
+                // Nested objects and lists (context, requirements, artifacts) and the
+                // digest are on the page already.
                 Value::Object(_) => return None,
+                Value::Array(_) if k != "amr" => return None,
+                _ if k == "policy_digest" => return None,
                 Value::String(s) => s.clone(),
                 Value::Array(_) => {
                     let t = v.to_string();
-                    if t.len() > 200 { format!("{}…", &t[..t.floor_char_boundary(200)]) } else { t }
+                    if t.len() > 200 {
+                        format!("{}…", &t[..t.floor_char_boundary(200)])
+                    } else {
+                        t
+                    }
                 }
                 other => other.to_string(),
             };
@@ -531,7 +562,13 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
                 group: r.group.clone(),
                 count: r.count,
                 approved_by: r.approved_by.join(", "),
-                may_vote: r.may_vote.iter().filter(|m| *m != user).cloned().collect::<Vec<_>>().join(", "),
+                may_vote: r
+                    .may_vote
+                    .iter()
+                    .filter(|m| *m != user)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 met: r.met,
             })
             .collect(),
@@ -565,6 +602,32 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
         v,
     };
     Ok(render(&page))
+}
+
+/// `GET /requests/{id}/record`: the signed record, for a signed-in browser.
+async fn record(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, what)): Path<(String, String)>,
+) -> UiResult<Response> {
+    if what != "record" {
+        return Err(UiError::new(StatusCode::NOT_FOUND, "no such page"));
+    }
+    if current(&s, &headers).await?.is_none() {
+        return Ok(Redirect::to(&format!(
+            "/login?next={}",
+            sso::url_encode(&format!("/requests/{id}/record"))
+        ))
+        .into_response());
+    }
+    s.engine.load(&id).await?;
+    let env = s.engine.store.record(&id).await?.ok_or_else(|| {
+        UiError::new(
+            StatusCode::CONFLICT,
+            format!("request {id} is still pending: records are issued on the outcome"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], env).into_response())
 }
 
 #[derive(Deserialize)]
@@ -696,7 +759,11 @@ async fn history(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<
             status: row.status.clone(),
             environment: row.environment.clone(),
             repository: row.repository.clone(),
-            requester: if doc.context.actor.is_empty() { row.opened_by.clone() } else { doc.context.actor.clone() },
+            requester: if doc.context.actor.is_empty() {
+                row.opened_by.clone()
+            } else {
+                doc.context.actor.clone()
+            },
             decided_by: doc.decided_by.unwrap_or_default(),
         });
     }
@@ -862,14 +929,20 @@ async fn logout(
 /// challenge; the state's digest, the nonce and the verifier stay here.
 async fn sso_start(State(s): State<AppState>, Query(q): Query<NextQuery>) -> UiResult<Response> {
     let Some(client) = &s.ui.sso else {
-        return Err(UiError::new(StatusCode::NOT_FOUND, "single sign-on is not configured (`sso:` in gate.yaml)"));
+        return Err(UiError::new(
+            StatusCode::NOT_FOUND,
+            "single sign-on is not configured (`sso:` in gate.yaml)",
+        ));
     };
     let state = random_token();
     let nonce = random_token();
     let verifier = random_token();
     let url = client.authorize_url(&state, &nonce, &verifier).await.map_err(|e| {
         tracing::warn!(error = %e, "single sign-on provider unavailable");
-        UiError::new(StatusCode::BAD_GATEWAY, format!("cannot reach the sign-on provider: {e}"))
+        UiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot reach the sign-on provider: {e}"),
+        )
     })?;
     s.engine
         .store
@@ -907,14 +980,21 @@ struct ContinuePage<'a> {
 
 /// `GET /auth/callback`: checks the state against this browser's cookie, redeems the code
 /// with the PKCE verifier, verifies the ID token and its nonce, maps the person to a user.
-async fn sso_callback(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<CallbackQuery>) -> UiResult<Response> {
+async fn sso_callback(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> UiResult<Response> {
     let Some(client) = &s.ui.sso else {
         return Err(UiError::new(StatusCode::NOT_FOUND, "single sign-on is not configured"));
     };
     if let Some(e) = &q.error {
         return Err(UiError::new(
             StatusCode::UNAUTHORIZED,
-            format!("the sign-on provider refused: {e} {}", q.error_description.as_deref().unwrap_or("")),
+            format!(
+                "the sign-on provider refused: {e} {}",
+                q.error_description.as_deref().unwrap_or("")
+            ),
         ));
     }
     let state = q.state.unwrap_or_default();
@@ -938,13 +1018,17 @@ async fn sso_callback(State(s): State<AppState>, headers: HeaderMap, Query(q): Q
     })?;
     let cfg = &client.cfg;
     if cfg.user_claim() == "email" && !who.email_verified {
-        return Err(UiError::forbidden("the provider says this email address is not verified"));
+        return Err(UiError::forbidden(
+            "the provider says this email address is not verified",
+        ));
     }
     if !cfg.allowed_domains.is_empty() {
         let domain_ok = who.email_verified
-            && who.email.as_deref().and_then(|e| e.rsplit_once('@')).is_some_and(|(_, d)| {
-                cfg.allowed_domains.iter().any(|a| a.eq_ignore_ascii_case(d))
-            });
+            && who
+                .email
+                .as_deref()
+                .and_then(|e| e.rsplit_once('@'))
+                .is_some_and(|(_, d)| cfg.allowed_domains.iter().any(|a| a.eq_ignore_ascii_case(d)));
         if !domain_ok {
             return Err(UiError::forbidden(format!(
                 "`{}` may not sign in here: a verified email in {} is needed",
@@ -1025,14 +1109,20 @@ mod tests {
             ..Default::default()
         };
         let l = context_links(&c);
-        assert_eq!(l[0].1, "https://ghe.example/acme/app/commit/4b825dc642cb6eb9a060e54bf8d69288fbee4904");
+        assert_eq!(
+            l[0].1,
+            "https://ghe.example/acme/app/commit/4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+        );
         assert_eq!(l[1].1, "https://ghe.example/acme/app/pull/42");
         assert_eq!(l[2].1, c.run_url);
         c.platform = "gitlab".into();
         c.git_ref = "refs/merge-requests/7/head".into();
         c.run_url = "javascript:alert(1)".into();
         let l = context_links(&c);
-        assert_eq!(l[0].1, "https://gitlab.com/acme/app/-/commit/4b825dc642cb6eb9a060e54bf8d69288fbee4904");
+        assert_eq!(
+            l[0].1,
+            "https://gitlab.com/acme/app/-/commit/4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+        );
         assert_eq!(l[1].1, "https://gitlab.com/acme/app/-/merge_requests/7");
         assert_eq!(l.len(), 2, "a javascript: run URL is never a link");
     }
@@ -1042,6 +1132,6 @@ mod tests {
         assert_eq!(human_age(30_000), "under a minute");
         assert_eq!(human_age(5 * 60_000), "5 min");
         assert_eq!(human_age(125 * 60_000), "2 h 5 min");
-        assert_eq!(human_age(50 * 3600_000), "2 d 2 h");
+        assert_eq!(human_age(50 * 3_600_000), "2 d 2 h");
     }
 }

@@ -118,6 +118,9 @@ mod tests {
     fn set_cookie_attributes() {
         let v = set_cookie("gate_session", "x", "/", "Strict", true, 60);
         let v = v.to_str().unwrap();
-        assert!(v.contains("HttpOnly") && v.contains("SameSite=Strict") && v.ends_with("Secure"), "{v}");
+        assert!(
+            v.contains("HttpOnly") && v.contains("SameSite=Strict") && v.ends_with("Secure"),
+            "{v}"
+        );
     }
 }

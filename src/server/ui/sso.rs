@@ -82,10 +82,7 @@ impl Client {
     }
 
     pub fn display_name(&self) -> String {
-        self.cfg
-            .display_name
-            .clone()
-            .unwrap_or_else(|| "single sign-on".into())
+        self.cfg.display_name.clone().unwrap_or_else(|| "single sign-on".into())
     }
 
     async fn endpoints(&self) -> Result<Endpoints, String> {
@@ -178,7 +175,10 @@ impl Client {
         if !status.is_success() {
             let err = doc.get("error").and_then(Value::as_str).unwrap_or("");
             let desc = doc.get("error_description").and_then(Value::as_str).unwrap_or("");
-            return Err(format!("token endpoint answered HTTP {}: {err} {desc}", status.as_u16()));
+            return Err(format!(
+                "token endpoint answered HTTP {}: {err} {desc}",
+                status.as_u16()
+            ));
         }
         let id_token = doc
             .get("id_token")
@@ -345,9 +345,6 @@ mod tests {
 
     #[test]
     fn form_encoding() {
-        assert_eq!(
-            form_encode(&[("a b", "x&y=z/é")]),
-            "a%20b=x%26y%3Dz%2F%C3%A9"
-        );
+        assert_eq!(form_encode(&[("a b", "x&y=z/é")]), "a%20b=x%26y%3Dz%2F%C3%A9");
     }
 }
