@@ -493,6 +493,43 @@ mod tests {
     }
 
     #[test]
+    fn sso_and_session_ttl_parse_and_are_checked() {
+        let ok = "session_ttl: 30m\nsso:\n  issuer: https://login.example.com\n  client_id: jitgate\n  client_secret_env: SSO_SECRET\n  user_claim: preferred_username\n  allowed_domains: [example.com]\n";
+        let c = Config::parse("gate.yaml", ok).unwrap();
+        assert_eq!(c.session_ttl_ms(), 30 * 60 * 1000);
+        let sso = c.sso.unwrap();
+        assert_eq!(sso.user_claim(), "preferred_username");
+        assert_eq!(sso.scopes(), ["openid", "email", "profile"]);
+        assert!(!format!("{sso:?}").contains("SSO_SECRET=") && Config::default().session_ttl_ms() == 8 * 3600 * 1000);
+        let secret = "sso:\n  issuer: https://login.example.com\n  client_id: jitgate\n  client_secret: hunter2\n  scopes: [email]\n";
+        let sso = Config::parse("gate.yaml", secret).unwrap().sso.unwrap();
+        assert!(!format!("{sso:?}").contains("hunter2"), "the secret is never printed");
+        assert_eq!(sso.scopes(), ["openid", "email"]);
+        for (bad, why) in [
+            ("sso:\n  issuer: http://login.example.com\n  client_id: x\n", "https"),
+            (
+                "sso:\n  issuer: https://login.example.com\n  client_id: ' '\n",
+                "client_id",
+            ),
+            (
+                "sso:\n  issuer: https://l.example\n  client_id: x\n  token_auth: jwt\n",
+                "token_auth",
+            ),
+            (
+                "sso:\n  issuer: https://l.example\n  client_id: x\n  client_secret: a\n  client_secret_env: B\n",
+                "not both",
+            ),
+            (
+                "sso:\n  issuer: https://l.example\n  client_id: x\n  clientid: y\n",
+                "unknown field",
+            ),
+        ] {
+            let e = Config::parse("gate.yaml", bad).unwrap_err();
+            assert!(e.message.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn identities_map_to_users() {
         let c = Config::parse(
             "gate.yaml",
