@@ -131,6 +131,87 @@ pub struct Config {
     /// Trusted OIDC issuers (GitHub Actions, GitLab CI, others).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oidc: Vec<OidcIssuer>,
+    /// How long a web UI sign-in lasts (default `8h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_ttl: Option<crate::duration::Dur>,
+    /// Single sign-on for the web UI through an OpenID Connect provider (docs/sso.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<Sso>,
+}
+
+/// How the web UI's "Sign in with SSO" talks to the OpenID provider.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Sso {
+    /// Compared exactly with the discovery document's and the ID token's `iss`.
+    pub issuer: String,
+    pub client_id: String,
+    /// The client secret in clear; prefer `client_secret_env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// The name of an environment variable holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// How the secret is sent to the token endpoint: `client_secret_basic` (default) or
+    /// `client_secret_post`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_auth: Option<String>,
+    /// Default `[openid, email, profile]`; `openid` is always asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Which ID token claim names the person (default `email`), matched against the
+    /// `name`, `email`, `github` and `gitlab` of `users:` entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_claim: Option<String>,
+    /// When set, only people whose verified `email` is in one of these domains may sign in;
+    /// those who match no `users:` entry get a read-only session (they cannot vote).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_domains: Vec<String>,
+    /// A name shown on the sign-in button (default "single sign-on").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+impl std::fmt::Debug for Sso {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sso")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
+            .field("client_secret_env", &self.client_secret_env)
+            .field("scopes", &self.scopes)
+            .field("user_claim", &self.user_claim)
+            .field("allowed_domains", &self.allowed_domains)
+            .finish()
+    }
+}
+
+impl Sso {
+    pub fn user_claim(&self) -> &str {
+        self.user_claim.as_deref().unwrap_or("email")
+    }
+
+    pub fn scopes(&self) -> Vec<String> {
+        let mut s: Vec<String> = if self.scopes.is_empty() {
+            vec!["openid".into(), "email".into(), "profile".into()]
+        } else {
+            self.scopes.clone()
+        };
+        if !s.iter().any(|x| x == "openid") {
+            s.insert(0, "openid".into());
+        }
+        s
+    }
+
+    /// The client secret, from the config or the named environment variable.
+    pub fn secret(&self) -> Option<String> {
+        self.client_secret.clone().or_else(|| {
+            self.client_secret_env
+                .as_deref()
+                .and_then(|v| std::env::var(v).ok())
+                .filter(|v| !v.is_empty())
+        })
+    }
 }
 
 /// A config that cannot be used, with where it is wrong.
@@ -238,7 +319,53 @@ impl Config {
                 ));
             }
         }
+        if let Some(sso) = &cfg.sso {
+            let at = |m: String| fail("sso:", format!("sso: {m}"));
+            check_url(&sso.issuer).map_err(|m| at(format!("issuer {m}")))?;
+            if sso.client_id.trim().is_empty() {
+                return Err(at("`client_id` is empty".into()));
+            }
+            if sso.client_secret.is_some() && sso.client_secret_env.is_some() {
+                return Err(at("give `client_secret` or `client_secret_env`, not both".into()));
+            }
+            if let Some(a) = &sso.token_auth
+                && !matches!(a.as_str(), "client_secret_basic" | "client_secret_post")
+            {
+                return Err(at(format!(
+                    "token_auth `{a}` is not client_secret_basic or client_secret_post"
+                )));
+            }
+            if sso.user_claim().trim().is_empty() {
+                return Err(at("`user_claim` is empty".into()));
+            }
+        }
+        if cfg.session_ttl.is_some_and(|d| d.millis() <= 0) {
+            return Err(fail("session_ttl", "session_ttl must be longer than zero".into()));
+        }
         Ok(cfg)
+    }
+
+    /// How long a web UI session lasts (`session_ttl`, default 8 hours), in milliseconds.
+    pub fn session_ttl_ms(&self) -> i64 {
+        self.session_ttl.map(|d| d.millis()).unwrap_or(8 * 3600 * 1000)
+    }
+
+    /// The `users:` entries a sign-in identity (name, email, GitHub or GitLab login) names.
+    pub fn users_for_login(&self, ident: &str) -> Vec<String> {
+        if ident.trim().is_empty() {
+            return vec![];
+        }
+        self.users
+            .iter()
+            .filter(|u| {
+                std::iter::once(u.name.as_str())
+                    .chain(u.email.as_deref())
+                    .chain(u.github.as_deref())
+                    .chain(u.gitlab.as_deref())
+                    .any(|i| i.eq_ignore_ascii_case(ident))
+            })
+            .map(|u| u.name.clone())
+            .collect()
     }
 
     pub fn user(&self, name: &str) -> Option<&User> {
@@ -363,6 +490,43 @@ mod tests {
                 .message
                 .contains("use `subjects`")
         );
+    }
+
+    #[test]
+    fn sso_and_session_ttl_parse_and_are_checked() {
+        let ok = "session_ttl: 30m\nsso:\n  issuer: https://login.example.com\n  client_id: jitgate\n  client_secret_env: SSO_SECRET\n  user_claim: preferred_username\n  allowed_domains: [example.com]\n";
+        let c = Config::parse("gate.yaml", ok).unwrap();
+        assert_eq!(c.session_ttl_ms(), 30 * 60 * 1000);
+        let sso = c.sso.unwrap();
+        assert_eq!(sso.user_claim(), "preferred_username");
+        assert_eq!(sso.scopes(), ["openid", "email", "profile"]);
+        assert!(!format!("{sso:?}").contains("SSO_SECRET=") && Config::default().session_ttl_ms() == 8 * 3600 * 1000);
+        let secret = "sso:\n  issuer: https://login.example.com\n  client_id: jitgate\n  client_secret: hunter2\n  scopes: [email]\n";
+        let sso = Config::parse("gate.yaml", secret).unwrap().sso.unwrap();
+        assert!(!format!("{sso:?}").contains("hunter2"), "the secret is never printed");
+        assert_eq!(sso.scopes(), ["openid", "email"]);
+        for (bad, why) in [
+            ("sso:\n  issuer: http://login.example.com\n  client_id: x\n", "https"),
+            (
+                "sso:\n  issuer: https://login.example.com\n  client_id: ' '\n",
+                "client_id",
+            ),
+            (
+                "sso:\n  issuer: https://l.example\n  client_id: x\n  token_auth: jwt\n",
+                "token_auth",
+            ),
+            (
+                "sso:\n  issuer: https://l.example\n  client_id: x\n  client_secret: a\n  client_secret_env: B\n",
+                "not both",
+            ),
+            (
+                "sso:\n  issuer: https://l.example\n  client_id: x\n  clientid: y\n",
+                "unknown field",
+            ),
+        ] {
+            let e = Config::parse("gate.yaml", bad).unwrap_err();
+            assert!(e.message.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

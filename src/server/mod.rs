@@ -5,6 +5,7 @@ pub mod error;
 pub mod metrics;
 mod openapi;
 mod routes;
+pub mod ui;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Verifies OIDC tokens; `None` when no issuer is configured.
     pub oidc: Option<Arc<crate::auth::oidc::Verifier>>,
+    /// The web UI's single sign-on client and cookie settings.
+    pub ui: Arc<ui::UiState>,
 }
 
 /// Opens the store (migrating it), loads and checks the policy, loads or makes the key.
@@ -82,7 +85,9 @@ pub async fn serve(
             crate::auth::oidc::Verifier::new(&engine.config.oidc).map_err(anyhow::Error::msg)?,
         ))
     };
+    let ui = ui::state(&engine.config, &engine.public_url).map_err(anyhow::Error::msg)?;
     let state = AppState {
+        ui,
         engine: engine.clone(),
         shutdown: stop_rx.clone(),
         max_wait,

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -40,8 +40,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/", get(home))
-        .route("/requests/{id}", get(request_page))
+        .merge(super::ui::router())
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(body_limit, reject_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), count_responses))
@@ -327,6 +326,11 @@ async fn audit_export(State(s): State<AppState>, _c: Caller, Query(q): Query<Exp
 /// Server-sent events: one `change` event per state change of any request. A task
 /// forwards the broadcast until the client goes or the server stops.
 async fn events(State(s): State<AppState>, _c: Caller) -> impl IntoResponse {
+    event_stream(&s)
+}
+
+/// The change stream, for whoever the route has authenticated (bearer token or UI session).
+pub(crate) fn event_stream(s: &AppState) -> impl IntoResponse + use<> {
     let mut rx = s.engine.changes.subscribe();
     let mut stop = s.shutdown.clone();
     let (tx, out) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(64);
@@ -369,57 +373,4 @@ async fn metrics(State(s): State<AppState>) -> Response {
         s.engine.metrics.render(waiting),
     )
         .into_response()
-}
-
-const PAGE_HEAD: &str = "<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content='width=device-width,initial-scale=1'><title>jitgate</title><body style='font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem'>";
-
-async fn home() -> Html<String> {
-    Html(format!(
-        "{PAGE_HEAD}<h1>jitgate</h1><p>Just-in-time approvals for CI/CD. Approvers act with <code>gate pending</code>, <code>gate approve ID</code> and <code>gate deny ID --reason …</code>; the API is described at <a href=/api/v1/openapi.json>/api/v1/openapi.json</a>; records are signed with the keys at <a href=/api/v1/keys>/api/v1/keys</a>.</p>"
-    ))
-}
-
-/// The approval link printed by the gate. Read-only here: it shows what is being asked and
-/// how to answer; the API decides who may.
-async fn request_page(State(s): State<AppState>, Path(id): Path<String>) -> Result<Html<String>> {
-    let (row, votes) = s.engine.load(&id).await?;
-    let v = s.engine.view(&row, &votes)?;
-    let e = html_escape;
-    let mut body = format!(
-        "{PAGE_HEAD}<h1>Request {}</h1><p>Status: <strong>{}</strong></p><dl><dt>Environment</dt><dd>{}</dd><dt>Repository</dt><dd>{}</dd><dt>Ref</dt><dd>{}</dd><dt>Commit</dt><dd><code>{}</code></dd><dt>Requester</dt><dd>{}</dd><dt>Rule</dt><dd>{}</dd><dt>Summary</dt><dd>{}</dd></dl>",
-        e(&v.id),
-        e(&v.status),
-        e(&v.context.environment),
-        e(&v.context.repository),
-        e(&v.context.git_ref),
-        e(&v.context.commit),
-        e(&v.requester.join(", ")),
-        e(&v.rule),
-        e(&v.summary)
-    );
-    if v.status == "pending" {
-        body.push_str(&format!(
-            "<p>Still needed: {}</p><pre>gate approve {id} --reason \"…\"\ngate deny {id} --reason \"…\"</pre>",
-            e(&v.needs()),
-            id = e(&v.id)
-        ));
-    }
-    for vote in &v.votes {
-        body.push_str(&format!(
-            "<p>{} by {} at {}{}</p>",
-            e(&vote.decision),
-            e(&vote.voter),
-            e(&vote.at),
-            vote.reason.as_ref().map(|r| format!(": {}", e(r))).unwrap_or_default()
-        ));
-    }
-    Ok(Html(body))
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }

@@ -93,7 +93,37 @@ FOR EACH STATEMENT EXECUTE FUNCTION gate_audit_append_only();
         sqlite: "ALTER TABLE gate_votes ADD COLUMN meta TEXT;",
         postgres: "ALTER TABLE gate_votes ADD COLUMN meta TEXT;",
     },
+    Migration {
+        version: 5,
+        name: "web sessions",
+        sqlite: SESSIONS,
+        postgres: SESSIONS,
+    },
 ];
+
+/// Web UI sign-ins and single sign-on logins in flight. Only SHA-256 digests of the
+/// session id and of the login `state` are stored, never the values the browser holds.
+const SESSIONS: &str = r#"
+CREATE TABLE gate_sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    can_vote BIGINT NOT NULL,
+    via TEXT NOT NULL,
+    auth_time BIGINT NOT NULL,
+    amr TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX gate_sessions_expires ON gate_sessions (expires_at);
+CREATE TABLE gate_sso_logins (
+    state_sha256 TEXT PRIMARY KEY,
+    nonce TEXT NOT NULL,
+    verifier TEXT NOT NULL,
+    next TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+"#;
 
 const HOLDERS: &str = r#"
 CREATE TABLE gate_holders (

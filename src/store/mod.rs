@@ -4,6 +4,9 @@
 //! lock held in memory; the audit chain's primary key makes a forked chain impossible.
 
 mod migrate;
+mod web;
+
+pub use web::{HistoryFilter, SessionRow, SsoLogin};
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,0 +1,126 @@
+//! Browser sessions: a random id in an HttpOnly, SameSite=Strict cookie (Secure when the
+//! public URL is https); the server keeps only its SHA-256, with the user, how they signed
+//! in, the expiry and the per-session anti-forgery (CSRF) token every form carries.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::api::VoteMeta;
+use crate::auth::Principal;
+use crate::store::SessionRow;
+
+pub const SESSION_COOKIE: &str = "gate_session";
+/// Double-submit token of the sign-in form (there is no session yet to hold one).
+pub const PRELOGIN_COOKIE: &str = "gate_prelogin";
+/// Binds a single sign-on login to the browser that started it. SameSite=Lax: the
+/// provider's redirect back is a cross-site navigation, which Strict cookies miss.
+pub const SSO_COOKIE: &str = "gate_sso";
+
+/// A fresh random value: 32 bytes, URL-safe base64.
+pub fn random_token() -> String {
+    use base64::Engine as _;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+pub fn digest(v: &str) -> String {
+    hex::encode(Sha256::digest(v.as_bytes()))
+}
+
+/// Compares two secrets in constant time (for equal lengths).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    !a.is_empty() && a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A `Set-Cookie` value. `max_age` of 0 deletes the cookie.
+pub fn set_cookie(name: &str, value: &str, path: &str, same_site: &str, secure: bool, max_age: i64) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
+}
+
+/// A signed-in person, as the UI handlers see them.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub row: SessionRow,
+}
+
+impl Session {
+    pub fn user(&self) -> &str {
+        &self.row.user_name
+    }
+
+    pub fn principal(&self) -> Principal {
+        Principal::Approver(self.row.user_name.clone())
+    }
+
+    pub fn csrf(&self) -> &str {
+        &self.row.csrf
+    }
+
+    /// True when `token` is this session's anti-forgery token.
+    pub fn csrf_ok(&self, token: Option<&str>) -> bool {
+        token.is_some_and(|t| same_secret(t, &self.row.csrf))
+    }
+
+    /// How a vote cast in this session reached the server.
+    pub fn vote_meta(&self) -> VoteMeta {
+        VoteMeta {
+            via: self.row.via.clone(),
+            auth_time: Some(self.row.auth_time),
+            amr: self.row.amr.clone(),
+            source: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; gate_session_x=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("gate_session=abc"));
+        assert_eq!(cookie(&h, "gate_session").as_deref(), Some("abc"));
+        assert_eq!(cookie(&h, "a").as_deref(), Some("1"));
+        assert_eq!(cookie(&h, "b"), None);
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "ab"));
+        assert!(!same_secret("", ""));
+    }
+
+    #[test]
+    fn set_cookie_attributes() {
+        let v = set_cookie("gate_session", "x", "/", "Strict", true, 60);
+        let v = v.to_str().unwrap();
+        assert!(
+            v.contains("HttpOnly") && v.contains("SameSite=Strict") && v.ends_with("Secure"),
+            "{v}"
+        );
+    }
+}

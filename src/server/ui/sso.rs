@@ -1,0 +1,350 @@
+//! Single sign-on for the web UI: the OpenID Connect authorization-code flow with PKCE
+//! (S256), against any provider. The provider's endpoints come from
+//! `{issuer}/.well-known/openid-configuration`, which must name the same issuer. The ID
+//! token must be signed (RS/PS/ES, never `none` or HMAC) by a key from the provider's
+//! JWKS, be issued by the issuer for our client id, be unexpired, and carry the nonce
+//! this login sent. The `state` is bound to the browser by a cookie and used once.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+use crate::config::Sso;
+
+const MAX_DOC_BYTES: usize = 1024 * 1024;
+/// Discovery and keys are fetched again when older than this.
+const MAX_AGE: Duration = Duration::from_secs(15 * 60);
+/// At most one refetch for an unknown `kid` in this interval.
+const MIN_REFETCH: Duration = Duration::from_secs(10);
+
+/// What discovery tells us.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub authorization: String,
+    pub token: String,
+    pub jwks: String,
+}
+
+#[derive(Default)]
+struct Cache {
+    endpoints: Option<(Endpoints, Instant)>,
+    keys: Vec<Jwk>,
+    keys_at: Option<Instant>,
+    last_refetch: Option<Instant>,
+}
+
+/// Who signed in, from a verified ID token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The value of the configured `user_claim`.
+    pub identity: String,
+    pub email: Option<String>,
+    /// False when the provider says the email is not verified.
+    pub email_verified: bool,
+    /// Unix ms: `auth_time`, else `iat`.
+    pub auth_time: i64,
+    pub amr: Vec<String>,
+}
+
+pub struct Client {
+    pub cfg: Sso,
+    pub redirect_uri: String,
+    http: reqwest::Client,
+    cache: Mutex<Cache>,
+}
+
+/// A PKCE pair: the verifier kept server-side, the S256 challenge sent to the provider.
+pub fn pkce_challenge(verifier: &str) -> String {
+    B64URL.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+impl Client {
+    pub fn new(cfg: Sso, public_url: &str) -> Result<Client, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("jitgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("HTTP client for single sign-on: {e}"))?;
+        Ok(Client {
+            cfg,
+            redirect_uri: format!("{}/auth/callback", public_url.trim_end_matches('/')),
+            http,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    pub fn display_name(&self) -> String {
+        self.cfg.display_name.clone().unwrap_or_else(|| "single sign-on".into())
+    }
+
+    async fn endpoints(&self) -> Result<Endpoints, String> {
+        let mut c = self.cache.lock().await;
+        if let Some((e, at)) = &c.endpoints
+            && at.elapsed() < MAX_AGE
+        {
+            return Ok(e.clone());
+        }
+        let issuer = &self.cfg.issuer;
+        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let doc = self.get_json(&url).await?;
+        let said = doc.get("issuer").and_then(Value::as_str).unwrap_or("");
+        if said != issuer {
+            return Err(format!("{url} names issuer `{said}`, not `{issuer}`"));
+        }
+        let field = |k: &str| -> Result<String, String> {
+            let v = doc
+                .get(k)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{url} has no `{k}`"))?;
+            crate::config::check_url(v).map_err(|m| format!("{url}: {k} {m}"))?;
+            Ok(v.to_string())
+        };
+        let e = Endpoints {
+            authorization: field("authorization_endpoint")?,
+            token: field("token_endpoint")?,
+            jwks: field("jwks_uri")?,
+        };
+        if let Some(methods) = doc.get("code_challenge_methods_supported").and_then(Value::as_array)
+            && !methods.iter().any(|m| m == "S256")
+        {
+            return Err(format!("{url}: the provider does not support PKCE with S256"));
+        }
+        c.endpoints = Some((e.clone(), Instant::now()));
+        Ok(e)
+    }
+
+    /// The provider URL the browser is sent to.
+    pub async fn authorize_url(&self, state: &str, nonce: &str, verifier: &str) -> Result<String, String> {
+        let e = self.endpoints().await?;
+        let scope = self.cfg.scopes().join(" ");
+        let challenge = pkce_challenge(verifier);
+        let q = form_encode(&[
+            ("response_type", "code"),
+            ("client_id", &self.cfg.client_id),
+            ("redirect_uri", &self.redirect_uri),
+            ("scope", &scope),
+            ("state", state),
+            ("nonce", nonce),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ]);
+        let sep = if e.authorization.contains('?') { '&' } else { '?' };
+        Ok(format!("{}{sep}{q}", e.authorization))
+    }
+
+    /// Redeems the code and verifies the ID token.
+    pub async fn finish(&self, code: &str, verifier: &str, nonce: &str) -> Result<SignedIn, String> {
+        let e = self.endpoints().await?;
+        let secret = self.cfg.secret();
+        let basic = self.cfg.token_auth.as_deref() != Some("client_secret_post");
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("code_verifier", verifier),
+        ];
+        if !basic || secret.is_none() {
+            form.push(("client_id", self.cfg.client_id.as_str()));
+            if let Some(s) = &secret {
+                form.push(("client_secret", s.as_str()));
+            }
+        }
+        let mut req = self
+            .http
+            .post(&e.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(form_encode(&form));
+        if basic && let Some(s) = &secret {
+            // RFC 6749 2.3.1: both parts form-encoded before base64.
+            let cred = format!("{}:{}", url_encode(&self.cfg.client_id), url_encode(s));
+            req = req.header(reqwest::header::AUTHORIZATION, format!("Basic {}", B64.encode(cred)));
+        }
+        let resp = req.send().await.map_err(|e| format!("token endpoint: {e}"))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| format!("token endpoint: {e}"))?;
+        let doc: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let err = doc.get("error").and_then(Value::as_str).unwrap_or("");
+            let desc = doc.get("error_description").and_then(Value::as_str).unwrap_or("");
+            return Err(format!(
+                "token endpoint answered HTTP {}: {err} {desc}",
+                status.as_u16()
+            ));
+        }
+        let id_token = doc
+            .get("id_token")
+            .and_then(Value::as_str)
+            .ok_or("the token endpoint returned no id_token (is the `openid` scope allowed?)")?;
+        self.verify_id_token(id_token, nonce).await
+    }
+
+    async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<SignedIn, String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed ID token: {e}"))?;
+        let alg = header.alg;
+        if !matches!(
+            alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+                | Algorithm::ES256
+                | Algorithm::ES384
+        ) {
+            return Err(format!("ID token algorithm {alg:?} is refused"));
+        }
+        let jwk = self.key(header.kid.as_deref()).await?;
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            return Err("the ID token's key is an encryption key".into());
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable provider key: {e}"))?;
+        let mut v = Validation::new(alg);
+        v.leeway = crate::auth::oidc::LEEWAY_SECS;
+        v.set_audience(&[&self.cfg.client_id]);
+        v.set_issuer(&[&self.cfg.issuer]);
+        v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        let claims = jsonwebtoken::decode::<Value>(token, &key, &v)
+            .map_err(|e| format!("ID token refused: {e}"))?
+            .claims;
+        let got_nonce = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
+        if !super::session::same_secret(got_nonce, nonce) {
+            return Err("ID token refused: its nonce is not this login's".into());
+        }
+        if let Some(Value::Array(aud)) = claims.get("aud")
+            && aud.len() > 1
+            && claims.get("azp").and_then(Value::as_str) != Some(self.cfg.client_id.as_str())
+        {
+            return Err("ID token refused: several audiences and `azp` is not this client".into());
+        }
+        let claim = self.cfg.user_claim();
+        let identity = claims
+            .get(claim)
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| format!("the ID token has no `{claim}` claim (check `user_claim` and `scopes`)"))?;
+        let secs = |k: &str| claims.get(k).and_then(Value::as_i64);
+        let auth_time = secs("auth_time")
+            .or_else(|| secs("iat"))
+            .unwrap_or(0)
+            .saturating_mul(1000);
+        Ok(SignedIn {
+            identity,
+            email: claims.get("email").and_then(Value::as_str).map(str::to_string),
+            email_verified: claims.get("email_verified") != Some(&Value::Bool(false))
+                && claims.get("email_verified") != Some(&Value::String("false".into())),
+            auth_time,
+            amr: claims
+                .get("amr")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The provider key named `kid` (or its only signing key when the token names none).
+    async fn key(&self, kid: Option<&str>) -> Result<Jwk, String> {
+        let e = self.endpoints().await?;
+        let mut c = self.cache.lock().await;
+        let find = |keys: &[Jwk]| -> Option<Jwk> {
+            match kid {
+                Some(k) => keys.iter().find(|j| j.common.key_id.as_deref() == Some(k)).cloned(),
+                None => {
+                    let sig: Vec<&Jwk> = keys
+                        .iter()
+                        .filter(|j| !matches!(j.common.public_key_use, Some(PublicKeyUse::Encryption)))
+                        .collect();
+                    (sig.len() == 1).then(|| sig[0].clone())
+                }
+            }
+        };
+        let fresh = c.keys_at.is_some_and(|t| t.elapsed() < MAX_AGE);
+        if fresh && let Some(k) = find(&c.keys) {
+            return Ok(k);
+        }
+        let may_refetch = !fresh || c.last_refetch.is_none_or(|t| t.elapsed() >= MIN_REFETCH);
+        if may_refetch {
+            c.last_refetch = Some(Instant::now());
+            let doc = self.get_json(&e.jwks).await?;
+            c.keys = doc
+                .get("keys")
+                .and_then(Value::as_array)
+                .ok_or_else(|| format!("{} is not a JWKS", e.jwks))?
+                .iter()
+                .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+                .collect();
+            c.keys_at = Some(Instant::now());
+        }
+        find(&c.keys).ok_or_else(|| format!("no key `{}` at {}", kid.unwrap_or("(none named)"), e.jwks))
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Value, String> {
+        let resp = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", resp.status().as_u16()));
+        }
+        let body = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if body.len() > MAX_DOC_BYTES {
+            return Err(format!("GET {url}: larger than {MAX_DOC_BYTES} bytes"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
+    }
+}
+
+/// `application/x-www-form-urlencoded` of the pairs.
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_s256_matches_rfc7636_appendix_b() {
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn form_encoding() {
+        assert_eq!(form_encode(&[("a b", "x&y=z/é")]), "a%20b=x%26y%3Dz%2F%C3%A9");
+    }
+}
