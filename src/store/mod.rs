@@ -4,6 +4,9 @@
 //! lock held in memory; the audit chain's primary key makes a forked chain impossible.
 
 mod migrate;
+mod outbox;
+
+pub use outbox::{NotificationDraft, NotificationRow};
 
 use std::str::FromStr;
 use std::time::Duration;
