@@ -131,6 +131,9 @@ pub struct Config {
     /// Trusted OIDC issuers (GitHub Actions, GitLab CI, others).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oidc: Vec<OidcIssuer>,
+    /// Where notifications go (webhooks, Slack, email) and how they are retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::NotifyConfig>,
 }
 
 /// A config that cannot be used, with where it is wrong.
@@ -237,6 +240,9 @@ impl Config {
                     "`repositories` needs platform github or gitlab (generic tokens carry no repository); use `subjects`".into(),
                 ));
             }
+        }
+        if let Some(n) = &cfg.notify {
+            n.check(&fail)?;
         }
         Ok(cfg)
     }
