@@ -181,7 +181,7 @@ pub fn document(server: &str, event: Event, v: &RequestView, people: &[&str], no
         "requester": v.requester,
         "opened_by": v.opened_by,
         "approvers": v.approvers(),
-        "needs": v.needs(),
+        "needs": if v.status == "pending" { v.needs() } else { String::new() },
         "requirements": v.requirements,
         "votes": v.votes,
         "decided_by": v.decided_by,
