@@ -185,3 +185,59 @@ pub fn html(doc: &Value) -> String {
         esc(field(doc, "delivery"))
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_starttls_mode_builds_with_rustls() {
+        for starttls in [StartTls::Required, StartTls::Opportunistic, StartTls::None] {
+            let cfg = Email {
+                host: "smtp.example.com".into(),
+                from: "jitgate <gate@example.com>".into(),
+                starttls,
+                ..Default::default()
+            };
+            assert!(Mailer::new(&cfg, Duration::from_secs(1)).is_ok(), "{starttls:?}");
+        }
+        let cfg = Email {
+            host: "smtp.example.com".into(),
+            from: "gate@example.com".into(),
+            username: Some("u".into()),
+            password_env: Some("JITGATE_UNIT_TEST_SURELY_UNSET".into()),
+            ..Default::default()
+        };
+        let e = Mailer::new(&cfg, Duration::from_secs(1)).err().unwrap();
+        assert!(e.contains("JITGATE_UNIT_TEST_SURELY_UNSET"), "{e}");
+    }
+
+    #[test]
+    fn opened_mail_has_both_parts_and_escapes_html() {
+        let doc = json!({
+            "event": "opened", "status": "pending", "request_id": "req_1", "url": "http://g/requests/req_1",
+            "environment": "production", "repository": "acme/app", "summary": "<b>ship</b> it",
+            "context": {"ref": "refs/heads/main"}, "requester": ["alice"], "needs": "sre 0/1 (may vote: bob)",
+            "delivery": "req_1:opened:email:bob@x.io",
+        });
+        assert_eq!(
+            subject(&doc),
+            "[jitgate] Approval needed: production of acme/app (req_1)"
+        );
+        let p = plain(&doc);
+        assert!(p.contains("Still needed: sre 0/1 (may vote: bob)"), "{p}");
+        assert!(p.contains("gate approve req_1"), "{p}");
+        let h = html(&doc);
+        assert!(
+            h.contains("&lt;b&gt;ship&lt;/b&gt; it") && !h.contains("<b>ship"),
+            "{h}"
+        );
+        let m = message("gate@x.io".parse().unwrap(), "bob@x.io".parse().unwrap(), &doc).unwrap();
+        let raw = String::from_utf8(m.formatted()).unwrap();
+        assert!(
+            raw.contains("multipart/alternative") && raw.contains("text/html"),
+            "{raw}"
+        );
+    }
+}
