@@ -491,3 +491,37 @@ async fn email_goes_to_approvers_then_to_the_requester() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_missing_secret_stops_the_server_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "version: 1\nrules:\n  - name: all\n    decision: deny\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("gate.yaml"),
+        "notify:\n  webhooks:\n    - name: audit\n      url: https://hooks.example.com/x\n      secret_env: JITGATE_TEST_SURELY_UNSET_SECRET\n",
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(GATE)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.path().join("gate.yaml"))
+        .arg("--policy")
+        .arg(dir.path().join("policy.yaml"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("JITGATE_TEST_SURELY_UNSET_SECRET")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty(), "it never listened");
+    assert!(
+        err.contains("webhook `audit` secret_env: environment variable `JITGATE_TEST_SURELY_UNSET_SECRET` is not set"),
+        "{err}"
+    );
+}
