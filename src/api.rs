@@ -263,3 +263,38 @@ pub struct AuditEvent {
     pub prev_hash: String,
     pub hash: String,
 }
+
+/// One queued notification and where its delivery stands (`GET /api/v1/notifications`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NotificationView {
+    pub id: String,
+    /// The delivery id (`<request>:<event>:<channel>:<recipient>`), the same on every retry.
+    pub delivery: String,
+    pub request_id: String,
+    pub event: String,
+    pub channel: String,
+    pub recipient: String,
+    /// `pending`, `delivered` or `failed` (given up).
+    pub state: String,
+    pub attempts: i64,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gave_up_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The document delivered (the webhook body as sent).
+    pub payload: serde_json::Value,
+}
+
+/// `GET /api/v1/notifications`: the outbox, and a version to long-poll on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NotificationList {
+    /// Changes whenever a notification is queued or attempted on the answering server;
+    /// pass it back as `version` with `wait` to be answered at the next change.
+    pub version: u64,
+    pub notifications: Vec<NotificationView>,
+}

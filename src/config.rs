@@ -137,6 +137,9 @@ pub struct Config {
     /// Single sign-on for the web UI through an OpenID Connect provider (docs/sso.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sso: Option<Sso>,
+    /// Where notifications go (webhooks, Slack, email) and how they are retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::NotifyConfig>,
 }
 
 /// How the web UI's "Sign in with SSO" talks to the OpenID provider.
@@ -341,6 +344,9 @@ impl Config {
         }
         if cfg.session_ttl.is_some_and(|d| d.millis() <= 0) {
             return Err(fail("session_ttl", "session_ttl must be longer than zero".into()));
+        }
+        if let Some(n) = &cfg.notify {
+            n.check(&fail)?;
         }
         Ok(cfg)
     }

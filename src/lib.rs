@@ -15,6 +15,7 @@ pub mod config;
 pub mod decide;
 pub mod duration;
 pub mod forge;
+pub mod notify;
 pub mod policy;
 pub mod server;
 pub mod store;

@@ -73,6 +73,8 @@ pub struct Engine {
     pub waiting: AtomicI64,
     /// Token digests from the config, decoded once.
     pub tokens: crate::auth::Tokens,
+    /// Wakes the notification worker when a transaction queued notifications.
+    pub notify: crate::notify::Hub,
 }
 
 type Loaded = (RequestRow, Vec<VoteRow>);
@@ -92,6 +94,7 @@ impl Engine {
             changes: broadcast::channel(1024).0,
             timer_poke: Notify::new(),
             waiting: AtomicI64::new(0),
+            notify: crate::notify::Hub::default(),
         }
     }
 
@@ -473,8 +476,17 @@ impl Engine {
             tx.update_request(&row, deadline).await?;
             self.put_record(&mut tx, &row, &votes, now).await?;
         }
+        let queued = if row.status == "pending" {
+            self.enqueue_notifications(&mut tx, crate::notify::Event::Opened, &row, &votes, now)
+                .await?
+        } else {
+            false
+        };
         tx.notify_change(&row.id, &row.status, row.version).await?;
         tx.commit().await?;
+        if queued {
+            self.notify.queued();
+        }
         self.metrics.opened();
         if row.decided_at.is_some() {
             self.metrics.decided(&row.status, 0);
@@ -750,8 +762,17 @@ impl Engine {
         if decides {
             self.put_record(&mut tx, &row, &votes, now).await?;
         }
+        let queued = if decides && before == "pending" {
+            self.enqueue_notifications(&mut tx, crate::notify::Event::Decided, &row, &votes, now)
+                .await?
+        } else {
+            false
+        };
         tx.notify_change(&row.id, &row.status, row.version).await?;
         tx.commit().await?;
+        if queued {
+            self.notify.queued();
+        }
         if decides && before == "pending" {
             self.metrics.decided(&row.status, now - row.created_at);
         }

@@ -3,6 +3,7 @@
 pub mod engine;
 pub mod error;
 pub mod metrics;
+mod notifications;
 mod openapi;
 mod routes;
 pub mod ui;
@@ -56,6 +57,8 @@ pub async fn build(s: &Settings) -> anyhow::Result<Arc<Engine>> {
     std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating data dir {}", s.data_dir.display()))?;
     let keys =
         KeyPair::load_or_create(&s.signing_key).with_context(|| format!("signing key {}", s.signing_key.display()))?;
+    // Notification secrets come from the environment: a missing one stops the start here.
+    crate::notify::worker::Channels::resolve(&s.config).map_err(anyhow::Error::msg)?;
     let store = Store::connect(&s.database_url)
         .await
         .with_context(|| format!("opening the database ({})", redact(&s.database_url)))?;
@@ -96,6 +99,17 @@ pub async fn serve(
     };
     let timer = tokio::spawn(run_timer(engine.clone(), stop_rx.clone()));
     let listener_task = tokio::spawn(run_listener(engine.clone(), stop_rx.clone()));
+    let notifier = match &engine.config.notify {
+        Some(_) => {
+            let channels = crate::notify::worker::Channels::resolve(&engine.config).map_err(anyhow::Error::msg)?;
+            Some(tokio::spawn(crate::notify::worker::run(
+                engine.clone(),
+                Arc::new(channels),
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
     let app = router(state, body_limit);
     let mut stopped = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -109,6 +123,13 @@ pub async fn serve(
     server.await.context("serving HTTP")?;
     timer.abort();
     listener_task.abort();
+    if let Some(mut n) = notifier {
+        // Let deliveries in flight finish and record their outcome; a lease left behind
+        // would only delay the next attempt.
+        if tokio::time::timeout(Duration::from_secs(5), &mut n).await.is_err() {
+            n.abort();
+        }
+    }
     engine.store.close().await;
     Ok(())
 }

@@ -34,6 +34,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/audit/verify", get(audit_verify))
         .route("/audit/export", get(audit_export))
         .route("/events", get(events))
+        .route("/notifications", get(super::notifications::list))
         .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/api/v1", api)

@@ -99,6 +99,12 @@ FOR EACH STATEMENT EXECUTE FUNCTION gate_audit_append_only();
         sqlite: SESSIONS,
         postgres: SESSIONS,
     },
+    Migration {
+        version: 6,
+        name: "notification outbox",
+        sqlite: OUTBOX,
+        postgres: OUTBOX,
+    },
 ];
 
 /// Web UI sign-ins and single sign-on logins in flight. Only SHA-256 digests of the
@@ -123,6 +129,29 @@ CREATE TABLE gate_sso_logins (
     next TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+"#;
+
+/// Notifications queued with the change they tell about (see `store::outbox`).
+const OUTBOX: &str = r#"
+CREATE TABLE gate_outbox (
+    id TEXT PRIMARY KEY,
+    idem_key TEXT NOT NULL UNIQUE,
+    request_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    claimed_by TEXT,
+    claimed_until BIGINT,
+    delivered_at BIGINT,
+    gave_up_at BIGINT,
+    last_error TEXT
+);
+CREATE INDEX gate_outbox_due ON gate_outbox (next_attempt_at) WHERE delivered_at IS NULL AND gave_up_at IS NULL;
+CREATE INDEX gate_outbox_request ON gate_outbox (request_id, created_at);
 "#;
 
 const HOLDERS: &str = r#"

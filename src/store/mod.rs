@@ -8,6 +8,10 @@ mod web;
 
 pub use web::{HistoryFilter, SessionRow, SsoLogin};
 
+mod outbox;
+
+pub use outbox::{NotificationDraft, NotificationRow};
+
 use std::str::FromStr;
 use std::time::Duration;
 

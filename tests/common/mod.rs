@@ -62,6 +62,8 @@ pub struct Server {
     pub config: PathBuf,
     /// Where the signing key lives: a replica shares its primary's.
     pub data_dir: PathBuf,
+    /// Extra environment for the server process (e.g. secrets named by gate.yaml).
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -76,6 +78,11 @@ impl Server {
     /// As `start_on`, with `extra` (top-level YAML, e.g. an `oidc:` list) appended to the
     /// generated gate.yaml.
     pub async fn start_with(db: Db, policy: &str, extra: &str) -> Server {
+        Server::start_with_env(db, policy, extra, &[]).await
+    }
+
+    /// As `start_with`, with `env` set for the server process (and its restarts).
+    pub async fn start_with_env(db: Db, policy: &str, extra: &str, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let database_url = match db {
             Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("gate.db").display()),
@@ -109,6 +116,7 @@ impl Server {
             database_url,
             policy: policy_path,
             config,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         s.spawn().await;
         s
@@ -130,6 +138,7 @@ impl Server {
             .arg(&self.data_dir)
             .args(["--listen", &self.addr, "--database-url", &self.database_url])
             .env("GATE_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -161,6 +170,7 @@ impl Server {
             policy: self.policy.clone(),
             config: self.config.clone(),
             data_dir: self.data_dir.clone(),
+            env: self.env.clone(),
         };
         r.spawn().await;
         r

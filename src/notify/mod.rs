@@ -1,0 +1,319 @@
+//! Notifications: who is told what, through a durable outbox.
+//!
+//! A change that deserves a notification (a request opens and waits for approvers; a
+//! request is decided) queues one outbox row per channel and recipient in the same
+//! transaction as the change itself, so a notification exists exactly when the change
+//! committed. The delivery [`worker`] claims due rows, sends them (a signed [`webhook`],
+//! a [`slack`] message, an [`email`]) and retries failures with capped exponential
+//! backoff. Delivery is at least once, with a stable delivery id receivers dedupe on.
+
+pub mod config;
+pub mod email;
+pub mod slack;
+pub mod webhook;
+pub mod worker;
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+
+pub use config::{Event, NotifyConfig};
+
+use crate::api::RequestView;
+use crate::config::Config;
+use crate::duration::rfc3339;
+use crate::store::NotificationDraft;
+
+/// Channel kinds as stored in the outbox.
+pub const WEBHOOK: &str = "webhook";
+pub const SLACK: &str = "slack";
+pub const EMAIL: &str = "email";
+
+/// Wakes the delivery worker when something is queued, and tells observers (the
+/// notifications API's long-poll) when a delivery's state changed on this replica.
+pub struct Hub {
+    wake: Notify,
+    version: watch::Sender<u64>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            wake: Notify::new(),
+            version: watch::channel(0).0,
+        }
+    }
+}
+
+impl Hub {
+    /// Called after a transaction that queued notifications committed.
+    pub fn queued(&self) {
+        self.wake.notify_one();
+        self.changed();
+    }
+
+    /// A delivery attempt finished (delivered, failed, given up).
+    pub fn changed(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// Changes whenever an outbox row changes on this replica.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+}
+
+/// The outbox rows an event on a request produces: one per webhook and Slack channel that
+/// wants the event, and one per email address of `people` when email is configured.
+///
+/// `people` are the configured users the event is for: for `opened`, everyone who may
+/// vote (never a requester); for `decided`, the requester. The caller picks them; this
+/// only drops names that are not configured users and addresses listed twice.
+pub fn drafts(
+    cfg: &Config,
+    server: &str,
+    event: Event,
+    view: &RequestView,
+    people: &[String],
+    now: i64,
+) -> Vec<NotificationDraft> {
+    let Some(n) = &cfg.notify else { return vec![] };
+    let people: Vec<&str> = people
+        .iter()
+        .map(String::as_str)
+        .filter(|p| cfg.user(p).is_some())
+        .collect();
+    let mut doc = document(server, event, view, &people, now);
+    let mut out = Vec::new();
+    let mut push = |channel: &str, recipient: &str, extra: Option<Value>| {
+        let key = format!("{}:{}:{channel}:{recipient}", view.id, event.as_str());
+        doc["delivery"] = json!(key);
+        let mut d = doc.clone();
+        if let Some(x) = extra {
+            d["to"] = x;
+        }
+        out.push(NotificationDraft {
+            key,
+            request_id: view.id.clone(),
+            event: event.as_str().into(),
+            channel: channel.into(),
+            recipient: recipient.into(),
+            payload: d.to_string(),
+            created_at: now,
+        });
+    };
+    for w in n.webhooks.iter().filter(|w| config::wants(&w.events, event)) {
+        push(WEBHOOK, &w.name, None);
+    }
+    for s in n.slack.iter().filter(|s| config::wants(&s.events, event)) {
+        push(SLACK, &s.name, None);
+    }
+    if n.email.as_ref().is_some_and(|e| config::wants(&e.events, event)) {
+        let mut seen = std::collections::HashSet::new();
+        for p in &people {
+            let Some(addr) = cfg.user(p).and_then(|u| u.email.as_deref()) else {
+                continue;
+            };
+            let addr = addr.trim();
+            if addr.is_empty() || !seen.insert(addr.to_ascii_lowercase()) {
+                continue;
+            }
+            push(EMAIL, addr, Some(json!({"user": p, "email": addr})));
+        }
+    }
+    out
+}
+
+impl crate::server::Engine {
+    /// Queues, in `tx`, the notifications `event` on request `row` produces (in the state
+    /// `row` is about to commit). `opened` goes to everyone who may vote, never to a
+    /// requester; `decided` to the requester. Returns whether anything was queued; the
+    /// caller wakes the worker (`notify.queued()`) once `tx` committed.
+    pub(crate) async fn enqueue_notifications(
+        &self,
+        tx: &mut crate::store::Tx,
+        event: Event,
+        row: &crate::store::RequestRow,
+        votes: &[crate::store::VoteRow],
+        now: i64,
+    ) -> Result<bool, crate::store::StoreError> {
+        if self.config.notify.is_none() {
+            return Ok(false);
+        }
+        let view = self
+            .view(row, votes)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+        let people = match event {
+            Event::Opened | Event::Escalated => view.approvers(),
+            Event::Decided => view.requester.clone(),
+        };
+        let mut queued = false;
+        for d in drafts(&self.config, &self.public_url, event, &view, &people, now) {
+            queued |= tx.enqueue_notification(&d).await?;
+        }
+        Ok(queued)
+    }
+}
+
+/// The JSON document of one notification: the webhook body as sent, and what Slack and
+/// email messages are rendered from. See docs/notifications.md.
+pub fn document(server: &str, event: Event, v: &RequestView, people: &[&str], now: i64) -> Value {
+    json!({
+        "event": event.as_str(),
+        "delivery": "",
+        "occurred_at": rfc3339(now),
+        "server": server,
+        "request_id": v.id,
+        "url": v.url,
+        "status": v.status,
+        "environment": v.context.environment,
+        "repository": v.context.repository,
+        "context": v.context,
+        "summary": v.summary,
+        "rule": v.rule,
+        "requester": v.requester,
+        "opened_by": v.opened_by,
+        "approvers": v.approvers(),
+        "needs": if v.status == "pending" { v.needs() } else { String::new() },
+        "requirements": v.requirements,
+        "votes": v.votes,
+        "decided_by": v.decided_by,
+        "reason": v.reason,
+        "decided_at": v.decided_at,
+        "created_at": v.created_at,
+        "expires_at": v.expires_at,
+        "audience": people,
+    })
+}
+
+/// A string field of a notification document ("" when absent).
+pub(crate) fn field<'a>(doc: &'a Value, key: &str) -> &'a str {
+    doc.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// A one-line title: what happened to which request.
+pub(crate) fn title(doc: &Value) -> String {
+    let env = field(doc, "environment");
+    let repo = field(doc, "repository");
+    let what = match (field(doc, "event"), field(doc, "status")) {
+        ("opened", _) => "Approval needed".to_string(),
+        ("escalated", _) => "Escalated: approval still needed".to_string(),
+        (_, "approved") => "Approved".into(),
+        (_, "denied") => "Denied".into(),
+        (_, "expired") => "Expired".into(),
+        (_, "canceled") => "Canceled".into(),
+        (_, s) => capitalize(s),
+    };
+    let mut t = format!("{what}: {env}");
+    if !repo.is_empty() {
+        t.push_str(&format!(" of {repo}"));
+    }
+    t
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// Cuts `s` to at most `max` characters, marking the cut.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> RequestView {
+        serde_json::from_value(json!({
+            "id": "req_1", "status": "pending", "url": "http://g/requests/req_1",
+            "context": {"repository": "acme/app", "ref": "refs/heads/main", "environment": "production", "actor": "alice-gh"},
+            "summary": "deploy", "artifacts": [], "requester": ["alice-gh", "alice"], "opened_by": "ci",
+            "rule": "production", "policy_digest": "x",
+            "requirements": [{"group": "sre", "count": 2, "members": ["alice", "bob", "carol"], "approved_by": [], "may_vote": ["bob", "carol"], "met": false}],
+            "votes": [], "created_at": "t", "expires_at": "t", "version": 1
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn one_row_per_channel_and_address() {
+        let cfg = Config::parse(
+            "gate.yaml",
+            "users:\n  - name: bob\n    email: b@x.io\n  - name: carol\n    email: B@x.io\n  - name: dave\nnotify:\n  webhooks:\n    - { name: audit, url: https://h.example/x, secret_env: S }\n    - { name: only-decided, url: https://h.example/y, secret_env: S, events: [decided] }\n  slack:\n    - { name: rel, url: https://hooks.slack.com/services/x }\n  email:\n    host: smtp.example\n    from: gate@x.io\n",
+        )
+        .unwrap();
+        let people = ["bob".into(), "carol".into(), "dave".into(), "nobody".into()];
+        let d = drafts(&cfg, "http://g", Event::Opened, &view(), &people, 0);
+        let keys: Vec<&str> = d.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "req_1:opened:webhook:audit",
+                "req_1:opened:slack:rel",
+                "req_1:opened:email:b@x.io"
+            ]
+        );
+        let doc: Value = serde_json::from_str(&d[0].payload).unwrap();
+        assert_eq!(doc["delivery"], "req_1:opened:webhook:audit");
+        assert_eq!(doc["audience"], json!(["bob", "carol", "dave"]));
+        assert_eq!(doc["needs"], "sre 0/2 (may vote: bob, carol)");
+        assert!(doc.get("to").is_none());
+        let mail: Value = serde_json::from_str(&d[2].payload).unwrap();
+        assert_eq!(mail["to"]["user"], "bob");
+        assert_eq!(title(&doc), "Approval needed: production of acme/app");
+        assert!(drafts(&Config::default(), "", Event::Opened, &view(), &people, 0).is_empty());
+    }
+
+    #[test]
+    fn config_is_checked_with_locations() {
+        let e = Config::parse(
+            "gate.yaml",
+            "notify:\n  webhooks:\n    - name: a\n      url: http://example.com/hook\n      secret_env: S\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("must be https://"), "{e}");
+        let e = Config::parse(
+            "gate.yaml",
+            "notify:\n  email:\n    host: h\n    from: gate@x.io\n    starttls: maybe\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("unknown variant `maybe`"), "{e}");
+        let e = Config::parse("gate.yaml", "notify:\n  retry_bse: 1s\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = Config::parse(
+            "gate.yaml",
+            "notify:\n  email:\n    host: h\n    from: not an address\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        let e = Config::parse("gate.yaml", "notify:\n  slack:\n    - name: s\n").unwrap_err();
+        assert!(e.message.contains("exactly one of `url` and `url_env`"), "{e}");
+        let e = Config::parse("gate.yaml", "notify:\n  retry_base: 10m\n").unwrap_err();
+        assert!(e.message.contains("longer than"), "{e}");
+        let ok = Config::parse(
+            "gate.yaml",
+            "notify:\n  retry_base: 100ms\n  email:\n    host: h\n    port: 2525\n    from: jitgate <gate@x.io>\n    starttls: none\n",
+        )
+        .unwrap();
+        assert_eq!(ok.notify.unwrap().email.unwrap().starttls, config::StartTls::None);
+    }
+}

@@ -1,0 +1,293 @@
+//! The delivery worker: claims due outbox rows, sends them, records the outcome, and
+//! sleeps until the next row is due or something new is queued.
+//!
+//! Every replica runs one. A claim is a lease (a compare-and-set on `claimed_until`), so
+//! two workers never send the same row at once; a worker that dies mid-send leaves a
+//! lease that runs out and another attempt follows. All state is in the database, so a
+//! restart resumes where the last process stopped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::email::Mailer;
+use super::{EMAIL, SLACK, WEBHOOK};
+use crate::config::Config;
+use crate::duration::now_ms;
+use crate::server::Engine;
+use crate::store::NotificationRow;
+
+/// How many rows one round claims.
+const BATCH: i64 = 16;
+/// Longest sleep between rounds: rows queued by another replica, or whose lease ran
+/// out, are picked up at least this often.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// The channels, with their secrets resolved from the environment.
+pub struct Channels {
+    http: reqwest::Client,
+    webhooks: HashMap<String, (String, Vec<u8>)>,
+    slack: HashMap<String, String>,
+    mailer: Option<Mailer>,
+    retry_base_ms: i64,
+    retry_max_ms: i64,
+    give_up_ms: i64,
+    timeout: Duration,
+}
+
+impl Channels {
+    /// Reads the secrets `notify:` names. Fails, naming the variable, when one is unset,
+    /// so a misconfigured server does not start rather than silently not notifying.
+    pub fn resolve(cfg: &Config) -> Result<Channels, String> {
+        let n = cfg.notify.clone().unwrap_or_default();
+        let timeout = n.timeout().as_std();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("jitgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("notify: HTTP client: {e}"))?;
+        let env = |what: &str, var: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("notify {what}: environment variable `{var}` is not set"))
+        };
+        let mut webhooks = HashMap::new();
+        for w in &n.webhooks {
+            let secret = env(&format!("webhook `{}` secret_env", w.name), &w.secret_env)?;
+            webhooks.insert(w.name.clone(), (w.url.clone(), secret.into_bytes()));
+        }
+        let mut slack = HashMap::new();
+        for s in &n.slack {
+            let url = match (&s.url, &s.url_env) {
+                (Some(u), _) => u.clone(),
+                (None, Some(var)) => {
+                    let u = env(&format!("slack `{}` url_env", s.name), var)?;
+                    crate::config::check_url(&u).map_err(|m| format!("notify slack `{}`: ${var} {m}", s.name))?;
+                    u
+                }
+                (None, None) => return Err(format!("notify slack `{}`: no url", s.name)),
+            };
+            slack.insert(s.name.clone(), url);
+        }
+        let mailer = n.email.as_ref().map(|e| Mailer::new(e, timeout)).transpose()?;
+        Ok(Channels {
+            http,
+            webhooks,
+            slack,
+            mailer,
+            retry_base_ms: n.retry_base().millis(),
+            retry_max_ms: n.retry_max().millis(),
+            give_up_ms: n.give_up_after().millis(),
+            timeout,
+        })
+    }
+
+    /// How long a claim lasts: one attempt's time limit with room to record the outcome.
+    fn lease_ms(&self) -> i64 {
+        (self.timeout.as_millis() as i64).saturating_mul(2) + 5_000
+    }
+
+    async fn deliver(&self, row: &NotificationRow) -> Result<(), String> {
+        let doc: Value = serde_json::from_str(&row.payload).map_err(|e| format!("stored payload: {e}"))?;
+        match row.channel.as_str() {
+            WEBHOOK => {
+                let (url, secret) = self
+                    .webhooks
+                    .get(&row.recipient)
+                    .ok_or_else(|| format!("webhook `{}` is no longer configured", row.recipient))?;
+                super::webhook::send(&self.http, url, secret, &row.event, &row.key, &row.payload).await
+            }
+            SLACK => {
+                let url = self
+                    .slack
+                    .get(&row.recipient)
+                    .ok_or_else(|| format!("slack `{}` is no longer configured", row.recipient))?;
+                super::slack::send(&self.http, url, &doc).await
+            }
+            EMAIL => {
+                let mailer = self.mailer.as_ref().ok_or("email is no longer configured")?;
+                mailer.send(&row.recipient, &doc).await
+            }
+            other => Err(format!("unknown channel `{other}`")),
+        }
+    }
+}
+
+/// The delay before attempt `attempts + 1`, after `attempts` failed: `base` doubling each
+/// time, capped at `max`, then jittered into its upper half so replicas and rows that
+/// failed together do not retry in lockstep.
+pub fn backoff(attempts: i64, base_ms: i64, max_ms: i64, rng: &mut impl Rng) -> i64 {
+    let shift = attempts.clamp(1, 40) - 1;
+    let full = base_ms.saturating_mul(1i64 << shift.min(62)).min(max_ms).max(1);
+    let half = full / 2;
+    half + rng.gen_range(0..=full - half)
+}
+
+/// Runs until `stop` turns true, then finishes the round in flight and returns.
+pub async fn run(engine: Arc<Engine>, channels: Arc<Channels>, mut stop: watch::Receiver<bool>) {
+    let claimer = format!("w_{}", uuid::Uuid::new_v4().simple());
+    let mut pause = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let now = now_ms();
+        let sleep = match round(&engine, &channels, &claimer, now).await {
+            Ok(more) => {
+                pause = Duration::from_millis(100);
+                if more {
+                    Duration::ZERO
+                } else {
+                    match engine.store.next_notification_due().await {
+                        Ok(Some(due)) => {
+                            Duration::from_millis((due - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64)
+                        }
+                        Ok(None) => IDLE_POLL,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "notification worker cannot read the outbox");
+                            IDLE_POLL
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "notification worker cannot claim deliveries; retrying");
+                pause = (pause * 2).min(IDLE_POLL);
+                pause
+            }
+        };
+        if sleep.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = engine.notify.woken() => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Claims one batch and delivers it, concurrently. `Ok(true)` when the batch was full
+/// (more may be due at once).
+async fn round(
+    engine: &Arc<Engine>,
+    channels: &Arc<Channels>,
+    claimer: &str,
+    now: i64,
+) -> Result<bool, crate::store::StoreError> {
+    let rows = engine
+        .store
+        .claim_notifications(claimer, now, now + channels.lease_ms(), BATCH)
+        .await?;
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    let full = rows.len() as i64 == BATCH;
+    let mut set = tokio::task::JoinSet::new();
+    for row in rows {
+        let engine = engine.clone();
+        let channels = channels.clone();
+        let claimer = claimer.to_string();
+        set.spawn(async move {
+            let result = channels.deliver(&row).await;
+            settle(&engine, &channels, &claimer, &row, result).await;
+        });
+    }
+    while set.join_next().await.is_some() {}
+    Ok(full)
+}
+
+async fn settle(engine: &Engine, ch: &Channels, claimer: &str, row: &NotificationRow, result: Result<(), String>) {
+    let now = now_ms();
+    let written = match &result {
+        Ok(()) => {
+            tracing::info!(delivery = %row.key, attempts = row.attempts, "notification delivered");
+            engine.store.notification_delivered(&row.id, claimer, now).await
+        }
+        Err(err) => {
+            let err = super::clip(err, 1000);
+            let delay = backoff(row.attempts, ch.retry_base_ms, ch.retry_max_ms, &mut rand::thread_rng());
+            let next = now + delay;
+            let give_up = (next - row.created_at > ch.give_up_ms).then_some(now);
+            if give_up.is_some() {
+                tracing::error!(delivery = %row.key, attempts = row.attempts, error = %err, "notification given up");
+            } else {
+                tracing::warn!(delivery = %row.key, attempts = row.attempts, error = %err, retry_in_ms = delay, "notification failed; will retry");
+            }
+            engine
+                .store
+                .notification_failed(&row.id, claimer, &err, next, give_up)
+                .await
+        }
+    };
+    match written {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(delivery = %row.key, "notification lease ran out before the outcome was recorded"),
+        Err(e) => {
+            tracing::warn!(delivery = %row.key, error = %e, "cannot record a delivery outcome; the lease will run out and it will be retried")
+        }
+    }
+    engine.notify.changed();
+}
+
+/// A transport error with its causes, without the URL (it may carry a secret).
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
+/// Any 2xx is a delivery; anything else an error naming the status and the start of the body.
+pub(crate) async fn check_status(resp: reqwest::Response) -> Result<(), String> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = resp.text().await.unwrap_or_default();
+    Err(format!("HTTP {}: {}", status.as_u16(), super::clip(body.trim(), 200)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for (attempts, full) in [
+            (1, 1000),
+            (2, 2000),
+            (3, 4000),
+            (9, 256_000),
+            (10, 300_000),
+            (500, 300_000),
+        ] {
+            for _ in 0..50 {
+                let d = backoff(attempts, 1000, 300_000, &mut rng);
+                assert!(
+                    (full / 2..=full).contains(&d),
+                    "attempt {attempts}: {d} not in {}..={full}",
+                    full / 2
+                );
+            }
+        }
+        assert!(backoff(1, 1, 1, &mut rng) >= 1);
+    }
+}

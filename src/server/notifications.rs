@@ -1,0 +1,87 @@
+//! `GET /api/v1/notifications`: the notification outbox, for operators and tests.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::{AppError, Result};
+use super::routes::Caller;
+use crate::api::{NotificationList, NotificationView};
+use crate::auth::Principal;
+use crate::duration::rfc3339;
+use crate::store::NotificationRow;
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    /// Only this request's notifications (oldest first); without it, the newest first.
+    request: Option<String>,
+    limit: Option<i64>,
+    /// Long-poll: with `version`, answer when the outbox changed from it, or after this
+    /// many seconds (bounded by the server's `max_wait_secs`).
+    wait: Option<u64>,
+    version: Option<u64>,
+}
+
+/// Approvers only: rows name recipients' addresses.
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<NotificationList>> {
+    if !matches!(who, Principal::Approver(_)) {
+        return Err(AppError::Forbidden(
+            "approvers_only",
+            "the notification outbox is visible to approvers only".into(),
+        ));
+    }
+    let hub = &s.engine.notify;
+    let mut rx = hub.subscribe();
+    if let (Some(wait), Some(v)) = (q.wait, q.version)
+        && *rx.borrow_and_update() == v
+    {
+        let mut stop = s.shutdown.clone();
+        let limit = Duration::from_secs(wait).min(s.max_wait);
+        tokio::select! {
+            _ = rx.changed() => {}
+            _ = tokio::time::sleep(limit) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    // Read the version before the rows, so a change between the two is never missed.
+    let version = hub.version();
+    let limit = q.limit.unwrap_or(500).clamp(1, 5000);
+    let rows = s.engine.store.notifications(q.request.as_deref(), limit).await?;
+    Ok(Json(NotificationList {
+        version,
+        notifications: rows.iter().map(view).collect(),
+    }))
+}
+
+fn view(r: &NotificationRow) -> NotificationView {
+    let state = if r.delivered_at.is_some() {
+        "delivered"
+    } else if r.gave_up_at.is_some() {
+        "failed"
+    } else {
+        "pending"
+    };
+    NotificationView {
+        id: r.id.clone(),
+        delivery: r.key.clone(),
+        request_id: r.request_id.clone(),
+        event: r.event.clone(),
+        channel: r.channel.clone(),
+        recipient: r.recipient.clone(),
+        state: state.into(),
+        attempts: r.attempts,
+        created_at: rfc3339(r.created_at),
+        next_attempt_at: (state == "pending").then(|| rfc3339(r.next_attempt_at)),
+        delivered_at: r.delivered_at.map(rfc3339),
+        gave_up_at: r.gave_up_at.map(rfc3339),
+        last_error: r.last_error.clone(),
+        payload: serde_json::from_str(&r.payload).unwrap_or(serde_json::Value::Null),
+    }
+}
