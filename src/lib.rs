@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod decide;
 pub mod duration;
+pub mod forge;
 pub mod policy;
 pub mod server;
 pub mod store;
