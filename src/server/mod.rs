@@ -6,6 +6,7 @@ mod forge_groups;
 pub mod metrics;
 mod openapi;
 mod routes;
+mod webhooks;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -93,7 +93,25 @@ FOR EACH STATEMENT EXECUTE FUNCTION gate_audit_append_only();
         sqlite: "ALTER TABLE gate_votes ADD COLUMN meta TEXT;",
         postgres: "ALTER TABLE gate_votes ADD COLUMN meta TEXT;",
     },
+    Migration {
+        version: 7,
+        name: "webhook deliveries",
+        sqlite: DELIVERIES,
+        postgres: DELIVERIES,
+    },
 ];
+
+/// Forge webhook deliveries already acted on, so a replay is refused.
+const DELIVERIES: &str = r#"
+CREATE TABLE gate_webhook_deliveries (
+    forge TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    request_id TEXT,
+    outcome TEXT,
+    PRIMARY KEY (forge, delivery_id)
+);
+"#;
 
 const HOLDERS: &str = r#"
 CREATE TABLE gate_holders (
