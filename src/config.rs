@@ -145,7 +145,9 @@ fn secret(
         (Some(v), None) => Ok(Some(v.trim().to_string())),
         (None, Some(name)) => match env(name) {
             Some(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_string())),
-            _ => Err(format!("`{what}_env` names `{name}`, which is not set in the environment")),
+            _ => Err(format!(
+                "`{what}_env` names `{name}`, which is not set in the environment"
+            )),
         },
         (None, None) => Ok(None),
     }
@@ -310,10 +312,16 @@ impl Config {
             for (key, access) in [("github", &f.github), ("gitlab", &f.gitlab)] {
                 let Some(a) = access else { continue };
                 if a.token.is_some() && a.token_env.is_some() {
-                    return Err(fail("token", format!("forge.{key}: give `token` or `token_env`, not both")));
+                    return Err(fail(
+                        "token",
+                        format!("forge.{key}: give `token` or `token_env`, not both"),
+                    ));
                 }
                 if a.token.is_none() && a.token_env.is_none() {
-                    return Err(fail(&format!("{key}:"), format!("forge.{key}: needs `token_env` (or `token`)")));
+                    return Err(fail(
+                        &format!("{key}:"),
+                        format!("forge.{key}: needs `token_env` (or `token`)"),
+                    ));
                 }
                 if let Some(u) = &a.api_url {
                     check_url(u).map_err(|m| fail(u, format!("forge.{key}.api_url {m}")))?;
@@ -480,7 +488,11 @@ mod tests {
         assert_eq!(gh.resolve_token(&env).unwrap(), "ghp_1");
         assert_eq!(gh.resolve_webhook_secret(&env).unwrap().as_deref(), Some("s3"));
         let none = |_: &str| None;
-        assert!(gh.resolve_token(&none).unwrap_err().contains("`GH_T`, which is not set"));
+        assert!(
+            gh.resolve_token(&none)
+                .unwrap_err()
+                .contains("`GH_T`, which is not set")
+        );
         assert_eq!(c.user_for_login("github", "Alice-GH").unwrap().name, "alice");
         assert_eq!(c.user_for_login("gitlab", "al").unwrap().name, "alice");
         assert!(c.user_for_login("gitlab", "alice-gh").is_none());
@@ -491,8 +503,11 @@ mod tests {
         let e = Config::parse("gate.yaml", "forge:\n  github:\n    api_url: x\n").unwrap_err();
         assert!(e.message.contains("needs `token_env`"), "{e}");
         assert_eq!(e.line, 2, "{e}");
-        let e = Config::parse("gate.yaml", "forge:\n  gitlab:\n    token: t\n    api_url: http://gitlab.example\n")
-            .unwrap_err();
+        let e = Config::parse(
+            "gate.yaml",
+            "forge:\n  gitlab:\n    token: t\n    api_url: http://gitlab.example\n",
+        )
+        .unwrap_err();
         assert_eq!(e.line, 4, "{e}");
         assert!(e.message.contains("forge.gitlab.api_url"), "{e}");
     }

@@ -68,7 +68,12 @@ async fn replies(m: &MockServer) -> Vec<Request> {
 }
 
 fn members_of(v: &jitgate::api::RequestView, group: &str) -> Vec<String> {
-    v.requirements.iter().find(|r| r.group == group).unwrap().members.clone()
+    v.requirements
+        .iter()
+        .find(|r| r.group == group)
+        .unwrap()
+        .members
+        .clone()
 }
 
 #[tokio::test]
@@ -83,7 +88,10 @@ async fn github_team_of_more_than_100_members_across_pages() {
     let p1: Vec<&str> = page1.iter().map(String::as_str).collect();
     let p2: Vec<&str> = page2.iter().map(String::as_str).collect();
     // Page 2 is reached through the Link header only.
-    let next = format!("<{}/organizations/9/team/7/members?per_page=100&page=2>; rel=\"next\"", gh.uri());
+    let next = format!(
+        "<{}/organizations/9/team/7/members?per_page=100&page=2>; rel=\"next\"",
+        gh.uri()
+    );
     Mock::given(method("GET"))
         .and(path(TEAM))
         .and(query_param("per_page", "100"))
@@ -115,10 +123,7 @@ async fn github_team_of_more_than_100_members_across_pages() {
     let v = s.client("ci").get(&w.id).await.unwrap();
     // Logins map to configured users; the 160 others are not users and cannot vote.
     assert_eq!(members_of(&v, "security"), ["alice", "bob", "dave"]);
-    assert_eq!(
-        v.requirements[0].source.as_deref(),
-        Some("github_team:acme/security")
-    );
+    assert_eq!(v.requirements[0].source.as_deref(), Some("github_team:acme/security"));
     // A second request within cache_ttl reuses the list (the mocks expect one call each)…
     let w2 = s.open(&["--environment", "production", "--actor", "frank"]).await;
     let v2 = s.client("ci").get(&w2.id).await.unwrap();
@@ -184,7 +189,10 @@ async fn forge_down_refuses_votes_and_opens() {
         .await;
     let e = s.client("bob").approve(&w.id, None).await.unwrap_err();
     assert_eq!(e.status(), Some(503), "{e}");
-    assert!(e.to_string().contains("could not reach GitHub team acme/security"), "{e}");
+    assert!(
+        e.to_string().contains("could not reach GitHub team acme/security"),
+        "{e}"
+    );
     assert!(e.to_string().contains("not counted"), "{e}");
     // The API gone altogether: the same.
     drop(gh);
@@ -201,11 +209,23 @@ async fn forge_down_refuses_votes_and_opens() {
     let out = s
         .run(
             "ci",
-            &["request", "--environment", "release", "--actor", "erin", "--retry-budget", "1s"],
+            &[
+                "request",
+                "--environment",
+                "release",
+                "--actor",
+                "erin",
+                "--retry-budget",
+                "1s",
+            ],
         )
         .await;
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("could not reach GitLab group acme/release-managers"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("could not reach GitLab group acme/release-managers"),
+        "{out:?}"
+    );
     s.client("ci").cancel(&w.id, None).await.unwrap();
 }
 
@@ -323,7 +343,11 @@ async fn github_comment_approvals() {
         assert_eq!((st, v["result"].as_str()), (200, Some("refused")), "{v}");
         let r = github_replies(&gh).await;
         assert_eq!(r.len(), 1);
-        assert!(r[0].contains("separation of duties") && r[0].contains("@alice-gh"), "{}", r[0]);
+        assert!(
+            r[0].contains("separation of duties") && r[0].contains("@alice-gh"),
+            "{}",
+            r[0]
+        );
         assert!(r[0].contains(&w.id), "{}", r[0]);
 
         // Not in the team (and in no other required group).
@@ -355,7 +379,11 @@ async fn github_comment_approvals() {
         assert_eq!(code, 0, "{err}");
         let r = github_replies(&gh).await;
         assert_eq!(r.len(), 4);
-        assert!(r[3].contains("bob's approval counted") && r[3].contains("**approved**"), "{}", r[3]);
+        assert!(
+            r[3].contains("bob's approval counted") && r[3].contains("**approved**"),
+            "{}",
+            r[3]
+        );
         assert!(r[3].contains(&format!("/requests/{id}")), "{}", r[3]);
         let view = s.client("ci").get(&id).await.unwrap();
         let vote = &view.votes[0];
@@ -379,7 +407,10 @@ async fn github_comment_approvals() {
         // Nothing else pending on PR 7 of acme/web now.
         let body = pr_comment("carol-gh", 106, "/approve");
         let (_, v) = post_github(&s, "d-7", &body, Some(sign(&body))).await;
-        assert!(v["message"].as_str().unwrap().contains("no pending jitgate request"), "{v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("no pending jitgate request"),
+            "{v}"
+        );
         s.client("ci").cancel(&other.id, None).await.unwrap();
         let _ = other.finish().await;
     }
@@ -431,7 +462,9 @@ async fn gitlab_note_approvals_with_a_paginated_group() {
         .and(query_param("page", "2"))
         .respond_with(
             ResponseTemplate::new(200)
-                .set_body_json(json!([{"username": "bob-gl", "state": "active"}, {"username": "dave-gl", "state": "blocked"}]))
+                .set_body_json(
+                    json!([{"username": "bob-gl", "state": "active"}, {"username": "dave-gl", "state": "blocked"}]),
+                )
                 .insert_header("x-next-page", ""),
         )
         .mount(&gl)

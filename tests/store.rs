@@ -170,7 +170,10 @@ async fn webhook_deliveries_are_recorded_once() {
     for db in backends() {
         let (store, _url, _dir) = open(db).await;
         assert!(store.add_delivery("github", "d-1", 1).await.unwrap());
-        assert!(!store.add_delivery("github", "d-1", 2).await.unwrap(), "{db:?}: a replay");
+        assert!(
+            !store.add_delivery("github", "d-1", 2).await.unwrap(),
+            "{db:?}: a replay"
+        );
         // The same id from the other forge is another delivery.
         assert!(store.add_delivery("gitlab", "d-1", 3).await.unwrap());
         store

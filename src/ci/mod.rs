@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(c.triggering_actor, "rerunner");
         assert_eq!(c.run_url, "https://github.example/acme/web/actions/runs/42/attempts/2");
         assert!(c.labels.is_empty());
-        let (_, c) = detect(&env(&[("GITHUB_ACTIONS", "true"), ("GITHUB_REF", "refs/pull/17/merge")]));
+        let (_, c) = detect(&env(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REF", "refs/pull/17/merge"),
+        ]));
         assert_eq!(c.labels["pull_request"], "17");
         let (_, c) = detect(&env(&[("GITLAB_CI", "true"), ("CI_MERGE_REQUEST_IID", "5")]));
         assert_eq!(c.labels["merge_request"], "5");

@@ -30,7 +30,9 @@ pub struct Endpoint {
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("api_url", &self.api_url).finish_non_exhaustive()
+        f.debug_struct("Endpoint")
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,7 +85,12 @@ impl Forge {
         };
         let endpoint = |key: &str, a: &ForgeAccess, default: &str| -> Result<Endpoint, String> {
             Ok(Endpoint {
-                api_url: a.api_url.as_deref().unwrap_or(default).trim_end_matches('/').to_string(),
+                api_url: a
+                    .api_url
+                    .as_deref()
+                    .unwrap_or(default)
+                    .trim_end_matches('/')
+                    .to_string(),
                 token: a.resolve_token(env).map_err(|m| format!("forge.{key}: {m}"))?,
                 webhook_secret: a.resolve_webhook_secret(env).map_err(|m| format!("forge.{key}: {m}"))?,
             })
@@ -109,8 +116,14 @@ impl Forge {
 
     fn endpoint_for(&self, s: &GroupSource) -> Result<&Endpoint, ForgeError> {
         match s {
-            GroupSource::GithubTeam { .. } => self.github.as_ref().ok_or(ForgeError::NotConfigured("GitHub", "github")),
-            GroupSource::GitlabGroup { .. } => self.gitlab.as_ref().ok_or(ForgeError::NotConfigured("GitLab", "gitlab")),
+            GroupSource::GithubTeam { .. } => self
+                .github
+                .as_ref()
+                .ok_or(ForgeError::NotConfigured("GitHub", "github")),
+            GroupSource::GitlabGroup { .. } => self
+                .gitlab
+                .as_ref()
+                .ok_or(ForgeError::NotConfigured("GitLab", "gitlab")),
         }
     }
 
@@ -134,7 +147,11 @@ impl Forge {
                     encode(org),
                     encode(slug)
                 );
-                self.pages::<GithubMember>(ep, url, s).await?.into_iter().map(|m| m.login).collect()
+                self.pages::<GithubMember>(ep, url, s)
+                    .await?
+                    .into_iter()
+                    .map(|m| m.login)
+                    .collect()
             }
             GroupSource::GitlabGroup { path } => {
                 let url = format!("{}/groups/{}/members/all?per_page=100&page=1", ep.api_url, encode(path));
@@ -186,7 +203,11 @@ impl Forge {
                     403 | 404 => format!(
                         "HTTP {} (the {} does not exist, or the token cannot read its members)",
                         status.as_u16(),
-                        if matches!(s, GroupSource::GithubTeam { .. }) { "team" } else { "group" }
+                        if matches!(s, GroupSource::GithubTeam { .. }) {
+                            "team"
+                        } else {
+                            "group"
+                        }
                     ),
                     n => format!("HTTP {n}"),
                 };
@@ -216,9 +237,17 @@ impl Forge {
 
     /// Answers on a pull request (`POST /repos/{owner}/{repo}/issues/{n}/comments`).
     pub async fn github_comment(&self, repo: &str, number: u64, body: &str) -> Result<(), ForgeError> {
-        let ep = self.github.as_ref().ok_or(ForgeError::NotConfigured("GitHub", "github"))?;
+        let ep = self
+            .github
+            .as_ref()
+            .ok_or(ForgeError::NotConfigured("GitHub", "github"))?;
         let (owner, name) = repo.split_once('/').unwrap_or((repo, ""));
-        let url = format!("{}/repos/{}/{}/issues/{number}/comments", ep.api_url, encode(owner), encode(name));
+        let url = format!(
+            "{}/repos/{}/{}/issues/{number}/comments",
+            ep.api_url,
+            encode(owner),
+            encode(name)
+        );
         let req = self
             .http
             .post(url)
@@ -231,7 +260,10 @@ impl Forge {
 
     /// Answers on a merge request (`POST /projects/{id}/merge_requests/{iid}/notes`).
     pub async fn gitlab_note(&self, project: &str, iid: u64, body: &str) -> Result<(), ForgeError> {
-        let ep = self.gitlab.as_ref().ok_or(ForgeError::NotConfigured("GitLab", "gitlab"))?;
+        let ep = self
+            .gitlab
+            .as_ref()
+            .ok_or(ForgeError::NotConfigured("GitLab", "gitlab"))?;
         let url = format!("{}/projects/{}/merge_requests/{iid}/notes", ep.api_url, encode(project));
         let req = self
             .http

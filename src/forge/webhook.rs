@@ -201,7 +201,10 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_command("  /APPROVE looks good\r\nthanks").unwrap().reason.as_deref(),
+            parse_command("  /APPROVE looks good\r\nthanks")
+                .unwrap()
+                .reason
+                .as_deref(),
             Some("looks good\nthanks")
         );
         let c = parse_command("/deny req_0123456789abcdef0123 breaks prod").unwrap();

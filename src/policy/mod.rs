@@ -104,7 +104,9 @@ impl std::fmt::Display for GroupSource {
 }
 
 fn forge_name_ok(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl ForgeGroupDef {
@@ -125,7 +127,9 @@ impl ForgeGroupDef {
                 if g.split('/').all(forge_name_ok) {
                     Ok(GroupSource::GitlabGroup { path: g.into() })
                 } else {
-                    Err(format!("`gitlab_group: {g}` is not a group path like `acme/release-managers`"))
+                    Err(format!(
+                        "`gitlab_group: {g}` is not a group path like `acme/release-managers`"
+                    ))
                 }
             }
             (Some(_), Some(_)) => Err("give either `github_team` or `gitlab_group`, not both".into()),
@@ -605,7 +609,10 @@ rules:
         let e = Policy::parse("p.yaml", &bad).unwrap_err();
         assert!(e.message.contains("not `org/team-slug`"), "{e}");
         assert_eq!((e.line, e.column), (4, 3), "{e}");
-        let bad = text.replace("{ github_team: acme/security }", "{ github_team: a/b, gitlab_group: c }");
+        let bad = text.replace(
+            "{ github_team: acme/security }",
+            "{ github_team: a/b, gitlab_group: c }",
+        );
         let e = Policy::parse("p.yaml", &bad).unwrap_err();
         assert!(e.message.contains("not both"), "{e}");
         let bad = text.replace("{ github_team: acme/security }", "{}");

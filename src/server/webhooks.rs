@@ -85,9 +85,13 @@ pub async fn github(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
         store.finish_delivery("github", delivery, None, "ignored").await?;
         return Ok(ignored(&format!("`{event}` events are not used")));
     }
-    let p: GithubIssueComment = serde_json::from_slice(&body)
-        .map_err(|e| AppError::BadRequest(format!("not an issue_comment event: {e}")))?;
-    let cmd = match (p.action.as_str(), &p.issue.pull_request, webhook::parse_command(&p.comment.body)) {
+    let p: GithubIssueComment =
+        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("not an issue_comment event: {e}")))?;
+    let cmd = match (
+        p.action.as_str(),
+        &p.issue.pull_request,
+        webhook::parse_command(&p.comment.body),
+    ) {
         ("created", Some(_), Some(cmd)) => cmd,
         _ => {
             store.finish_delivery("github", delivery, None, "ignored").await?;
@@ -95,7 +99,10 @@ pub async fn github(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
         }
     };
     // The same comment through a second hook (repository and organization) counts once.
-    if !store.add_delivery("github", &format!("comment:{}", p.comment.id), now_ms()).await? {
+    if !store
+        .add_delivery("github", &format!("comment:{}", p.comment.id), now_ms())
+        .await?
+    {
         store.finish_delivery("github", delivery, None, "replayed").await?;
         return Err(replayed(&format!("comment {}", p.comment.id)));
     }
@@ -244,9 +251,14 @@ async fn act(engine: &Engine, v: &CommentVote) -> Acted {
         Ok(view) => {
             let kind = if v.cmd.approve { "approval" } else { "denial" };
             let message = match view.status.as_str() {
-                "approved" => format!("{user}'s {kind} counted: request {id} is **approved**; the pipeline may proceed"),
+                "approved" => {
+                    format!("{user}'s {kind} counted: request {id} is **approved**; the pipeline may proceed")
+                }
                 "denied" => format!("{user}'s {kind} counted: request {id} is **denied**"),
-                _ => format!("{user}'s {kind} counted on request {id}; still needed: {}", view.needs()),
+                _ => format!(
+                    "{user}'s {kind} counted on request {id}; still needed: {}",
+                    view.needs()
+                ),
             };
             Acted {
                 counted: true,

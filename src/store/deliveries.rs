@@ -19,24 +19,28 @@ impl Store {
 
     /// Notes what a delivery did: the request it voted on, and the outcome.
     pub async fn finish_delivery(&self, forge: &str, id: &str, request_id: Option<&str>, outcome: &str) -> Result<()> {
-        sqlx::query("UPDATE gate_webhook_deliveries SET request_id = $1, outcome = $2 WHERE forge = $3 AND delivery_id = $4")
-            .bind(request_id)
-            .bind(outcome)
-            .bind(forge)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE gate_webhook_deliveries SET request_id = $1, outcome = $2 WHERE forge = $3 AND delivery_id = $4",
+        )
+        .bind(request_id)
+        .bind(outcome)
+        .bind(forge)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// What a delivery did, if it was seen: `(request_id, outcome)`.
     pub async fn delivery(&self, forge: &str, id: &str) -> Result<Option<(Option<String>, Option<String>)>> {
         use sqlx::Row;
-        let row = sqlx::query("SELECT request_id, outcome FROM gate_webhook_deliveries WHERE forge = $1 AND delivery_id = $2")
-            .bind(forge)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT request_id, outcome FROM gate_webhook_deliveries WHERE forge = $1 AND delivery_id = $2",
+        )
+        .bind(forge)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| Ok((r.try_get("request_id")?, r.try_get("outcome")?)))
             .transpose()
     }
