@@ -72,6 +72,11 @@ pub struct RequirementView {
     /// Members who may still vote (not the requester, not voted yet).
     pub may_vote: Vec<String>,
     pub met: bool,
+    /// For a forge group, where its members come from (`github_team:org/slug`,
+    /// `gitlab_group:path`); `members` is then the snapshot taken when the request opened,
+    /// and membership is checked again with the forge at every vote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A vote as stored and shown.

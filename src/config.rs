@@ -100,6 +100,73 @@ impl OidcIssuer {
     }
 }
 
+/// Access to one forge (GitHub or GitLab): its API, a token that can read team or group
+/// membership and comment on pull/merge requests, and the secret its webhooks are signed
+/// with. Secrets are best given as environment variable names (`token_env`,
+/// `webhook_secret_env`); `token` / `webhook_secret` in the file also work.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeAccess {
+    /// Default `https://api.github.com` or `https://gitlab.com/api/v4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Verifies `POST /webhooks/github|gitlab`; without one the route answers 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_env: Option<String>,
+}
+
+impl ForgeAccess {
+    /// The token, read from the environment when named by `token_env`.
+    pub fn resolve_token(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+        secret(&self.token, &self.token_env, "token", env)?.ok_or_else(|| "needs `token_env` (or `token`)".into())
+    }
+
+    /// The webhook secret, if one is configured.
+    pub fn resolve_webhook_secret(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+        secret(&self.webhook_secret, &self.webhook_secret_env, "webhook_secret", env)
+    }
+}
+
+fn secret(
+    value: &Option<String>,
+    var: &Option<String>,
+    what: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, String> {
+    match (value, var) {
+        (Some(_), Some(_)) => Err(format!("give `{what}` or `{what}_env`, not both")),
+        (Some(v), None) if v.trim().is_empty() => Err(format!("`{what}` is empty")),
+        (Some(v), None) => Ok(Some(v.trim().to_string())),
+        (None, Some(name)) => match env(name) {
+            Some(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_string())),
+            _ => Err(format!(
+                "`{what}_env` names `{name}`, which is not set in the environment"
+            )),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+/// `forge:` in gate.yaml: where team/group membership is read and comment votes come from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<ForgeAccess>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitlab: Option<ForgeAccess>,
+    /// How long a resolved member list is reused when a request opens (default 5m).
+    /// Votes always re-read membership from the forge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl: Option<crate::duration::Dur>,
+}
+
 /// `gate.yaml`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +207,9 @@ pub struct Config {
     /// Where notifications go (webhooks, Slack, email) and how they are retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<crate::notify::NotifyConfig>,
+    /// GitHub and GitLab access: team/group membership, comment approvals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<ForgeConfig>,
 }
 
 /// How the web UI's "Sign in with SSO" talks to the OpenID provider.
@@ -348,6 +418,35 @@ impl Config {
         if let Some(n) = &cfg.notify {
             n.check(&fail)?;
         }
+        if let Some(f) = &cfg.forge {
+            for (key, access) in [("github", &f.github), ("gitlab", &f.gitlab)] {
+                let Some(a) = access else { continue };
+                if a.token.is_some() && a.token_env.is_some() {
+                    return Err(fail(
+                        "token",
+                        format!("forge.{key}: give `token` or `token_env`, not both"),
+                    ));
+                }
+                if a.token.is_none() && a.token_env.is_none() {
+                    return Err(fail(
+                        &format!("{key}:"),
+                        format!("forge.{key}: needs `token_env` (or `token`)"),
+                    ));
+                }
+                if let Some(u) = &a.api_url {
+                    check_url(u).map_err(|m| fail(u, format!("forge.{key}.api_url {m}")))?;
+                }
+                if a.webhook_secret.is_some() && a.webhook_secret_env.is_some() {
+                    return Err(fail(
+                        "webhook_secret",
+                        format!("forge.{key}: give `webhook_secret` or `webhook_secret_env`, not both"),
+                    ));
+                }
+            }
+            if f.cache_ttl.is_some_and(|t| t.millis() <= 0) {
+                return Err(fail("cache_ttl", "forge.cache_ttl must be positive".into()));
+            }
+        }
         Ok(cfg)
     }
 
@@ -372,6 +471,16 @@ impl Config {
             })
             .map(|u| u.name.clone())
             .collect()
+    }
+
+    /// The configured user whose `github` (or `gitlab`) login is `login`, if exactly one.
+    pub fn user_for_login(&self, forge: &str, login: &str) -> Option<&User> {
+        let mut found = self.users.iter().filter(|u| {
+            let l = if forge == "github" { &u.github } else { &u.gitlab };
+            l.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(login))
+        });
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
     }
 
     pub fn user(&self, name: &str) -> Option<&User> {
@@ -533,6 +642,44 @@ mod tests {
             let e = Config::parse("gate.yaml", bad).unwrap_err();
             assert!(e.message.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn forge_access() {
+        let c = Config::parse(
+            "gate.yaml",
+            "users:\n  - name: alice\n    github: alice-gh\n    gitlab: al\nforge:\n  github:\n    token_env: GH_T\n    webhook_secret: s3\n  gitlab:\n    api_url: https://gitlab.example/api/v4\n    token: glpat-x\n  cache_ttl: 2m\n",
+        )
+        .unwrap();
+        let f = c.forge.as_ref().unwrap();
+        assert_eq!(f.cache_ttl.unwrap().millis(), 120_000);
+        let gh = f.github.as_ref().unwrap();
+        let env = |k: &str| (k == "GH_T").then(|| "ghp_1".to_string());
+        assert_eq!(gh.resolve_token(&env).unwrap(), "ghp_1");
+        assert_eq!(gh.resolve_webhook_secret(&env).unwrap().as_deref(), Some("s3"));
+        let none = |_: &str| None;
+        assert!(
+            gh.resolve_token(&none)
+                .unwrap_err()
+                .contains("`GH_T`, which is not set")
+        );
+        assert_eq!(c.user_for_login("github", "Alice-GH").unwrap().name, "alice");
+        assert_eq!(c.user_for_login("gitlab", "al").unwrap().name, "alice");
+        assert!(c.user_for_login("gitlab", "alice-gh").is_none());
+
+        let e = Config::parse("gate.yaml", "forge:\n  github:\n    token_env: X\n    tokn: y\n").unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("unknown field `tokn`"), "{e}");
+        let e = Config::parse("gate.yaml", "forge:\n  github:\n    api_url: x\n").unwrap_err();
+        assert!(e.message.contains("needs `token_env`"), "{e}");
+        assert_eq!(e.line, 2, "{e}");
+        let e = Config::parse(
+            "gate.yaml",
+            "forge:\n  gitlab:\n    token: t\n    api_url: http://gitlab.example\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("forge.gitlab.api_url"), "{e}");
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub struct Requirement {
     pub group: String,
     pub count: u32,
     pub members: Vec<String>,
+    /// Where a forge group's members come from (`github_team:org/slug`,
+    /// `gitlab_group:path`); `None` for a list of users. The caller resolves it and puts
+    /// the members in `members` before asking the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A counted vote.
@@ -315,6 +320,7 @@ mod tests {
             group: group.into(),
             count,
             members: members.iter().map(|s| s.to_string()).collect(),
+            source: None,
         }
     }
 

@@ -164,3 +164,26 @@ async fn audit_chain_is_append_only_and_survives_concurrent_writers() {
         assert_eq!(s.verify_chain().await.unwrap().count(), 40);
     }
 }
+
+#[tokio::test]
+async fn webhook_deliveries_are_recorded_once() {
+    for db in backends() {
+        let (store, _url, _dir) = open(db).await;
+        assert!(store.add_delivery("github", "d-1", 1).await.unwrap());
+        assert!(
+            !store.add_delivery("github", "d-1", 2).await.unwrap(),
+            "{db:?}: a replay"
+        );
+        // The same id from the other forge is another delivery.
+        assert!(store.add_delivery("gitlab", "d-1", 3).await.unwrap());
+        store
+            .finish_delivery("github", "d-1", Some("req_1"), "counted")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.delivery("github", "d-1").await.unwrap(),
+            Some((Some("req_1".into()), Some("counted".into())))
+        );
+        assert_eq!(store.delivery("github", "d-9").await.unwrap(), None);
+    }
+}

@@ -49,6 +49,15 @@ pub fn detect(env: &dyn Fn(&str) -> Option<String>) -> (Platform, Context) {
                 c.run_url.push_str(&format!("/attempts/{}", c.run_attempt));
             }
         }
+        // A pull request's run: comments on that PR may vote (docs/comment-approvals.md).
+        if let Some(n) = c
+            .git_ref
+            .strip_prefix("refs/pull/")
+            .and_then(|r| r.strip_suffix("/merge"))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            c.labels.insert("pull_request".into(), n.to_string());
+        }
         Platform::Github
     } else if get("GITLAB_CI") == "true" {
         c.repository = get("CI_PROJECT_PATH");
@@ -59,6 +68,10 @@ pub fn detect(env: &dyn Fn(&str) -> Option<String>) -> (Platform, Context) {
         c.run_id = get("CI_PIPELINE_ID");
         c.job = get("CI_JOB_ID");
         c.run_url = get("CI_JOB_URL");
+        // A merge request pipeline: notes on that MR may vote (docs/comment-approvals.md).
+        if !get("CI_MERGE_REQUEST_IID").is_empty() {
+            c.labels.insert("merge_request".into(), get("CI_MERGE_REQUEST_IID"));
+        }
         Platform::Gitlab
     } else if !get("JENKINS_URL").is_empty() || get("BUILD_TAG").starts_with("jenkins-") {
         // Multibranch jobs are named `folder/repo/branch` (the branch URL-encoded); the
@@ -157,6 +170,14 @@ mod tests {
         assert_eq!(p, Platform::Github);
         assert_eq!(c.triggering_actor, "rerunner");
         assert_eq!(c.run_url, "https://github.example/acme/web/actions/runs/42/attempts/2");
+        assert!(c.labels.is_empty());
+        let (_, c) = detect(&env(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REF", "refs/pull/17/merge"),
+        ]));
+        assert_eq!(c.labels["pull_request"], "17");
+        let (_, c) = detect(&env(&[("GITLAB_CI", "true"), ("CI_MERGE_REQUEST_IID", "5")]));
+        assert_eq!(c.labels["merge_request"], "5");
     }
 
     #[test]

@@ -102,14 +102,14 @@ pub fn policy_check(ctx: &Ctx, file: &Path, config: Option<&Path>) -> Outcome {
     }
     if ctx.json() {
         print_json(
-            &serde_json::json!({"valid": true, "rules": p.rules.len(), "groups": p.groups.len(), "digest": p.digest}),
+            &serde_json::json!({"valid": true, "rules": p.rules.len(), "groups": p.groups.len() + p.forge_groups.len(), "digest": p.digest}),
         );
     } else {
         println!(
             "{}: valid, {} rules, {} groups, digest {}",
             file.display(),
             p.rules.len(),
-            p.groups.len(),
+            p.groups.len() + p.forge_groups.len(),
             p.digest
         );
     }

@@ -5,6 +5,12 @@
 //! on stderr and returns nothing: the gate's exit code is the decision's, whatever the
 //! forge answers.
 
+/// Team and group membership, comment replies (for policy groups and comment approvals).
+pub mod groups;
+pub mod webhook;
+
+pub use groups::{DEFAULT_CACHE_TTL, Endpoint, Forge};
+
 pub mod github;
 pub mod gitlab;
 

@@ -23,8 +23,119 @@ pub const DEFAULT_APPROVAL_TTL: Dur = Dur(3_600_000);
 struct PolicyFile {
     version: u32,
     #[serde(default)]
-    groups: BTreeMap<String, Vec<String>>,
+    groups: BTreeMap<String, GroupDef>,
     rules: Vec<Rule>,
+}
+
+/// A group as written: a list of users, or a team/group on a forge.
+#[derive(Debug, Clone)]
+enum GroupDef {
+    Users(Vec<String>),
+    Forge(ForgeGroupDef),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForgeGroupDef {
+    #[serde(default)]
+    github_team: Option<String>,
+    #[serde(default)]
+    gitlab_group: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for GroupDef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = GroupDef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of user names, `{ github_team: org/slug }` or `{ gitlab_group: path }`")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<GroupDef, A::Error> {
+                Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(GroupDef::Users)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<GroupDef, A::Error> {
+                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(GroupDef::Forge)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A group whose members live on a forge, resolved by the server (see docs/forge-groups.md).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupSource {
+    /// `github_team: org/slug`.
+    GithubTeam { org: String, slug: String },
+    /// `gitlab_group: path/with/subgroups`.
+    GitlabGroup { path: String },
+}
+
+impl GroupSource {
+    /// Parses the form `Display` prints (`github_team:org/slug`, `gitlab_group:path`).
+    pub fn parse(s: &str) -> Option<GroupSource> {
+        if let Some(v) = s.strip_prefix("github_team:") {
+            let (org, slug) = v.split_once('/')?;
+            return Some(GroupSource::GithubTeam {
+                org: org.into(),
+                slug: slug.into(),
+            });
+        }
+        s.strip_prefix("gitlab_group:")
+            .map(|p| GroupSource::GitlabGroup { path: p.into() })
+    }
+
+    /// `GitHub team acme/security`, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            GroupSource::GithubTeam { org, slug } => format!("GitHub team {org}/{slug}"),
+            GroupSource::GitlabGroup { path } => format!("GitLab group {path}"),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupSource::GithubTeam { org, slug } => write!(f, "github_team:{org}/{slug}"),
+            GroupSource::GitlabGroup { path } => write!(f, "gitlab_group:{path}"),
+        }
+    }
+}
+
+fn forge_name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl ForgeGroupDef {
+    fn source(&self) -> Result<GroupSource, String> {
+        match (&self.github_team, &self.gitlab_group) {
+            (Some(t), None) => {
+                let t = t.trim();
+                match t.split_once('/') {
+                    Some((org, slug)) if forge_name_ok(org) && forge_name_ok(slug) => Ok(GroupSource::GithubTeam {
+                        org: org.into(),
+                        slug: slug.into(),
+                    }),
+                    _ => Err(format!("`github_team: {t}` is not `org/team-slug`")),
+                }
+            }
+            (None, Some(g)) => {
+                let g = g.trim().trim_matches('/');
+                if g.split('/').all(forge_name_ok) {
+                    Ok(GroupSource::GitlabGroup { path: g.into() })
+                } else {
+                    Err(format!(
+                        "`gitlab_group: {g}` is not a group path like `acme/release-managers`"
+                    ))
+                }
+            }
+            (Some(_), Some(_)) => Err("give either `github_team` or `gitlab_group`, not both".into()),
+            (None, None) => Err("needs `github_team: org/slug` or `gitlab_group: path` (or a list of users)".into()),
+        }
+    }
 }
 
 /// An automatic outcome.
@@ -99,7 +210,10 @@ impl Rule {
 /// A loaded, validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// Groups listed as users from `gate.yaml`.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Groups resolved on GitHub or GitLab when a request opens and at every vote.
+    pub forge_groups: BTreeMap<String, GroupSource>,
     pub rules: Vec<Rule>,
     /// `sha256:HEX` of the file's bytes, stored with every request.
     pub digest: String,
@@ -166,8 +280,19 @@ impl Policy {
             let (l, c) = at("rules", 0);
             return Err(err(l, c, "`rules` is empty: every request would be refused".into()));
         }
-        for (name, members) in &raw.groups {
+        let mut groups = BTreeMap::new();
+        let mut forge_groups = BTreeMap::new();
+        for (name, def) in &raw.groups {
             let (l, c) = at(&format!("{name}:"), 0);
+            let members = match def {
+                GroupDef::Users(m) => m,
+                GroupDef::Forge(f) => {
+                    let src = f.source().map_err(|m| err(l, c, format!("group `{name}`: {m}")))?;
+                    forge_groups.insert(name.clone(), src);
+                    continue;
+                }
+            };
+            groups.insert(name.clone(), members.clone());
             if members.is_empty() {
                 return Err(err(l, c, format!("group `{name}` has no members")));
             }
@@ -178,6 +303,7 @@ impl Policy {
                 }
             }
         }
+        let no_members: Vec<String> = Vec::new();
         let mut names = std::collections::HashSet::new();
         for rule in &raw.rules {
             let (rl, rc) = at(&rule.name, 0);
@@ -210,7 +336,8 @@ impl Policy {
                 _ => {}
             }
             for r in &rule.require {
-                let Some(members) = raw.groups.get(&r.group) else {
+                let forge = forge_groups.contains_key(&r.group);
+                let Some(members) = groups.get(&r.group).or(forge.then_some(&no_members)) else {
                     return Err(rule_err(
                         &r.group,
                         format!(
@@ -225,7 +352,7 @@ impl Policy {
                         format!("rule `{}`: `count` must be at least 1", rule.name),
                     ));
                 }
-                if r.count as usize > members.len() {
+                if !forge && r.count as usize > members.len() {
                     return Err(rule_err(
                         "count",
                         format!(
@@ -252,7 +379,8 @@ impl Policy {
             }
         }
         Ok(Policy {
-            groups: raw.groups,
+            groups,
+            forge_groups,
             rules: raw.rules,
             digest: digest(text.as_bytes()),
             source: file.to_string(),
@@ -302,6 +430,7 @@ impl Policy {
     }
 
     /// The requirements of a rule with each group's members, as a request snapshots them.
+    /// Forge groups come with no members and their `source`: the server resolves them.
     pub fn requirements(&self, rule: &Rule) -> Vec<crate::decide::Requirement> {
         rule.require
             .iter()
@@ -309,6 +438,7 @@ impl Policy {
                 group: r.group.clone(),
                 count: r.count,
                 members: self.groups.get(&r.group).cloned().unwrap_or_default(),
+                source: self.forge_groups.get(&r.group).map(|s| s.to_string()),
             })
             .collect()
     }
@@ -446,6 +576,52 @@ rules:
         let e = Policy::parse("p.yaml", &bad).unwrap_err();
         assert!(e.message.contains("unknown unit `y`"), "{e}");
         assert_eq!(e.line, 14);
+    }
+
+    #[test]
+    fn forge_groups_parse_and_are_checked() {
+        let text = "version: 1\ngroups:\n  sre: [alice, bob]\n  security: { github_team: acme/security }\n  release: { gitlab_group: acme/release-managers }\nrules:\n  - name: prod\n    require:\n      - { group: security, count: 3 }\n      - { group: release }\n      - { group: sre }\n";
+        let p = Policy::parse("p.yaml", text).unwrap();
+        assert_eq!(p.groups.len(), 1);
+        assert_eq!(
+            p.forge_groups["security"],
+            GroupSource::GithubTeam {
+                org: "acme".into(),
+                slug: "security".into()
+            }
+        );
+        let reqs = p.requirements(&p.rules[0]);
+        assert_eq!(reqs[0].source.as_deref(), Some("github_team:acme/security"));
+        assert!(reqs[0].members.is_empty());
+        assert_eq!(reqs[1].source.as_deref(), Some("gitlab_group:acme/release-managers"));
+        assert_eq!(reqs[2].source, None);
+        for s in ["github_team:acme/security", "gitlab_group:acme/release-managers"] {
+            assert_eq!(GroupSource::parse(s).unwrap().to_string(), s);
+        }
+        // Members of forge groups are not users in the config: nothing to check at load.
+        assert!(p.check_members(&|u| u == "alice" || u == "bob").is_ok());
+
+        let bad = text.replace("github_team: acme/security", "github_tem: acme/security");
+        let e = Policy::parse("p.yaml", &bad).unwrap_err();
+        assert!(e.message.contains("unknown field `github_tem`"), "{e}");
+        assert_eq!(e.line, 4, "{e}");
+        let bad = text.replace("acme/security", "acme");
+        let e = Policy::parse("p.yaml", &bad).unwrap_err();
+        assert!(e.message.contains("not `org/team-slug`"), "{e}");
+        assert_eq!((e.line, e.column), (4, 3), "{e}");
+        let bad = text.replace(
+            "{ github_team: acme/security }",
+            "{ github_team: a/b, gitlab_group: c }",
+        );
+        let e = Policy::parse("p.yaml", &bad).unwrap_err();
+        assert!(e.message.contains("not both"), "{e}");
+        let bad = text.replace("{ github_team: acme/security }", "{}");
+        let e = Policy::parse("p.yaml", &bad).unwrap_err();
+        assert!(e.message.contains("needs `github_team"), "{e}");
+        let bad = text.replace("{ github_team: acme/security }", "acme/security");
+        let e = Policy::parse("p.yaml", &bad).unwrap_err();
+        assert!(e.message.contains("a list of user names"), "{e}");
+        assert_eq!(e.line, 4, "{e}");
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct Engine {
     pub tokens: crate::auth::Tokens,
     /// Wakes the notification worker when a transaction queued notifications.
     pub notify: crate::notify::Hub,
+    /// GitHub/GitLab access for forge groups and comment votes (see `forge_groups`).
+    pub forge: std::sync::Arc<crate::forge::Forge>,
 }
 
 type Loaded = (RequestRow, Vec<VoteRow>);
@@ -95,6 +97,7 @@ impl Engine {
             timer_poke: Notify::new(),
             waiting: AtomicI64::new(0),
             notify: crate::notify::Hub::default(),
+            forge: Default::default(),
         }
     }
 
@@ -176,6 +179,7 @@ impl Engine {
                     vec![]
                 },
                 approved_by,
+                source: r.source.clone(),
             })
             .collect();
         Ok(RequestView {
@@ -223,10 +227,12 @@ impl Engine {
                 }
             }
         }
+        let mut requirements = doc.requirements.clone();
+        super::forge_groups::counted_forge_members(&mut requirements, votes);
         Ok(State {
             status,
             requesters,
-            requirements: doc.requirements.clone(),
+            requirements,
             votes: votes
                 .iter()
                 .filter(|v| v.via != "policy")
@@ -376,7 +382,7 @@ impl Engine {
             summary: body.summary.clone(),
             artifacts: body.artifacts.clone(),
             requesters,
-            requirements: self.policy.requirements(&rule),
+            requirements: self.resolve_requirements(self.policy.requirements(&rule)).await?,
             approval_ttl_ms: rule.approval_ttl().millis(),
             rule,
             policy_digest: self.policy.digest.clone(),
@@ -523,8 +529,17 @@ impl Engine {
         }
         let kind = if approve { "approve" } else { "deny" };
         // An unknown id is a 404, not a refusal.
-        self.load(id).await?;
+        let (row, _) = self.load(id).await?;
+        // Forge groups: membership is read live for every vote on a pending request.
+        let doc = doc_of(&row)?;
+        let live = if row.status == "pending" {
+            self.live_members(&doc).await?
+        } else {
+            vec![]
+        };
+        let forge_groups = super::forge_groups::live_groups(&doc, &live, user);
         self.transition(id, now_fn, user, |state, now| {
+            let state = &super::forge_groups::with_live(state, &live);
             let next = state.vote(user, approve, reason.as_deref(), now)?;
             let extra = VoteMeta { via: String::new(), ..meta.clone() };
             let vote = VoteRow {
@@ -533,7 +548,7 @@ impl Engine {
                 reason: reason.clone(),
                 at: now,
                 via: meta.via.clone(),
-                meta: (extra != VoteMeta::default()).then(|| serde_json::to_string(&extra).unwrap_or_default()),
+                meta: super::forge_groups::vote_meta_json(&extra, &forge_groups),
             };
             let event = AuditDraft {
                 at: now,
@@ -542,6 +557,10 @@ impl Engine {
                 actor: user.clone(),
                 data: json!({"decision": kind, "reason": reason, "via": meta.via, "auth_time": meta.auth_time.map(rfc3339), "amr": meta.amr, "source": meta.source}),
             };
+            let mut event = event;
+            if !forge_groups.is_empty() {
+                event.data["forge_groups"] = json!(forge_groups);
+            }
             let by = format!("{user} ({kind})");
             Ok((next, Some(vote), event, Some(by), reason.clone()))
         })

@@ -2,11 +2,13 @@
 
 pub mod engine;
 pub mod error;
+mod forge_groups;
 pub mod metrics;
 mod notifications;
 mod openapi;
 mod routes;
 pub mod ui;
+mod webhooks;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -54,6 +56,12 @@ pub struct AppState {
 pub async fn build(s: &Settings) -> anyhow::Result<Arc<Engine>> {
     let policy = Policy::load(&s.policy)?;
     policy.check_members(&|u| s.config.user(u).is_some())?;
+    let forge = crate::forge::Forge::from_config(&s.config, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    for (name, src) in &policy.forge_groups {
+        forge
+            .check_source(src)
+            .map_err(|e| anyhow::anyhow!("policy group `{name}` is a {}, but {e}", src.describe()))?;
+    }
     std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating data dir {}", s.data_dir.display()))?;
     let keys =
         KeyPair::load_or_create(&s.signing_key).with_context(|| format!("signing key {}", s.signing_key.display()))?;
@@ -62,13 +70,9 @@ pub async fn build(s: &Settings) -> anyhow::Result<Arc<Engine>> {
     let store = Store::connect(&s.database_url)
         .await
         .with_context(|| format!("opening the database ({})", redact(&s.database_url)))?;
-    Ok(Arc::new(Engine::new(
-        store,
-        policy,
-        s.config.clone(),
-        keys,
-        s.public_url.clone(),
-    )))
+    let mut engine = Engine::new(store, policy, s.config.clone(), keys, s.public_url.clone());
+    engine.forge = Arc::new(forge);
+    Ok(Arc::new(engine))
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish

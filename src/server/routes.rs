@@ -22,6 +22,9 @@ use crate::api::{AuditVerify, CreateRequest, Keys, RequestView, VoteBody, VoteMe
 use crate::auth::Principal;
 use crate::duration::now_ms;
 
+/// Largest accepted webhook payload.
+const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+
 pub fn router(state: AppState, body_limit: usize) -> Router {
     let api = Router::new()
         .route("/requests", post(create).get(list))
@@ -42,6 +45,14 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(super::ui::router())
+        .route(
+            "/webhooks/github",
+            post(super::webhooks::github).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
+        .route(
+            "/webhooks/gitlab",
+            post(super::webhooks::gitlab).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(body_limit, reject_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), count_responses))
@@ -59,6 +70,12 @@ async fn count_responses(State(s): State<AppState>, req: Request, next: Next) ->
 /// the client gets its 413 instead of a reset connection. Bodies without a length are
 /// cut off by `DefaultBodyLimit` as they are read.
 async fn reject_oversized(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    // Forge webhook payloads carry whole issues and repositories: they get more room.
+    let limit = if req.uri().path().starts_with("/webhooks/") {
+        limit.max(WEBHOOK_BODY_LIMIT)
+    } else {
+        limit
+    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -105,6 +105,12 @@ FOR EACH STATEMENT EXECUTE FUNCTION gate_audit_append_only();
         sqlite: OUTBOX,
         postgres: OUTBOX,
     },
+    Migration {
+        version: 7,
+        name: "webhook deliveries",
+        sqlite: DELIVERIES,
+        postgres: DELIVERIES,
+    },
 ];
 
 /// Web UI sign-ins and single sign-on logins in flight. Only SHA-256 digests of the
@@ -152,6 +158,18 @@ CREATE TABLE gate_outbox (
 );
 CREATE INDEX gate_outbox_due ON gate_outbox (next_attempt_at) WHERE delivered_at IS NULL AND gave_up_at IS NULL;
 CREATE INDEX gate_outbox_request ON gate_outbox (request_id, created_at);
+"#;
+
+/// Forge webhook deliveries already acted on, so a replay is refused.
+const DELIVERIES: &str = r#"
+CREATE TABLE gate_webhook_deliveries (
+    forge TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    request_id TEXT,
+    outcome TEXT,
+    PRIMARY KEY (forge, delivery_id)
+);
 "#;
 
 const HOLDERS: &str = r#"

@@ -3,6 +3,7 @@
 //! on the request's `version`, so concurrent votes resolve to one outcome without any
 //! lock held in memory; the audit chain's primary key makes a forked chain impossible.
 
+mod deliveries;
 mod migrate;
 mod web;
 

@@ -93,7 +93,7 @@ impl Server {
         let mut cfg = String::from("users:\n");
         for u in USERS {
             cfg.push_str(&format!(
-                "  - name: {u}\n    token_sha256: {}\n    github: {u}-gh\n    email: {u}@example.test\n",
+                "  - name: {u}\n    token_sha256: {}\n    github: {u}-gh\n    gitlab: {u}-gl\n    email: {u}@example.test\n",
                 jitgate::auth::hash_token(&token(u))
             ));
         }
