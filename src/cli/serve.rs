@@ -245,6 +245,7 @@ async fn demo_walkthrough(base: String, tokens: Vec<(String, String)>) -> anyhow
         "  GATE_TOKEN={} {exe} approve <ID> --reason 'ok'",
         tok("bob").unwrap_or_default()
     );
+    println!("\nOr approve in the browser: open {base}/login and sign in with alice's or bob's token.");
     println!("\nApprover tokens: alice, bob, carol (sre), dave (the requester here):");
     for (n, t) in &tokens {
         println!("  {n:<14} {t}");
