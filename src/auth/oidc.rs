@@ -177,6 +177,14 @@ impl VerifiedIdentity {
         if cfg.platform != OidcPlatform::Generic {
             fields.insert("platform".into(), cfg.platform.as_str().into());
         }
+        // GitLab names the ref bare (`main`) with a `ref_type`; make it a full ref, as
+        // GitHub's is and as the gate sends it, so one policy pattern fits both.
+        if let (Some(r), Some(kind)) = (
+            fields.get("ref").cloned(),
+            claims.get("ref_type").and_then(Value::as_str),
+        ) {
+            fields.insert("ref".into(), crate::ci::full_ref(&r, kind));
+        }
         VerifiedIdentity {
             issuer: cfg.issuer.clone(),
             platform: cfg.platform.as_str().into(),

@@ -61,7 +61,13 @@ pub fn detect(env: &dyn Fn(&str) -> Option<String>) -> (Platform, Context) {
         Platform::Github
     } else if get("GITLAB_CI") == "true" {
         c.repository = get("CI_PROJECT_PATH");
-        c.git_ref = get("CI_COMMIT_REF_NAME");
+        // Full ref names, as GitHub gives them, so one policy `ref:` pattern fits every
+        // platform (the server maps GitLab's `ref` + `ref_type` claims the same way).
+        c.git_ref = if !get("CI_COMMIT_TAG").is_empty() {
+            full_ref(&get("CI_COMMIT_TAG"), "tag")
+        } else {
+            full_ref(&get("CI_COMMIT_REF_NAME"), "branch")
+        };
         c.commit = get("CI_COMMIT_SHA");
         c.actor = get("GITLAB_USER_LOGIN");
         c.commit_author = author_email(&get("CI_COMMIT_AUTHOR"));
@@ -86,10 +92,22 @@ pub fn detect(env: &dyn Fn(&str) -> Option<String>) -> (Platform, Context) {
                 _ => job,
             }
         });
-        c.git_ref = [get("TAG_NAME"), get("BRANCH_NAME"), get("GIT_BRANCH")]
-            .into_iter()
-            .find(|v| !v.is_empty())
-            .unwrap_or_default();
+        c.git_ref = if !get("TAG_NAME").is_empty() {
+            full_ref(&get("TAG_NAME"), "tag")
+        } else if !get("CHANGE_ID").is_empty() {
+            format!("refs/pull/{}/head", get("CHANGE_ID"))
+        } else if !get("BRANCH_NAME").is_empty() {
+            full_ref(&get("BRANCH_NAME"), "branch")
+        } else {
+            // GIT_BRANCH is the remote-tracking name, e.g. `origin/main`.
+            let b = get("GIT_BRANCH");
+            full_ref(
+                b.split_once('/')
+                    .filter(|_| !b.starts_with("refs/"))
+                    .map_or(b.as_str(), |(_, rest)| rest),
+                "branch",
+            )
+        };
         c.commit = get("GIT_COMMIT");
         c.actor = if get("BUILD_USER_ID").is_empty() {
             get("CHANGE_AUTHOR")
@@ -133,6 +151,19 @@ fn repo_from_git_url(url: &str) -> Option<String> {
     };
     let path = path.trim_start_matches('/').trim_end_matches(".git");
     path.contains('/').then(|| path.to_string())
+}
+
+/// `main` of kind `branch` → `refs/heads/main`, of kind `tag` → `refs/tags/main`; a name
+/// that is already a full ref, or empty, is kept.
+pub fn full_ref(name: &str, kind: &str) -> String {
+    if name.is_empty() || name.starts_with("refs/") {
+        return name.to_string();
+    }
+    match kind {
+        "tag" => format!("refs/tags/{name}"),
+        "branch" => format!("refs/heads/{name}"),
+        _ => name.to_string(),
+    }
 }
 
 /// `Jane Doe <jane@example.com>` → `jane@example.com`.
@@ -206,9 +237,22 @@ mod tests {
         assert_eq!(p, Platform::Jenkins);
         assert_eq!(
             (c.git_ref.as_str(), c.run_id.as_str(), c.actor.as_str()),
-            ("main", "jenkins-web-main-5", "pat")
+            ("refs/pull/12/head", "jenkins-web-main-5", "pat")
         );
         assert_eq!(c.labels["change_id"], "12");
+        // Refs are full names on every platform, so one policy pattern fits all.
+        let jenkins_branch = detect(&env(&[("JENKINS_URL", "http://j"), ("GIT_BRANCH", "origin/release/2")])).1;
+        assert_eq!(jenkins_branch.git_ref, "refs/heads/release/2");
+        let gitlab_tag = detect(&env(&[
+            ("GITLAB_CI", "true"),
+            ("CI_COMMIT_REF_NAME", "v1"),
+            ("CI_COMMIT_TAG", "v1"),
+        ]))
+        .1;
+        assert_eq!(gitlab_tag.git_ref, "refs/tags/v1");
+        let gitlab_branch = detect(&env(&[("GITLAB_CI", "true"), ("CI_COMMIT_REF_NAME", "main")])).1;
+        assert_eq!(gitlab_branch.git_ref, "refs/heads/main");
+        assert_eq!(full_ref("refs/heads/x", "tag"), "refs/heads/x");
         assert_eq!(c.repository, "web", "multibranch: the job's parent");
         let (_, c) = detect(&env(&[
             ("BUILD_TAG", "jenkins-acme-web-PR-12-3"),
