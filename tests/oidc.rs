@@ -287,7 +287,7 @@ async fn gitlab_token_found_by_discovery() {
             &c["run_id"],
             &c["job"]
         ],
-        ["gitlab", "acme/api", "main", COMMIT, "dave", "5150", "8080"]
+        ["gitlab", "acme/api", "refs/heads/main", COMMIT, "dave", "5150", "8080"]
     );
     assert_eq!(v["opened_by"], "gitlab-ci");
     assert_eq!(v["verified_by"], issuer.as_str());

@@ -114,6 +114,9 @@ pub struct Tx {
     backend: Backend,
 }
 
+/// The advisory lock key that serializes writers on PostgreSQL (see `Store::begin`).
+const WRITE_LOCK: i64 = 727_576;
+
 /// The PostgreSQL channel that carries request changes between replicas.
 pub const CHANGES_CHANNEL: &str = "jitgate_changes";
 
@@ -193,12 +196,23 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Starts a write transaction. On SQLite it takes the write lock at once, so two
-    /// writers queue instead of failing when the first commits.
+    /// Starts a write transaction that holds the write lock from its first statement, so
+    /// writers queue instead of colliding. Every write appends to the one audit chain, so
+    /// writes are serial anyway; without this, concurrent PostgreSQL writers read the same
+    /// chain head and all but one fail and retry (measured: thousands of rollbacks under
+    /// 16 concurrent approvers). SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-scoped
+    /// advisory lock, which every replica honours.
     pub async fn begin(&self) -> Result<Tx> {
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
         };
         Ok(Tx {
             tx,
