@@ -482,17 +482,8 @@ impl Engine {
             tx.update_request(&row, deadline).await?;
             self.put_record(&mut tx, &row, &votes, now).await?;
         }
-        let queued = if row.status == "pending" {
-            self.enqueue_notifications(&mut tx, crate::notify::Event::Opened, &row, &votes, now)
-                .await?
-        } else {
-            false
-        };
-        tx.notify_change(&row.id, &row.status, row.version).await?;
-        tx.commit().await?;
-        if queued {
-            self.notify.queued();
-        }
+        let event = (row.status == "pending").then_some(crate::notify::Event::Opened);
+        self.commit(tx, &row, &votes, event, now).await?;
         self.metrics.opened();
         if row.decided_at.is_some() {
             self.metrics.decided(&row.status, 0);
@@ -781,17 +772,8 @@ impl Engine {
         if decides {
             self.put_record(&mut tx, &row, &votes, now).await?;
         }
-        let queued = if decides && before == "pending" {
-            self.enqueue_notifications(&mut tx, crate::notify::Event::Decided, &row, &votes, now)
-                .await?
-        } else {
-            false
-        };
-        tx.notify_change(&row.id, &row.status, row.version).await?;
-        tx.commit().await?;
-        if queued {
-            self.notify.queued();
-        }
+        let event = (decides && before == "pending").then_some(crate::notify::Event::Decided);
+        self.commit(tx, &row, &votes, event, now).await?;
         if decides && before == "pending" {
             self.metrics.decided(&row.status, now - row.created_at);
         }
@@ -800,6 +782,29 @@ impl Engine {
         }
         self.publish(&row);
         self.view(&row, &votes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// Ends a write: queues the notifications `event` calls for in the same transaction,
+    /// announces the change to other replicas (delivered on commit), commits, and wakes
+    /// the notification worker if anything was queued.
+    async fn commit(
+        &self,
+        mut tx: Tx,
+        row: &RequestRow,
+        votes: &[VoteRow],
+        event: Option<crate::notify::Event>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let queued = match event {
+            Some(e) => self.enqueue_notifications(&mut tx, e, row, votes, now).await?,
+            None => false,
+        };
+        tx.notify_change(&row.id, &row.status, row.version).await?;
+        tx.commit().await?;
+        if queued {
+            self.notify.queued();
+        }
+        Ok(())
     }
 
     async fn put_record(&self, tx: &mut Tx, row: &RequestRow, votes: &[VoteRow], now: i64) -> Result<(), StoreError> {
