@@ -6,7 +6,12 @@
 //!    │  ├──an eligible deny───────▶ denied
 //!    │  ├──timeout─────────────────▶ expired   (approved, not consumed in time: expired too)
 //!    │  └──requester or job stops──▶ canceled
+//!    └──escalation due──▶ pending (more people may vote; the engine records it)
 //! ```
+//!
+//! Change windows: an approval is used (`consume`) only while the rule's window is
+//! open; the caller computes `window_open` for `now`. Outside it, `consume` is refused
+//! and the request stays approved until its approval lapses.
 
 use std::fmt;
 
@@ -91,6 +96,12 @@ pub struct State {
     pub expires_at: i64,
     pub approval_ttl_ms: i64,
     pub approval_expires_at: Option<i64>,
+    /// People added by escalations: each may fill a slot of any requirement.
+    pub extra_voters: Vec<String>,
+    /// When the next escalation step is due, if one is left (see `next_escalation`).
+    pub next_escalation: Option<i64>,
+    /// Whether the rule's change windows are open now (`true` when it has none).
+    pub window_open: bool,
 }
 
 /// Why a vote or an action is refused. Each maps to one HTTP status.
@@ -108,6 +119,8 @@ pub enum Refusal {
     ReasonRequired,
     /// The request timed out; the caller should record the expiry (409).
     Expired,
+    /// The approval may only be used inside the rule's change windows (409).
+    OutsideWindow,
 }
 
 impl fmt::Display for Refusal {
@@ -121,6 +134,7 @@ impl fmt::Display for Refusal {
             Refusal::NotEligible => f.write_str("you are not in any group whose approval this request needs"),
             Refusal::ReasonRequired => f.write_str("a deny needs a reason"),
             Refusal::Expired => f.write_str("the request has expired"),
+            Refusal::OutsideWindow => f.write_str("the rule's change window is closed"),
         }
     }
 }
@@ -140,7 +154,9 @@ impl State {
 
     /// True when `who` is in some required group and is not the requester.
     pub fn is_eligible(&self, who: &str) -> bool {
-        !self.is_requester(who) && self.requirements.iter().any(|r| r.members.iter().any(|m| m == who))
+        !self.is_requester(who)
+            && (self.extra_voters.iter().any(|m| m == who)
+                || self.requirements.iter().any(|r| r.members.iter().any(|m| m == who)))
     }
 
     fn has_voted(&self, who: &str) -> bool {
@@ -216,6 +232,9 @@ impl State {
         if self.approval_expires_at.is_some_and(|t| now >= t) {
             return Err(Refusal::Expired);
         }
+        if !self.window_open {
+            return Err(Refusal::OutsideWindow);
+        }
         Ok(Next {
             status: Status::Consumed,
             approval_expires_at: self.approval_expires_at,
@@ -236,10 +255,10 @@ impl State {
         })
     }
 
-    /// The next instant at which `tick` may change something.
+    /// The next instant at which time may change something: `tick`, or an escalation.
     pub fn deadline(&self) -> Option<i64> {
         match self.status {
-            Status::Pending => Some(self.expires_at),
+            Status::Pending => Some(self.next_escalation.map_or(self.expires_at, |e| e.min(self.expires_at))),
             Status::Approved => self.approval_expires_at,
             _ => None,
         }
@@ -274,7 +293,7 @@ impl State {
         let mut slot_owner: Vec<Option<usize>> = vec![None; slots.len()];
         for a in 0..approvers.len() {
             let mut seen = vec![false; slots.len()];
-            augment(a, &approvers, &slots, &self.requirements, &mut slot_owner, &mut seen);
+            augment(a, &approvers, &slots, self, &mut slot_owner, &mut seen);
         }
         let mut out = vec![Vec::new(); self.requirements.len()];
         for (slot, owner) in slot_owner.iter().enumerate() {
@@ -290,18 +309,19 @@ fn augment(
     a: usize,
     approvers: &[&str],
     slots: &[usize],
-    reqs: &[Requirement],
+    st: &State,
     owner: &mut [Option<usize>],
     seen: &mut [bool],
 ) -> bool {
+    let extra = st.extra_voters.iter().any(|m| m == approvers[a]);
     for s in 0..slots.len() {
-        if seen[s] || !reqs[slots[s]].members.iter().any(|m| m == approvers[a]) {
+        if seen[s] || !(extra || st.requirements[slots[s]].members.iter().any(|m| m == approvers[a])) {
             continue;
         }
         seen[s] = true;
         let free = match owner[s] {
             None => true,
-            Some(other) => augment(other, approvers, slots, reqs, owner, seen),
+            Some(other) => augment(other, approvers, slots, st, owner, seen),
         };
         if free {
             owner[s] = Some(a);
@@ -309,6 +329,27 @@ fn augment(
         }
     }
     false
+}
+
+/// The escalation steps due at `now`: those whose `after` (ms since `opened`) has passed
+/// and that are not in `done`, in order. Only a pending request escalates, and never at
+/// or after its timeout.
+pub fn due_escalations(afters: &[i64], done: &[usize], opened: i64, expires_at: i64, now: i64) -> Vec<usize> {
+    if now >= expires_at {
+        return vec![];
+    }
+    (0..afters.len())
+        .filter(|i| !done.contains(i) && now >= opened.saturating_add(afters[*i]))
+        .collect()
+}
+
+/// When the next escalation step not in `done` is due, if any is left before the timeout.
+pub fn next_escalation(afters: &[i64], done: &[usize], opened: i64, expires_at: i64) -> Option<i64> {
+    (0..afters.len())
+        .filter(|i| !done.contains(i))
+        .map(|i| opened.saturating_add(afters[i]))
+        .filter(|t| *t < expires_at)
+        .min()
 }
 
 #[cfg(test)]
@@ -333,6 +374,9 @@ mod tests {
             expires_at: 1_000,
             approval_ttl_ms: 100,
             approval_expires_at: None,
+            extra_voters: vec![],
+            next_escalation: None,
+            window_open: true,
         }
     }
 
@@ -494,5 +538,76 @@ mod tests {
                 assert_eq!(got, expect, "requester {requester}, votes {chosen:?}");
             }
         }
+    }
+
+    #[test]
+    fn escalation_adds_voters_for_any_slot() {
+        let mut s = state(
+            vec![req("sre", 2, &["alice", "bob"]), req("security", 1, &["dave"])],
+            &["alice"],
+        );
+        assert_eq!(s.vote("rel", true, None, 1), Err(Refusal::NotEligible));
+        s.extra_voters = vec!["rel".into(), "alice".into(), "rita".into()];
+        // The requester stays the requester, escalation or not.
+        assert_eq!(s.vote("alice", true, None, 1), Err(Refusal::Requester));
+        assert!(s.is_eligible("rel") && !s.is_eligible("alice"));
+        approve(&mut s, "bob", 1).unwrap();
+        approve(&mut s, "rel", 2).unwrap();
+        assert_eq!(s.status, Status::Pending, "security still needs someone");
+        // rita fills whichever slot is left; the matching moves rel as needed.
+        assert_eq!(approve(&mut s, "rita", 3).unwrap().status, Status::Approved);
+        let a = s.assign();
+        assert_eq!(a[0].len(), 2);
+        assert_eq!(a[1].len(), 1);
+        // An added voter still counts once.
+        let mut s = state(vec![req("sre", 2, &["bob"])], &[]);
+        s.extra_voters = vec!["rel".into()];
+        approve(&mut s, "rel", 1).unwrap();
+        assert_eq!(s.vote("rel", true, None, 2), Err(Refusal::AlreadyVoted));
+        assert_eq!(approve(&mut s, "bob", 2).unwrap().status, Status::Approved);
+    }
+
+    #[test]
+    fn escalation_steps_due_and_next() {
+        let afters = [30, 60, 90];
+        assert_eq!(due_escalations(&afters, &[], 100, 1_000, 129), Vec::<usize>::new());
+        assert_eq!(due_escalations(&afters, &[], 100, 1_000, 130), vec![0]);
+        assert_eq!(due_escalations(&afters, &[0], 100, 1_000, 130), Vec::<usize>::new());
+        // A restart that missed two steps applies both, once.
+        assert_eq!(due_escalations(&afters, &[0], 100, 1_000, 500), vec![1, 2]);
+        assert_eq!(
+            due_escalations(&afters, &[0, 1, 2], 100, 1_000, 500),
+            Vec::<usize>::new()
+        );
+        // Never at or after the timeout: then the request expires instead.
+        assert_eq!(due_escalations(&afters, &[], 100, 150, 150), Vec::<usize>::new());
+        assert_eq!(next_escalation(&afters, &[], 100, 1_000), Some(130));
+        assert_eq!(next_escalation(&afters, &[0], 100, 1_000), Some(160));
+        assert_eq!(next_escalation(&afters, &[0, 1, 2], 100, 1_000), None);
+        assert_eq!(next_escalation(&afters, &[0], 100, 160), None);
+        // The deadline is the earlier of the timeout and the next step, while pending.
+        let mut s = state(vec![req("sre", 1, &["alice"])], &[]);
+        s.next_escalation = Some(400);
+        assert_eq!(s.deadline(), Some(400));
+        assert_eq!(s.tick(400), None, "an escalation is not an expiry");
+        s.next_escalation = Some(4_000);
+        assert_eq!(s.deadline(), Some(1_000));
+        approve(&mut s, "alice", 1).unwrap();
+        assert_eq!(s.deadline(), Some(101));
+    }
+
+    #[test]
+    fn closed_window_refuses_consume_and_keeps_the_approval() {
+        let mut s = state(vec![req("sre", 1, &["alice"])], &[]);
+        s.window_open = false;
+        // Votes are taken while the window is closed.
+        assert_eq!(approve(&mut s, "alice", 10).unwrap().status, Status::Approved);
+        assert_eq!(s.consume(20), Err(Refusal::OutsideWindow));
+        assert_eq!(s.status, Status::Approved);
+        assert_eq!(s.tick(20), None);
+        // The approval's own validity still wins: lapsed is lapsed.
+        assert_eq!(s.consume(110), Err(Refusal::Expired));
+        s.window_open = true;
+        assert_eq!(s.consume(20).unwrap().status, Status::Consumed);
     }
 }

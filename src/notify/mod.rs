@@ -150,12 +150,34 @@ impl crate::server::Engine {
         let view = self
             .view(row, votes)
             .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+        // An escalation tells the members of its `notify` groups; its deliveries are
+        // keyed by how many escalations the request has had, so each step is sent.
+        let mut escalation = None;
         let people = match event {
-            Event::Opened | Event::Escalated => view.approvers(),
+            Event::Opened => view.approvers(),
             Event::Decided => view.requester.clone(),
+            Event::Escalated => {
+                let doc =
+                    crate::server::engine::doc_of(row).map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+                escalation = Some(doc.escalations.len());
+                let mut people: Vec<String> = Vec::new();
+                for e in doc.escalations.iter().filter(|e| e.at == now) {
+                    for p in &e.notified {
+                        if !people.contains(p) {
+                            people.push(p.clone());
+                        }
+                    }
+                }
+                people
+            }
         };
         let mut queued = false;
-        for d in drafts(&self.config, &self.public_url, event, &view, &people, now) {
+        for mut d in drafts(&self.config, &self.public_url, event, &view, &people, now) {
+            if let Some(n) = escalation {
+                let (old, new) = (format!("{}:escalated:", view.id), format!("{}:escalated-{n}:", view.id));
+                d.payload = d.payload.replace(&old, &new);
+                d.key = d.key.replacen(&old, &new, 1);
+            }
             queued |= tx.enqueue_notification(&d).await?;
         }
         Ok(queued)

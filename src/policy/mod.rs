@@ -2,6 +2,7 @@
 //! that name file, line, column and key; evaluated without I/O.
 
 mod glob;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -196,6 +197,49 @@ pub struct Rule {
     pub timeout: Option<Dur>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_ttl: Option<Dur>,
+    /// Steps taken while the request is still pending (see docs/policy.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate: Vec<Escalate>,
+    /// When an approval may be used (consumed); absent = any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<Windows>,
+}
+
+/// One escalation step: `after` the request opened, if it is still pending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalate {
+    pub after: Dur,
+    /// Groups whose members are told (an `escalated` notification).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
+    /// Groups whose members may from then on fill any requirement's slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_groups: Vec<String>,
+}
+
+/// `windows: { allow: "…" }` or `windows: { allow: ["…", "…"] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Windows {
+    #[serde(deserialize_with = "one_or_many")]
+    pub allow: Vec<String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "`allow` must be a window string or a list of them, like \"Mon-Fri 08:00-18:00 America/New_York\"",
+        )),
+    }
 }
 
 impl Rule {
@@ -204,6 +248,15 @@ impl Rule {
     }
     pub fn approval_ttl(&self) -> Dur {
         self.approval_ttl.unwrap_or(DEFAULT_APPROVAL_TTL)
+    }
+    /// The allowed windows; empty when the rule has none (always open).
+    pub fn allowed_windows(&self) -> &[String] {
+        self.windows.as_ref().map(|w| w.allow.as_slice()).unwrap_or_default()
+    }
+    /// Whether an approval under this rule may be used at `now` (Unix ms).
+    pub fn window_open(&self, now: i64) -> bool {
+        let w = self.allowed_windows();
+        w.is_empty() || window::any_open(w, now)
     }
 }
 
@@ -376,6 +429,94 @@ impl Policy {
                     "approval_ttl",
                     format!("rule `{}`: `approval_ttl` must be positive", rule.name),
                 ));
+            }
+            if let Some(w) = &rule.windows {
+                if w.allow.is_empty() {
+                    return Err(rule_err(
+                        "allow",
+                        format!(
+                            "rule `{}`: `windows.allow` is empty: approvals could never be used",
+                            rule.name
+                        ),
+                    ));
+                }
+                for spec in &w.allow {
+                    window::Window::parse(spec).map_err(|m| rule_err(spec, format!("rule `{}`: {m}", rule.name)))?;
+                }
+            }
+            if !rule.escalate.is_empty() && rule.decision.is_some() {
+                return Err(rule_err(
+                    "escalate",
+                    format!(
+                        "rule `{}` decides automatically: `escalate` would never happen",
+                        rule.name
+                    ),
+                ));
+            }
+            let mut step_line = rl;
+            for (i, step) in rule.escalate.iter().enumerate() {
+                // Each step's errors point at its own `after`.
+                let (sl, sc) = at("after", step_line);
+                step_line = sl + 1;
+                let rule_err = |needle: &str, message: String| {
+                    let (l, c) = if needle == "after" { (sl, sc) } else { at(needle, sl) };
+                    err(l, c, message)
+                };
+                if step.after.millis() <= 0 {
+                    return Err(rule_err(
+                        "after",
+                        format!("rule `{}`: escalate `after` must be positive", rule.name),
+                    ));
+                }
+                if step.after >= rule.timeout() {
+                    return Err(rule_err(
+                        "after",
+                        format!(
+                            "rule `{}`: escalate after {} is not before the timeout ({}): it would never happen",
+                            rule.name,
+                            step.after,
+                            rule.timeout()
+                        ),
+                    ));
+                }
+                if i > 0 && step.after <= rule.escalate[i - 1].after {
+                    return Err(rule_err(
+                        "after",
+                        format!(
+                            "rule `{}`: escalation steps must be in increasing `after` order",
+                            rule.name
+                        ),
+                    ));
+                }
+                if step.notify.is_empty() && step.add_groups.is_empty() {
+                    return Err(rule_err(
+                        "after",
+                        format!(
+                            "rule `{}`: an escalation step needs `notify` or `add_groups`",
+                            rule.name
+                        ),
+                    ));
+                }
+                for g in step.notify.iter().chain(&step.add_groups) {
+                    if forge_groups.contains_key(g) {
+                        return Err(rule_err(
+                            g,
+                            format!(
+                                "rule `{}`: escalation to forge group `{g}` is not supported; use a group listing users",
+                                rule.name
+                            ),
+                        ));
+                    }
+                    if !groups.contains_key(g) {
+                        return Err(rule_err(
+                            g,
+                            format!(
+                                "rule `{}` escalates to group `{g}`, which is not defined under `groups`",
+                                rule.name
+                            ),
+                        ));
+                    }
+                }
             }
         }
         Ok(Policy {
@@ -638,5 +779,106 @@ rules:
         let e = p.check_members(&|u| u == "bob").unwrap_err();
         assert_eq!((e.line, e.column), (3, 7));
         assert!(p.check_members(&|u| u == "ann").is_ok());
+    }
+
+    const TIMED: &str = r#"version: 1
+groups:
+  sre: [alice, bob]
+  release: [rita, rob]
+  security: { github_team: acme/security }
+rules:
+  - name: prod
+    require: [{ group: sre, count: 2 }]
+    timeout: 4h
+    escalate:
+      - { after: 30m, notify: [release], add_groups: [release] }
+      - { after: 2h, notify: [sre] }
+    windows:
+      allow: "Mon-Fri 08:00-18:00 America/New_York"
+  - name: hotfix
+    decision: approve
+    windows: { allow: ["Sat 10:00-12:00 UTC", "Sun 22:00-02:00 Europe/Zurich"] }
+"#;
+
+    #[test]
+    fn escalate_and_windows_parse() {
+        let p = Policy::parse("p.yaml", TIMED).unwrap();
+        let prod = &p.rules[0];
+        assert_eq!(prod.escalate.len(), 2);
+        assert_eq!(prod.escalate[0].after, Dur::parse("30m").unwrap());
+        assert_eq!(prod.escalate[0].add_groups, vec!["release".to_string()]);
+        assert!(prod.escalate[1].add_groups.is_empty());
+        assert_eq!(prod.allowed_windows(), ["Mon-Fri 08:00-18:00 America/New_York"]);
+        assert_eq!(p.rules[1].allowed_windows().len(), 2);
+        // 2026-06-06 is a Saturday: closed in New York all day, open 10-12 UTC for hotfixes.
+        let sat = |h: i64| 1_780_704_000_000 + h * 3_600_000;
+        assert!(!prod.window_open(sat(15)));
+        assert!(p.rules[1].window_open(sat(11)));
+        assert!(!p.rules[1].window_open(sat(12)));
+        // A rule without windows is always open; the rule round-trips through a request's document.
+        assert!(Policy::parse("p.yaml", GOOD).unwrap().rules[1].window_open(sat(15)));
+        let back: Rule = serde_json::from_str(&serde_json::to_string(prod).unwrap()).unwrap();
+        assert_eq!(&back, prod);
+    }
+
+    #[test]
+    fn escalate_and_windows_errors_are_located() {
+        let check = |from: &str, to: &str, want: &str, line: usize| {
+            let bad = TIMED.replace(from, to);
+            let e = Policy::parse("p.yaml", &bad).unwrap_err();
+            assert!(e.message.contains(want), "{e}");
+            assert_eq!(e.line, line, "{e}");
+            e
+        };
+        let e = check("Mon-Fri 08:00", "Mon-Fry 08:00", "`Fry` is not a day", 14);
+        assert_eq!(e.column, 15, "{e}");
+        check(
+            "America/New_York",
+            "America/Gotham",
+            "`America/Gotham` is not a time zone",
+            14,
+        );
+        check("Sun 22:00-02:00", "Sun 22:00-22:00", "is empty", 17);
+        check("allow: \"Mon", "alow: \"Mon", "unknown field `alow`", 14);
+        check(
+            "allow: \"Mon-Fri 08:00-18:00 America/New_York\"",
+            "allow: 5",
+            "must be a window string",
+            14,
+        );
+        check(
+            "allow: \"Mon-Fri 08:00-18:00 America/New_York\"",
+            "allow: []",
+            "is empty",
+            14,
+        );
+        check(
+            "add_groups: [release]",
+            "add_groups: [relase]",
+            "group `relase`, which is not defined",
+            11,
+        );
+        check(
+            "add_groups: [release]",
+            "add_groups: [security]",
+            "forge group `security` is not supported",
+            11,
+        );
+        check("notify: [sre]", "notify: [security]", "forge group `security`", 12);
+        check("after: 2h", "after: 5h", "not before the timeout", 12);
+        check("after: 2h", "after: 10m", "increasing", 12);
+        check(
+            "after: 2h, notify: [sre]",
+            "after: 2h",
+            "needs `notify` or `add_groups`",
+            12,
+        );
+        check("{ after: 30m,", "{ aftr: 30m,", "unknown field `aftr`", 11);
+        check(
+            "    decision: approve\n",
+            "    decision: approve\n    escalate: [{ after: 1m, notify: [sre] }]\n",
+            "decides automatically",
+            17,
+        );
     }
 }

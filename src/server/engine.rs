@@ -49,6 +49,68 @@ pub struct Doc {
     /// What the opener's OIDC token vouched for; the context already holds those values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<VerifiedIdentity>,
+    /// Escalation steps of the rule already taken, so none is taken twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalations: Vec<Escalation>,
+}
+
+/// One escalation step taken on a pending request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Escalation {
+    /// Index into the rule's `escalate` list.
+    pub step: usize,
+    pub at: i64,
+    pub add_groups: Vec<String>,
+    /// Who may vote because of it (members of `add_groups` when it was taken).
+    pub added: Vec<String>,
+    /// Who was told (members of its `notify` groups, never a requester).
+    pub notified: Vec<String>,
+}
+
+impl Doc {
+    fn escalation_afters(&self) -> Vec<i64> {
+        self.rule.escalate.iter().map(|e| e.after.millis()).collect()
+    }
+
+    fn escalations_done(&self) -> Vec<usize> {
+        self.escalations.iter().map(|e| e.step).collect()
+    }
+
+    /// When the next escalation step of a pending request is due.
+    pub fn next_escalation(&self, row: &RequestRow) -> Option<i64> {
+        crate::decide::next_escalation(
+            &self.escalation_afters(),
+            &self.escalations_done(),
+            row.created_at,
+            row.expires_at,
+        )
+    }
+
+    /// Everyone escalations added as voters.
+    pub fn escalated_voters(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for e in &self.escalations {
+            for m in &e.added {
+                if !out.contains(m) {
+                    out.push(m.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The timer's deadline column for a request in `status`: the timeout or the next
+/// escalation while pending, the end of the approval's validity once approved.
+fn deadline_of(status: Status, row: &RequestRow, doc: &Doc) -> Option<i64> {
+    match status {
+        Status::Pending => Some(
+            doc.next_escalation(row)
+                .map_or(row.expires_at, |e| e.min(row.expires_at)),
+        ),
+        Status::Approved => row.approval_expires_at,
+        _ => None,
+    }
 }
 
 /// A state change broadcast to the UI's event stream.
@@ -170,8 +232,13 @@ impl Engine {
                 members: r.members.clone(),
                 met: approved_by.len() as u32 >= r.count,
                 may_vote: if state.status == Status::Pending {
-                    r.members
-                        .iter()
+                    let mut may: Vec<String> = r.members.clone();
+                    for x in &state.extra_voters {
+                        if !may.contains(x) {
+                            may.push(x.clone());
+                        }
+                    }
+                    may.iter()
                         .filter(|m| !state.is_requester(m) && !votes.iter().any(|v| &&v.voter == m))
                         .cloned()
                         .collect()
@@ -246,6 +313,9 @@ impl Engine {
             expires_at: row.expires_at,
             approval_ttl_ms: doc.approval_ttl_ms,
             approval_expires_at: row.approval_expires_at,
+            extra_voters: doc.escalated_voters(),
+            next_escalation: doc.next_escalation(row),
+            window_open: true,
         })
     }
 
@@ -391,6 +461,7 @@ impl Engine {
             reason: None,
             decision_event: None,
             verified: verified.cloned(),
+            escalations: vec![],
         };
         let mut row = RequestRow {
             id: id.clone(),
@@ -429,7 +500,8 @@ impl Engine {
         row.doc = serde_json::to_string(&doc)
             .map_err(anyhow::Error::from)
             .map_err(AppError::from)?;
-        tx.insert_request(&row, Some(row.expires_at)).await?;
+        tx.insert_request(&row, deadline_of(Status::Pending, &row, &doc))
+            .await?;
         tx.append_audit(&created).await?;
         if let Some(decision) = doc.rule.decision {
             let approve = decision == AutoDecision::Approve;
@@ -614,7 +686,12 @@ impl Engine {
             ));
         }
         let actor = name.clone();
+        let rule = doc_of(&row)?.rule;
+        let refused_at = std::sync::Mutex::new(None);
         self.transition(id, now_fn, &actor, |state, now| {
+            let mut state = state.clone();
+            state.window_open = rule.window_open(now);
+            *refused_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
             let next = state.consume(now)?;
             let event = AuditDraft {
                 at: now,
@@ -626,7 +703,23 @@ impl Engine {
             Ok((next, None, event, None, None))
         })
         .await
-        .map_err(|e| self.refusal_error(e, "consume"))
+        .map_err(|e| match e {
+            Rejected::Refused(Refusal::OutsideWindow, _) => {
+                let now = refused_at.into_inner().ok().flatten().unwrap_or_else(now_fn);
+                let next = crate::policy::window::next_open(rule.allowed_windows(), now)
+                    .map(|t| format!("; it next opens at {}", rfc3339(t)))
+                    .unwrap_or_default();
+                AppError::Conflict(
+                    "outside_window",
+                    format!(
+                        "cannot consume: rule `{}` allows using an approval only inside {}{next}",
+                        rule.name,
+                        rule.allowed_windows().join(" or ")
+                    ),
+                )
+            }
+            e => self.refusal_error(e, "consume"),
+        })
     }
 
     /// Applies what time alone does to one request (timeout, lapsed approval).
@@ -635,7 +728,26 @@ impl Engine {
             let (row, votes) = self.load(id).await?;
             let doc = doc_of(&row)?;
             let state = self.state(&row, &doc, &votes)?;
-            let Some(next) = state.tick(now) else { return Ok(None) };
+            let Some(next) = state.tick(now) else {
+                if state.status != Status::Pending {
+                    return Ok(None);
+                }
+                let due = crate::decide::due_escalations(
+                    &doc.escalation_afters(),
+                    &doc.escalations_done(),
+                    row.created_at,
+                    row.expires_at,
+                    now,
+                );
+                if due.is_empty() {
+                    return Ok(None);
+                }
+                match self.escalate(row, votes, doc, &due, now).await {
+                    Ok(v) => return Ok(Some(v)),
+                    Err(e) if e.is_retryable() => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
             let why = if state.status == Status::Approved {
                 "the approval was not used within its validity window"
             } else {
@@ -670,6 +782,64 @@ impl Engine {
         Err(AppError::Unavailable("too much contention; retry".into()))
     }
 
+    /// Takes the escalation steps `due` on a pending request, in one transaction: the
+    /// steps go into its document (so none is taken twice), each gets an `escalated`
+    /// audit event, and the members of its `notify` groups an `escalated` notification.
+    async fn escalate(
+        &self,
+        mut row: RequestRow,
+        votes: Vec<VoteRow>,
+        mut doc: Doc,
+        due: &[usize],
+        now: i64,
+    ) -> Result<RequestView, StoreError> {
+        let members = |groups: &[String], skip: &[String]| {
+            let mut out: Vec<String> = Vec::new();
+            for g in groups {
+                for m in self.policy.groups.get(g).into_iter().flatten() {
+                    if !out.contains(m) && !skip.contains(m) {
+                        out.push(m.clone());
+                    }
+                }
+            }
+            out
+        };
+        let mut tx = self.store.begin().await?;
+        row.version += 1;
+        for &step in due {
+            let Some(e) = doc.rule.escalate.get(step).cloned() else {
+                continue;
+            };
+            let taken = Escalation {
+                step,
+                at: now,
+                added: members(&e.add_groups, &[]),
+                notified: members(&e.notify, &doc.requesters),
+                add_groups: e.add_groups.clone(),
+            };
+            tx.append_audit(&AuditDraft {
+                at: now,
+                request_id: row.id.clone(),
+                kind: "escalated".into(),
+                actor: "timer".into(),
+                data: json!({
+                    "step": step, "after": e.after, "add_groups": e.add_groups, "added": taken.added,
+                    "notify": e.notify, "notified": taken.notified,
+                }),
+            })
+            .await?;
+            doc.escalations.push(taken);
+        }
+        row.doc = serde_json::to_string(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        tx.update_request(&row, deadline_of(Status::Pending, &row, &doc))
+            .await?;
+        self.commit(tx, &row, &votes, Some(crate::notify::Event::Escalated), now)
+            .await?;
+        self.timer_poke.notify_one();
+        self.publish(&row);
+        self.view(&row, &votes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
     /// Read, decide, compare-and-set, retry. `decide` returns the next state, the vote
     /// to store, the audit event, and who decided and why if this decides.
     #[allow(clippy::type_complexity)]
@@ -690,6 +860,21 @@ impl Engine {
                 self.expire(id, now).await?;
                 let (r, _) = self.load(id).await?;
                 return Err(Rejected::Refused(Refusal::Expired, Some(r.status)));
+            }
+            let escalation_due = state.status == Status::Pending
+                && !crate::decide::due_escalations(
+                    &doc.escalation_afters(),
+                    &doc.escalations_done(),
+                    row.created_at,
+                    row.expires_at,
+                    now,
+                )
+                .is_empty();
+            if escalation_due {
+                // An escalation is due and the timer has not taken it yet: take it first,
+                // so a voter it adds is never refused.
+                self.expire(id, now).await?;
+                continue;
             }
             match decide(&state, now) {
                 Err(refusal) => {
@@ -763,12 +948,7 @@ impl Engine {
             doc.decision_event = Some(ev);
         }
         row.doc = serde_json::to_string(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let deadline = match next.status {
-            Status::Pending => Some(row.expires_at),
-            Status::Approved => row.approval_expires_at,
-            _ => None,
-        };
-        tx.update_request(&row, deadline).await?;
+        tx.update_request(&row, deadline_of(next.status, &row, &doc)).await?;
         if decides {
             self.put_record(&mut tx, &row, &votes, now).await?;
         }
@@ -848,7 +1028,9 @@ impl Engine {
                     "requirements": doc.requirements,
                 },
                 "votes": votes.iter().map(vote_view).collect::<Vec<_>>(),
-                "escalations": [],
+                "escalations": doc.escalations.iter().map(|e| json!({
+                    "step": e.step, "at": rfc3339(e.at), "add_groups": e.add_groups, "added": e.added, "notified": e.notified,
+                })).collect::<Vec<_>>(),
                 "outcome": {
                     "status": row.status,
                     "decided_at": row.decided_at.map(rfc3339),
@@ -904,6 +1086,7 @@ impl Engine {
             Refusal::AlreadyVoted => AppError::Conflict("already_voted", refusal.to_string()),
             Refusal::ReasonRequired => AppError::Invalid("reason_required", refusal.to_string()),
             Refusal::NotPending(s) => AppError::Conflict("not_pending", format!("cannot {what}: the request is {s}")),
+            Refusal::OutsideWindow => AppError::Conflict("outside_window", format!("cannot {what}: {refusal}")),
             Refusal::Expired => AppError::Conflict(
                 "expired",
                 format!(
