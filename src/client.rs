@@ -92,9 +92,15 @@ impl Client {
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, String)> {
-        let resp = rb.send().await.map_err(|e| ClientError::Transport(describe(&e)))?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(crate::error_chain(&e)))?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| ClientError::Transport(describe(&e)))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ClientError::Transport(crate::error_chain(&e)))?;
         if status >= 400 {
             return Err(match serde_json::from_str::<ErrorBody>(&text) {
                 Ok(b) => ClientError::Api {
@@ -227,9 +233,12 @@ impl Client {
             .timeout(Self::SHORT)
             .send()
             .await
-            .map_err(|e| ClientError::Transport(describe(&e)))?;
+            .map_err(|e| ClientError::Transport(crate::error_chain(&e)))?;
         let status = r.status().as_u16();
-        let text = r.text().await.map_err(|e| ClientError::Transport(describe(&e)))?;
+        let text = r
+            .text()
+            .await
+            .map_err(|e| ClientError::Transport(crate::error_chain(&e)))?;
         if status >= 400 {
             return Err(ClientError::Api {
                 status,
@@ -239,15 +248,4 @@ impl Client {
         }
         Ok(text)
     }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }

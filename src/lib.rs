@@ -19,3 +19,19 @@ pub mod notify;
 pub mod policy;
 pub mod server;
 pub mod store;
+
+/// An error's message followed by each cause it does not already say, `: `-separated
+/// (reqwest and octocrab put the useful part in the causes).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    s
+}

@@ -559,7 +559,8 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, String
     Ok(jwks.to_string())
 }
 
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
+/// GETs a JSON document (discovery, JWKS), refusing one over 1 MiB.
+pub(crate) async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
     let resp = http
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")

@@ -171,24 +171,9 @@ fn error(e: octocrab::Error, run: &CheckRun) -> ForgeError {
         other => ForgeError::Transport {
             forge: FORGE,
             doing: DOING,
-            message: describe(&other),
+            message: crate::error_chain(&other),
         },
     }
-}
-
-/// octocrab's Display of transport errors is terse; add the causes.
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
-    s
 }
 
 fn hint(status: u16, message: &str, run: &CheckRun) -> Option<String> {

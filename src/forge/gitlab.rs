@@ -109,7 +109,7 @@ impl AsyncClient for Api {
             .http
             .execute(request)
             .await
-            .map_err(|e| ApiError::client(Transport(describe(&e))))?;
+            .map_err(|e| ApiError::client(Transport(crate::error_chain(&e))))?;
         let mut out = http::Response::builder().status(rsp.status()).version(rsp.version());
         if let Some(h) = out.headers_mut() {
             for (k, v) in rsp.headers() {
@@ -119,23 +119,9 @@ impl AsyncClient for Api {
         let bytes = rsp
             .bytes()
             .await
-            .map_err(|e| ApiError::client(Transport(describe(&e))))?;
+            .map_err(|e| ApiError::client(Transport(crate::error_chain(&e))))?;
         out.body(bytes).map_err(|e| ApiError::client(Transport(e.to_string())))
     }
-}
-
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
-    s
 }
 
 fn error(e: ApiError<Transport>, project: &str, mr_iid: u64) -> ForgeError {

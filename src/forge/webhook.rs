@@ -5,34 +5,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// HMAC-SHA256 (RFC 2104).
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut ipad = [0x36u8; 64];
-    let mut opad = [0x5cu8; 64];
-    for i in 0..64 {
-        ipad[i] ^= k[i];
-        opad[i] ^= k[i];
-    }
-    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
-    Sha256::new().chain_update(opad).chain_update(inner).finalize().into()
-}
+pub use crate::auth::hmac_sha256;
 
 /// GitHub: `X-Hub-Signature-256: sha256=<hex HMAC of the raw body>`, compared in constant time.
 pub fn github_signature_ok(secret: &str, body: &[u8], header: Option<&str>) -> bool {
-    let Some(given) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
-        return false;
-    };
-    let Ok(given) = hex::decode(given) else {
-        return false;
-    };
-    let want = hmac_sha256(secret.as_bytes(), body);
-    given.len() == want.len() && bool::from(given.ct_eq(&want))
+    header.is_some_and(|h| crate::auth::verify_sha256_header(secret.as_bytes(), body, h))
 }
 
 /// GitLab: `X-Gitlab-Token` equal to the secret, compared in constant time (as digests,

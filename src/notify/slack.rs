@@ -97,13 +97,7 @@ fn str_list(v: &Value) -> String {
 
 /// POSTs the message; Slack answers 200 `ok` on success.
 pub async fn send(http: &reqwest::Client, url: &str, doc: &Value) -> Result<(), String> {
-    let resp = http
-        .post(url)
-        .json(&message(doc))
-        .send()
-        .await
-        .map_err(|e| super::worker::describe(&e))?;
-    super::worker::check_status(resp).await
+    super::worker::deliver(http.post(url).json(&message(doc))).await
 }
 
 #[cfg(test)]

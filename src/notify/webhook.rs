@@ -4,25 +4,14 @@
 //! `X-Jitgate-Event`, `X-Jitgate-Delivery` (the idempotency key, the same on every retry)
 //! and `X-Jitgate-Timestamp` (Unix seconds of this attempt).
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 /// The `X-Jitgate-Signature` value of `body` under `secret`.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("sha256={}", hex::encode(crate::auth::hmac_sha256(secret, body)))
 }
 
 /// Checks a signature header in constant time (for receivers written in Rust, and tests).
 pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
-    let Some(hexd) = header.strip_prefix("sha256=") else {
-        return false;
-    };
-    let Ok(want) = hex::decode(hexd) else { return false };
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    mac.verify_slice(&want).is_ok()
+    crate::auth::verify_sha256_header(secret, body, header)
 }
 
 /// POSTs `body` to `url`, signed; any 2xx is a delivery.
@@ -35,18 +24,15 @@ pub async fn send(
     body: &str,
 ) -> Result<(), String> {
     let ts = crate::duration::now_ms() / 1000;
-    let resp = http
+    let req = http
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("X-Jitgate-Signature", signature(secret, body.as_bytes()))
         .header("X-Jitgate-Event", event)
         .header("X-Jitgate-Delivery", delivery)
         .header("X-Jitgate-Timestamp", ts.to_string())
-        .body(body.to_string())
-        .send()
-        .await
-        .map_err(|e| super::worker::describe(&e))?;
-    super::worker::check_status(resp).await
+        .body(body.to_string());
+    super::worker::deliver(req).await
 }
 
 #[cfg(test)]

@@ -245,12 +245,17 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed".to_string()
     };
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
+    if let Some(cause) = std::error::Error::source(e) {
+        msg.push_str(": ");
+        msg.push_str(&crate::error_chain(cause));
     }
     msg
+}
+
+/// Sends one delivery attempt: a transport error or a non-2xx answer is an error.
+pub(crate) async fn deliver(req: reqwest::RequestBuilder) -> Result<(), String> {
+    let resp = req.send().await.map_err(|e| describe(&e))?;
+    check_status(resp).await
 }
 
 /// Any 2xx is a delivery; anything else an error naming the status and the start of the body.

@@ -249,23 +249,28 @@ impl Store {
 
     pub async fn votes(&self, id: &str) -> Result<Vec<VoteRow>> {
         let rows = sqlx::query(
-            "SELECT voter, approve, reason, at, via, meta FROM gate_votes WHERE request_id = $1 ORDER BY at, voter",
+            "SELECT request_id, voter, approve, reason, at, via, meta FROM gate_votes WHERE request_id = $1 ORDER BY at, voter",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(VoteRow {
-                    voter: r.try_get("voter")?,
-                    approve: r.try_get::<i64, _>("approve")? != 0,
-                    reason: r.try_get("reason")?,
-                    at: r.try_get("at")?,
-                    via: r.try_get("via")?,
-                    meta: r.try_get("meta")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| Ok(vote_row(r)?.1)).collect()
+    }
+
+    /// The votes on every request in `status`, by request id, in one query (for listings).
+    pub async fn votes_by_status(&self, status: &str) -> Result<std::collections::HashMap<String, Vec<VoteRow>>> {
+        let rows = sqlx::query(
+            "SELECT v.request_id, v.voter, v.approve, v.reason, v.at, v.via, v.meta FROM gate_votes v JOIN gate_requests r ON r.id = v.request_id WHERE r.status = $1 ORDER BY v.at, v.voter",
+        )
+        .bind(status)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: std::collections::HashMap<String, Vec<VoteRow>> = std::collections::HashMap::new();
+        for r in &rows {
+            let (id, v) = vote_row(r)?;
+            out.entry(id).or_default().push(v);
+        }
+        Ok(out)
     }
 
     /// Requests in a status, oldest first.
@@ -524,6 +529,20 @@ impl Tx {
         }
         Ok(())
     }
+}
+
+fn vote_row(r: &AnyRow) -> Result<(String, VoteRow)> {
+    Ok((
+        r.try_get("request_id")?,
+        VoteRow {
+            voter: r.try_get("voter")?,
+            approve: r.try_get::<i64, _>("approve")? != 0,
+            reason: r.try_get("reason")?,
+            at: r.try_get("at")?,
+            via: r.try_get("via")?,
+            meta: r.try_get("meta")?,
+        },
+    ))
 }
 
 fn request_row(r: &AnyRow) -> Result<RequestRow> {

@@ -334,31 +334,15 @@ async fn inbox(State(s): State<AppState>, headers: HeaderMap) -> Response {
         Err(r) => return r,
     };
     let now = now_ms();
-    let mine = match s.engine.inbox(&sess.principal(), "pending", 500).await {
-        Ok(v) => v,
+    let (mine, others): (Vec<_>, Vec<_>) = match s.engine.listing(&sess.principal(), "pending", 500).await {
+        Ok(v) => v.into_iter().partition(|(_, mine)| *mine),
         Err(e) => return UiError::from(e).into_response(),
     };
-    // Everything else pending, for context (read-only here).
-    let all = match s.engine.store.list(Some("pending"), 500).await {
-        Ok(v) => v,
-        Err(e) => return UiError::from(e).into_response(),
-    };
-    let mut others = Vec::new();
-    for row in all {
-        if mine.iter().any(|m| m.id == row.id) {
-            continue;
-        }
-        let votes = match s.engine.store.votes(&row.id).await {
-            Ok(v) => v,
-            Err(e) => return UiError::from(e).into_response(),
-        };
-        if let Ok(v) = s.engine.view(&row, &votes) {
-            others.push(item(&v, now));
-        }
-    }
+    // Everything else pending is shown too, for context (read-only here).
+    let others: Vec<_> = others.iter().map(|(v, _)| item(v, now)).collect();
     render(&InboxPage {
         watch: "all",
-        items: mine.iter().map(|v| item(v, now)).collect(),
+        items: mine.iter().map(|(v, _)| item(v, now)).collect(),
         others,
         nav: Nav::of(&sess),
     })

@@ -17,7 +17,6 @@ use tokio::sync::Mutex;
 
 use crate::config::Sso;
 
-const MAX_DOC_BYTES: usize = 1024 * 1024;
 /// Discovery and keys are fetched again when older than this.
 const MAX_AGE: Duration = Duration::from_secs(15 * 60);
 /// At most one refetch for an unknown `kid` in this interval.
@@ -291,22 +290,9 @@ impl Client {
         find(&c.keys).ok_or_else(|| format!("no key `{}` at {}", kid.unwrap_or("(none named)"), e.jwks))
     }
 
+    /// A JSON document from the provider, size-capped (the same fetch OIDC verification uses).
     async fn get_json(&self, url: &str) -> Result<Value, String> {
-        let resp = self
-            .http
-            .get(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {url}: HTTP {}", resp.status().as_u16()));
-        }
-        let body = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
-        if body.len() > MAX_DOC_BYTES {
-            return Err(format!("GET {url}: larger than {MAX_DOC_BYTES} bytes"));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
+        crate::auth::oidc::get_json(&self.http, url).await
     }
 }
 
