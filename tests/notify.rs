@@ -37,22 +37,7 @@ async fn start(db: Db, channels: &str) -> Server {
 
 /// Opens a production request as the `ci` pipeline on behalf of `actor`.
 async fn open(s: &Server, actor: &str) -> String {
-    let body = CreateRequest {
-        context: Context {
-            repository: "acme/app".into(),
-            git_ref: "refs/heads/main".into(),
-            commit: COMMIT.into(),
-            actor: actor.into(),
-            environment: "production".into(),
-            action: "deploy".into(),
-            ..Default::default()
-        },
-        summary: "release 1.2.3".into(),
-        ..Default::default()
-    };
-    let (v, new) = s.client("ci").create(&body).await.unwrap();
-    assert!(new);
-    v.id
+    s.open_via_api(actor).await.id
 }
 
 /// The outbox of request `id` once `cond` holds: long-polls the notifications API,

@@ -3,26 +3,11 @@
 mod common;
 
 use common::*;
-use jitgate::api::{Context, CreateRequest, NotificationView};
+use jitgate::api::NotificationView;
 use serde_json::Value;
 
 async fn open(s: &Server, actor: &str) -> jitgate::api::RequestView {
-    let body = CreateRequest {
-        context: Context {
-            repository: "acme/app".into(),
-            git_ref: "refs/heads/main".into(),
-            commit: COMMIT.into(),
-            actor: actor.into(),
-            environment: "production".into(),
-            action: "deploy".into(),
-            ..Default::default()
-        },
-        summary: "release 1.2.3".into(),
-        ..Default::default()
-    };
-    let (v, new) = s.client("ci").create(&body).await.unwrap();
-    assert!(new);
-    v
+    s.open_via_api(actor).await
 }
 
 fn kinds(export: &str, id: &str) -> Vec<String> {

@@ -225,6 +225,27 @@ impl Server {
         }
     }
 
+    /// Opens a new production request through the API as the `ci` pipeline on behalf of
+    /// `actor` (acme/app at COMMIT, "release 1.2.3"), without a waiting gate.
+    pub async fn open_via_api(&self, actor: &str) -> jitgate::api::RequestView {
+        let body = jitgate::api::CreateRequest {
+            context: jitgate::api::Context {
+                repository: "acme/app".into(),
+                git_ref: "refs/heads/main".into(),
+                commit: COMMIT.into(),
+                actor: actor.into(),
+                environment: "production".into(),
+                action: "deploy".into(),
+                ..Default::default()
+            },
+            summary: "release 1.2.3".into(),
+            ..Default::default()
+        };
+        let (v, new) = self.client("ci").create(&body).await.unwrap();
+        assert!(new);
+        v
+    }
+
     /// Starts `gate request --output json` as the `ci` pipeline and reads the "opened" line.
     pub async fn open(&self, args: &[&str]) -> Waiting {
         self.open_with(self.gate("ci"), args).await
