@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use clap::{Parser, Subcommand};
-use jitgate::api::{Context, CreateRequest, RequestView};
 use jitgate::client::{Client, ClientError};
+use jitgate::core::api::{Context, CreateRequest, RequestView};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -480,7 +480,7 @@ fn with_database(url: &str, db: &str) -> Result<String> {
 }
 
 fn redact(url: &str) -> String {
-    jitgate::server::redact(url)
+    jitgate::serve::redact(url)
 }
 
 /// Children get a clean environment: no GATE_* or CI variables from the caller's shell.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::api::{AuditVerify, CreateRequest, ErrorBody, Keys, RequestView, VoteBody};
+use crate::core::api::{AuditVerify, CreateRequest, ErrorBody, Keys, RequestView, VoteBody};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -95,12 +95,12 @@ impl Client {
         let resp = rb
             .send()
             .await
-            .map_err(|e| ClientError::Transport(crate::error_chain(&e)))?;
+            .map_err(|e| ClientError::Transport(crate::core::error_chain(&e)))?;
         let status = resp.status().as_u16();
         let text = resp
             .text()
             .await
-            .map_err(|e| ClientError::Transport(crate::error_chain(&e)))?;
+            .map_err(|e| ClientError::Transport(crate::core::error_chain(&e)))?;
         if status >= 400 {
             return Err(match serde_json::from_str::<ErrorBody>(&text) {
                 Ok(b) => ClientError::Api {
@@ -199,7 +199,7 @@ impl Client {
         .await
     }
 
-    pub async fn audit(&self, id: &str) -> Result<Vec<crate::api::AuditEvent>> {
+    pub async fn audit(&self, id: &str) -> Result<Vec<crate::core::api::AuditEvent>> {
         self.json(self.req(
             reqwest::Method::GET,
             &format!("/api/v1/requests/{id}/audit"),
@@ -233,12 +233,12 @@ impl Client {
             .timeout(Self::SHORT)
             .send()
             .await
-            .map_err(|e| ClientError::Transport(crate::error_chain(&e)))?;
+            .map_err(|e| ClientError::Transport(crate::core::error_chain(&e)))?;
         let status = r.status().as_u16();
         let text = r
             .text()
             .await
-            .map_err(|e| ClientError::Transport(crate::error_chain(&e)))?;
+            .map_err(|e| ClientError::Transport(crate::core::error_chain(&e)))?;
         if status >= 400 {
             return Err(ClientError::Api {
                 status,

@@ -164,7 +164,7 @@ pub struct ForgeConfig {
     /// How long a resolved member list is reused when a request opens (default 5m).
     /// Votes always re-read membership from the forge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_ttl: Option<crate::duration::Dur>,
+    pub cache_ttl: Option<crate::core::duration::Dur>,
 }
 
 /// `gate.yaml`.
@@ -200,7 +200,7 @@ pub struct Config {
     pub oidc: Vec<OidcIssuer>,
     /// How long a web UI sign-in lasts (default `8h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_ttl: Option<crate::duration::Dur>,
+    pub session_ttl: Option<crate::core::duration::Dur>,
     /// Single sign-on for the web UI through an OpenID Connect provider (docs/sso.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sso: Option<Sso>,

@@ -67,7 +67,7 @@ async fn replies(m: &MockServer) -> Vec<Request> {
         .collect()
 }
 
-fn members_of(v: &jitgate::api::RequestView, group: &str) -> Vec<String> {
+fn members_of(v: &jitgate::core::api::RequestView, group: &str) -> Vec<String> {
     v.requirements
         .iter()
         .find(|r| r.group == group)

@@ -194,8 +194,8 @@ async fn race_on(db: Db) {
     let s = Server::start_on(db, &policy("    require: [{ group: sre, count: 1 }]")).await;
     let ci = s.client("ci");
     for round in 0..8 {
-        let body = jitgate::api::CreateRequest {
-            context: jitgate::api::Context {
+        let body = jitgate::core::api::CreateRequest {
+            context: jitgate::core::api::Context {
                 environment: "production".into(),
                 actor: "erin".into(),
                 ..Default::default()
@@ -651,7 +651,11 @@ async fn the_gate_fails_closed() {
     let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
     // A record signed by another key than the pinned one is no approval.
     let other = s.dir.path().join("other.pem");
-    std::fs::write(&other, jitgate::audit::record::KeyPair::from_seed([9; 32]).public().pem).unwrap();
+    std::fs::write(
+        &other,
+        jitgate::core::audit::record::KeyPair::from_seed([9; 32]).public().pem,
+    )
+    .unwrap();
     let w = s
         .open(&[
             "--environment",
@@ -736,8 +740,8 @@ async fn a_decision_on_one_replica_releases_a_gate_waiting_on_another() {
 async fn a_request_token_serves_its_own_request_only() {
     let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
     let ci = s.client("ci");
-    let open = |key: &str| jitgate::api::CreateRequest {
-        context: jitgate::api::Context {
+    let open = |key: &str| jitgate::core::api::CreateRequest {
+        context: jitgate::core::api::Context {
             environment: "production".into(),
             actor: "erin".into(),
             ..Default::default()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hmac::{Hmac, Mac};
-use jitgate::api::{Context, CreateRequest, NotificationList, NotificationView};
+use jitgate::core::api::{Context, CreateRequest, NotificationList, NotificationView};
 use serde_json::Value;
 use sha2::Sha256;
 use wiremock::matchers::{method, path};

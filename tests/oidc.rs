@@ -52,7 +52,7 @@ fn sign(kid: &str, claims: &Value) -> String {
 }
 
 fn now() -> i64 {
-    jitgate::duration::now_ms() / 1000
+    jitgate::core::duration::now_ms() / 1000
 }
 
 /// A token as GitHub Actions mints it for a job in acme/web deploying to `environment`.
@@ -376,12 +376,18 @@ async fn invalid_tokens_are_refused_with_the_reason() {
                     json!({"exp": expired_at, "iat": t - 4000, "nbf": t - 4000}),
                 ),
             ),
-            format!("token expired at {}", jitgate::duration::rfc3339(expired_at * 1000)),
+            format!(
+                "token expired at {}",
+                jitgate::core::duration::rfc3339(expired_at * 1000)
+            ),
         ),
         (
             "not yet valid",
             sign("rsa-1", &with(good.clone(), json!({"nbf": nbf}))),
-            format!("token not valid before {}", jitgate::duration::rfc3339(nbf * 1000)),
+            format!(
+                "token not valid before {}",
+                jitgate::core::duration::rfc3339(nbf * 1000)
+            ),
         ),
         (
             "wrong audience",

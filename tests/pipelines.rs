@@ -406,7 +406,11 @@ async fn github_outputs_for_expired_and_canceled() {
     // An approval whose record does not verify against the pinned key is no approval (exit
     // 2); the outputs say `error` and why.
     let other = s.dir.path().join("other.pem");
-    std::fs::write(&other, jitgate::audit::record::KeyPair::from_seed([9; 32]).public().pem).unwrap();
+    std::fs::write(
+        &other,
+        jitgate::core::audit::record::KeyPair::from_seed([9; 32]).public().pem,
+    )
+    .unwrap();
     let r = Runner::new();
     let w = s
         .open_with(

@@ -3,10 +3,10 @@
 mod common;
 
 use common::*;
-use jitgate::api::NotificationView;
+use jitgate::core::api::NotificationView;
 use serde_json::Value;
 
-async fn open(s: &Server, actor: &str) -> jitgate::api::RequestView {
+async fn open(s: &Server, actor: &str) -> jitgate::core::api::RequestView {
     s.open_via_api(actor).await
 }
 

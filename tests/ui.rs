@@ -17,7 +17,7 @@ impl FormExt for reqwest::RequestBuilder {
     fn form_body<K: AsRef<str>, V: AsRef<str>>(self, pairs: &[(K, V)]) -> Self {
         let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
         self.header("content-type", "application/x-www-form-urlencoded")
-            .body(jitgate::server::ui::sso::form_encode(&pairs))
+            .body(jitgate::http::ui::sso::form_encode(&pairs))
     }
 }
 

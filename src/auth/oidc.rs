@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::api::Context;
 use crate::config::{OidcIssuer, OidcPlatform};
-use crate::policy::glob_match;
+use crate::core::api::Context;
+use crate::core::policy::glob_match;
 
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 60;
@@ -426,7 +426,7 @@ fn describe(kind: &ErrorKind, claims: &Value, cfg: &OidcIssuer) -> String {
         claims
             .get(c)
             .and_then(Value::as_i64)
-            .map(|s| crate::duration::rfc3339(s.saturating_mul(1000)))
+            .map(|s| crate::core::duration::rfc3339(s.saturating_mul(1000)))
             .unwrap_or_else(|| "?".into())
     };
     match kind {

@@ -4,7 +4,7 @@
 pub mod identity;
 pub mod report;
 
-use crate::api::Context;
+use crate::core::api::Context;
 
 /// The platform, from the variables each one always sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

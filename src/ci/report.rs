@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::Platform;
-use crate::api::RequestView;
+use crate::core::api::RequestView;
 
 /// The outcome of one `gate request`, as reported to the platform.
 #[derive(Debug, Clone)]
@@ -343,7 +343,7 @@ pub fn gitlab_annotations(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Context, VoteView};
+    use crate::core::api::{Context, VoteView};
 
     fn view() -> RequestView {
         RequestView {

@@ -1,8 +1,8 @@
 //! Approvers' commands: `approve`, `deny`, `pending`, `show`, `cancel`.
 
 use super::{Ctx, Failure, Outcome, print_json};
-use crate::api::RequestView;
 use crate::client::ClientError;
+use crate::core::api::RequestView;
 
 fn refused(e: ClientError) -> Failure {
     match e.status() {

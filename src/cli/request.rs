@@ -10,11 +10,11 @@ use clap::Args;
 use serde_json::json;
 
 use super::{Ctx, Failure, Outcome, print_json};
-use crate::api::{CreateRequest, RequestView};
-use crate::audit::record::{self, Expect};
 use crate::ci;
 use crate::client::{Client, ClientError};
-use crate::duration::Dur;
+use crate::core::api::{CreateRequest, RequestView};
+use crate::core::audit::record::{self, Expect};
+use crate::core::duration::Dur;
 
 #[derive(Debug, Args)]
 pub struct RequestArgs {
@@ -587,7 +587,7 @@ fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {
     set("run-url", &mut c.run_url, &a.run_url);
     c.environment = a.environment.clone();
     c.action = a.action.clone();
-    let labels = crate::server::engine::parse_labels(&a.labels).map_err(Failure::usage)?;
+    let labels = crate::service::parse_labels(&a.labels).map_err(Failure::usage)?;
     c.labels.extend(labels);
     for art in &a.artifacts {
         let ok = art

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::{Failure, Outcome};
 use crate::config::{Config, Pipeline, User};
-use crate::server::{self, Settings};
+use crate::serve::{self as server, Settings};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -181,8 +181,8 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
 /// Opens a production request as the demo pipeline (dave is the actor), has alice and bob
 /// approve it, uses it and verifies its record; then prints the lines to do it by hand.
 async fn demo_walkthrough(base: String, tokens: Vec<(String, String)>) -> anyhow::Result<()> {
-    use crate::api::{Context, CreateRequest};
     use crate::client::Client;
+    use crate::core::api::{Context, CreateRequest};
     let tok = |n: &str| tokens.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone());
     let pipeline = Client::new(&base, tok("demo-pipeline"))?;
     let body = CreateRequest {
@@ -220,9 +220,9 @@ async fn demo_walkthrough(base: String, tokens: Vec<(String, String)>) -> anyhow
     println!("== demo: alice and bob approved: {} is {}", v.id, v.status);
     let used = pipeline.consume(&r.id).await?;
     let env = pipeline.record(&r.id).await?;
-    let keys = crate::audit::record::parse_public_keys(&serde_json::to_string(&pipeline.keys().await?)?)
+    let keys = crate::core::audit::record::parse_public_keys(&serde_json::to_string(&pipeline.keys().await?)?)
         .map_err(anyhow::Error::msg)?;
-    let ok = crate::audit::record::verify(&env, &keys, &Default::default()).map_err(anyhow::Error::msg)?;
+    let ok = crate::core::audit::record::verify(&env, &keys, &Default::default()).map_err(anyhow::Error::msg)?;
     println!(
         "== demo: the pipeline used the approval ({}) and verified its signed record (key {})",
         used.status, ok.keyid

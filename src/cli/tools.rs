@@ -4,10 +4,10 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use super::{Ctx, Failure, Outcome, print_json};
-use crate::api::Context;
-use crate::audit::record::{self, Expect};
 use crate::client::Client;
-use crate::policy::Policy;
+use crate::core::api::Context;
+use crate::core::audit::record::{self, Expect};
+use crate::core::policy::Policy;
 
 /// Loads the public key(s) from a file, a URL, or inline text.
 pub async fn load_keys(spec: &str) -> Result<Vec<ed25519_dalek::VerifyingKey>, Failure> {

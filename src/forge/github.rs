@@ -171,7 +171,7 @@ fn error(e: octocrab::Error, run: &CheckRun) -> ForgeError {
         other => ForgeError::Transport {
             forge: FORGE,
             doing: DOING,
-            message: crate::error_chain(&other),
+            message: crate::core::error_chain(&other),
         },
     }
 }

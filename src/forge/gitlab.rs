@@ -109,7 +109,7 @@ impl AsyncClient for Api {
             .http
             .execute(request)
             .await
-            .map_err(|e| ApiError::client(Transport(crate::error_chain(&e))))?;
+            .map_err(|e| ApiError::client(Transport(crate::core::error_chain(&e))))?;
         let mut out = http::Response::builder().status(rsp.status()).version(rsp.version());
         if let Some(h) = out.headers_mut() {
             for (k, v) in rsp.headers() {
@@ -119,7 +119,7 @@ impl AsyncClient for Api {
         let bytes = rsp
             .bytes()
             .await
-            .map_err(|e| ApiError::client(Transport(crate::error_chain(&e))))?;
+            .map_err(|e| ApiError::client(Transport(crate::core::error_chain(&e))))?;
         out.body(bytes).map_err(|e| ApiError::client(Transport(e.to_string())))
     }
 }

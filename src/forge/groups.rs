@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::config::{Config, ForgeAccess};
-use crate::policy::GroupSource;
+use crate::core::policy::GroupSource;
 
 /// The default `forge.cache_ttl`.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::api::{RequestView, VoteView};
+use crate::core::api::{RequestView, VoteView};
 
 /// The flags of `gate request` that turn the side calls on.
 #[derive(Debug, Clone, Default, Args)]
@@ -404,7 +404,7 @@ fn gitlab_target(args: &ForgeArgs, get: &dyn Fn(&str) -> Option<String>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Context;
+    use crate::core::api::Context;
 
     fn view(status: &str) -> RequestView {
         RequestView {

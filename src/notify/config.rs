@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration::Dur;
+use crate::core::duration::Dur;
 
 /// What a notification is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

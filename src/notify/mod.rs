@@ -18,9 +18,9 @@ use tokio::sync::{Notify, watch};
 
 pub use config::{Event, NotifyConfig};
 
-use crate::api::RequestView;
 use crate::config::Config;
-use crate::duration::rfc3339;
+use crate::core::api::RequestView;
+use crate::core::duration::rfc3339;
 use crate::store::NotificationDraft;
 
 /// Channel kinds as stored in the outbox.
@@ -131,7 +131,7 @@ pub fn drafts(
     out
 }
 
-impl crate::server::Engine {
+impl crate::service::Engine {
     /// Queues, in `tx`, the notifications `event` on request `row` produces (in the state
     /// `row` is about to commit). `opened` goes to everyone who may vote, never to a
     /// requester; `decided` to the requester. Returns whether anything was queued; the
@@ -157,8 +157,7 @@ impl crate::server::Engine {
             Event::Opened => view.approvers(),
             Event::Decided => view.requester.clone(),
             Event::Escalated => {
-                let doc =
-                    crate::server::engine::doc_of(row).map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+                let doc = crate::service::doc_of(row).map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
                 escalation = Some(doc.escalations.len());
                 let mut people: Vec<String> = Vec::new();
                 for e in doc.escalations.iter().filter(|e| e.at == now) {

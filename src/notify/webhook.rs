@@ -23,7 +23,7 @@ pub async fn send(
     delivery: &str,
     body: &str,
 ) -> Result<(), String> {
-    let ts = crate::duration::now_ms() / 1000;
+    let ts = crate::core::duration::now_ms() / 1000;
     let req = http
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use super::email::Mailer;
 use super::{EMAIL, SLACK, WEBHOOK};
 use crate::config::Config;
-use crate::duration::now_ms;
-use crate::server::Engine;
+use crate::core::duration::now_ms;
+use crate::service::Engine;
 use crate::store::NotificationRow;
 
 /// How many rows one round claims.
@@ -247,7 +247,7 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     };
     if let Some(cause) = std::error::Error::source(e) {
         msg.push_str(": ");
-        msg.push_str(&crate::error_chain(cause));
+        msg.push_str(&crate::core::error_chain(cause));
     }
     msg
 }

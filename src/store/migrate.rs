@@ -208,7 +208,7 @@ pub(super) async fn run(store: &Store) -> Result<()> {
         sqlx::query("INSERT INTO gate_schema (version, name, applied_at) VALUES ($1, $2, $3)")
             .bind(m.version)
             .bind(m.name)
-            .bind(crate::duration::now_ms())
+            .bind(crate::core::duration::now_ms())
             .execute(&mut *tx.tx)
             .await?;
     }

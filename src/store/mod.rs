@@ -19,7 +19,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::audit;
+use crate::core::audit;
 
 /// Which database we talk to; SQL is shared, only a few statements differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

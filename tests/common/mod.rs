@@ -227,9 +227,9 @@ impl Server {
 
     /// Opens a new production request through the API as the `ci` pipeline on behalf of
     /// `actor` (acme/app at COMMIT, "release 1.2.3"), without a waiting gate.
-    pub async fn open_via_api(&self, actor: &str) -> jitgate::api::RequestView {
-        let body = jitgate::api::CreateRequest {
-            context: jitgate::api::Context {
+    pub async fn open_via_api(&self, actor: &str) -> jitgate::core::api::RequestView {
+        let body = jitgate::core::api::CreateRequest {
+            context: jitgate::core::api::Context {
                 repository: "acme/app".into(),
                 git_ref: "refs/heads/main".into(),
                 commit: COMMIT.into(),

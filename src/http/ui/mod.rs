@@ -24,9 +24,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
-use super::error::AppError;
-use crate::api::RequestView;
-use crate::duration::{now_ms, rfc3339};
+use crate::core::api::RequestView;
+use crate::core::duration::{now_ms, rfc3339};
+use crate::http::error::AppError;
 use crate::store::{HistoryFilter, SessionRow, SsoLogin};
 use session::{PRELOGIN_COOKIE, SESSION_COOKIE, SSO_COOKIE, Session, cookie, digest, random_token, set_cookie};
 
@@ -413,7 +413,7 @@ fn safe_path(s: &str) -> bool {
 }
 
 /// Links to the commit, the change (PR/MR) and the run, where the context allows.
-pub fn context_links(c: &crate::api::Context) -> Vec<(String, String)> {
+pub fn context_links(c: &crate::core::api::Context) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let server = origin(&c.run_url).unwrap_or_else(|| match c.platform.as_str() {
         "gitlab" => "https://gitlab.com".into(),
@@ -718,7 +718,7 @@ async fn history(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<
     };
     let from = date(&q.from, "from", 0);
     let to = date(&q.to, "to", 86_400_000);
-    let status = nonempty(&q.status).filter(|x| crate::decide::Status::parse(x).is_some());
+    let status = nonempty(&q.status).filter(|x| crate::core::decide::Status::parse(x).is_some());
     let f = HistoryFilter {
         repository: nonempty(&q.repository),
         environment: nonempty(&q.environment),
@@ -733,7 +733,7 @@ async fn history(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<
     };
     let mut lines = Vec::new();
     for row in rows {
-        let doc = match super::engine::doc_of(&row) {
+        let doc = match crate::service::doc_of(&row) {
             Ok(d) => d,
             Err(e) => return UiError::from(e).into_response(),
         };
@@ -775,7 +775,7 @@ struct AuditPage<'a> {
     head: String,
     broken_at: String,
     problem: String,
-    key: crate::api::PublicKey,
+    key: crate::core::api::PublicKey,
 }
 
 async fn audit(State(s): State<AppState>, headers: HeaderMap) -> Response {
@@ -1061,7 +1061,7 @@ async fn events(State(s): State<AppState>, headers: HeaderMap) -> UiResult<Respo
     if current(&s, &headers).await?.is_none() {
         return Err(UiError::new(StatusCode::UNAUTHORIZED, "sign in first"));
     }
-    Ok(super::routes::event_stream(&s).into_response())
+    Ok(super::api::event_stream(&s).into_response())
 }
 
 /// The UI state for `AppState`.
@@ -1084,7 +1084,7 @@ mod tests {
 
     #[test]
     fn links_follow_the_platform() {
-        let mut c = crate::api::Context {
+        let mut c = crate::core::api::Context {
             platform: "github".into(),
             repository: "acme/app".into(),
             commit: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".into(),

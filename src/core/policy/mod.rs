@@ -10,8 +10,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::api::Context;
-use crate::duration::Dur;
+use crate::core::api::Context;
+use crate::core::duration::Dur;
 pub use glob::glob_match;
 
 /// Used when a rule names no `timeout`.
@@ -572,10 +572,10 @@ impl Policy {
 
     /// The requirements of a rule with each group's members, as a request snapshots them.
     /// Forge groups come with no members and their `source`: the server resolves them.
-    pub fn requirements(&self, rule: &Rule) -> Vec<crate::decide::Requirement> {
+    pub fn requirements(&self, rule: &Rule) -> Vec<crate::core::decide::Requirement> {
         rule.require
             .iter()
-            .map(|r| crate::decide::Requirement {
+            .map(|r| crate::core::decide::Requirement {
                 group: r.group.clone(),
                 count: r.count,
                 members: self.groups.get(&r.group).cloned().unwrap_or_default(),

@@ -11,16 +11,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast, watch};
 
-use super::error::{AppError, Result};
-use super::metrics::Metrics;
-use crate::api::{Context, CreateRequest, RequestView, RequirementView, VoteMeta, VoteView};
-use crate::audit::record::{KeyPair, PREDICATE_TYPE, STATEMENT_TYPE};
+pub mod error;
+mod forge_groups;
+pub mod metrics;
+
+use self::error::{AppError, Result};
+use self::metrics::Metrics;
 use crate::auth::Principal;
 use crate::auth::oidc::VerifiedIdentity;
 use crate::config::Config;
-use crate::decide::{Next, Refusal, Requirement, State, Status, Vote};
-use crate::duration::{Dur, rfc3339};
-use crate::policy::{AutoDecision, Policy, Rule};
+use crate::core::api::{Context, CreateRequest, RequestView, RequirementView, VoteMeta, VoteView};
+use crate::core::audit::record::{KeyPair, PREDICATE_TYPE, STATEMENT_TYPE};
+use crate::core::decide::{Next, Refusal, Requirement, State, Status, Vote};
+use crate::core::duration::{Dur, rfc3339};
+use crate::core::policy::{AutoDecision, Policy, Rule};
 use crate::store::{AuditDraft, RequestRow, Store, StoreError, Tx, VoteRow};
 
 /// How often a write is retried after losing a compare-and-set.
@@ -78,7 +82,7 @@ impl Doc {
 
     /// When the next escalation step of a pending request is due.
     pub fn next_escalation(&self, row: &RequestRow) -> Option<i64> {
-        crate::decide::next_escalation(
+        crate::core::decide::next_escalation(
             &self.escalation_afters(),
             &self.escalations_done(),
             row.created_at,
@@ -295,7 +299,7 @@ impl Engine {
             }
         }
         let mut requirements = doc.requirements.clone();
-        super::forge_groups::counted_forge_members(&mut requirements, votes);
+        forge_groups::counted_forge_members(&mut requirements, votes);
         Ok(State {
             status,
             requesters,
@@ -369,7 +373,7 @@ impl Engine {
             v.apply(&mut body.context).map_err(AppError::Unauthorized)?;
         }
         validate_create(&body)?;
-        let fingerprint = crate::policy::digest(&crate::audit::canonical_bytes(&json!({
+        let fingerprint = crate::core::policy::digest(&crate::core::audit::canonical_bytes(&json!({
             "context": body.context, "summary": body.summary, "artifacts": body.artifacts, "timeout": body.timeout,
         })));
         // Keys are per opener: for an OIDC identity, its issuer and repository (or subject)
@@ -606,9 +610,9 @@ impl Engine {
         } else {
             vec![]
         };
-        let forge_groups = super::forge_groups::live_groups(&doc, &live, user);
+        let forge_groups = forge_groups::live_groups(&doc, &live, user);
         self.transition(id, now_fn, user, |state, now| {
-            let state = &super::forge_groups::with_live(state, &live);
+            let state = &forge_groups::with_live(state, &live);
             let next = state.vote(user, approve, reason.as_deref(), now)?;
             let extra = VoteMeta { via: String::new(), ..meta.clone() };
             let vote = VoteRow {
@@ -617,7 +621,7 @@ impl Engine {
                 reason: reason.clone(),
                 at: now,
                 via: meta.via.clone(),
-                meta: super::forge_groups::vote_meta_json(&extra, &forge_groups),
+                meta: forge_groups::vote_meta_json(&extra, &forge_groups),
             };
             let event = AuditDraft {
                 at: now,
@@ -712,7 +716,7 @@ impl Engine {
         .map_err(|e| match e {
             Rejected::Refused(Refusal::OutsideWindow, _) => {
                 let now = refused_at.into_inner().ok().flatten().unwrap_or_else(now_fn);
-                let next = crate::policy::window::next_open(rule.allowed_windows(), now)
+                let next = crate::core::policy::window::next_open(rule.allowed_windows(), now)
                     .map(|t| format!("; it next opens at {}", rfc3339(t)))
                     .unwrap_or_default();
                 AppError::Conflict(
@@ -738,7 +742,7 @@ impl Engine {
                 if state.status != Status::Pending {
                     return Ok(None);
                 }
-                let due = crate::decide::due_escalations(
+                let due = crate::core::decide::due_escalations(
                     &doc.escalation_afters(),
                     &doc.escalations_done(),
                     row.created_at,
@@ -868,7 +872,7 @@ impl Engine {
                 return Err(Rejected::Refused(Refusal::Expired, Some(r.status)));
             }
             let escalation_due = state.status == Status::Pending
-                && !crate::decide::due_escalations(
+                && !crate::core::decide::due_escalations(
                     &doc.escalation_afters(),
                     &doc.escalations_done(),
                     row.created_at,
@@ -1138,7 +1142,7 @@ impl Engine {
             if news || status.is_terminal() || *shutdown.borrow() {
                 return self.view(&row, &votes);
             }
-            let now = crate::duration::now_ms();
+            let now = crate::core::duration::now_ms();
             let due = match status {
                 Status::Pending => Some(row.expires_at),
                 _ => row.approval_expires_at,

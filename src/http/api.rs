@@ -18,9 +18,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::AppState;
 use super::error::{AppError, Result};
-use crate::api::{AuditVerify, CreateRequest, Keys, RequestView, VoteBody, VoteMeta};
 use crate::auth::Principal;
-use crate::duration::now_ms;
+use crate::core::api::{AuditVerify, CreateRequest, Keys, RequestView, VoteBody, VoteMeta};
+use crate::core::duration::now_ms;
 
 /// Largest accepted webhook payload.
 const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
@@ -142,7 +142,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(p) = s.engine.tokens.authenticate(token) {
             return Ok(Caller(p));
         }
-        if token.starts_with(&format!("{}_", super::engine::HOLDER_PREFIX)) {
+        if token.starts_with(&format!("{}_", crate::service::HOLDER_PREFIX)) {
             // A holder token is good for its own request's routes only.
             // Nested under /api/v1, the router sees the path without that prefix.
             let path = parts.uri.path();
@@ -214,7 +214,7 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<RequestView>>> {
     let status = q.status.unwrap_or_else(|| "pending".into());
-    if crate::decide::Status::parse(&status).is_none() {
+    if crate::core::decide::Status::parse(&status).is_none() {
         return Err(AppError::BadRequest(format!(
             "status: `{status}` is not one of pending, approved, denied, expired, canceled, consumed"
         )));
@@ -297,7 +297,7 @@ async fn request_audit(
     State(s): State<AppState>,
     _c: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Vec<crate::api::AuditEvent>>> {
+) -> Result<Json<Vec<crate::core::api::AuditEvent>>> {
     s.engine.load(&id).await?;
     let rows = s.engine.store.audit_for(&id).await?;
     Ok(Json(rows.iter().map(|r| r.to_event()).collect()))

@@ -1,14 +1,5 @@
-//! `gate serve`: the HTTP API, the expiry timer and graceful shutdown.
-
-pub mod engine;
-pub mod error;
-mod forge_groups;
-pub mod metrics;
-mod notifications;
-mod openapi;
-mod routes;
-pub mod ui;
-mod webhooks;
+//! The composition root of `gate serve`: builds the store, policy, keys, adapters and
+//! the service, then serves HTTP and runs the timers until shutdown.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -19,12 +10,12 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use engine::Engine;
-pub use routes::router;
+use crate::http::{AppState, router, ui};
+use crate::service::{self as engine, Engine};
 
-use crate::audit::record::KeyPair;
 use crate::config::Config;
-use crate::policy::Policy;
+use crate::core::audit::record::KeyPair;
+use crate::core::policy::Policy;
 use crate::store::Store;
 
 /// Everything `gate serve` needs, after flags have been merged over the config file.
@@ -36,20 +27,6 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub signing_key: PathBuf,
     pub public_url: String,
-}
-
-/// Shared by every handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: Arc<Engine>,
-    pub shutdown: watch::Receiver<bool>,
-    pub max_wait: Duration,
-    /// Largest accepted request body, for handlers that read bodies themselves.
-    pub body_limit: usize,
-    /// Verifies OIDC tokens; `None` when no issuer is configured.
-    pub oidc: Option<Arc<crate::auth::oidc::Verifier>>,
-    /// The web UI's single sign-on client and cookie settings.
-    pub ui: Arc<ui::UiState>,
 }
 
 /// Opens the store (migrating it), loads and checks the policy, loads or makes the key.
@@ -143,12 +120,12 @@ pub async fn serve(
 /// poked by a write that may have brought a deadline closer.
 async fn run_timer(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
     loop {
-        let now = crate::duration::now_ms();
+        let now = crate::core::duration::now_ms();
         let mut sleep_ms = 1000;
         match engine.store.due(now).await {
             Ok((ids, next)) => {
                 for id in ids {
-                    if let Err(e) = engine.expire(&id, crate::duration::now_ms()).await {
+                    if let Err(e) = engine.expire(&id, crate::core::duration::now_ms()).await {
                         tracing::warn!(request = %id, error = %e, "expiring failed; will retry");
                     }
                 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::api::PublicKey;
+use crate::core::api::PublicKey;
 
 pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
@@ -84,7 +84,7 @@ impl KeyPair {
 
     /// Wraps a statement in a signed DSSE envelope.
     pub fn sign(&self, statement: &Value) -> Envelope {
-        let payload = crate::audit::canonical_bytes(statement);
+        let payload = crate::core::audit::canonical_bytes(statement);
         let sig = self.key.sign(&pae(PAYLOAD_TYPE, &payload));
         Envelope {
             payload_type: PAYLOAD_TYPE.into(),
@@ -354,10 +354,10 @@ mod tests {
         let mut e: Envelope = serde_json::from_str(&env).unwrap();
         let mut st = statement("approved");
         st["subject"][0]["digest"]["gitCommit"] = json!("evil");
-        e.payload = B64.encode(crate::audit::canonical_bytes(&st));
+        e.payload = B64.encode(crate::core::audit::canonical_bytes(&st));
         assert!(verify(&serde_json::to_string(&e).unwrap(), &keys, &Expect::default()).is_err());
         // The /api/v1/keys form parses too.
-        let keys_json = serde_json::to_string(&crate::api::Keys {
+        let keys_json = serde_json::to_string(&crate::core::api::Keys {
             keys: vec![kp.public()],
         })
         .unwrap();

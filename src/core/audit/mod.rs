@@ -6,7 +6,7 @@ pub mod record;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::api::AuditEvent;
+use crate::core::api::AuditEvent;
 
 /// `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -48,7 +48,7 @@ impl Row {
     pub fn to_event(&self) -> AuditEvent {
         AuditEvent {
             seq: self.seq,
-            at: crate::duration::rfc3339(self.at),
+            at: crate::core::duration::rfc3339(self.at),
             request_id: self.request_id.clone(),
             kind: self.kind.clone(),
             actor: self.actor.clone(),

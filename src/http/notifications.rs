@@ -7,11 +7,11 @@ use axum::extract::{Query, State};
 use serde::Deserialize;
 
 use super::AppState;
+use super::api::Caller;
 use super::error::{AppError, Result};
-use super::routes::Caller;
-use crate::api::{NotificationList, NotificationView};
 use crate::auth::Principal;
-use crate::duration::rfc3339;
+use crate::core::api::{NotificationList, NotificationView};
+use crate::core::duration::rfc3339;
 use crate::store::NotificationRow;
 
 #[derive(Deserialize)]

@@ -1,11 +1,7 @@
-//! The one error type of the HTTP layer. Each variant names its status; 500s are logged
-//! with their cause and answered without it.
+//! The one error type of the service and the HTTP layer above it. Each variant names its
+//! status; `http::error` turns it into the JSON answer.
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-
-use crate::api::{ErrorBody, ErrorDetail};
+use http::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -88,30 +84,5 @@ impl From<crate::auth::oidc::OidcError> for AppError {
             OidcError::NotAllowed(m) => AppError::Forbidden("oidc_not_allowed", m),
             OidcError::Unavailable(m) => AppError::Unavailable(m),
         }
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let message = match &self {
-            AppError::Internal(e) => {
-                tracing::error!(error = ?e, "internal error");
-                "internal error; see the server log".to_string()
-            }
-            other => other.to_string(),
-        };
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_string(),
-                message,
-            },
-        };
-        let mut resp = (status, Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
-        }
-        resp
     }
 }

@@ -7,8 +7,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::VoteMeta;
 use crate::auth::Principal;
+use crate::core::api::VoteMeta;
 use crate::store::SessionRow;
 
 pub const SESSION_COOKIE: &str = "gate_session";

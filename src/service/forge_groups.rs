@@ -14,12 +14,12 @@
 
 use serde_json::{Value, json};
 
-use super::engine::{Doc, Engine};
 use super::error::{AppError, Result};
-use crate::api::VoteMeta;
-use crate::decide::{Requirement, State};
+use super::{Doc, Engine};
+use crate::core::api::VoteMeta;
+use crate::core::decide::{Requirement, State};
+use crate::core::policy::GroupSource;
 use crate::forge::groups::ForgeError;
-use crate::policy::GroupSource;
 use crate::store::VoteRow;
 
 /// Live member lists, one per requirement of a request; `None` for lists of users.

@@ -15,12 +15,12 @@ use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::engine::{Engine, doc_of};
 use super::error::{AppError, Result};
-use crate::api::VoteMeta;
 use crate::auth::Principal;
-use crate::duration::now_ms;
+use crate::core::api::VoteMeta;
+use crate::core::duration::now_ms;
 use crate::forge::webhook::{self, Command, GithubIssueComment, GitlabNote};
+use crate::service::{Engine, doc_of};
 
 /// How many pending requests are searched for the one a comment is about.
 const SEARCH_LIMIT: i64 = 5000;
