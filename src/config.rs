@@ -2,170 +2,13 @@
 //! (`users`), which pipelines may open requests (`pipelines` with static tokens, `oidc`
 //! with tokens from trusted issuers). Secrets appear only as SHA-256 digests.
 
+use crate::core::url::check_url;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// An approver.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct User {
-    pub name: String,
-    /// SHA-256 (hex) of the user's bearer token; `gate token hash` prints it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_sha256: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    /// GitHub login: a request whose actor is this login is this user's own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub github: Option<String>,
-    /// GitLab username, as for `github`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gitlab: Option<String>,
-    /// Jenkins user id, as for `github`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jenkins: Option<String>,
-}
-
-impl User {
-    /// Every identity under which this user can appear as a requester.
-    pub fn identities(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.name.as_str())
-            .chain(self.email.as_deref())
-            .chain(self.github.as_deref())
-            .chain(self.gitlab.as_deref())
-            .chain(self.jenkins.as_deref())
-    }
-}
-
-/// A pipeline that may open requests with a static token.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Pipeline {
-    pub name: String,
-    pub token_sha256: String,
-}
-
-/// Which CI system an OIDC issuer speaks for: it decides how claims map to the context.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum OidcPlatform {
-    Github,
-    Gitlab,
-    #[default]
-    Generic,
-}
-
-impl OidcPlatform {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OidcPlatform::Github => "github",
-            OidcPlatform::Gitlab => "gitlab",
-            OidcPlatform::Generic => "generic",
-        }
-    }
-}
-
-/// A trusted OIDC issuer: pipelines holding a token it signed for `audience` may open
-/// requests, and the token's claims become the request context (see docs/oidc.md).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct OidcIssuer {
-    /// Compared exactly with the token's `iss`, e.g. `https://token.actions.githubusercontent.com`.
-    pub issuer: String,
-    /// The token's `aud` must be (or contain) this, e.g. `jitgate`.
-    pub audience: String,
-    pub platform: OidcPlatform,
-    /// Where the issuer's keys are; default: `jwks_uri` from `{issuer}/.well-known/openid-configuration`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwks_url: Option<String>,
-    /// The pipeline name requests are opened by (default `oidc:<platform>`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Globs the verified repository must match (GitHub `repository`, GitLab `project_path`);
-    /// empty allows any. A token whose repository is not allowed gets 403.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub repositories: Vec<String>,
-    /// Globs the token's `sub` must match; empty allows any.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub subjects: Vec<String>,
-}
-
-impl OidcIssuer {
-    /// The pipeline name requests opened with this issuer's tokens carry.
-    pub fn pipeline_name(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| format!("oidc:{}", self.platform.as_str()))
-    }
-}
-
-/// Access to one forge (GitHub or GitLab): its API, a token that can read team or group
-/// membership and comment on pull/merge requests, and the secret its webhooks are signed
-/// with. Secrets are best given as environment variable names (`token_env`,
-/// `webhook_secret_env`); `token` / `webhook_secret` in the file also work.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ForgeAccess {
-    /// Default `https://api.github.com` or `https://gitlab.com/api/v4`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_env: Option<String>,
-    /// Verifies `POST /webhooks/github|gitlab`; without one the route answers 404.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook_secret: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook_secret_env: Option<String>,
-}
-
-impl ForgeAccess {
-    /// The token, read from the environment when named by `token_env`.
-    pub fn resolve_token(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-        secret(&self.token, &self.token_env, "token", env)?.ok_or_else(|| "needs `token_env` (or `token`)".into())
-    }
-
-    /// The webhook secret, if one is configured.
-    pub fn resolve_webhook_secret(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
-        secret(&self.webhook_secret, &self.webhook_secret_env, "webhook_secret", env)
-    }
-}
-
-fn secret(
-    value: &Option<String>,
-    var: &Option<String>,
-    what: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<String>, String> {
-    match (value, var) {
-        (Some(_), Some(_)) => Err(format!("give `{what}` or `{what}_env`, not both")),
-        (Some(v), None) if v.trim().is_empty() => Err(format!("`{what}` is empty")),
-        (Some(v), None) => Ok(Some(v.trim().to_string())),
-        (None, Some(name)) => match env(name) {
-            Some(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_string())),
-            _ => Err(format!(
-                "`{what}_env` names `{name}`, which is not set in the environment"
-            )),
-        },
-        (None, None) => Ok(None),
-    }
-}
-
-/// `forge:` in gate.yaml: where team/group membership is read and comment votes come from.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ForgeConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub github: Option<ForgeAccess>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gitlab: Option<ForgeAccess>,
-    /// How long a resolved member list is reused when a request opens (default 5m).
-    /// Votes always re-read membership from the forge.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_ttl: Option<crate::core::duration::Dur>,
-}
+pub use crate::auth::config::{OidcIssuer, OidcPlatform, Pipeline, Sso, User};
+pub use crate::forge::config::{ForgeAccess, ForgeConfig};
 
 /// `gate.yaml`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -210,81 +53,6 @@ pub struct Config {
     /// GitHub and GitLab access: team/group membership, comment approvals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forge: Option<ForgeConfig>,
-}
-
-/// How the web UI's "Sign in with SSO" talks to the OpenID provider.
-#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Sso {
-    /// Compared exactly with the discovery document's and the ID token's `iss`.
-    pub issuer: String,
-    pub client_id: String,
-    /// The client secret in clear; prefer `client_secret_env`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret: Option<String>,
-    /// The name of an environment variable holding the client secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret_env: Option<String>,
-    /// How the secret is sent to the token endpoint: `client_secret_basic` (default) or
-    /// `client_secret_post`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_auth: Option<String>,
-    /// Default `[openid, email, profile]`; `openid` is always asked for.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scopes: Vec<String>,
-    /// Which ID token claim names the person (default `email`), matched against the
-    /// `name`, `email`, `github` and `gitlab` of `users:` entries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_claim: Option<String>,
-    /// When set, only people whose verified `email` is in one of these domains may sign in;
-    /// those who match no `users:` entry get a read-only session (they cannot vote).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allowed_domains: Vec<String>,
-    /// A name shown on the sign-in button (default "single sign-on").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-}
-
-impl std::fmt::Debug for Sso {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sso")
-            .field("issuer", &self.issuer)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
-            .field("client_secret_env", &self.client_secret_env)
-            .field("scopes", &self.scopes)
-            .field("user_claim", &self.user_claim)
-            .field("allowed_domains", &self.allowed_domains)
-            .finish()
-    }
-}
-
-impl Sso {
-    pub fn user_claim(&self) -> &str {
-        self.user_claim.as_deref().unwrap_or("email")
-    }
-
-    pub fn scopes(&self) -> Vec<String> {
-        let mut s: Vec<String> = if self.scopes.is_empty() {
-            vec!["openid".into(), "email".into(), "profile".into()]
-        } else {
-            self.scopes.clone()
-        };
-        if !s.iter().any(|x| x == "openid") {
-            s.insert(0, "openid".into());
-        }
-        s
-    }
-
-    /// The client secret, from the config or the named environment variable.
-    pub fn secret(&self) -> Option<String> {
-        self.client_secret.clone().or_else(|| {
-            self.client_secret_env
-                .as_deref()
-                .and_then(|v| std::env::var(v).ok())
-                .filter(|v| !v.is_empty())
-        })
-    }
 }
 
 /// A config that cannot be used, with where it is wrong.
@@ -500,30 +268,6 @@ impl Config {
     }
 }
 
-/// An issuer or JWKS URL: https, or http on the loopback only (tests, local issuers).
-pub(crate) fn check_url(u: &str) -> Result<(), String> {
-    if let Some(rest) = u.strip_prefix("https://") {
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(format!("`{u}` has no host"));
-        }
-        return Ok(());
-    }
-    if let Some(rest) = u.strip_prefix("http://") {
-        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = host.rsplit_once(':').map_or(
-            host,
-            |(h, p)| {
-                if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host }
-            },
-        );
-        if matches!(host, "localhost" | "[::1]") || host.starts_with("127.") {
-            return Ok(());
-        }
-        return Err(format!("`{u}` must be https:// (http:// only on the loopback)"));
-    }
-    Err(format!("`{u}` must be an https:// URL"))
-}
-
 fn check_digest(h: &str) -> Result<(), String> {
     if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(())
@@ -693,5 +437,44 @@ mod tests {
         assert_eq!(c.users_for_identity("a@x.io"), vec!["alice"]);
         assert_eq!(c.users_for_identity("bob"), vec!["bob"]);
         assert!(c.users_for_identity("").is_empty());
+    }
+
+    #[test]
+    fn config_is_checked_with_locations() {
+        let e = Config::parse(
+            "gate.yaml",
+            "notify:\n  webhooks:\n    - name: a\n      url: http://example.com/hook\n      secret_env: S\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("must be https://"), "{e}");
+        let e = Config::parse(
+            "gate.yaml",
+            "notify:\n  email:\n    host: h\n    from: gate@x.io\n    starttls: maybe\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("unknown variant `maybe`"), "{e}");
+        let e = Config::parse("gate.yaml", "notify:\n  retry_bse: 1s\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = Config::parse(
+            "gate.yaml",
+            "notify:\n  email:\n    host: h\n    from: not an address\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        let e = Config::parse("gate.yaml", "notify:\n  slack:\n    - name: s\n").unwrap_err();
+        assert!(e.message.contains("exactly one of `url` and `url_env`"), "{e}");
+        let e = Config::parse("gate.yaml", "notify:\n  retry_base: 10m\n").unwrap_err();
+        assert!(e.message.contains("longer than"), "{e}");
+        let ok = Config::parse(
+            "gate.yaml",
+            "notify:\n  retry_base: 100ms\n  email:\n    host: h\n    port: 2525\n    from: jitgate <gate@x.io>\n    starttls: none\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.notify.unwrap().email.unwrap().starttls,
+            crate::notify::config::StartTls::None
+        );
     }
 }

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::http::{AppState, router, ui};
+use crate::notify::worker::Channels;
 use crate::service::{self as engine, Engine};
 
 use crate::config::Config;
@@ -29,11 +29,19 @@ pub struct Settings {
     pub public_url: String,
 }
 
+/// A built server: the engine and the notification channels (their secrets resolved
+/// once, at build time, so a missing one stops the start before anything listens).
+pub struct Server {
+    pub engine: Arc<Engine>,
+    channels: Option<Arc<Channels>>,
+}
+
 /// Opens the store (migrating it), loads and checks the policy, loads or makes the key.
-pub async fn build(s: &Settings) -> anyhow::Result<Arc<Engine>> {
+pub async fn build(s: &Settings) -> anyhow::Result<Server> {
     let policy = Policy::load(&s.policy)?;
     policy.check_members(&|u| s.config.user(u).is_some())?;
-    let forge = crate::forge::Forge::from_config(&s.config, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    let forge = crate::forge::Forge::from_config(s.config.forge.as_ref(), &|k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)?;
     for (name, src) in &policy.forge_groups {
         forge
             .check_source(src)
@@ -43,55 +51,41 @@ pub async fn build(s: &Settings) -> anyhow::Result<Arc<Engine>> {
     let keys =
         KeyPair::load_or_create(&s.signing_key).with_context(|| format!("signing key {}", s.signing_key.display()))?;
     // Notification secrets come from the environment: a missing one stops the start here.
-    crate::notify::worker::Channels::resolve(&s.config).map_err(anyhow::Error::msg)?;
+    let channels = match &s.config.notify {
+        Some(n) => Some(Arc::new(Channels::resolve(n).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
     let store = Store::connect(&s.database_url)
         .await
         .with_context(|| format!("opening the database ({})", redact(&s.database_url)))?;
     let mut engine = Engine::new(store, policy, s.config.clone(), keys, s.public_url.clone());
     engine.forge = Arc::new(forge);
-    Ok(Arc::new(engine))
+    Ok(Server {
+        engine: Arc::new(engine),
+        channels,
+    })
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish
 /// (long-waits return at once with the current state).
 pub async fn serve(
     listener: TcpListener,
-    engine: Arc<Engine>,
+    server: Server,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Server { engine, channels } = server;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let max_wait = Duration::from_secs(engine.config.max_wait_secs.unwrap_or(60).clamp(1, 600));
-    let body_limit = engine.config.max_body_bytes.unwrap_or(64 * 1024);
-    let oidc = if engine.config.oidc.is_empty() {
-        None
-    } else {
-        Some(Arc::new(
-            crate::auth::oidc::Verifier::new(&engine.config.oidc).map_err(anyhow::Error::msg)?,
-        ))
-    };
-    let ui = ui::state(&engine.config, &engine.public_url).map_err(anyhow::Error::msg)?;
-    let state = AppState {
-        ui,
-        engine: engine.clone(),
-        shutdown: stop_rx.clone(),
-        max_wait,
-        body_limit,
-        oidc,
-    };
+    let app = crate::http::app(engine.clone(), stop_rx.clone())?;
     let timer = tokio::spawn(run_timer(engine.clone(), stop_rx.clone()));
     let listener_task = tokio::spawn(run_listener(engine.clone(), stop_rx.clone()));
-    let notifier = match &engine.config.notify {
-        Some(_) => {
-            let channels = crate::notify::worker::Channels::resolve(&engine.config).map_err(anyhow::Error::msg)?;
-            Some(tokio::spawn(crate::notify::worker::run(
-                engine.clone(),
-                Arc::new(channels),
-                stop_rx.clone(),
-            )))
-        }
-        None => None,
-    };
-    let app = router(state, body_limit);
+    let notifier = channels.map(|channels| {
+        tokio::spawn(crate::notify::worker::run(
+            engine.store.clone(),
+            engine.notify.clone(),
+            channels,
+            stop_rx.clone(),
+        ))
+    });
     let mut stopped = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stopped.wait_for(|s| *s).await;

@@ -232,7 +232,7 @@ async fn forge_down_refuses_votes_and_opens() {
 fn sign(body: &[u8]) -> String {
     format!(
         "sha256={}",
-        hex::encode(jitgate::forge::webhook::hmac_sha256(GH_SECRET.as_bytes(), body))
+        hex::encode(jitgate::core::crypto::hmac_sha256(GH_SECRET.as_bytes(), body))
     )
 }
 
@@ -327,7 +327,7 @@ async fn github_comment_approvals() {
         assert_eq!(st, 401);
         let wrong = format!(
             "sha256={}",
-            hex::encode(jitgate::forge::webhook::hmac_sha256(b"guess", &body))
+            hex::encode(jitgate::core::crypto::hmac_sha256(b"guess", &body))
         );
         let (st, v) = post_github(&s, "d-0", &body, Some(wrong)).await;
         assert_eq!(st, 401, "{v}");

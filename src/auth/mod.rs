@@ -2,6 +2,7 @@
 //! OIDC tokens from a trusted issuer, see [`oidc`]). Static tokens are compared as SHA-256
 //! digests in constant time.
 
+pub mod config;
 pub mod oidc;
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::Config;
+use self::config::{Pipeline, User};
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,14 +57,15 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    pub fn from_config(cfg: &Config) -> Tokens {
+    /// The tokens of the configured `users` (approvers) and `pipelines`.
+    pub fn new(users: &[User], pipelines: &[Pipeline]) -> Tokens {
         let mut entries = Vec::new();
-        for u in &cfg.users {
+        for u in users {
             if let Some(d) = u.token_sha256.as_deref().and_then(decode) {
                 entries.push((d, Principal::Approver(u.name.clone())));
             }
         }
-        for p in &cfg.pipelines {
+        for p in pipelines {
             if let Some(d) = decode(&p.token_sha256) {
                 entries.push((d, Principal::pipeline(p.name.clone())));
             }
@@ -102,43 +104,22 @@ pub fn new_token(prefix: &str) -> String {
     format!("{prefix}_{}", hex::encode(b))
 }
 
-/// HMAC-SHA256 of `msg` under `key` (webhook signatures, both ways).
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
-}
-
-/// Checks a `sha256=<hex HMAC-SHA256 of msg>` header in constant time.
-pub fn verify_sha256_header(key: &[u8], msg: &[u8], header: &str) -> bool {
-    let Some(given) = header.trim().strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()) else {
-        return false;
-    };
-    let want = hmac_sha256(key, msg);
-    given.len() == want.len() && bool::from(given.ct_eq(&want))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Pipeline, User};
 
     #[test]
     fn tokens_resolve_to_their_principal() {
-        let cfg = Config {
-            users: vec![User {
-                name: "alice".into(),
-                token_sha256: Some(hash_token("a-token")),
-                ..Default::default()
-            }],
-            pipelines: vec![Pipeline {
-                name: "ci".into(),
-                token_sha256: hash_token("p-token\n"),
-            }],
+        let users = [User {
+            name: "alice".into(),
+            token_sha256: Some(hash_token("a-token")),
             ..Default::default()
-        };
-        let t = Tokens::from_config(&cfg);
+        }];
+        let pipelines = [Pipeline {
+            name: "ci".into(),
+            token_sha256: hash_token("p-token\n"),
+        }];
+        let t = Tokens::new(&users, &pipelines);
         assert_eq!(t.authenticate("a-token"), Some(Principal::Approver("alice".into())));
         assert_eq!(t.authenticate("p-token"), Some(Principal::pipeline("ci")));
         assert_eq!(t.authenticate("a-token "), None);

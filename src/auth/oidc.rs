@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::config::{OidcIssuer, OidcPlatform};
+use super::config::{OidcIssuer, OidcPlatform};
 use crate::core::api::Context;
 use crate::core::policy::glob_match;
 
@@ -183,7 +183,7 @@ impl VerifiedIdentity {
             fields.get("ref").cloned(),
             claims.get("ref_type").and_then(Value::as_str),
         ) {
-            fields.insert("ref".into(), crate::ci::full_ref(&r, kind));
+            fields.insert("ref".into(), crate::core::context::full_ref(&r, kind));
         }
         VerifiedIdentity {
             issuer: cfg.issuer.clone(),
@@ -555,7 +555,7 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, String
         .get("jwks_uri")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("{url} has no `jwks_uri`"))?;
-    crate::config::check_url(jwks).map_err(|m| format!("{url}: jwks_uri {m}"))?;
+    crate::core::url::check_url(jwks).map_err(|m| format!("{url}: jwks_uri {m}"))?;
     Ok(jwks.to_string())
 }
 

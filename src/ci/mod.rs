@@ -5,6 +5,7 @@ pub mod identity;
 pub mod report;
 
 use crate::core::api::Context;
+use crate::core::context::full_ref;
 
 /// The platform, from the variables each one always sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,19 +152,6 @@ fn repo_from_git_url(url: &str) -> Option<String> {
     };
     let path = path.trim_start_matches('/').trim_end_matches(".git");
     path.contains('/').then(|| path.to_string())
-}
-
-/// `main` of kind `branch` → `refs/heads/main`, of kind `tag` → `refs/tags/main`; a name
-/// that is already a full ref, or empty, is kept.
-pub fn full_ref(name: &str, kind: &str) -> String {
-    if name.is_empty() || name.starts_with("refs/") {
-        return name.to_string();
-    }
-    match kind {
-        "tag" => format!("refs/tags/{name}"),
-        "branch" => format!("refs/heads/{name}"),
-        _ => name.to_string(),
-    }
 }
 
 /// `Jane Doe <jane@example.com>` → `jane@example.com`.

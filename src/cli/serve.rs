@@ -131,7 +131,7 @@ pub async fn run(a: ServeArgs) -> Outcome {
         signing_key,
         public_url: public_url.clone(),
     };
-    let engine = server::build(&settings)
+    let server = server::build(&settings)
         .await
         .map_err(|e| Failure::usage(format!("{e:#}")))?;
     let stop = shutdown_signal();
@@ -146,7 +146,7 @@ pub async fn run(a: ServeArgs) -> Outcome {
             }
         });
     }
-    server::serve(listener, engine, stop)
+    server::serve(listener, server, stop)
         .await
         .map_err(|e| Failure::usage(format!("{e:#}")))?;
     Ok(0)

@@ -4,9 +4,12 @@
 
 pub mod api;
 pub mod audit;
+pub mod context;
+pub mod crypto;
 pub mod decide;
 pub mod duration;
 pub mod policy;
+pub mod url;
 
 /// An error's message followed by each cause it does not already say, `: `-separated
 /// (reqwest and octocrab put the useful part in the causes).

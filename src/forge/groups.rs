@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::config::{Config, ForgeAccess};
+use super::config::{ForgeAccess, ForgeConfig};
 use crate::core::policy::GroupSource;
 
 /// The default `forge.cache_ttl`.
@@ -77,8 +77,8 @@ impl Forge {
     }
 
     /// From `forge:` in the config; secrets named by `*_env` are read from `env`.
-    pub fn from_config(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Forge, String> {
-        let Some(f) = &cfg.forge else {
+    pub fn from_config(cfg: Option<&ForgeConfig>, env: &dyn Fn(&str) -> Option<String>) -> Result<Forge, String> {
+        let Some(f) = cfg else {
             return Ok(Forge::default());
         };
         let endpoint = |key: &str, a: &ForgeAccess, default: &str| -> Result<Endpoint, String> {

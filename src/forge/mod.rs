@@ -6,6 +6,7 @@
 //! forge answers.
 
 /// Team and group membership, comment replies (for policy groups and comment approvals).
+pub mod config;
 pub mod groups;
 pub mod webhook;
 

@@ -5,11 +5,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use crate::auth::hmac_sha256;
+pub use crate::core::crypto::hmac_sha256;
 
 /// GitHub: `X-Hub-Signature-256: sha256=<hex HMAC of the raw body>`, compared in constant time.
 pub fn github_signature_ok(secret: &str, body: &[u8], header: Option<&str>) -> bool {
-    header.is_some_and(|h| crate::auth::verify_sha256_header(secret.as_bytes(), body, h))
+    header.is_some_and(|h| crate::core::crypto::verify_sha256_header(secret.as_bytes(), body, h))
 }
 
 /// GitLab: `X-Gitlab-Token` equal to the secret, compared in constant time (as digests,

@@ -165,7 +165,7 @@ impl NotifyConfig {
             if !names.insert(format!("webhook:{}", w.name)) {
                 return Err(at(&w.name, format!("notify webhook `{}` is listed twice", w.name)));
             }
-            crate::config::check_url(&w.url)
+            crate::core::url::check_url(&w.url)
                 .map_err(|m| at(&w.url, format!("notify webhook `{}`: url {m}", w.name)))?;
             check_env(&w.secret_env)
                 .map_err(|m| at("secret_env:", format!("notify webhook `{}`: secret_env {m}", w.name)))?;
@@ -178,7 +178,7 @@ impl NotifyConfig {
             }
             match (&s.url, &s.url_env) {
                 (Some(u), None) => {
-                    crate::config::check_url(u).map_err(|m| at(u, format!("notify slack `{}`: url {m}", s.name)))?
+                    crate::core::url::check_url(u).map_err(|m| at(u, format!("notify slack `{}`: url {m}", s.name)))?
                 }
                 (None, Some(e)) => {
                     check_env(e).map_err(|m| at("url_env:", format!("notify slack `{}`: url_env {m}", s.name)))?

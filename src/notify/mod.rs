@@ -18,7 +18,6 @@ use tokio::sync::{Notify, watch};
 
 pub use config::{Event, NotifyConfig};
 
-use crate::config::Config;
 use crate::core::api::RequestView;
 use crate::core::duration::rfc3339;
 use crate::store::NotificationDraft;
@@ -70,27 +69,30 @@ impl Hub {
     }
 }
 
+/// A configured user a notification is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub name: String,
+    pub email: Option<String>,
+}
+
 /// The outbox rows an event on a request produces: one per webhook and Slack channel that
 /// wants the event, and one per email address of `people` when email is configured.
 ///
-/// `people` are the configured users the event is for: for `opened`, everyone who may
-/// vote (never a requester); for `decided`, the requester. The caller picks them; this
-/// only drops names that are not configured users and addresses listed twice.
+/// `people` are the configured users the event is for, with their email addresses: for
+/// `opened`, everyone who may vote (never a requester); for `decided`, the requester. The
+/// caller picks them (and drops names that are not configured users); this only drops
+/// addresses listed twice.
 pub fn drafts(
-    cfg: &Config,
+    n: &NotifyConfig,
     server: &str,
     event: Event,
     view: &RequestView,
-    people: &[String],
+    people: &[Recipient],
     now: i64,
 ) -> Vec<NotificationDraft> {
-    let Some(n) = &cfg.notify else { return vec![] };
-    let people: Vec<&str> = people
-        .iter()
-        .map(String::as_str)
-        .filter(|p| cfg.user(p).is_some())
-        .collect();
-    let mut doc = document(server, event, view, &people, now);
+    let names: Vec<&str> = people.iter().map(|p| p.name.as_str()).collect();
+    let mut doc = document(server, event, view, &names, now);
     let mut out = Vec::new();
     let mut push = |channel: &str, recipient: &str, extra: Option<Value>| {
         let key = format!("{}:{}:{channel}:{recipient}", view.id, event.as_str());
@@ -117,70 +119,18 @@ pub fn drafts(
     }
     if n.email.as_ref().is_some_and(|e| config::wants(&e.events, event)) {
         let mut seen = std::collections::HashSet::new();
-        for p in &people {
-            let Some(addr) = cfg.user(p).and_then(|u| u.email.as_deref()) else {
+        for p in people {
+            let Some(addr) = p.email.as_deref() else {
                 continue;
             };
             let addr = addr.trim();
             if addr.is_empty() || !seen.insert(addr.to_ascii_lowercase()) {
                 continue;
             }
-            push(EMAIL, addr, Some(json!({"user": p, "email": addr})));
+            push(EMAIL, addr, Some(json!({"user": p.name, "email": addr})));
         }
     }
     out
-}
-
-impl crate::service::Engine {
-    /// Queues, in `tx`, the notifications `event` on request `row` produces (in the state
-    /// `row` is about to commit). `opened` goes to everyone who may vote, never to a
-    /// requester; `decided` to the requester. Returns whether anything was queued; the
-    /// caller wakes the worker (`notify.queued()`) once `tx` committed.
-    pub(crate) async fn enqueue_notifications(
-        &self,
-        tx: &mut crate::store::Tx,
-        event: Event,
-        row: &crate::store::RequestRow,
-        votes: &[crate::store::VoteRow],
-        now: i64,
-    ) -> Result<bool, crate::store::StoreError> {
-        if self.config.notify.is_none() {
-            return Ok(false);
-        }
-        let view = self
-            .view(row, votes)
-            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-        // An escalation tells the members of its `notify` groups; its deliveries are
-        // keyed by how many escalations the request has had, so each step is sent.
-        let mut escalation = None;
-        let people = match event {
-            Event::Opened => view.approvers(),
-            Event::Decided => view.requester.clone(),
-            Event::Escalated => {
-                let doc = crate::service::doc_of(row).map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-                escalation = Some(doc.escalations.len());
-                let mut people: Vec<String> = Vec::new();
-                for e in doc.escalations.iter().filter(|e| e.at == now) {
-                    for p in &e.notified {
-                        if !people.contains(p) {
-                            people.push(p.clone());
-                        }
-                    }
-                }
-                people
-            }
-        };
-        let mut queued = false;
-        for mut d in drafts(&self.config, &self.public_url, event, &view, &people, now) {
-            if let Some(n) = escalation {
-                let (old, new) = (format!("{}:escalated:", view.id), format!("{}:escalated-{n}:", view.id));
-                d.payload = d.payload.replace(&old, &new);
-                d.key = d.key.replacen(&old, &new, 1);
-            }
-            queued |= tx.enqueue_notification(&d).await?;
-        }
-        Ok(queued)
-    }
 }
 
 /// The JSON document of one notification: the webhook body as sent, and what Slack and
@@ -275,12 +225,19 @@ mod tests {
 
     #[test]
     fn one_row_per_channel_and_address() {
-        let cfg = Config::parse(
-            "gate.yaml",
-            "users:\n  - name: bob\n    email: b@x.io\n  - name: carol\n    email: B@x.io\n  - name: dave\nnotify:\n  webhooks:\n    - { name: audit, url: https://h.example/x, secret_env: S }\n    - { name: only-decided, url: https://h.example/y, secret_env: S, events: [decided] }\n  slack:\n    - { name: rel, url: https://hooks.slack.com/services/x }\n  email:\n    host: smtp.example\n    from: gate@x.io\n",
+        let cfg: NotifyConfig = serde_norway::from_str(
+            "webhooks:\n  - { name: audit, url: https://h.example/x, secret_env: S }\n  - { name: only-decided, url: https://h.example/y, secret_env: S, events: [decided] }\nslack:\n  - { name: rel, url: https://hooks.slack.com/services/x }\nemail:\n  host: smtp.example\n  from: gate@x.io\n",
         )
         .unwrap();
-        let people = ["bob".into(), "carol".into(), "dave".into(), "nobody".into()];
+        let person = |name: &str, email: Option<&str>| Recipient {
+            name: name.into(),
+            email: email.map(Into::into),
+        };
+        let people = [
+            person("bob", Some("b@x.io")),
+            person("carol", Some("B@x.io")),
+            person("dave", None),
+        ];
         let d = drafts(&cfg, "http://g", Event::Opened, &view(), &people, 0);
         let keys: Vec<&str> = d.iter().map(|d| d.key.as_str()).collect();
         assert_eq!(
@@ -299,42 +256,6 @@ mod tests {
         let mail: Value = serde_json::from_str(&d[2].payload).unwrap();
         assert_eq!(mail["to"]["user"], "bob");
         assert_eq!(title(&doc), "Approval needed: production of acme/app");
-        assert!(drafts(&Config::default(), "", Event::Opened, &view(), &people, 0).is_empty());
-    }
-
-    #[test]
-    fn config_is_checked_with_locations() {
-        let e = Config::parse(
-            "gate.yaml",
-            "notify:\n  webhooks:\n    - name: a\n      url: http://example.com/hook\n      secret_env: S\n",
-        )
-        .unwrap_err();
-        assert_eq!(e.line, 4, "{e}");
-        assert!(e.message.contains("must be https://"), "{e}");
-        let e = Config::parse(
-            "gate.yaml",
-            "notify:\n  email:\n    host: h\n    from: gate@x.io\n    starttls: maybe\n",
-        )
-        .unwrap_err();
-        assert_eq!(e.line, 5, "{e}");
-        assert!(e.message.contains("unknown variant `maybe`"), "{e}");
-        let e = Config::parse("gate.yaml", "notify:\n  retry_bse: 1s\n").unwrap_err();
-        assert_eq!(e.line, 2, "{e}");
-        let e = Config::parse(
-            "gate.yaml",
-            "notify:\n  email:\n    host: h\n    from: not an address\n",
-        )
-        .unwrap_err();
-        assert_eq!(e.line, 4, "{e}");
-        let e = Config::parse("gate.yaml", "notify:\n  slack:\n    - name: s\n").unwrap_err();
-        assert!(e.message.contains("exactly one of `url` and `url_env`"), "{e}");
-        let e = Config::parse("gate.yaml", "notify:\n  retry_base: 10m\n").unwrap_err();
-        assert!(e.message.contains("longer than"), "{e}");
-        let ok = Config::parse(
-            "gate.yaml",
-            "notify:\n  retry_base: 100ms\n  email:\n    host: h\n    port: 2525\n    from: jitgate <gate@x.io>\n    starttls: none\n",
-        )
-        .unwrap();
-        assert_eq!(ok.notify.unwrap().email.unwrap().starttls, config::StartTls::None);
+        assert!(drafts(&NotifyConfig::default(), "", Event::Opened, &view(), &people, 0).is_empty());
     }
 }

@@ -6,12 +6,12 @@
 
 /// The `X-Jitgate-Signature` value of `body` under `secret`.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(crate::auth::hmac_sha256(secret, body)))
+    format!("sha256={}", hex::encode(crate::core::crypto::hmac_sha256(secret, body)))
 }
 
 /// Checks a signature header in constant time (for receivers written in Rust, and tests).
 pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
-    crate::auth::verify_sha256_header(secret, body, header)
+    crate::core::crypto::verify_sha256_header(secret, body, header)
 }
 
 /// POSTs `body` to `url`, signed; any 2xx is a delivery.

@@ -15,11 +15,9 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::email::Mailer;
-use super::{EMAIL, SLACK, WEBHOOK};
-use crate::config::Config;
+use super::{EMAIL, Hub, NotifyConfig, SLACK, WEBHOOK};
 use crate::core::duration::now_ms;
-use crate::service::Engine;
-use crate::store::NotificationRow;
+use crate::store::{NotificationRow, Store};
 
 /// How many rows one round claims.
 const BATCH: i64 = 16;
@@ -42,8 +40,7 @@ pub struct Channels {
 impl Channels {
     /// Reads the secrets `notify:` names. Fails, naming the variable, when one is unset,
     /// so a misconfigured server does not start rather than silently not notifying.
-    pub fn resolve(cfg: &Config) -> Result<Channels, String> {
-        let n = cfg.notify.clone().unwrap_or_default();
+    pub fn resolve(n: &NotifyConfig) -> Result<Channels, String> {
         let timeout = n.timeout().as_std();
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -68,7 +65,7 @@ impl Channels {
                 (Some(u), _) => u.clone(),
                 (None, Some(var)) => {
                     let u = env(&format!("slack `{}` url_env", s.name), var)?;
-                    crate::config::check_url(&u).map_err(|m| format!("notify slack `{}`: ${var} {m}", s.name))?;
+                    crate::core::url::check_url(&u).map_err(|m| format!("notify slack `{}`: ${var} {m}", s.name))?;
                     u
                 }
                 (None, None) => return Err(format!("notify slack `{}`: no url", s.name)),
@@ -130,7 +127,7 @@ pub fn backoff(attempts: i64, base_ms: i64, max_ms: i64, rng: &mut impl Rng) -> 
 }
 
 /// Runs until `stop` turns true, then finishes the round in flight and returns.
-pub async fn run(engine: Arc<Engine>, channels: Arc<Channels>, mut stop: watch::Receiver<bool>) {
+pub async fn run(store: Store, hub: Arc<Hub>, channels: Arc<Channels>, mut stop: watch::Receiver<bool>) {
     let claimer = format!("w_{}", uuid::Uuid::new_v4().simple());
     let mut pause = Duration::from_millis(100);
     loop {
@@ -138,13 +135,13 @@ pub async fn run(engine: Arc<Engine>, channels: Arc<Channels>, mut stop: watch::
             return;
         }
         let now = now_ms();
-        let sleep = match round(&engine, &channels, &claimer, now).await {
+        let sleep = match round(&store, &hub, &channels, &claimer, now).await {
             Ok(more) => {
                 pause = Duration::from_millis(100);
                 if more {
                     Duration::ZERO
                 } else {
-                    match engine.store.next_notification_due().await {
+                    match store.next_notification_due().await {
                         Ok(Some(due)) => {
                             Duration::from_millis((due - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64)
                         }
@@ -167,7 +164,7 @@ pub async fn run(engine: Arc<Engine>, channels: Arc<Channels>, mut stop: watch::
         }
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
-            _ = engine.notify.woken() => {}
+            _ = hub.woken() => {}
             _ = stop.changed() => {}
         }
     }
@@ -176,13 +173,13 @@ pub async fn run(engine: Arc<Engine>, channels: Arc<Channels>, mut stop: watch::
 /// Claims one batch and delivers it, concurrently. `Ok(true)` when the batch was full
 /// (more may be due at once).
 async fn round(
-    engine: &Arc<Engine>,
+    store: &Store,
+    hub: &Arc<Hub>,
     channels: &Arc<Channels>,
     claimer: &str,
     now: i64,
 ) -> Result<bool, crate::store::StoreError> {
-    let rows = engine
-        .store
+    let rows = store
         .claim_notifications(claimer, now, now + channels.lease_ms(), BATCH)
         .await?;
     if rows.is_empty() {
@@ -191,24 +188,31 @@ async fn round(
     let full = rows.len() as i64 == BATCH;
     let mut set = tokio::task::JoinSet::new();
     for row in rows {
-        let engine = engine.clone();
+        let (store, hub) = (store.clone(), hub.clone());
         let channels = channels.clone();
         let claimer = claimer.to_string();
         set.spawn(async move {
             let result = channels.deliver(&row).await;
-            settle(&engine, &channels, &claimer, &row, result).await;
+            settle(&store, &hub, &channels, &claimer, &row, result).await;
         });
     }
     while set.join_next().await.is_some() {}
     Ok(full)
 }
 
-async fn settle(engine: &Engine, ch: &Channels, claimer: &str, row: &NotificationRow, result: Result<(), String>) {
+async fn settle(
+    store: &Store,
+    hub: &Hub,
+    ch: &Channels,
+    claimer: &str,
+    row: &NotificationRow,
+    result: Result<(), String>,
+) {
     let now = now_ms();
     let written = match &result {
         Ok(()) => {
             tracing::info!(delivery = %row.key, attempts = row.attempts, "notification delivered");
-            engine.store.notification_delivered(&row.id, claimer, now).await
+            store.notification_delivered(&row.id, claimer, now).await
         }
         Err(err) => {
             let err = super::clip(err, 1000);
@@ -220,10 +224,7 @@ async fn settle(engine: &Engine, ch: &Channels, claimer: &str, row: &Notificatio
             } else {
                 tracing::warn!(delivery = %row.key, attempts = row.attempts, error = %err, retry_in_ms = delay, "notification failed; will retry");
             }
-            engine
-                .store
-                .notification_failed(&row.id, claimer, &err, next, give_up)
-                .await
+            store.notification_failed(&row.id, claimer, &err, next, give_up).await
         }
     };
     match written {
@@ -233,7 +234,7 @@ async fn settle(engine: &Engine, ch: &Channels, claimer: &str, row: &Notificatio
             tracing::warn!(delivery = %row.key, error = %e, "cannot record a delivery outcome; the lease will run out and it will be retried")
         }
     }
-    engine.notify.changed();
+    hub.changed();
 }
 
 /// A transport error with its causes, without the URL (it may carry a secret).

@@ -3,7 +3,7 @@
 //! with a compare-and-set, retrying when another writer got there first. Every change is
 //! an audit event in the same transaction; every outcome gets its signed record there too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -14,6 +14,7 @@ use tokio::sync::{Notify, broadcast, watch};
 pub mod error;
 mod forge_groups;
 pub mod metrics;
+mod notify;
 
 use self::error::{AppError, Result};
 use self::metrics::Metrics;
@@ -140,7 +141,7 @@ pub struct Engine {
     /// Token digests from the config, decoded once.
     pub tokens: crate::auth::Tokens,
     /// Wakes the notification worker when a transaction queued notifications.
-    pub notify: crate::notify::Hub,
+    pub notify: std::sync::Arc<crate::notify::Hub>,
     /// GitHub/GitLab access for forge groups and comment votes (see `forge_groups`).
     pub forge: std::sync::Arc<crate::forge::Forge>,
 }
@@ -149,7 +150,7 @@ type Loaded = (RequestRow, Vec<VoteRow>);
 
 impl Engine {
     pub fn new(store: Store, policy: Policy, config: Config, keys: KeyPair, public_url: String) -> Engine {
-        let tokens = crate::auth::Tokens::from_config(&config);
+        let tokens = crate::auth::Tokens::new(&config.users, &config.pipelines);
         Engine {
             tokens,
             store,
@@ -162,7 +163,7 @@ impl Engine {
             changes: broadcast::channel(1024).0,
             timer_poke: Notify::new(),
             waiting: AtomicI64::new(0),
-            notify: crate::notify::Hub::default(),
+            notify: Default::default(),
             forge: Default::default(),
         }
     }
@@ -1383,16 +1384,4 @@ fn validate_create(b: &CreateRequest) -> Result<()> {
         return bad("idempotency_key", "1 to 256 characters".into());
     }
     Ok(())
-}
-
-/// Labels as given on the command line (`k=v`), checked.
-pub fn parse_labels(items: &[String]) -> std::result::Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for i in items {
-        let (k, v) = i
-            .split_once('=')
-            .ok_or_else(|| format!("label `{i}` is not key=value"))?;
-        out.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    Ok(out)
 }

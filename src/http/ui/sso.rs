@@ -103,7 +103,7 @@ impl Client {
                 .get(k)
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("{url} has no `{k}`"))?;
-            crate::config::check_url(v).map_err(|m| format!("{url}: {k} {m}"))?;
+            crate::core::url::check_url(v).map_err(|m| format!("{url}: {k} {m}"))?;
             Ok(v.to_string())
         };
         let e = Endpoints {

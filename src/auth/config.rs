@@ -1,0 +1,173 @@
+//! The `users`, `pipelines`, `oidc` and `sso` sections of gate.yaml: who may vote, which
+//! pipelines may open requests, which token issuers are trusted, how the web UI signs in.
+
+use serde::{Deserialize, Serialize};
+
+/// An approver.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    /// SHA-256 (hex) of the user's bearer token; `gate token hash` prints it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// GitHub login: a request whose actor is this login is this user's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<String>,
+    /// GitLab username, as for `github`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitlab: Option<String>,
+    /// Jenkins user id, as for `github`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jenkins: Option<String>,
+}
+
+impl User {
+    /// Every identity under which this user can appear as a requester.
+    pub fn identities(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.name.as_str())
+            .chain(self.email.as_deref())
+            .chain(self.github.as_deref())
+            .chain(self.gitlab.as_deref())
+            .chain(self.jenkins.as_deref())
+    }
+}
+
+/// A pipeline that may open requests with a static token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    pub name: String,
+    pub token_sha256: String,
+}
+
+/// Which CI system an OIDC issuer speaks for: it decides how claims map to the context.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OidcPlatform {
+    Github,
+    Gitlab,
+    #[default]
+    Generic,
+}
+
+impl OidcPlatform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OidcPlatform::Github => "github",
+            OidcPlatform::Gitlab => "gitlab",
+            OidcPlatform::Generic => "generic",
+        }
+    }
+}
+
+/// A trusted OIDC issuer: pipelines holding a token it signed for `audience` may open
+/// requests, and the token's claims become the request context (see docs/oidc.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuer {
+    /// Compared exactly with the token's `iss`, e.g. `https://token.actions.githubusercontent.com`.
+    pub issuer: String,
+    /// The token's `aud` must be (or contain) this, e.g. `jitgate`.
+    pub audience: String,
+    pub platform: OidcPlatform,
+    /// Where the issuer's keys are; default: `jwks_uri` from `{issuer}/.well-known/openid-configuration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// The pipeline name requests are opened by (default `oidc:<platform>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Globs the verified repository must match (GitHub `repository`, GitLab `project_path`);
+    /// empty allows any. A token whose repository is not allowed gets 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
+    /// Globs the token's `sub` must match; empty allows any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<String>,
+}
+
+impl OidcIssuer {
+    /// The pipeline name requests opened with this issuer's tokens carry.
+    pub fn pipeline_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("oidc:{}", self.platform.as_str()))
+    }
+}
+
+/// How the web UI's "Sign in with SSO" talks to the OpenID provider.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Sso {
+    /// Compared exactly with the discovery document's and the ID token's `iss`.
+    pub issuer: String,
+    pub client_id: String,
+    /// The client secret in clear; prefer `client_secret_env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// The name of an environment variable holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// How the secret is sent to the token endpoint: `client_secret_basic` (default) or
+    /// `client_secret_post`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_auth: Option<String>,
+    /// Default `[openid, email, profile]`; `openid` is always asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Which ID token claim names the person (default `email`), matched against the
+    /// `name`, `email`, `github` and `gitlab` of `users:` entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_claim: Option<String>,
+    /// When set, only people whose verified `email` is in one of these domains may sign in;
+    /// those who match no `users:` entry get a read-only session (they cannot vote).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_domains: Vec<String>,
+    /// A name shown on the sign-in button (default "single sign-on").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+impl std::fmt::Debug for Sso {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sso")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
+            .field("client_secret_env", &self.client_secret_env)
+            .field("scopes", &self.scopes)
+            .field("user_claim", &self.user_claim)
+            .field("allowed_domains", &self.allowed_domains)
+            .finish()
+    }
+}
+
+impl Sso {
+    pub fn user_claim(&self) -> &str {
+        self.user_claim.as_deref().unwrap_or("email")
+    }
+
+    pub fn scopes(&self) -> Vec<String> {
+        let mut s: Vec<String> = if self.scopes.is_empty() {
+            vec!["openid".into(), "email".into(), "profile".into()]
+        } else {
+            self.scopes.clone()
+        };
+        if !s.iter().any(|x| x == "openid") {
+            s.insert(0, "openid".into());
+        }
+        s
+    }
+
+    /// The client secret, from the config or the named environment variable.
+    pub fn secret(&self) -> Option<String> {
+        self.client_secret.clone().or_else(|| {
+            self.client_secret_env
+                .as_deref()
+                .and_then(|v| std::env::var(v).ok())
+                .filter(|v| !v.is_empty())
+        })
+    }
+}

@@ -1,0 +1,25 @@
+//! URL checks shared by every section of the configuration that names an endpoint.
+
+/// An issuer or JWKS URL: https, or http on the loopback only (tests, local issuers).
+pub fn check_url(u: &str) -> Result<(), String> {
+    if let Some(rest) = u.strip_prefix("https://") {
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("`{u}` has no host"));
+        }
+        return Ok(());
+    }
+    if let Some(rest) = u.strip_prefix("http://") {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = host.rsplit_once(':').map_or(
+            host,
+            |(h, p)| {
+                if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host }
+            },
+        );
+        if matches!(host, "localhost" | "[::1]") || host.starts_with("127.") {
+            return Ok(());
+        }
+        return Err(format!("`{u}` must be https:// (http:// only on the loopback)"));
+    }
+    Err(format!("`{u}` must be an https:// URL"))
+}

@@ -1,0 +1,64 @@
+//! Which notifications a change queues: the people an event is for, resolved against the
+//! configured users, turned into outbox rows in the change's own transaction.
+
+use super::{Engine, doc_of};
+use crate::notify::{Event, Recipient, drafts};
+use crate::store::{RequestRow, StoreError, Tx, VoteRow};
+
+impl Engine {
+    /// Queues, in `tx`, the notifications `event` on request `row` produces (in the state
+    /// `row` is about to commit). `opened` goes to everyone who may vote, never to a
+    /// requester; `decided` to the requester. Returns whether anything was queued; the
+    /// caller wakes the worker (`notify.queued()`) once `tx` committed.
+    pub(crate) async fn enqueue_notifications(
+        &self,
+        tx: &mut Tx,
+        event: Event,
+        row: &RequestRow,
+        votes: &[VoteRow],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let Some(n) = &self.config.notify else {
+            return Ok(false);
+        };
+        let view = self.view(row, votes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // An escalation tells the members of its `notify` groups; its deliveries are
+        // keyed by how many escalations the request has had, so each step is sent.
+        let mut escalation = None;
+        let people = match event {
+            Event::Opened => view.approvers(),
+            Event::Decided => view.requester.clone(),
+            Event::Escalated => {
+                let doc = doc_of(row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                escalation = Some(doc.escalations.len());
+                let mut people: Vec<String> = Vec::new();
+                for e in doc.escalations.iter().filter(|e| e.at == now) {
+                    for p in &e.notified {
+                        if !people.contains(p) {
+                            people.push(p.clone());
+                        }
+                    }
+                }
+                people
+            }
+        };
+        let recipients: Vec<Recipient> = people
+            .iter()
+            .filter_map(|p| self.config.user(p))
+            .map(|u| Recipient {
+                name: u.name.clone(),
+                email: u.email.clone(),
+            })
+            .collect();
+        let mut queued = false;
+        for mut d in drafts(n, &self.public_url, event, &view, &recipients, now) {
+            if let Some(n) = escalation {
+                let (old, new) = (format!("{}:escalated:", view.id), format!("{}:escalated-{n}:", view.id));
+                d.payload = d.payload.replace(&old, &new);
+                d.key = d.key.replacen(&old, &new, 1);
+            }
+            queued |= tx.enqueue_notification(&d).await?;
+        }
+        Ok(queued)
+    }
+}
