@@ -36,9 +36,19 @@ use clap::{Parser, Subcommand};
 use jitgate::client::{Client, ClientError};
 use jitgate::core::api::{Context, CreateRequest, RequestView};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+// Shared with the integration tests' harness (tests/it/support): tokens and their
+// gate.yaml entries, starting `gate serve` on port 0, fresh PostgreSQL databases.
+#[path = "../tests/it/support/pg.rs"]
+mod pg;
+#[path = "../tests/it/support/serve.rs"]
+mod serve;
+#[path = "../tests/it/support/tokens.rs"]
+mod tokens;
+
+use tokens::{PipelineEntry, UserEntry, random_token};
 
 const LONG_ABOUT: &str = r"Starts `gate serve` as a subprocess (fresh temp data dir, generated tokens; SQLite by
 default, PostgreSQL with --database-url) and runs one or all scenarios, each on a fresh server:
@@ -201,15 +211,17 @@ impl Server {
             .unwrap_or_else(std::env::temp_dir)
             .join(format!("gate-load-{}", hex::encode(rand::random::<[u8; 6]>())));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let pipeline_token = new_token("pipe");
-        let approver_token = new_token("alice");
-        let bob_token = new_token("bob");
-        let config = format!(
-            "users:\n  - name: alice\n    token_sha256: {}\n  - name: bob\n    token_sha256: {}\n\
-             pipelines:\n  - name: bench\n    token_sha256: {}\n",
-            sha256_hex(&approver_token),
-            sha256_hex(&bob_token),
-            sha256_hex(&pipeline_token)
+        let pipeline_token = random_token("pipe");
+        let approver_token = random_token("alice");
+        let config = tokens::identities_yaml(
+            &[
+                UserEntry::new("alice", approver_token.clone()),
+                UserEntry::new("bob", random_token("bob")),
+            ],
+            &[PipelineEntry {
+                name: "bench".into(),
+                token: pipeline_token.clone(),
+            }],
         );
         let policy = "version: 1\ngroups:\n  sre: [alice, bob]\nrules:\n  - name: prod\n    match: { environment: production }\n    require: [{ group: sre, count: 1 }]\n    timeout: 1h\n";
         std::fs::write(dir.join("gate.yaml"), config)?;
@@ -224,33 +236,24 @@ impl Server {
             None => None,
         };
         let log = std::fs::File::create(dir.join("server.log"))?;
-        let mut cmd = Command::new(gate);
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(dir.join("gate.yaml"))
-            .arg("--policy")
-            .arg(dir.join("policy.yaml"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--listen")
-            .arg("127.0.0.1:0");
-        if let Some(db) = &database {
-            cmd.arg("--database-url").arg(&db.url);
-        }
+        let files = serve::ServeFiles {
+            config: dir.join("gate.yaml"),
+            policy: dir.join("policy.yaml"),
+            data_dir: dir.join("data"),
+            listen: "127.0.0.1:0".into(),
+            database_url: database.as_ref().map(|db| db.url.clone()),
+        };
+        let mut cmd = files.command(gate);
         clean_env(&mut cmd);
         if let Ok(l) = std::env::var("GATE_LOG") {
             cmd.env("GATE_LOG", l);
         }
         let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(log)
-            .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", gate.display()))?;
         let pid = child.id().ok_or_else(|| anyhow!("the server exited at once"))?;
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await;
+        let base = tokio::time::timeout(Duration::from_secs(120), serve::listening(&mut child)).await;
         let mut server = Server {
             child,
             pid,
@@ -261,19 +264,17 @@ impl Server {
             backend: if database.is_some() { "postgres" } else { "sqlite" },
             database,
         };
-        let base = match first {
-            Ok(Ok(Some(line))) => line.strip_prefix("jitgate listening on ").map(str::to_string),
-            _ => None,
+        let why = match base {
+            Ok(Ok(base)) => {
+                server.base = base;
+                return Ok(server);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => "no line within 120 s".to_string(),
         };
-        let Some(base) = base else {
-            server.print_log_tail();
-            let _ = server.stop(cli.keep).await;
-            bail!("the server did not print `jitgate listening on URL`");
-        };
-        server.base = base.trim().to_string();
-        // Keep draining stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(server)
+        server.print_log_tail();
+        let _ = server.stop(cli.keep).await;
+        bail!("the server did not print `jitgate listening on URL`: {why}");
     }
 
     fn pipeline(&self) -> Result<Client> {
@@ -401,19 +402,13 @@ struct PgDatabase {
 
 impl PgDatabase {
     async fn create(url: &str) -> Result<PgDatabase> {
-        use sqlx::Connection as _;
-        let name = format!("gate_bench_{}", hex::encode(rand::random::<[u8; 6]>()));
-        let admin_url = with_database(url, "postgres")?;
-        let mut conn = sqlx::postgres::PgConnection::connect(&admin_url)
+        let name = pg::database_name("gate_bench_");
+        let admin_url = pg::with_database(url, "postgres").map_err(|e| anyhow!("--database-url: {e}"))?;
+        pg::create_database(&admin_url, &name)
             .await
-            .with_context(|| format!("connecting to {}", redact(&admin_url)))?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .with_context(|| format!("CREATE DATABASE {name}"))?;
-        conn.close().await?;
+            .with_context(|| format!("CREATE DATABASE {name} on {}", redact(&admin_url)))?;
         Ok(PgDatabase {
-            url: with_database(url, &name)?,
+            url: pg::with_database(url, &name).map_err(|e| anyhow!("--database-url: {e}"))?,
             admin_url: Some(admin_url),
             name,
         })
@@ -462,23 +457,6 @@ impl PgDatabase {
     }
 }
 
-/// `url` with its database (path) replaced by `db`, keeping credentials and query.
-fn with_database(url: &str, db: &str) -> Result<String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .filter(|(s, _)| *s == "postgres" || *s == "postgresql")
-        .ok_or_else(|| anyhow!("--database-url must be postgres://…"))?;
-    let (before_query, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    let authority = before_query.split('/').next().unwrap_or_default();
-    Ok(match query {
-        Some(q) => format!("{scheme}://{authority}/{db}?{q}"),
-        None => format!("{scheme}://{authority}/{db}"),
-    })
-}
-
 fn redact(url: &str) -> String {
     jitgate::serve::redact(url)
 }
@@ -497,14 +475,6 @@ fn clean_env(cmd: &mut Command) {
 fn loadavg() -> String {
     let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn new_token(prefix: &str) -> String {
-    format!("{prefix}_{}", hex::encode(rand::random::<[u8; 24]>()))
-}
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 /// 1000 long-waits are 1000 sockets on each side: lift the soft descriptor limit to the hard one.

@@ -1,4 +1,4 @@
-"""A local SMTP server for tests/notify.rs, built on aiosmtpd.
+"""A local SMTP server for tests/it/notify.rs, built on aiosmtpd.
 
 Usage: python3 tests/smtp_sink.py DIR
 Writes each message it receives to DIR/<n>.json as {"mail_from", "rcpt_tos", "data"}

@@ -1,5 +1,5 @@
 // Drives the jitgate web UI in headless Chromium (Debian's /usr/bin/chromium through
-// playwright-core). Run by tests/browser.rs, which starts the server, the OpenID
+// playwright-core). Run by tests/it/browser.rs, which starts the server, the OpenID
 // provider and the waiting `gate request` processes, and passes what it made in the
 // JITGATE_UI_TEST environment variable (JSON). Prints one JSON line per step; exits
 // non-zero at the first thing that is not as it should be.

@@ -1,11 +1,11 @@
-//! OIDC workload identity end to end: a real server trusting issuers whose keys a mock
-//! JWKS endpoint serves, tokens signed with the test-only keys in tests/fixtures/oidc.
-
-mod common;
+//! OIDC workload identity: a server trusting issuers whose keys a mock JWKS endpoint
+//! serves, tokens signed with the test-only keys in tests/fixtures/oidc. The API tests call
+//! the router in process; the gate binary's tests run a real server.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
-use common::*;
+
+use crate::helpers::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -102,34 +102,17 @@ fn github_issuer(jwks: &MockServer) -> String {
     )
 }
 
-async fn github_server(jwks: &MockServer) -> Server {
-    Server::start_with(
-        Db::Sqlite,
-        &policy("    require: [{ group: sre, count: 1 }]"),
-        &github_issuer(jwks),
-    )
-    .await
+/// A server trusting GitHub's issuer, whose keys `jwks` serves.
+fn github_app(jwks: &MockServer) -> TestAppBuilder {
+    TestApp::builder().config_extra(&github_issuer(jwks))
 }
 
 /// One API call with `bearer`; the status and the JSON body.
-async fn call(s: &Server, verb: &str, route: &str, bearer: &str, body: Option<Value>) -> (u16, Value) {
-    let http = reqwest::Client::new();
-    let url = format!("{}/api/v1{route}", s.url);
-    let mut rb = match verb {
-        "GET" => http.get(url),
-        _ => http.post(url),
-    }
-    .bearer_auth(bearer);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let r = rb.send().await.unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+async fn call(s: &Http, verb: &str, route: &str, bearer: &str, body: Option<Value>) -> (u16, Value) {
+    s.api(verb, route, bearer, body).await
 }
 
-async fn open(s: &Server, bearer: &str, context: Value) -> (u16, Value) {
+async fn open(s: &Http, bearer: &str, context: Value) -> (u16, Value) {
     call(s, "POST", "/requests", bearer, Some(json!({ "context": context }))).await
 }
 
@@ -142,7 +125,8 @@ fn statement(envelope: &Value) -> Value {
 #[tokio::test]
 async fn github_token_claims_become_the_context() {
     let m = jwks_server(&["rsa-1"]).await;
-    let s = github_server(&m).await;
+    let app = github_app(&m).in_process().await;
+    let s = app.http();
     let jwt = sign("rsa-1", &github_claims("production"));
 
     // The body agrees with the token where it says anything; the rest comes from the claims.
@@ -251,14 +235,13 @@ async fn gitlab_token_found_by_discovery() {
         .respond_with(ResponseTemplate::new(200).set_body_json(jwks(&["ec-1"])))
         .mount(&m)
         .await;
-    let s = Server::start_with(
-        Db::Sqlite,
-        &policy("    require: [{ group: sre, count: 1 }]"),
-        &format!(
+    let app = TestApp::builder()
+        .config_extra(&format!(
             "oidc:\n  - issuer: {issuer}\n    audience: jitgate\n    platform: gitlab\n    name: gitlab-ci\n    repositories: [\"acme/**\"]\n"
-        ),
-    )
-    .await;
+        ))
+        .in_process()
+        .await;
+    let s = app.http();
     let t = now();
     let jwt = sign(
         "ec-1",
@@ -319,7 +302,7 @@ async fn gitlab_token_found_by_discovery() {
 #[tokio::test]
 async fn the_gate_binary_runs_on_an_oidc_token() {
     let m = jwks_server(&["rsa-1"]).await;
-    let s = github_server(&m).await;
+    let s = github_app(&m).spawn().await;
     let jwt = sign("rsa-1", &github_claims("staging"));
     // No CI variables and no context flags: everything but the environment comes from the token.
     let mut cmd = s.gate("ci");
@@ -341,7 +324,8 @@ async fn the_gate_binary_runs_on_an_oidc_token() {
 #[tokio::test]
 async fn invalid_tokens_are_refused_with_the_reason() {
     let m = jwks_server(&["rsa-1"]).await;
-    let s = github_server(&m).await;
+    let app = github_app(&m).in_process().await;
+    let s = app.http();
     let t = now();
     let good = github_claims("production");
     let ctx = json!({"environment": "production"});
@@ -459,7 +443,8 @@ async fn invalid_tokens_are_refused_with_the_reason() {
 #[tokio::test]
 async fn key_rotation_at_the_endpoint_is_followed() {
     let m = jwks_server(&["rsa-1"]).await;
-    let s = github_server(&m).await;
+    let app = github_app(&m).in_process().await;
+    let s = app.http();
     let claims = github_claims("production");
     let accepted = |jwt: String| {
         let s = &s;
@@ -501,7 +486,8 @@ async fn an_unreachable_jwks_is_unavailable_not_unauthorized() {
         .respond_with(ResponseTemplate::new(500))
         .mount(&m)
         .await;
-    let s = github_server(&m).await;
+    let app = github_app(&m).in_process().await;
+    let s = app.http();
     let (st, e) = open(
         &s,
         &sign("rsa-1", &github_claims("production")),
@@ -527,7 +513,7 @@ async fn an_unreachable_jwks_is_unavailable_not_unauthorized() {
 async fn github_runner_end_to_end_on_a_verified_oidc_token() {
     use wiremock::matchers::{header, query_param};
     let m = jwks_server(&["rsa-1"]).await;
-    let s = github_server(&m).await;
+    let s = github_app(&m).spawn().await;
     let jwt = sign("rsa-1", &github_claims("production"));
     Mock::given(method("GET"))
         .and(path("/token"))

@@ -1,12 +1,10 @@
 //! Time in the policy, end to end with a real server: escalation steps and change windows.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use jitgate::core::api::NotificationView;
 use serde_json::Value;
 
-async fn open(s: &Server, actor: &str) -> jitgate::core::api::RequestView {
+async fn open(s: &TestApp, actor: &str) -> jitgate::core::api::RequestView {
     s.open_via_api(actor).await
 }
 
@@ -23,14 +21,11 @@ fn kinds(export: &str, id: &str) -> Vec<String> {
 async fn escalation_adds_voters_notifies_and_survives_a_restart() {
     // Email to a port nobody listens on: the outbox rows exist; delivery is not the point here.
     let notify = "notify:\n  retry_base: 1s\n  email:\n    host: 127.0.0.1\n    port: 9\n    from: gate@example.test\n    starttls: none\n";
-    let mut s = Server::start_with(
-        Db::Sqlite,
-        &policy(
-            "    require: [{ group: security, count: 1 }]\n    timeout: 10m\n    escalate:\n      - { after: 1s, notify: [ops], add_groups: [ops] }",
-        ),
-        notify,
-    )
-    .await;
+    let mut s = TestApp::builder()
+        .rule("    require: [{ group: security, count: 1 }]\n    timeout: 10m\n    escalate:\n      - { after: 1s, notify: [ops], add_groups: [ops] }")
+        .config_extra(notify)
+        .spawn()
+        .await;
     let ci = s.client("ci");
     let v = open(&s, "carol").await;
     let id = v.id.clone();
@@ -46,7 +41,7 @@ async fn escalation_adds_voters_notifies_and_survives_a_restart() {
     assert!(v.requirements[0].may_vote.contains(&"frank".to_string()));
     // A restart must not escalate again.
     s.kill().await;
-    s.spawn().await;
+    s.respawn().await;
     let v = s.client("erin").approve(&id, None).await.unwrap();
     assert_eq!(v.status, "approved");
     assert_eq!(v.requirements[0].approved_by, vec!["erin".to_string()]);
@@ -60,13 +55,10 @@ async fn escalation_adds_voters_notifies_and_survives_a_restart() {
     );
     assert_eq!(s.run("ci", &["audit", "verify"]).await.code, 0);
     // The escalation told ops (not the requester, not the original approvers).
-    let r = reqwest::Client::new()
-        .get(format!("{}/api/v1/notifications?request={id}", s.url))
-        .bearer_auth(token("alice"))
-        .send()
-        .await
-        .unwrap();
-    let list: Value = r.json().await.unwrap();
+    let (_, list) = s
+        .http()
+        .api("GET", &format!("/notifications?request={id}"), &token("alice"), None)
+        .await;
     let rows: Vec<NotificationView> = serde_json::from_value(list["notifications"].clone()).unwrap();
     let mut esc: Vec<&str> = rows
         .iter()
@@ -110,10 +102,12 @@ fn closed_window() -> String {
 #[tokio::test]
 async fn a_closed_window_refuses_to_use_an_approval() {
     let w = closed_window();
-    let s = Server::start(&policy(&format!(
-        "    require: [{{ group: sre, count: 1 }}]\n    windows: {{ allow: \"{w}\" }}"
-    )))
-    .await;
+    let s = TestApp::builder()
+        .rule(&format!(
+            "    require: [{{ group: sre, count: 1 }}]\n    windows: {{ allow: \"{w}\" }}"
+        ))
+        .spawn()
+        .await;
     let gate = s.open(&["--environment", "production", "--actor", "erin"]).await;
     let id = gate.id.clone();
     // Votes are taken while the window is closed; the request becomes approved.

@@ -2,12 +2,10 @@
 //! SMTP server from aiosmtpd. Waits are on observable outcomes: the notifications API
 //! long-polls on the outbox version, bounded by an overall deadline.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use hmac::{Hmac, Mac};
 use jitgate::core::api::{Context, CreateRequest, NotificationList, NotificationView};
 use serde_json::Value;
@@ -18,10 +16,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const SECRET: &str = "whsec-test-0123456789";
 const SECRET_ENV: &str = "JITGATE_TEST_WEBHOOK_SECRET";
 
-fn prod_policy() -> String {
-    policy("    require: [{ group: sre, count: 1 }]")
-}
-
 /// `notify:` with fast retries, and the extra lines given.
 fn notify_yaml(channels: &str) -> String {
     format!("notify:\n  retry_base: 50ms\n  retry_max: 400ms\n  timeout: 2s\n{channels}")
@@ -31,34 +25,39 @@ fn webhook_yaml(url: &str, events: &str) -> String {
     format!("  webhooks:\n    - name: audit\n      url: {url}\n      secret_env: {SECRET_ENV}\n{events}")
 }
 
-async fn start(db: Db, channels: &str) -> Server {
-    Server::start_with_env(db, &prod_policy(), &notify_yaml(channels), &[(SECRET_ENV, SECRET)]).await
+async fn start(db: Db, channels: &str) -> TestApp {
+    TestApp::builder()
+        .backend(db)
+        .config_extra(&notify_yaml(channels))
+        .env(SECRET_ENV, SECRET)
+        .spawn()
+        .await
 }
 
 /// Opens a production request as the `ci` pipeline on behalf of `actor`.
-async fn open(s: &Server, actor: &str) -> String {
+async fn open(s: &TestApp, actor: &str) -> String {
     s.open_via_api(actor).await.id
 }
 
 /// The outbox of request `id` once `cond` holds: long-polls the notifications API,
 /// answered at each change of the outbox, for at most a minute overall.
 async fn outbox_until(
-    s: &Server,
+    s: &TestApp,
     id: &str,
     what: &str,
     cond: impl Fn(&[NotificationView]) -> bool,
 ) -> Vec<NotificationView> {
-    let http = reqwest::Client::new();
+    let http = s.http();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut version: Option<u64> = None;
     loop {
-        let mut url = format!("{}/api/v1/notifications?request={id}", s.url);
+        let mut route = format!("/notifications?request={id}");
         if let Some(v) = version {
-            url.push_str(&format!("&version={v}&wait=5"));
+            route.push_str(&format!("&version={v}&wait=5"));
         }
-        let r = http.get(&url).bearer_auth(token("alice")).send().await.unwrap();
-        assert_eq!(r.status(), 200, "{url}");
-        let list: NotificationList = r.json().await.unwrap();
+        let (status, list) = http.api("GET", &route, &token("alice"), None).await;
+        assert_eq!(status, 200, "{route}: {list}");
+        let list: NotificationList = serde_json::from_value(list).unwrap();
         if cond(&list.notifications) {
             return list.notifications;
         }
@@ -217,13 +216,11 @@ async fn webhook_and_slack_tell_approvers_then_the_requester() {
         assert!(none.is_empty(), "{none:#?}");
 
         // The outbox is for approvers: a pipeline token is refused.
-        let r = reqwest::Client::new()
-            .get(format!("{}/api/v1/notifications?request={id}", s.url))
-            .bearer_auth(token("ci"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 403);
+        let (status, _) = s
+            .http()
+            .api("GET", &format!("/notifications?request={id}"), &token("ci"), None)
+            .await;
+        assert_eq!(status, 403);
     }
 }
 
@@ -310,7 +307,7 @@ async fn a_failing_delivery_survives_kill_and_restart() {
             .expect(1)
             .mount(&mock)
             .await;
-        s.spawn().await;
+        s.respawn().await;
         let rows = outbox_until(&s, &id, "delivery after the restart", all_delivered(1)).await;
         assert!(rows[0].attempts >= 3, "{rows:#?}");
         let hooks = received(&mock, "/hook").await;
@@ -330,10 +327,7 @@ async fn claims_never_overlap_and_rollback_queues_nothing() {
     use jitgate::store::{NotificationDraft, Store};
     for db in backends() {
         let dir = tempfile::tempdir().unwrap();
-        let url = match db {
-            Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("gate.db").display()),
-            Db::Postgres => fresh_pg_database().await,
-        };
+        let url = database_url(db, dir.path()).await;
         let a = Store::connect(&url).await.unwrap();
         let b = Store::connect(&url).await.unwrap();
         let draft = |i: usize| NotificationDraft {
@@ -490,15 +484,16 @@ async fn a_missing_secret_stops_the_server_naming_the_variable() {
         "notify:\n  webhooks:\n    - name: audit\n      url: https://hooks.example.com/x\n      secret_env: JITGATE_TEST_SURELY_UNSET_SECRET\n",
     )
     .unwrap();
-    let out = tokio::process::Command::new(GATE)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(dir.path().join("gate.yaml"))
-        .arg("--policy")
-        .arg(dir.path().join("policy.yaml"))
-        .arg("--data-dir")
-        .arg(dir.path())
+    let files = crate::support::serve::ServeFiles {
+        config: dir.path().join("gate.yaml"),
+        policy: dir.path().join("policy.yaml"),
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        database_url: None,
+    };
+    let out = files
+        .command(std::path::Path::new(GATE))
         .env_remove("JITGATE_TEST_SURELY_UNSET_SECRET")
-        .stdin(std::process::Stdio::null())
         .output()
         .await
         .unwrap();

@@ -2,9 +2,7 @@
 //! with wiremock standing in for the GitHub and GitLab APIs. The side calls report the
 //! outcome and never change the gate's exit code.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::{Value, json};
 use tokio::process::Command;
 use wiremock::matchers::{header, method, path};
@@ -15,17 +13,9 @@ const GL_TOKEN: &str = "glpat-test-token";
 const CHECK_RUNS: &str = "/repos/acme/web/check-runs";
 const NOTES: &str = "/api/v4/projects/42/merge_requests/7/notes";
 
-fn outcome(events: &[Value]) -> &Value {
-    events
-        .iter()
-        .rev()
-        .find(|e| e["event"] == "outcome")
-        .expect("an outcome line")
-}
-
 /// `gate request` as a GitHub Actions step with `--github-check`, GitHub at `api`.
 /// ACTIONS_ID_TOKEN_REQUEST_URL stays unset: no OIDC token here.
-fn github_gate(s: &Server, api: &str) -> Command {
+fn github_gate(s: &TestApp, api: &str) -> Command {
     let mut c = s.gate("ci");
     c.env("GITHUB_ACTIONS", "true")
         .env("GITHUB_REPOSITORY", "acme/web")
@@ -39,7 +29,7 @@ fn github_gate(s: &Server, api: &str) -> Command {
 }
 
 /// `gate request` as a GitLab CI job of merge request !7 with `--gitlab-note`.
-fn gitlab_gate(s: &Server, api: &str) -> Command {
+fn gitlab_gate(s: &TestApp, api: &str) -> Command {
     let mut c = s.gate("ci");
     c.env("GITLAB_CI", "true")
         .env("CI_PROJECT_PATH", "acme/web")
@@ -144,7 +134,7 @@ async fn only_note(mock: &MockServer) -> String {
 
 #[tokio::test]
 async fn github_check_run_on_an_approval() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let gh = mock_github(201).await;
     let w = s
         .open_with(github_gate(&s, &gh.uri()), &["--environment", "production"])
@@ -192,7 +182,7 @@ async fn github_check_run_on_an_approval() {
 
 #[tokio::test]
 async fn github_check_run_on_a_denial_and_a_cancel() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let gh = mock_github(201).await;
     // `qa` matches "everything else": denied by policy.
     let w = s.open_with(github_gate(&s, &gh.uri()), &["--environment", "qa"]).await;
@@ -228,7 +218,7 @@ async fn github_check_run_on_a_denial_and_a_cancel() {
 
 #[tokio::test]
 async fn github_refusing_the_check_run_never_changes_the_exit_code() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     // 403 (the token lacks `checks: write`) on an approval: still exit 0.
     let gh = mock_github(403).await;
     let w = s
@@ -261,7 +251,7 @@ async fn github_refusing_the_check_run_never_changes_the_exit_code() {
 
 #[tokio::test]
 async fn gitlab_note_on_the_merge_request() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let gl = mock_gitlab(201).await;
     let w = s
         .open_with(gitlab_gate(&s, &gl.uri()), &["--environment", "production"])
@@ -302,7 +292,7 @@ async fn gitlab_note_on_the_merge_request() {
 
 #[tokio::test]
 async fn gitlab_refusing_the_note_never_changes_the_exit_code() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     // 403 on a denial: still exit 1, and the message says what the token needs.
     let gl = mock_gitlab(403).await;
     let w = s.open_with(gitlab_gate(&s, &gl.uri()), &["--environment", "qa"]).await;
@@ -331,7 +321,7 @@ async fn gitlab_refusing_the_note_never_changes_the_exit_code() {
 
 #[tokio::test]
 async fn gitlab_without_a_merge_request_is_skipped() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let gl = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(201))

@@ -8,12 +8,10 @@
 //! Screenshots land in `$CARGO_TARGET_TMPDIR/screenshots`; with
 //! GATE_UPDATE_SCREENSHOTS=1 they are also copied to docs/img/.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::*;
+use crate::helpers::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -53,7 +51,7 @@ fn skip_or_fail(why: &str) {
 
 /// `gate request` as the `ci` pipeline, in a GitHub Actions environment (pull request 7),
 /// so the detail page can link the commit, the pull request and the run.
-fn github_gate(s: &Server, run_id: &str, actor: &str) -> Command {
+fn github_gate(s: &TestApp, run_id: &str, actor: &str) -> Command {
     let mut c = s.gate("ci");
     c.env("GITHUB_ACTIONS", "true")
         .env("GITHUB_REPOSITORY", "acme/web")
@@ -96,7 +94,7 @@ async fn approver_ui_in_headless_chromium() {
     let extra = format!(
         "sso:\n  issuer: {issuer}\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\n  scopes: [openid, email, profile]\n  user_claim: email\n  display_name: Test IdP\nsession_ttl: 1h\n"
     );
-    let s = Server::start_with(Db::Sqlite, &policy("    require: [{ group: sre, count: 1 }]"), &extra).await;
+    let s = TestApp::builder().config_extra(&extra).spawn().await;
 
     let mut stdin = provider.stdin.take().unwrap();
     let setup = serde_json::json!({

@@ -1,9 +1,7 @@
 //! The store on every backend: SQLite always, PostgreSQL when GATE_TEST_DATABASE_URL is
 //! set (each test in a database of its own).
 
-mod common;
-
-use common::{Db, backends, fresh_pg_database};
+use crate::helpers::{Db, backends, fresh_pg_database};
 use jitgate::store::{AuditDraft, RequestRow, Store, StoreError, VoteRow};
 
 async fn open(db: Db) -> (Store, String, Option<tempfile::TempDir>) {

@@ -1,21 +1,12 @@
-//! End to end: a real server on port 0 and the real `gate` binary.
+//! End to end: a real server on port 0 and the real `gate` binary; the HTTP error shapes
+//! on the router in process.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::Value;
-
-fn outcome(events: &[Value]) -> &Value {
-    events
-        .iter()
-        .rev()
-        .find(|e| e["event"] == "outcome")
-        .expect("an outcome line")
-}
 
 #[tokio::test]
 async fn automatic_approve_and_deny() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let w = s
         .open(&["--environment", "staging", "--commit", COMMIT, "--actor", "dave"])
         .await;
@@ -61,7 +52,10 @@ async fn automatic_approve_and_deny() {
 
 #[tokio::test]
 async fn two_of_three_with_the_requester_in_the_group() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 2 }]")).await;
+    let s = TestApp::builder()
+        .rule("    require: [{ group: sre, count: 2 }]")
+        .spawn()
+        .await;
     // alice-gh is alice's GitHub login: she is the requester.
     let w = s
         .open(&["--environment", "production", "--actor", "alice-gh", "--commit", COMMIT])
@@ -99,10 +93,10 @@ async fn two_of_three_with_the_requester_in_the_group() {
 
 #[tokio::test]
 async fn one_person_in_two_required_groups_counts_once() {
-    let s = Server::start(&policy(
-        "    require:\n      - { group: sre, count: 1 }\n      - { group: security, count: 1 }",
-    ))
-    .await;
+    let s = TestApp::builder()
+        .rule("    require:\n      - { group: sre, count: 1 }\n      - { group: security, count: 1 }")
+        .spawn()
+        .await;
     let w = s.open(&["--environment", "production", "--actor", "erin"]).await;
     s.client("alice").approve(&w.id, None).await.unwrap();
     let v = s.client("ci").get(&w.id).await.unwrap();
@@ -118,18 +112,21 @@ async fn one_person_in_two_required_groups_counts_once() {
 
 #[tokio::test]
 async fn deny_needs_a_reason() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 2 }]")).await;
+    let s = TestApp::builder()
+        .rule("    require: [{ group: sre, count: 2 }]")
+        .spawn()
+        .await;
     let w = s.open(&["--environment", "production", "--actor", "erin"]).await;
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{}/api/v1/requests/{}/deny", s.url, w.id))
-        .bearer_auth(token("bob"))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = s
+        .http()
+        .api(
+            "POST",
+            &format!("/requests/{}/deny", w.id),
+            &token("bob"),
+            Some(serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(status, 422);
     assert_eq!(body["error"]["code"], "reason_required");
     let blank = s.client("bob").deny(&w.id, Some("  ".into())).await.unwrap_err();
     assert_eq!(blank.status(), Some(422));
@@ -146,7 +143,10 @@ async fn deny_needs_a_reason() {
 
 #[tokio::test]
 async fn expiry_by_timeout() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]\n    timeout: 1s")).await;
+    let s = TestApp::builder()
+        .rule("    require: [{ group: sre, count: 1 }]\n    timeout: 1s")
+        .spawn()
+        .await;
     let w = s.open(&["--environment", "production", "--actor", "erin"]).await;
     let (code, events, _) = w.finish().await;
     assert_eq!(code, 1);
@@ -156,7 +156,7 @@ async fn expiry_by_timeout() {
 
 #[tokio::test]
 async fn requested_timeout_never_exceeds_the_policy() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let w = s
         .open(&["--environment", "production", "--actor", "erin", "--timeout", "1s"])
         .await;
@@ -167,7 +167,10 @@ async fn requested_timeout_never_exceeds_the_policy() {
 
 #[tokio::test]
 async fn approval_ttl_expires_an_unused_approval() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]\n    approval_ttl: 1s")).await;
+    let s = TestApp::builder()
+        .rule("    require: [{ group: sre, count: 1 }]\n    approval_ttl: 1s")
+        .spawn()
+        .await;
     let w = s
         .open(&["--environment", "production", "--actor", "erin", "--no-wait"])
         .await;
@@ -191,7 +194,7 @@ async fn approval_ttl_expires_an_unused_approval() {
 }
 
 async fn race_on(db: Db) {
-    let s = Server::start_on(db, &policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::builder().backend(db).spawn().await;
     let ci = s.client("ci");
     for round in 0..8 {
         let body = jitgate::core::api::CreateRequest {
@@ -245,7 +248,7 @@ async fn concurrent_votes_resolve_to_one_outcome_on_every_backend() {
 
 #[tokio::test]
 async fn fifty_gates_waiting_at_once_are_all_released() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let mut gates = Vec::new();
     for _ in 0..50 {
         gates.push(s.open(&["--environment", "production", "--actor", "erin"]).await);
@@ -262,31 +265,22 @@ async fn fifty_gates_waiting_at_once_are_all_released() {
 
 #[tokio::test]
 async fn idempotent_replay_returns_the_same_request() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
-    let http = reqwest::Client::new();
+    let s = TestApp::spawn().await;
+    let http = s.http();
     let body =
         serde_json::json!({"context": {"environment": "production", "actor": "erin"}, "idempotency_key": "run-1"});
-    let post = |b: Value| {
-        http.post(format!("{}/api/v1/requests", s.url))
-            .bearer_auth(token("ci"))
-            .json(&b)
-            .send()
-    };
-    let first = post(body.clone()).await.unwrap();
-    assert_eq!(first.status(), 201);
-    let first: Value = first.json().await.unwrap();
-    let again = post(body.clone()).await.unwrap();
-    assert_eq!(again.status(), 200);
-    let again: Value = again.json().await.unwrap();
+    let ci = token("ci");
+    let post = |b: Value| http.api("POST", "/requests", &ci, Some(b));
+    let (status, first) = post(body.clone()).await;
+    assert_eq!(status, 201);
+    let (status, again) = post(body.clone()).await;
+    assert_eq!(status, 200);
     assert_eq!(first["id"], again["id"]);
     let mut other = body.clone();
     other["context"]["environment"] = "staging".into();
-    let clash = post(other).await.unwrap();
-    assert_eq!(clash.status(), 409);
-    assert_eq!(
-        clash.json::<Value>().await.unwrap()["error"]["code"],
-        "idempotency_mismatch"
-    );
+    let (status, clash) = post(other).await;
+    assert_eq!(status, 409);
+    assert_eq!(clash["error"]["code"], "idempotency_mismatch");
 
     // The run identity from GitHub's variables: a retried step replays, a re-run does not.
     let github = |attempt: &str| {
@@ -325,13 +319,13 @@ async fn idempotent_replay_returns_the_same_request() {
 
 #[tokio::test]
 async fn server_killed_and_restarted_while_a_gate_waits() {
-    let mut s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let mut s = TestApp::spawn().await;
     let w = s
         .open(&["--environment", "production", "--actor", "erin", "--commit", COMMIT])
         .await;
     s.kill().await;
     // Same data, same port: the gate reconnects by itself.
-    s.spawn().await;
+    s.respawn().await;
     let v = s.client("ci").get(&w.id).await.unwrap();
     assert_eq!(v.status, "pending", "the request survived the crash");
     s.client("carol")
@@ -347,7 +341,7 @@ async fn server_killed_and_restarted_while_a_gate_waits() {
 
 #[tokio::test]
 async fn sigterm_to_a_waiting_gate_cancels_its_request() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let w = s.open(&["--environment", "production", "--actor", "erin"]).await;
     signal(&w.child, libc::SIGTERM);
     let id = w.id.clone();
@@ -362,7 +356,7 @@ async fn sigterm_to_a_waiting_gate_cancels_its_request() {
 #[tokio::test]
 async fn a_tampered_audit_row_is_found() {
     use sqlx::Connection;
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let w = s.open(&["--environment", "production", "--actor", "erin"]).await;
     s.client("bob").approve(&w.id, None).await.unwrap();
     assert_eq!(w.finish().await.0, 0);
@@ -390,7 +384,7 @@ async fn a_tampered_audit_row_is_found() {
 #[tokio::test]
 async fn a_tampered_record_is_refused() {
     use base64::Engine;
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let art = format!("sha256:{}", "ab".repeat(32));
     let w = s
         .open(&[
@@ -436,7 +430,7 @@ async fn a_tampered_record_is_refused() {
 
 #[tokio::test]
 async fn policy_errors_name_line_and_column() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let bad = s.dir.path().join("bad.yaml");
     std::fs::write(&bad, policy("    require: [{ group: sre, count: 1 }]\n    timout: 1h")).unwrap();
     let r = s.run("ci", &["policy", "check", bad.to_str().unwrap()]).await;
@@ -475,135 +469,90 @@ async fn policy_errors_name_line_and_column() {
     assert!(e.stdout.contains("MATCH  production: 1 of sre"), "{e:?}");
 }
 
+fn error_shape(v: &Value, code: &str) {
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+}
+
+/// On the router in process: nothing here needs a socket.
 #[tokio::test]
 async fn bad_http_input_gets_our_error_shape() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
-    let http = reqwest::Client::new();
-    let url = format!("{}/api/v1/requests", s.url);
-    let shape = |v: &Value, code: &str| {
-        assert_eq!(v["error"]["code"], code, "{v}");
-        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
-    };
-    // Declared too large: refused from the headers alone, before any body is sent.
-    let (status, body) = raw_post_headers_only(&s.addr, 200 * 1024).await;
-    assert_eq!(status, 413);
-    shape(&serde_json::from_str(&body).unwrap(), "payload_too_large");
+    let app = TestApp::builder().in_process().await;
+    let http = app.http();
+    let url = "/api/v1/requests";
     let r = http
-        .post(&url)
-        .bearer_auth(token("ci"))
-        .header("content-type", "application/json")
-        .body("{\"context\": ")
+        .post(url)
+        .bearer(&token("ci"))
+        .body("application/json", "{\"context\": ")
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    shape(&r.json().await.unwrap(), "bad_request");
-    let r = http
-        .post(&url)
-        .bearer_auth(token("ci"))
-        .json(&serde_json::json!({"context": {"environment": 5}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    shape(&r.json().await.unwrap(), "invalid_body");
-    let r = http
-        .post(&url)
-        .bearer_auth(token("ci"))
-        .json(&serde_json::json!({"context": {"environment": "production", "commit": "zz"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let v: Value = r.json().await.unwrap();
+        .await;
+    assert_eq!(r.status, 400);
+    error_shape(&r.json().await, "bad_request");
+    let (status, v) = http
+        .api(
+            "POST",
+            "/requests",
+            &token("ci"),
+            Some(serde_json::json!({"context": {"environment": 5}})),
+        )
+        .await;
+    assert_eq!(status, 422);
+    error_shape(&v, "invalid_body");
+    let (status, v) = http
+        .api(
+            "POST",
+            "/requests",
+            &token("ci"),
+            Some(serde_json::json!({"context": {"environment": "production", "commit": "zz"}})),
+        )
+        .await;
+    assert_eq!(status, 422);
     assert!(
         v["error"]["message"].as_str().unwrap().contains("context.commit"),
         "{v}"
     );
-    let r = http.post(&url).json(&serde_json::json!({})).send().await.unwrap();
-    assert_eq!(r.status(), 401);
-    shape(&r.json().await.unwrap(), "unauthorized");
-    let r = http
-        .post(&url)
-        .bearer_auth("nope")
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    let r = http.post(url).json(&serde_json::json!({})).send().await;
+    assert_eq!(r.status, 401);
+    error_shape(&r.json().await, "unauthorized");
+    let (status, _) = http.api("POST", "/requests", "nope", Some(serde_json::json!({}))).await;
+    assert_eq!(status, 401);
     let body = serde_json::json!({"context": {"environment": "production"}});
-    let r = http
-        .post(&url)
-        .bearer_auth(token("alice"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "an approver token cannot open requests");
-    let r = http
-        .post(&url)
-        .bearer_auth(token("ci"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    let r = http
-        .post(format!("{url}/{id}/approve"))
-        .bearer_auth(token("ci"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "a pipeline token cannot vote");
-    shape(&r.json().await.unwrap(), "pipeline_cannot_vote");
-    let r = http
-        .post(format!("{url}/nope/approve"))
-        .bearer_auth(token("bob"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404, "a vote on an unknown request is a 404");
-    let r = http
-        .get(format!("{url}/nope"))
-        .bearer_auth(token("ci"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    shape(&r.json().await.unwrap(), "not_found");
+    let (status, _) = http.api("POST", "/requests", &token("alice"), Some(body.clone())).await;
+    assert_eq!(status, 403, "an approver token cannot open requests");
+    let (_, v) = http.api("POST", "/requests", &token("ci"), Some(body)).await;
+    let id = v["id"].as_str().unwrap().to_string();
+    let (status, v) = http
+        .api("POST", &format!("/requests/{id}/approve"), &token("ci"), None)
+        .await;
+    assert_eq!(status, 403, "a pipeline token cannot vote");
+    error_shape(&v, "pipeline_cannot_vote");
+    let (status, _) = http.api("POST", "/requests/nope/approve", &token("bob"), None).await;
+    assert_eq!(status, 404, "a vote on an unknown request is a 404");
+    let (status, v) = http.api("GET", "/requests/nope", &token("ci"), None).await;
+    assert_eq!(status, 404);
+    error_shape(&v, "not_found");
     // Operations endpoints answer without a token.
-    assert_eq!(
-        http.get(format!("{}/healthz", s.url)).send().await.unwrap().status(),
-        200
-    );
-    assert_eq!(
-        http.get(format!("{}/readyz", s.url)).send().await.unwrap().status(),
-        200
-    );
-    let m = http
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(http.get("/healthz").send().await.status, 200);
+    assert_eq!(http.get("/readyz").send().await.status, 200);
+    let spec = http.get("/api/v1/openapi.json").send().await.json().await;
+    assert!(spec["paths"]["/api/v1/requests/{id}/wait"].is_object());
+}
+
+/// On a real socket: the answer comes before any of the body is sent, and is counted.
+#[tokio::test]
+async fn a_body_declared_too_large_is_refused_from_the_headers_alone() {
+    let s = TestApp::spawn().await;
+    let (status, body) = raw_post_headers_only(&s.addr, 200 * 1024).await;
+    assert_eq!(status, 413);
+    error_shape(&serde_json::from_str(&body).unwrap(), "payload_too_large");
+    let m = s.http().get("/metrics").send().await.text().await;
     assert!(m.contains("jitgate_http_responses_total{status=\"413\"} 1"), "{m}");
     assert!(m.contains("jitgate_waiting_gates 0"), "{m}");
-    let spec: Value = http
-        .get(format!("{}/api/v1/openapi.json", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(spec["paths"]["/api/v1/requests/{id}/wait"].is_object());
 }
 
 #[tokio::test]
 async fn graceful_shutdown_exits_zero() {
-    let mut s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let mut s = TestApp::spawn().await;
     let st = s.stop().await;
     assert!(st.success(), "{st:?} {}", s.log());
 }
@@ -648,7 +597,7 @@ async fn raw_post_headers_only(addr: &str, len: usize) -> (u16, String) {
 
 #[tokio::test]
 async fn the_gate_fails_closed() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     // A record signed by another key than the pinned one is no approval.
     let other = s.dir.path().join("other.pem");
     std::fs::write(
@@ -701,7 +650,7 @@ async fn the_gate_fails_closed() {
 
 #[tokio::test]
 async fn an_approval_is_single_use() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let args = [
         "--environment",
         "production",
@@ -727,7 +676,7 @@ async fn a_decision_on_one_replica_releases_a_gate_waiting_on_another() {
     if !backends().contains(&Db::Postgres) {
         return;
     }
-    let a = Server::start_on(Db::Postgres, &policy("    require: [{ group: sre, count: 1 }]")).await;
+    let a = TestApp::builder().backend(Db::Postgres).spawn().await;
     let b = a.replica().await;
     let w = a.open(&["--environment", "production", "--actor", "erin"]).await;
     // Voted on B; the gate long-waits on A and is woken by LISTEN/NOTIFY.
@@ -738,7 +687,7 @@ async fn a_decision_on_one_replica_releases_a_gate_waiting_on_another() {
 
 #[tokio::test]
 async fn a_request_token_serves_its_own_request_only() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let ci = s.client("ci");
     let open = |key: &str| jitgate::core::api::CreateRequest {
         context: jitgate::core::api::Context {

@@ -1,9 +1,7 @@
 //! Forge groups and comment approvals end to end: a real server whose GitHub and GitLab
 //! APIs are wiremock servers, the real `gate` binary waiting on the outcome.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -40,8 +38,13 @@ fn forge_config(gh: &str, gl: &str) -> String {
     )
 }
 
-async fn start(db: Db, gh: &MockServer, gl: &MockServer) -> Server {
-    Server::start_with(db, POLICY, &forge_config(&gh.uri(), &gl.uri())).await
+async fn start(db: Db, gh: &MockServer, gl: &MockServer) -> TestApp {
+    TestApp::builder()
+        .backend(db)
+        .policy(POLICY)
+        .config_extra(&forge_config(&gh.uri(), &gl.uri()))
+        .spawn()
+        .await
 }
 
 fn logins(v: &[&str]) -> Value {
@@ -250,19 +253,18 @@ fn pr_comment(login: &str, comment_id: u64, text: &str) -> Vec<u8> {
     .unwrap()
 }
 
-async fn post_github(s: &Server, delivery: &str, body: &[u8], signature: Option<String>) -> (u16, Value) {
-    let mut r = reqwest::Client::new()
-        .post(format!("{}/webhooks/github", s.url))
-        .header("content-type", "application/json")
+async fn post_github(s: &TestApp, delivery: &str, body: &[u8], signature: Option<String>) -> (u16, Value) {
+    let mut r = s
+        .http()
+        .post("/webhooks/github")
         .header("x-github-event", "issue_comment")
         .header("x-github-delivery", delivery)
-        .body(body.to_vec());
+        .body("application/json", body);
     if let Some(sig) = signature {
         r = r.header("x-hub-signature-256", sig);
     }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let resp = r.send().await;
+    (resp.status.as_u16(), resp.json_or_text().await)
 }
 
 /// The reply comments posted so far, checked for method, path and auth; their bodies.
@@ -416,7 +418,7 @@ async fn github_comment_approvals() {
     }
 }
 
-async fn post_gitlab(s: &Server, token: &str, note_id: u64, login: &str, text: &str) -> (u16, Value) {
+async fn post_gitlab(s: &TestApp, token: &str, note_id: u64, login: &str, text: &str) -> (u16, Value) {
     let body = json!({
         "object_kind": "note",
         "event_type": "note",
@@ -428,17 +430,16 @@ async fn post_gitlab(s: &Server, token: &str, note_id: u64, login: &str, text: &
         },
         "merge_request": {"iid": 3, "id": 900},
     });
-    let resp = reqwest::Client::new()
-        .post(format!("{}/webhooks/gitlab", s.url))
+    let resp = s
+        .http()
+        .post("/webhooks/gitlab")
         .header("x-gitlab-event", "Note Hook")
         .header("x-gitlab-token", token)
         .header("x-gitlab-event-uuid", uuid::Uuid::new_v4().to_string())
         .json(&body)
         .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+        .await;
+    (resp.status.as_u16(), resp.json_or_text().await)
 }
 
 #[tokio::test]

@@ -4,14 +4,12 @@
 //! A real server on port 0 and the real `gate` binary throughout; wiremock stands in for
 //! the runner's token endpoint and for a server that would check an OIDC token.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use crate::helpers::*;
 use base64::Engine;
-use common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
@@ -100,28 +98,11 @@ impl Runner {
         .collect()
     }
     /// `s.gate("ci")` (static token tok-ci) as a step of this runner.
-    fn gate(&self, s: &Server, attempt: &str) -> Command {
+    fn gate(&self, s: &TestApp, attempt: &str) -> Command {
         let mut c = s.gate("ci");
         c.envs(self.vars(attempt)).current_dir(self.dir.path());
         c
     }
-}
-
-async fn output_of(mut c: Command) -> Out {
-    let o = c.stdout(Stdio::piped()).stderr(Stdio::piped()).output().await.unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
-}
-
-fn outcome(events: &[Value]) -> &Value {
-    events
-        .iter()
-        .rev()
-        .find(|e| e["event"] == "outcome")
-        .expect("an outcome line")
 }
 
 #[tokio::test]
@@ -150,7 +131,7 @@ async fn github_oidc_token_is_requested_masked_and_presented() {
         .mount(&server)
         .await;
 
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let r = Runner::new();
     let mut c = r.gate(&s, "1");
     c.env("GATE_SERVER", server.uri())
@@ -160,7 +141,7 @@ async fn github_oidc_token_is_requested_masked_and_presented() {
         )
         .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-request-token")
         .args(["request", "--environment", "production"]);
-    let out = output_of(c).await;
+    let out = Out::of(c).await;
     assert_eq!(out.code, 2, "{out:?}");
     let lines: Vec<&str> = out.stdout.lines().collect();
     // Every secret is masked before anything else is printed, then the identity is said.
@@ -204,7 +185,7 @@ async fn github_oidc_token_is_requested_masked_and_presented() {
         )
         .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-request-token")
         .args(["request", "--environment", "production"]);
-    let out = output_of(c).await;
+    let out = Out::of(c).await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stdout.starts_with(&format!(
@@ -229,7 +210,7 @@ async fn github_oidc_token_is_requested_masked_and_presented() {
         )
         .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-request-token")
         .args(["request", "--environment", "production"]);
-    let out = output_of(c).await;
+    let out = Out::of(c).await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr
@@ -245,7 +226,7 @@ async fn github_oidc_token_is_requested_masked_and_presented() {
 
 #[tokio::test]
 async fn github_outputs_and_summary_after_an_approval_and_a_denial() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     // The OIDC token request fails: said as a warning, and the static token is used.
     let failing = MockServer::start().await;
     Mock::given(method("GET"))
@@ -375,7 +356,7 @@ async fn github_outputs_and_summary_after_an_approval_and_a_denial() {
 
 #[tokio::test]
 async fn github_outputs_for_expired_and_canceled() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let r = Runner::new();
     let w = s
         .open_with(r.gate(&s, "1"), &["--environment", "production", "--timeout", "1s"])
@@ -527,7 +508,7 @@ fn gate_dir() -> PathBuf {
 
 #[tokio::test]
 async fn the_composite_action_runs_the_gate_on_path() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let action = Action::load();
     let r = Runner::new();
     let mut base = r.vars("1");
@@ -733,7 +714,7 @@ fn gitlab_vars(job: &str) -> Vec<(&'static str, String)> {
 
 #[tokio::test]
 async fn gitlab_id_token_then_static_fallback_with_dotenv_and_annotations() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let jwt = fake_jwt(json!({"aud": "jitgate", "project_path": "acme/web"}));
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -750,7 +731,7 @@ async fn gitlab_id_token_then_static_fallback_with_dotenv_and_annotations() {
         .env("GATE_SERVER", server.uri())
         .env("GATE_ID_TOKEN", &jwt)
         .args(["request", "--environment", "production"]);
-    let out = output_of(c).await;
+    let out = Out::of(c).await;
     assert_eq!(out.code, 2, "{out:?}");
     assert_eq!(
         out.stdout.lines().next(),
@@ -802,7 +783,7 @@ async fn gitlab_id_token_then_static_fallback_with_dotenv_and_annotations() {
 
 #[tokio::test]
 async fn jenkins_presents_its_bound_id_token_or_says_how_to_bind_one() {
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let jwt = fake_jwt(json!({"aud": ["jitgate"], "sub": "job/web"}));
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -830,7 +811,7 @@ async fn jenkins_presents_its_bound_id_token_or_says_how_to_bind_one() {
         .env("GATE_SERVER", server.uri())
         .env("GATE_ID_TOKEN", &jwt)
         .args(["request", "--environment", "production"]);
-    let out = output_of(c).await;
+    let out = Out::of(c).await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stdout
@@ -879,7 +860,7 @@ struct GclJob {
 }
 
 impl GclJob {
-    async fn start(repo: &Path, home: &Path, s: &Server, job: &str) -> (GclJob, String) {
+    async fn start(repo: &Path, home: &Path, s: &TestApp, job: &str) -> (GclJob, String) {
         let mut child = Command::new("gitlab-ci-local")
             .current_dir(repo)
             .arg("--home")
@@ -965,7 +946,7 @@ async fn the_gitlab_template_in_gitlab_ci_local() {
         eprintln!("SKIPPED the_gitlab_template_in_gitlab_ci_local: gitlab-ci-local or rsync is not installed");
         return;
     }
-    let s = Server::start(&policy("    require: [{ group: sre, count: 1 }]")).await;
+    let s = TestApp::spawn().await;
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("web");
     let home = tmp.path().join("home");

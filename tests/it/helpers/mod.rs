@@ -1,0 +1,179 @@
+//! The test harness: [`TestApp`] (a real `gate serve` on port 0 in a temp dir, SQLite or a
+//! fresh PostgreSQL database), [`InProcessApp`] (the same router, called in process with
+//! `tower::ServiceExt::oneshot`), one HTTP helper for both ([`Http`]), and the real `gate`
+//! binary as a subprocess ([`TestApp::run`], [`TestApp::open`]).
+#![allow(dead_code)]
+
+mod app;
+mod http;
+mod in_process;
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::{BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+pub use self::http::Http;
+pub use crate::support::tokens::token;
+pub use app::{TestApp, TestAppBuilder};
+pub use in_process::InProcessApp;
+
+pub const GATE: &str = env!("CARGO_BIN_EXE_gate");
+pub const USERS: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
+pub const PIPELINES: [&str; 2] = ["ci", "ci2"];
+pub const COMMIT: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+/// The production rule most tests use: one of sre.
+pub const ONE_SRE: &str = "    require: [{ group: sre, count: 1 }]";
+
+/// Which database the server under test uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// The backends to run a test on: SQLite always, PostgreSQL when `GATE_TEST_DATABASE_URL` is set.
+pub fn backends() -> Vec<Db> {
+    let mut v = vec![Db::Sqlite];
+    if std::env::var("GATE_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        v.push(Db::Postgres);
+    } else {
+        eprintln!("GATE_TEST_DATABASE_URL is not set: PostgreSQL variant skipped");
+    }
+    v
+}
+
+/// A fresh PostgreSQL database for one test: created on the server named by
+/// `GATE_TEST_DATABASE_URL`, so tests never share tables.
+pub async fn fresh_pg_database() -> String {
+    use crate::support::pg;
+    let base = std::env::var("GATE_TEST_DATABASE_URL").expect("GATE_TEST_DATABASE_URL");
+    let name = pg::database_name("gate_t_");
+    pg::create_database(&base, &name)
+        .await
+        .expect("create a database on GATE_TEST_DATABASE_URL");
+    pg::with_database(&base, &name).expect("GATE_TEST_DATABASE_URL is a postgres:// URL")
+}
+
+/// A database URL for `db`: a SQLite file in `dir`, or a fresh PostgreSQL database.
+pub async fn database_url(db: Db, dir: &Path) -> String {
+    match db {
+        Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("gate.db").display()),
+        Db::Postgres => fresh_pg_database().await,
+    }
+}
+
+/// A policy with the usual groups and one `production` rule given as YAML lines.
+pub fn policy(production_rule: &str) -> String {
+    format!(
+        "version: 1
+groups:
+  sre: [alice, bob, carol]
+  security: [alice, dave]
+  ops: [erin, frank]
+rules:
+  - name: staging
+    match: {{ environment: staging }}
+    decision: approve
+  - name: production
+    match: {{ environment: production }}
+{production_rule}
+  - name: everything else
+    decision: deny
+"
+    )
+}
+
+/// gate.yaml's users (each with a GitHub and GitLab login and an email) and pipelines.
+pub fn identities_yaml() -> String {
+    use crate::support::tokens::{PipelineEntry, UserEntry, identities_yaml};
+    let users: Vec<UserEntry> = USERS
+        .iter()
+        .map(|u| UserEntry {
+            github: Some(format!("{u}-gh")),
+            gitlab: Some(format!("{u}-gl")),
+            email: Some(format!("{u}@example.test")),
+            ..UserEntry::new(u, token(u))
+        })
+        .collect();
+    let pipelines: Vec<PipelineEntry> = PIPELINES
+        .iter()
+        .map(|p| PipelineEntry {
+            name: p.to_string(),
+            token: token(p),
+        })
+        .collect();
+    identities_yaml(&users, &pipelines)
+}
+
+/// The last `outcome` line a gate printed.
+pub fn outcome(events: &[serde_json::Value]) -> &serde_json::Value {
+    events
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "outcome")
+        .expect("an outcome line")
+}
+
+pub fn signal(c: &Child, sig: i32) {
+    let pid = c.id().expect("child running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// What a finished process said.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// Runs `cmd` to completion with stdout and stderr captured.
+    pub async fn of(mut cmd: Command) -> Out {
+        let o = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
+    }
+}
+
+/// A `gate request` process that has opened its request.
+pub struct Waiting {
+    pub id: String,
+    pub opened: serde_json::Value,
+    pub child: Child,
+    pub lines: Lines<BufReader<ChildStdout>>,
+    pub record: PathBuf,
+}
+
+impl Waiting {
+    /// Waits for the gate to exit; returns its code and every JSON line it printed after "opened".
+    pub async fn finish(mut self) -> (i32, Vec<serde_json::Value>, String) {
+        let mut events = Vec::new();
+        while let Some(l) = self.lines.next_line().await.unwrap() {
+            events.push(serde_json::from_str(&l).unwrap_or(serde_json::Value::String(l)));
+        }
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            e.read_to_string(&mut stderr).await.unwrap();
+        }
+        let st = self.child.wait().await.unwrap();
+        (st.code().unwrap_or(-1), events, stderr)
+    }
+
+    pub fn record_path(&self) -> &Path {
+        &self.record
+    }
+}

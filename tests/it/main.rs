@@ -1,0 +1,20 @@
+//! The integration tests, as one binary: a real `gate serve` on port 0 (or the router in
+//! process where the test is about the API alone), the real `gate` binary, real SQLite
+//! files and a fresh PostgreSQL database per test when `GATE_TEST_DATABASE_URL` is set;
+//! fakes (wiremock, aiosmtpd, oidc-provider) only for outside services.
+//!
+//! `cargo test --test it` runs them all; `cargo test --test it gate::` one module.
+
+mod helpers;
+mod support;
+
+mod browser;
+mod forge;
+mod forge_groups;
+mod gate;
+mod notify;
+mod oidc;
+mod pipelines;
+mod policy_time;
+mod store;
+mod ui;

@@ -1,0 +1,6 @@
+//! Helpers shared with `gate-load` (benches/load.rs includes these files with `#[path]`):
+//! no test-only dependencies, nothing from the rest of the harness.
+
+pub mod pg;
+pub mod serve;
+pub mod tokens;
