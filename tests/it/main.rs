@@ -8,6 +8,7 @@
 mod helpers;
 mod support;
 
+mod architecture;
 mod browser;
 mod forge;
 mod forge_groups;
