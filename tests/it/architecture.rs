@@ -142,12 +142,22 @@ fn every_top_level_module_has_a_layer() {
     let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
     let declared: Vec<&str> = lib
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("pub mod ").or_else(|| l.trim().strip_prefix("mod ")))
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("pub mod ")
+                .or_else(|| l.trim().strip_prefix("mod "))
+        })
         .map(|l| l.trim_end_matches(';'))
         .collect();
-    assert!(declared.len() >= LAYERS.iter().map(|l| l.len()).sum::<usize>(), "{declared:?}");
+    assert!(
+        declared.len() >= LAYERS.iter().map(|l| l.len()).sum::<usize>(),
+        "{declared:?}"
+    );
     for m in declared {
-        assert!(layer_of(m).is_some(), "src/lib.rs declares `{m}`, which has no layer in this test");
+        assert!(
+            layer_of(m).is_some(),
+            "src/lib.rs declares `{m}`, which has no layer in this test"
+        );
     }
 }
 
@@ -164,7 +174,9 @@ fn dependencies_point_down_the_layers() {
             // Names that are not modules of the crate (macros, `crate::Result`…) have no layer.
             let Some(lt) = layer_of(to) else { continue };
             if lt >= lf {
-                wrong.push(format!("`{from}` (layer {lf}) imports `{to}` (layer {lt}) in {files:?}"));
+                wrong.push(format!(
+                    "`{from}` (layer {lf}) imports `{to}` (layer {lt}) in {files:?}"
+                ));
             }
         }
     }

@@ -1,0 +1,258 @@
+//! Tests of the decision machine, including every order of a set of votes agreeing.
+
+use super::*;
+
+fn req(group: &str, count: u32, members: &[&str]) -> Requirement {
+    Requirement {
+        group: group.into(),
+        count,
+        members: members.iter().map(|s| s.to_string()).collect(),
+        source: None,
+    }
+}
+
+fn state(reqs: Vec<Requirement>, requesters: &[&str]) -> State {
+    State {
+        status: Status::Pending,
+        requesters: requesters.iter().map(|s| s.to_string()).collect(),
+        requirements: reqs,
+        votes: vec![],
+        expires_at: 1_000,
+        approval_ttl_ms: 100,
+        approval_expires_at: None,
+        extra_voters: vec![],
+        next_escalation: None,
+        window_open: true,
+    }
+}
+
+fn approve(s: &mut State, who: &str, now: i64) -> Result<Next, Refusal> {
+    let next = s.vote(who, true, None, now)?;
+    s.votes.push(Vote {
+        voter: who.into(),
+        approve: true,
+        reason: None,
+        at: now,
+    });
+    s.status = next.status;
+    s.approval_expires_at = next.approval_expires_at;
+    Ok(next)
+}
+
+#[test]
+fn two_of_three_with_requester_in_group() {
+    let mut s = state(vec![req("sre", 2, &["alice", "bob", "carol"])], &["alice"]);
+    assert_eq!(approve(&mut s, "alice", 1), Err(Refusal::Requester));
+    assert_eq!(approve(&mut s, "bob", 2).unwrap().status, Status::Pending);
+    assert_eq!(approve(&mut s, "bob", 3), Err(Refusal::AlreadyVoted));
+    let n = approve(&mut s, "carol", 4).unwrap();
+    assert_eq!(
+        n,
+        Next {
+            status: Status::Approved,
+            approval_expires_at: Some(104)
+        }
+    );
+}
+
+#[test]
+fn person_in_two_groups_counts_once() {
+    let mut s = state(
+        vec![req("sre", 1, &["alice", "bob"]), req("security", 1, &["alice", "dave"])],
+        &["zed"],
+    );
+    assert_eq!(approve(&mut s, "alice", 1).unwrap().status, Status::Pending);
+    assert!(!s.threshold_met());
+    // bob can only fill sre, so alice must move to security: the matching finds it.
+    assert_eq!(approve(&mut s, "bob", 2).unwrap().status, Status::Approved);
+    let a = s.assign();
+    assert_eq!(a[0], vec!["bob".to_string()]);
+    assert_eq!(a[1], vec!["alice".to_string()]);
+}
+
+#[test]
+fn one_person_cannot_fill_two_slots_of_one_group() {
+    let mut s = state(vec![req("sre", 2, &["alice", "bob"])], &[]);
+    approve(&mut s, "alice", 1).unwrap();
+    assert_eq!(approve(&mut s, "alice", 2), Err(Refusal::AlreadyVoted));
+    assert_eq!(s.status, Status::Pending);
+}
+
+#[test]
+fn deny_needs_reason_and_denies() {
+    let s = state(vec![req("sre", 2, &["alice", "bob"])], &[]);
+    assert_eq!(s.vote("alice", false, None, 1), Err(Refusal::ReasonRequired));
+    assert_eq!(s.vote("alice", false, Some("   "), 1), Err(Refusal::ReasonRequired));
+    assert_eq!(s.vote("alice", false, Some("no"), 1).unwrap().status, Status::Denied);
+}
+
+#[test]
+fn requester_refused_even_for_deny_and_ineligible_refused() {
+    let s = state(vec![req("sre", 1, &["alice", "bob"])], &["bob"]);
+    assert_eq!(s.vote("bob", false, Some("x"), 1), Err(Refusal::Requester));
+    assert_eq!(s.vote("mallory", true, None, 1), Err(Refusal::NotEligible));
+}
+
+#[test]
+fn terminal_states_never_change() {
+    for st in [Status::Denied, Status::Expired, Status::Canceled, Status::Consumed] {
+        let mut s = state(vec![req("sre", 1, &["alice"])], &[]);
+        s.status = st;
+        assert_eq!(s.vote("alice", true, None, 1), Err(Refusal::NotPending(st)));
+        assert_eq!(s.vote("alice", false, Some("r"), 1), Err(Refusal::NotPending(st)));
+        assert_eq!(s.cancel(1), Err(Refusal::NotPending(st)));
+        assert_eq!(s.consume(1), Err(Refusal::NotPending(st)));
+        assert_eq!(s.tick(i64::MAX), None);
+        assert_eq!(s.deadline(), None);
+        assert!(st.is_terminal());
+    }
+}
+
+#[test]
+fn timeout_and_ttl() {
+    let mut s = state(vec![req("sre", 1, &["alice"])], &[]);
+    assert_eq!(s.tick(999), None);
+    assert_eq!(s.tick(1_000).unwrap().status, Status::Expired);
+    assert_eq!(s.vote("alice", true, None, 1_000), Err(Refusal::Expired));
+    approve(&mut s, "alice", 500).unwrap();
+    assert_eq!(s.status, Status::Approved);
+    assert_eq!(s.deadline(), Some(600));
+    assert_eq!(s.tick(599), None);
+    assert_eq!(s.consume(600), Err(Refusal::Expired));
+    assert_eq!(s.tick(600).unwrap().status, Status::Expired);
+    assert_eq!(s.consume(599).unwrap().status, Status::Consumed);
+}
+
+#[test]
+fn cancel_only_while_pending() {
+    let mut s = state(vec![req("sre", 1, &["alice"])], &[]);
+    assert_eq!(s.cancel(1).unwrap().status, Status::Canceled);
+    approve(&mut s, "alice", 1).unwrap();
+    assert_eq!(s.cancel(2), Err(Refusal::NotPending(Status::Approved)));
+}
+
+/// Every order of every subset of votes over a small universe: the outcome
+/// depends only on who approved, never on the order, and the requester never counts.
+#[test]
+fn exhaustive_orders_agree() {
+    let people = ["alice", "bob", "carol", "dave"];
+    let reqs = vec![req("a", 1, &["alice", "bob"]), req("b", 2, &["bob", "carol", "dave"])];
+    fn perms(v: &[&'static str]) -> Vec<Vec<&'static str>> {
+        if v.len() <= 1 {
+            return vec![v.to_vec()];
+        }
+        let mut out = vec![];
+        for i in 0..v.len() {
+            let mut rest = v.to_vec();
+            let x = rest.remove(i);
+            for mut p in perms(&rest) {
+                p.insert(0, x);
+                out.push(p);
+            }
+        }
+        out
+    }
+    for requester in people {
+        for mask in 0u32..16 {
+            let chosen: Vec<&'static str> = (0..4).filter(|i| mask & (1 << i) != 0).map(|i| people[i]).collect();
+            let mut outcomes = std::collections::HashSet::new();
+            for order in perms(&chosen) {
+                let mut s = state(reqs.clone(), &[requester]);
+                for who in &order {
+                    if s.status != Status::Pending {
+                        break;
+                    }
+                    let r = approve(&mut s, who, 1);
+                    if *who == requester {
+                        assert_eq!(r, Err(Refusal::Requester));
+                    }
+                }
+                outcomes.insert(s.status);
+            }
+            assert_eq!(outcomes.len(), 1, "order changed the outcome for {chosen:?}");
+            let counted: Vec<&str> = chosen.iter().copied().filter(|p| *p != requester).collect();
+            // Brute force: a needs one of {alice,bob}; b needs two of {bob,carol,dave}; distinct people.
+            let expect = counted.iter().any(|x| {
+                ["alice", "bob"].contains(x)
+                    && counted
+                        .iter()
+                        .filter(|y| *y != x && ["bob", "carol", "dave"].contains(y))
+                        .count()
+                        >= 2
+            });
+            let got = *outcomes.iter().next().unwrap() == Status::Approved;
+            assert_eq!(got, expect, "requester {requester}, votes {chosen:?}");
+        }
+    }
+}
+
+#[test]
+fn escalation_adds_voters_for_any_slot() {
+    let mut s = state(
+        vec![req("sre", 2, &["alice", "bob"]), req("security", 1, &["dave"])],
+        &["alice"],
+    );
+    assert_eq!(s.vote("rel", true, None, 1), Err(Refusal::NotEligible));
+    s.extra_voters = vec!["rel".into(), "alice".into(), "rita".into()];
+    // The requester stays the requester, escalation or not.
+    assert_eq!(s.vote("alice", true, None, 1), Err(Refusal::Requester));
+    assert!(s.is_eligible("rel") && !s.is_eligible("alice"));
+    approve(&mut s, "bob", 1).unwrap();
+    approve(&mut s, "rel", 2).unwrap();
+    assert_eq!(s.status, Status::Pending, "security still needs someone");
+    // rita fills whichever slot is left; the matching moves rel as needed.
+    assert_eq!(approve(&mut s, "rita", 3).unwrap().status, Status::Approved);
+    let a = s.assign();
+    assert_eq!(a[0].len(), 2);
+    assert_eq!(a[1].len(), 1);
+    // An added voter still counts once.
+    let mut s = state(vec![req("sre", 2, &["bob"])], &[]);
+    s.extra_voters = vec!["rel".into()];
+    approve(&mut s, "rel", 1).unwrap();
+    assert_eq!(s.vote("rel", true, None, 2), Err(Refusal::AlreadyVoted));
+    assert_eq!(approve(&mut s, "bob", 2).unwrap().status, Status::Approved);
+}
+
+#[test]
+fn escalation_steps_due_and_next() {
+    let afters = [30, 60, 90];
+    assert_eq!(due_escalations(&afters, &[], 100, 1_000, 129), Vec::<usize>::new());
+    assert_eq!(due_escalations(&afters, &[], 100, 1_000, 130), vec![0]);
+    assert_eq!(due_escalations(&afters, &[0], 100, 1_000, 130), Vec::<usize>::new());
+    // A restart that missed two steps applies both, once.
+    assert_eq!(due_escalations(&afters, &[0], 100, 1_000, 500), vec![1, 2]);
+    assert_eq!(
+        due_escalations(&afters, &[0, 1, 2], 100, 1_000, 500),
+        Vec::<usize>::new()
+    );
+    // Never at or after the timeout: then the request expires instead.
+    assert_eq!(due_escalations(&afters, &[], 100, 150, 150), Vec::<usize>::new());
+    assert_eq!(next_escalation(&afters, &[], 100, 1_000), Some(130));
+    assert_eq!(next_escalation(&afters, &[0], 100, 1_000), Some(160));
+    assert_eq!(next_escalation(&afters, &[0, 1, 2], 100, 1_000), None);
+    assert_eq!(next_escalation(&afters, &[0], 100, 160), None);
+    // The deadline is the earlier of the timeout and the next step, while pending.
+    let mut s = state(vec![req("sre", 1, &["alice"])], &[]);
+    s.next_escalation = Some(400);
+    assert_eq!(s.deadline(), Some(400));
+    assert_eq!(s.tick(400), None, "an escalation is not an expiry");
+    s.next_escalation = Some(4_000);
+    assert_eq!(s.deadline(), Some(1_000));
+    approve(&mut s, "alice", 1).unwrap();
+    assert_eq!(s.deadline(), Some(101));
+}
+
+#[test]
+fn closed_window_refuses_consume_and_keeps_the_approval() {
+    let mut s = state(vec![req("sre", 1, &["alice"])], &[]);
+    s.window_open = false;
+    // Votes are taken while the window is closed.
+    assert_eq!(approve(&mut s, "alice", 10).unwrap().status, Status::Approved);
+    assert_eq!(s.consume(20), Err(Refusal::OutsideWindow));
+    assert_eq!(s.status, Status::Approved);
+    assert_eq!(s.tick(20), None);
+    // The approval's own validity still wins: lapsed is lapsed.
+    assert_eq!(s.consume(110), Err(Refusal::Expired));
+    s.window_open = true;
+    assert_eq!(s.consume(20).unwrap().status, Status::Consumed);
+}
