@@ -14,6 +14,7 @@ use crate::ci;
 use crate::client::{Client, ClientError};
 use crate::core::api::{CreateRequest, RequestView};
 use crate::core::audit::record::{self, Expect};
+use crate::core::backoff::Backoff;
 use crate::core::duration::Dur;
 
 #[derive(Debug, Args)]
@@ -84,17 +85,19 @@ pub struct RequestArgs {
     pub forge: crate::forge::ForgeArgs,
 }
 
-/// Capped exponential backoff with jitter.
-struct Backoff {
-    attempt: u32,
-}
+/// The gate's retry pauses: 200 ms doubling to 10 s, jittered.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 
-impl Backoff {
+/// The retries of one call so far.
+#[derive(Default)]
+struct Retries(u32);
+
+impl Retries {
+    /// The pause before the next retry.
     fn next(&mut self) -> Duration {
-        use rand::Rng;
-        let base = 200u64.saturating_mul(1 << self.attempt.min(6)).min(10_000);
-        self.attempt += 1;
-        Duration::from_millis(rand::thread_rng().gen_range(base / 2..=base))
+        let pause = RETRY.jittered(self.0, &mut rand::thread_rng());
+        self.0 = self.0.saturating_add(1);
+        pause
     }
 }
 
@@ -143,7 +146,7 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
     let mut signals = Signals::new()?;
 
     // Open, retrying through network trouble: the idempotency key makes that safe.
-    let mut backoff = Backoff { attempt: 0 };
+    let mut retries = Retries::default();
     let last_ok = Instant::now();
     let (mut view, new) = loop {
         match client.create(&body).await {
@@ -151,7 +154,7 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
             Err(e) if e.is_transient() && last_ok.elapsed() < budget => {
                 eprintln!("gate: {e}; retrying");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff.next()) => {}
+                    _ = tokio::time::sleep(retries.next()) => {}
                     _ = signals.recv() => return Err(Failure::no("interrupted before the request was opened")),
                 }
             }
@@ -237,13 +240,13 @@ async fn follow(
     // Wait.
     let started = Instant::now();
     let mut last_line = Instant::now();
-    let mut backoff = Backoff { attempt: 0 };
+    let mut retries = Retries::default();
     let mut last_ok = Instant::now();
     while view.status == "pending" {
         tokio::select! {
             r = client.wait(&view.id, Some(view.version), 30) => match r {
                 Ok(v) => {
-                    backoff = Backoff { attempt: 0 };
+                    retries = Retries::default();
                     last_ok = Instant::now();
                     if v.version != view.version && v.status == "pending" {
                         for vote in v.votes.iter().filter(|x| !view.votes.contains(x)) {
@@ -257,7 +260,7 @@ async fn follow(
                     if last_ok.elapsed() >= budget {
                         return Err(Failure::usage(format!("the server has been unreachable for {}: {e}; request {} is still open", Dur(last_ok.elapsed().as_millis() as i64), view.id)));
                     }
-                    let pause = backoff.next();
+                    let pause = retries.next();
                     tracing::info!(error = %e, "waiting to reconnect");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
@@ -552,13 +555,13 @@ where
     Fut: std::future::Future<Output = Result<T, ClientError>>,
 {
     let start = Instant::now();
-    let mut b = Backoff { attempt: 0 };
+    let mut retries = Retries::default();
     loop {
         match f().await {
             Ok(v) => return Ok(v),
             Err(e) if e.is_transient() && start.elapsed() < budget => {
                 tokio::select! {
-                    _ = tokio::time::sleep(b.next()) => {}
+                    _ = tokio::time::sleep(retries.next()) => {}
                     _ = signals.recv() => return Err(None),
                 }
             }

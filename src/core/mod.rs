@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod backoff;
 pub mod decide;
 pub mod duration;
 pub mod policy;
