@@ -463,7 +463,7 @@ async fn identify(
     }
     let identity = ci::identity::select(platform, &inputs, &|k| std::env::var(k).ok())
         .await
-        .map_err(Failure::usage)?;
+        .map_err(|e| Failure::usage(e.to_string()))?;
     for t in &identity.masks {
         mask(t, out);
     }
@@ -506,7 +506,9 @@ fn keep_token_fresh(
         }
         client.set_token(token);
     };
-    let on_error = move |e: String| out.note(&format!("jitgate: warning: could not refresh the OIDC token: {e}"));
+    let on_error = move |e: ci::identity::FetchError| {
+        out.note(&format!("jitgate: warning: could not refresh the OIDC token: {e}"))
+    };
     Refresher(Some(tokio::spawn(ci::identity::refresh_loop(
         refresh, exp, on_token, on_error,
     ))))
