@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::json;
 
-use super::{Ctx, Failure, Outcome, print_json};
+use super::{Ctx, Exit, Failure, Outcome, print_json};
 use crate::ci;
 use crate::client::{Client, ClientError};
 use crate::core::api::{CreateRequest, RequestView};
@@ -234,7 +234,7 @@ async fn follow(
             view.reason.as_deref().unwrap_or(""),
             None,
         );
-        return Ok(if view.status == "approved" { 0 } else { 1 });
+        return Ok(Exit::yes_or_no(view.status == "approved"));
     }
 
     // Wait.
@@ -387,7 +387,7 @@ async fn finish(client: &Client, a: &RequestArgs, view: RequestView, out: &Print
     report(client, a, &view, decision, &why, record_path.as_deref());
     // Side calls report the outcome; they never change the exit code.
     crate::forge::report(&a.forge, &view, decision, &why).await;
-    Ok(if approved { 0 } else { 1 })
+    Ok(Exit::yes_or_no(approved))
 }
 
 async fn cancel(client: &Client, a: &RequestArgs, view: &RequestView, out: &Printer) -> Outcome {
@@ -423,7 +423,7 @@ async fn cancel(client: &Client, a: &RequestArgs, view: &RequestView, out: &Prin
         latest.reason.as_deref().unwrap_or(why),
         record_path.as_deref(),
     );
-    Ok(1)
+    Ok(Exit::No)
 }
 
 /// Fetches and writes the record of a request that ended without an approval (best effort).
