@@ -20,6 +20,10 @@ pub enum Exit {
     /// server rejects, the server unreachable or failing, a file that cannot be read or
     /// written.
     CouldNotDecide = 2,
+    /// 3. `gate request`: the approval's signed record does not verify (signature,
+    /// commit or artifacts), so it is no approval. (`gate verify` answers an invalid
+    /// record with [`Exit::No`].)
+    RecordDoesNotVerify = 3,
 }
 
 impl Exit {
@@ -50,5 +54,6 @@ mod tests {
         assert_eq!(Exit::Success.code(), 0);
         assert_eq!(Exit::No.code(), 1);
         assert_eq!(Exit::CouldNotDecide.code(), 2);
+        assert_eq!(Exit::RecordDoesNotVerify.code(), 3);
     }
 }

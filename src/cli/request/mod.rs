@@ -1,7 +1,8 @@
 //! `gate request`: the pipeline step. Opens a request (idempotently), prints what it
 //! asks and of whom, long-waits for the decision through restarts and network cuts,
 //! cancels on SIGINT/SIGTERM, and on approval uses it, verifies the signed record and
-//! writes it out. Exit 0 approved, 1 not approved, 2 no decision could be had.
+//! writes it out. Exit 0 approved, 1 not approved, 2 no decision could be had, 3 the
+//! approval's record does not verify.
 
 mod args;
 mod identity;

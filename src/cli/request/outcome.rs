@@ -41,10 +41,10 @@ pub(super) async fn finish(
                 };
                 if let Err(why) = record::verify(env, &keys, &expect) {
                     // Fail closed: an approval whose record does not check out is no approval.
-                    return Err(Failure::usage(format!(
-                        "the record of {} does not verify: {why}",
-                        view.id
-                    )));
+                    return Err(Failure::new(
+                        Exit::RecordDoesNotVerify,
+                        format!("the record of {} does not verify: {why}", view.id),
+                    ));
                 }
             }
             if let Some(dir) = a.record_file.parent().filter(|d| !d.as_os_str().is_empty()) {
