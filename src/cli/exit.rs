@@ -9,18 +9,18 @@ use std::process::ExitCode;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Exit {
-    /// 0. `gate request`: approved, this gate used the approval and its record verified.
+    /// Code 0: `gate request`: approved, this gate used the approval and its record verified.
     /// Other commands: done (valid, intact, a rule matches).
     Success = 0,
-    /// 1. The answer is no: not approved (denied, expired, canceled, interrupted, already
+    /// Code 1: the answer is no: not approved (denied, expired, canceled, interrupted, already
     /// used), the server refused the action, a record or policy is invalid, the audit
     /// chain is broken.
     No = 1,
-    /// 2. No decision could be had: bad usage or flags, config, auth, a request the
+    /// Code 2: no decision could be had: bad usage or flags, config, auth, a request the
     /// server rejects, the server unreachable or failing, a file that cannot be read or
     /// written.
     CouldNotDecide = 2,
-    /// 3. `gate request`: the approval's signed record does not verify (signature,
+    /// Code 3: `gate request`: the approval's signed record does not verify (signature,
     /// commit or artifacts), so it is no approval. (`gate verify` answers an invalid
     /// record with [`Exit::No`].)
     RecordDoesNotVerify = 3,
