@@ -1,5 +1,7 @@
 //! `gate`: parse arguments, run, exit with the command's code.
 
-fn main() {
-    std::process::exit(jitgate::cli::main());
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    jitgate::cli::main()
 }

@@ -15,6 +15,7 @@ use crate::service::{self as engine, Engine};
 
 use crate::config::Config;
 use crate::core::audit::record::KeyPair;
+use crate::core::backoff::Backoff;
 use crate::core::policy::Policy;
 use crate::store::Store;
 
@@ -142,12 +143,13 @@ async fn run_timer(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
 /// Reconnects with backoff; while disconnected, waiters still wake at their timeout and
 /// re-read, so nothing is lost, only slower.
 async fn run_listener(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
-    let mut pause = Duration::from_millis(100);
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let mut retry = 0;
     loop {
         match engine.store.listen_changes().await {
             Ok(None) => return,
             Ok(Some(mut l)) => {
-                pause = Duration::from_millis(100);
+                retry = 0;
                 loop {
                     tokio::select! {
                         n = l.recv() => match n {
@@ -167,10 +169,10 @@ async fn run_listener(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
             Err(e) => tracing::warn!(error = %e, "cannot listen for changes from other replicas"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep(backoff.pause(retry)) => {}
             _ = stop.changed() => return,
         }
-        pause = (pause * 2).min(Duration::from_secs(10));
+        retry = retry.saturating_add(1);
     }
 }
 

@@ -32,7 +32,7 @@ pub struct Refresh {
 }
 
 impl Refresh {
-    pub async fn fetch(&self) -> Result<String, String> {
+    pub async fn fetch(&self) -> Result<String, FetchError> {
         fetch_github(&self.url, &self.bearer, &self.audience).await
     }
 }
@@ -76,13 +76,69 @@ impl Identity {
     }
 }
 
+/// No credential to present: the OIDC token could not be had and no static token is given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoIdentity {
+    /// The platform offers none; `why` says what to change to get one.
+    #[error("no identity to present: {why}; no static token either (--token or GATE_TOKEN)")]
+    Absent { why: String },
+    /// The platform should have given one and failed.
+    #[error("no identity to present: {error}, and no static token either (--token or GATE_TOKEN)")]
+    Failed { error: String },
+}
+
+/// A token that cannot be read as a JWT.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("expected a JWT (three dot-separated parts)")]
+    Shape,
+    #[error("not base64url: {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("header is not JSON: {0}")]
+    HeaderJson(serde_json::Error),
+    #[error("header is not a JSON object")]
+    HeaderNotObject,
+    #[error("claims are not JSON: {0}")]
+    ClaimsJson(serde_json::Error),
+    #[error("claims are not a JSON object")]
+    ClaimsNotObject,
+}
+
+/// Why the runner's token endpoint gave no token.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: {0}")]
+    Url(#[from] url::ParseError),
+    /// The HTTP client could not be made.
+    #[error("{0}")]
+    Client(reqwest::Error),
+    #[error("the token endpoint is unreachable: {0}")]
+    Unreachable(reqwest::Error),
+    /// HTTP 5xx or 429: worth retrying.
+    #[error("the token endpoint answered HTTP {0}")]
+    Busy(u16),
+    #[error("the token endpoint answered HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("the token endpoint's answer is not {{\"value\": ...}}: {0}")]
+    Answer(serde_json::Error),
+    #[error("the token endpoint answered without a token")]
+    Empty,
+}
+
+impl FetchError {
+    /// Worth another try: the network, or a server briefly unable.
+    fn is_transient(&self) -> bool {
+        matches!(self, FetchError::Unreachable(_) | FetchError::Busy(_))
+    }
+}
+
 /// Asks the platform for a token, then chooses: the OIDC token if any, else the static
 /// one, else an error that says what to set. `env` reads the job's variables.
 pub async fn select(
     platform: Platform,
     inputs: &Inputs,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Identity, String> {
+) -> Result<Identity, NoIdentity> {
     let offer = offer(platform, inputs, env).await;
     choose(platform, inputs, offer)
 }
@@ -154,7 +210,7 @@ pub async fn offer(platform: Platform, inputs: &Inputs, env: &dyn Fn(&str) -> Op
 }
 
 /// Applies the fallback to the static token. Pure: every message is tested.
-pub fn choose(platform: Platform, inputs: &Inputs, offer: Offer) -> Result<Identity, String> {
+pub fn choose(platform: Platform, inputs: &Inputs, offer: Offer) -> Result<Identity, NoIdentity> {
     let static_token = inputs
         .static_token
         .as_ref()
@@ -197,18 +253,10 @@ pub fn choose(platform: Platform, inputs: &Inputs, offer: Offer) -> Result<Ident
             warnings,
             refresh: None,
         }),
-        None => {
-            let mut msg = String::from("no identity to present: ");
-            if let Some(w) = warnings.first() {
-                msg.push_str(w);
-                msg.push_str(", and ");
-            } else {
-                msg.push_str(&why);
-                msg.push_str("; ");
-            }
-            msg.push_str("no static token either (--token or GATE_TOKEN)");
-            Err(msg)
-        }
+        None => Err(match warnings.into_iter().next() {
+            Some(error) => NoIdentity::Failed { error },
+            None => NoIdentity::Absent { why },
+        }),
     }
 }
 
@@ -227,7 +275,7 @@ pub async fn refresh_loop(
     refresh: Refresh,
     exp: i64,
     mut on_token: impl FnMut(String),
-    mut on_error: impl FnMut(String),
+    mut on_error: impl FnMut(FetchError),
 ) {
     let now = || time::OffsetDateTime::now_utc().unix_timestamp();
     let mut delay = refresh_delay(exp, now());
@@ -279,7 +327,7 @@ pub fn jwt_expiry(token: &str) -> Option<i64> {
 
 /// The `aud` claim of a JWT, read without checking the signature (the server checks it):
 /// only to say which audience the token is for.
-pub fn jwt_audiences(token: &str) -> Result<Vec<String>, String> {
+pub fn jwt_audiences(token: &str) -> Result<Vec<String>, JwtError> {
     let claims = jwt_claims(token)?;
     Ok(match &claims["aud"] {
         serde_json::Value::String(s) => vec![s.clone()],
@@ -288,25 +336,20 @@ pub fn jwt_audiences(token: &str) -> Result<Vec<String>, String> {
     })
 }
 
-fn jwt_claims(token: &str) -> Result<serde_json::Value, String> {
+fn jwt_claims(token: &str) -> Result<serde_json::Value, JwtError> {
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
-        return Err("expected a JWT (three dot-separated parts)".into());
+        return Err(JwtError::Shape);
     }
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let decode = |p: &str| {
-        b64.decode(p.trim_end_matches('='))
-            .map_err(|e| format!("not base64url: {e}"))
-    };
-    let header: serde_json::Value =
-        serde_json::from_slice(&decode(parts[0])?).map_err(|e| format!("header is not JSON: {e}"))?;
+    let decode = |p: &str| b64.decode(p.trim_end_matches('='));
+    let header: serde_json::Value = serde_json::from_slice(&decode(parts[0])?).map_err(JwtError::HeaderJson)?;
     if !header.is_object() {
-        return Err("header is not a JSON object".into());
+        return Err(JwtError::HeaderNotObject);
     }
-    let claims: serde_json::Value =
-        serde_json::from_slice(&decode(parts[1])?).map_err(|e| format!("claims are not JSON: {e}"))?;
+    let claims: serde_json::Value = serde_json::from_slice(&decode(parts[1])?).map_err(JwtError::ClaimsJson)?;
     if !claims.is_object() {
-        return Err("claims are not a JSON object".into());
+        return Err(JwtError::ClaimsNotObject);
     }
     Ok(claims)
 }
@@ -320,8 +363,8 @@ struct GithubTokenAnswer {
 /// The runner's token endpoint: `GET $ACTIONS_ID_TOKEN_REQUEST_URL&audience=AUD` with
 /// `Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN`, answering `{"value": JWT}`.
 /// Retries a few times through network trouble and 5xx, as the official toolkit does.
-pub async fn fetch_github(url: &str, bearer: &str, audience: &str) -> Result<String, String> {
-    let mut u = reqwest::Url::parse(url).map_err(|e| format!("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: {e}"))?;
+pub async fn fetch_github(url: &str, bearer: &str, audience: &str) -> Result<String, FetchError> {
+    let mut u = reqwest::Url::parse(url)?;
     if !audience.is_empty() {
         u.query_pairs_mut().append_pair("audience", audience);
     }
@@ -330,46 +373,44 @@ pub async fn fetch_github(url: &str, bearer: &str, audience: &str) -> Result<Str
         .timeout(Duration::from_secs(30))
         .user_agent(concat!("jitgate/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| e.to_string())?;
-    let mut last = String::new();
-    for attempt in 0..3u32 {
+        .map_err(FetchError::Client)?;
+    let mut attempt = 0u32;
+    loop {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt))).await;
         }
-        let resp = http
-            .get(u.clone())
-            .header("Authorization", format!("bearer {bearer}"))
-            .header("Accept", "application/json; api-version=2.0")
-            .send()
-            .await;
-        let resp = match resp {
-            Ok(r) => r,
-            Err(e) => {
-                last = format!("the token endpoint is unreachable: {e}");
-                continue;
-            }
-        };
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        if status.is_server_error() || status.as_u16() == 429 {
-            last = format!("the token endpoint answered HTTP {}", status.as_u16());
-            continue;
+        match ask_github(&http, &u, bearer).await {
+            Err(e) if e.is_transient() && attempt < 2 => attempt += 1,
+            r => return r,
         }
-        if !status.is_success() {
-            let snippet: String = body.chars().take(200).collect();
-            return Err(format!(
-                "the token endpoint answered HTTP {}: {snippet}",
-                status.as_u16()
-            ));
-        }
-        let answer: GithubTokenAnswer = serde_json::from_str(&body)
-            .map_err(|e| format!("the token endpoint's answer is not {{\"value\": ...}}: {e}"))?;
-        if answer.value.is_empty() {
-            return Err("the token endpoint answered without a token".into());
-        }
-        return Ok(answer.value);
     }
-    Err(last)
+}
+
+/// One call of the runner's token endpoint.
+async fn ask_github(http: &reqwest::Client, u: &reqwest::Url, bearer: &str) -> Result<String, FetchError> {
+    let resp = http
+        .get(u.clone())
+        .header("Authorization", format!("bearer {bearer}"))
+        .header("Accept", "application/json; api-version=2.0")
+        .send()
+        .await
+        .map_err(FetchError::Unreachable)?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if status.is_server_error() || status.as_u16() == 429 {
+        return Err(FetchError::Busy(status.as_u16()));
+    }
+    if !status.is_success() {
+        return Err(FetchError::Refused {
+            status: status.as_u16(),
+            body: body.chars().take(200).collect(),
+        });
+    }
+    let answer: GithubTokenAnswer = serde_json::from_str(&body).map_err(FetchError::Answer)?;
+    if answer.value.is_empty() {
+        return Err(FetchError::Empty);
+    }
+    Ok(answer.value)
 }
 
 #[cfg(test)]
@@ -418,6 +459,7 @@ mod tests {
         );
 
         let e = select(Platform::Gitlab, &inputs(None, None), &none).await.unwrap_err();
+        let e = e.to_string();
         assert!(e.contains("GATE_ID_TOKEN is empty") && e.contains("GATE_TOKEN"), "{e}");
 
         // Not a JWT: said, and the static token is used.
@@ -466,7 +508,7 @@ mod tests {
         );
         assert_eq!(id.masks, ["s3cret"]);
         let e = select(Platform::Github, &inputs(None, None), &none).await.unwrap_err();
-        assert!(e.contains("id-token: write"), "{e}");
+        assert!(e.to_string().contains("id-token: write"), "{e}");
     }
 
     #[test]
@@ -478,7 +520,11 @@ mod tests {
         assert_eq!(id.line, "static token (the GitHub OIDC token request failed)");
         assert_eq!(id.warnings, ["could not get a GitHub OIDC token: HTTP 403"]);
         let e = choose(Platform::Github, &inputs(None, None), failed()).unwrap_err();
-        assert!(e.contains("HTTP 403") && e.contains("no static token"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "no identity to present: could not get a GitHub OIDC token: HTTP 403, \
+             and no static token either (--token or GATE_TOKEN)"
+        );
         let ok = choose(
             Platform::Github,
             &inputs(None, Some("s")),

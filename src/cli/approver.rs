@@ -1,6 +1,6 @@
 //! Approvers' commands: `approve`, `deny`, `pending`, `show`, `cancel`.
 
-use super::{Ctx, Failure, Outcome, print_json};
+use super::{Ctx, Exit, Failure, Outcome, print_json};
 use crate::client::ClientError;
 use crate::core::api::RequestView;
 
@@ -37,7 +37,7 @@ pub async fn vote(ctx: &Ctx, id: &str, approve: bool, reason: Option<String>) ->
             println!("still needed: {}", v.needs());
         }
     }
-    Ok(0)
+    Ok(Exit::Success)
 }
 
 pub async fn cancel(ctx: &Ctx, id: &str, reason: Option<String>) -> Outcome {
@@ -47,18 +47,18 @@ pub async fn cancel(ctx: &Ctx, id: &str, reason: Option<String>) -> Outcome {
     } else {
         println!("request {} is {}", v.id, v.status);
     }
-    Ok(0)
+    Ok(Exit::Success)
 }
 
 pub async fn pending(ctx: &Ctx) -> Outcome {
     let list = ctx.client()?.list("pending").await?;
     if ctx.json() {
         print_json(&list);
-        return Ok(0);
+        return Ok(Exit::Success);
     }
     if list.is_empty() {
         println!("nothing waits for you");
-        return Ok(0);
+        return Ok(Exit::Success);
     }
     println!(
         "{:<26} {:<12} {:<28} {:<14} NEEDS",
@@ -74,7 +74,7 @@ pub async fn pending(ctx: &Ctx) -> Outcome {
             r.needs()
         );
     }
-    Ok(0)
+    Ok(Exit::Success)
 }
 
 pub async fn show(ctx: &Ctx, id: &str) -> Outcome {
@@ -82,7 +82,7 @@ pub async fn show(ctx: &Ctx, id: &str) -> Outcome {
     let v = c.get(id).await.map_err(refused)?;
     if ctx.json() {
         print_json(&v);
-        return Ok(0);
+        return Ok(Exit::Success);
     }
     print_view(&v);
     if let Ok(events) = c.audit(id).await {
@@ -91,7 +91,7 @@ pub async fn show(ctx: &Ctx, id: &str) -> Outcome {
             println!("  #{:<6} {} {:<9} by {} {}", e.seq, e.at, e.kind, e.actor, e.data);
         }
     }
-    Ok(0)
+    Ok(Exit::Success)
 }
 
 pub fn print_view(v: &RequestView) {

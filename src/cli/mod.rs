@@ -1,36 +1,41 @@
-//! Command-line interface. Each command returns an exit code or a [`Failure`] that
+//! Command-line interface. Each command returns an [`Exit`] or a [`Failure`] that
 //! carries one, so `main` stays a one-liner.
 
 mod approver;
+mod exit;
 mod request;
 mod serve;
 mod tools;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// A command that failed, with the exit code it should end the process with.
-#[derive(Debug)]
+pub use exit::Exit;
+
+/// A command that failed: the message printed after `gate: `, and how to exit.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct Failure {
-    pub code: i32,
+    pub exit: Exit,
     pub message: String,
 }
 
 impl Failure {
-    /// Exit 2: usage, config, auth, or an unreachable server.
-    pub fn usage(message: impl Into<String>) -> Failure {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Failure {
         Failure {
-            code: 2,
+            exit,
             message: message.into(),
         }
     }
-    /// Exit 1: the answer is no.
+    /// [`Exit::CouldNotDecide`]: usage, config, auth, or an unreachable server.
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure::new(Exit::CouldNotDecide, message)
+    }
+    /// [`Exit::No`]: the answer is no.
     pub fn no(message: impl Into<String>) -> Failure {
-        Failure {
-            code: 1,
-            message: message.into(),
-        }
+        Failure::new(Exit::No, message)
     }
 }
 
@@ -40,7 +45,7 @@ impl From<crate::client::ClientError> for Failure {
     }
 }
 
-pub type Outcome = Result<i32, Failure>;
+pub type Outcome = Result<Exit, Failure>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Output {
@@ -164,7 +169,7 @@ pub enum TokenCommand {
 }
 
 /// Parses the process arguments, runs, and returns the exit code.
-pub fn main() -> i32 {
+pub fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
     let cli = match without_empty_env(Cli::command())
         .try_get_matches()
@@ -172,9 +177,14 @@ pub fn main() -> i32 {
     {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+            // Argument errors are usage errors; `--help` and `--version` succeed.
+            let exit = if e.use_stderr() {
+                Exit::CouldNotDecide
+            } else {
+                Exit::Success
+            };
             let _ = e.print();
-            return code;
+            return exit.into();
         }
     };
     init_tracing(matches!(cli.command, Command::Serve(_)));
@@ -182,14 +192,14 @@ pub fn main() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gate: cannot start the runtime: {e}");
-            return 2;
+            return Exit::CouldNotDecide.into();
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(code) => code,
+        Ok(exit) => exit.into(),
         Err(f) => {
-            eprintln!("gate: {}", f.message);
-            f.code
+            eprintln!("gate: {f}");
+            f.exit.into()
         }
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{Failure, Outcome};
+use super::{Exit, Failure, Outcome};
 use crate::config::{Config, Pipeline, User};
 use crate::serve::{self as server, Settings};
 
@@ -149,7 +149,7 @@ pub async fn run(a: ServeArgs) -> Outcome {
     server::serve(listener, server, stop)
         .await
         .map_err(|e| Failure::usage(format!("{e:#}")))?;
-    Ok(0)
+    Ok(Exit::Success)
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use super::{Ctx, Failure, Outcome, print_json};
+use super::{Ctx, Exit, Failure, Outcome, print_json};
 use crate::client::Client;
 use crate::core::api::Context;
 use crate::core::audit::record::{self, Expect};
@@ -39,7 +39,7 @@ pub async fn verify(ctx: &Ctx, path: &Path, key: &str, commit: Option<String>, a
             } else {
                 println!("valid: request {} {} (signed by {})", v.request_id, v.outcome, v.keyid);
             }
-            Ok(0)
+            Ok(Exit::Success)
         }
         Err(why) => {
             if ctx.json() {
@@ -67,7 +67,7 @@ pub async fn audit_verify(ctx: &Ctx) -> Outcome {
             r.problem.as_deref().unwrap_or("")
         );
     }
-    Ok(if r.ok { 0 } else { 1 })
+    Ok(Exit::yes_or_no(r.ok))
 }
 
 pub async fn audit_export(ctx: &Ctx) -> Outcome {
@@ -76,12 +76,12 @@ pub async fn audit_export(ctx: &Ctx) -> Outcome {
     loop {
         let page = c.audit_export(after, 10_000).await?;
         if page.trim().is_empty() {
-            return Ok(0);
+            return Ok(Exit::Success);
         }
         for line in page.lines() {
             // A closed pipe (`| head`) ends the export quietly instead of panicking.
             if writeln!(std::io::stdout().lock(), "{line}").is_err() {
-                return Ok(0);
+                return Ok(Exit::Success);
             }
             if let Some(seq) = serde_json::from_str::<serde_json::Value>(line)
                 .ok()
@@ -113,7 +113,7 @@ pub fn policy_check(ctx: &Ctx, file: &Path, config: Option<&Path>) -> Outcome {
             p.digest
         );
     }
-    Ok(0)
+    Ok(Exit::Success)
 }
 
 pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
@@ -156,7 +156,7 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
             println!("no rule matches: the request would be refused");
         }
     }
-    Ok(if matched.is_some() { 0 } else { 1 })
+    Ok(Exit::yes_or_no(matched.is_some()))
 }
 
 pub fn token_hash() -> Outcome {
@@ -169,7 +169,7 @@ pub fn token_hash() -> Outcome {
         return Err(Failure::usage("no token on stdin"));
     }
     println!("{}", crate::auth::hash_token(t));
-    Ok(0)
+    Ok(Exit::Success)
 }
 
 pub fn token_new(ctx: &Ctx) -> Outcome {
@@ -180,5 +180,5 @@ pub fn token_new(ctx: &Ctx) -> Outcome {
     } else {
         println!("token:        {t}\ntoken_sha256: {h}");
     }
-    Ok(0)
+    Ok(Exit::Success)
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod backoff;
 pub mod context;
 pub mod crypto;
 pub mod decide;

@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use serde_json::Value;
 use tokio::sync::watch;
 
 use super::email::Mailer;
 use super::{EMAIL, Hub, NotifyConfig, SLACK, WEBHOOK};
+use crate::core::backoff::Backoff;
 use crate::core::duration::now_ms;
 use crate::store::{NotificationRow, Store};
 
@@ -31,8 +31,7 @@ pub struct Channels {
     webhooks: HashMap<String, (String, Vec<u8>)>,
     slack: HashMap<String, String>,
     mailer: Option<Mailer>,
-    retry_base_ms: i64,
-    retry_max_ms: i64,
+    retry: Backoff,
     give_up_ms: i64,
     timeout: Duration,
 }
@@ -78,8 +77,7 @@ impl Channels {
             webhooks,
             slack,
             mailer,
-            retry_base_ms: n.retry_base().millis(),
-            retry_max_ms: n.retry_max().millis(),
+            retry: Backoff::new(n.retry_base().as_std(), n.retry_max().as_std()),
             give_up_ms: n.give_up_after().millis(),
             timeout,
         })
@@ -114,16 +112,6 @@ impl Channels {
             other => Err(format!("unknown channel `{other}`")),
         }
     }
-}
-
-/// The delay before attempt `attempts + 1`, after `attempts` failed: `base` doubling each
-/// time, capped at `max`, then jittered into its upper half so replicas and rows that
-/// failed together do not retry in lockstep.
-pub fn backoff(attempts: i64, base_ms: i64, max_ms: i64, rng: &mut impl Rng) -> i64 {
-    let shift = attempts.clamp(1, 40) - 1;
-    let full = base_ms.saturating_mul(1i64 << shift.min(62)).min(max_ms).max(1);
-    let half = full / 2;
-    half + rng.gen_range(0..=full - half)
 }
 
 /// Runs until `stop` turns true, then finishes the round in flight and returns.
@@ -216,7 +204,10 @@ async fn settle(
         }
         Err(err) => {
             let err = super::clip(err, 1000);
-            let delay = backoff(row.attempts, ch.retry_base_ms, ch.retry_max_ms, &mut rand::thread_rng());
+            // The delay before attempt `attempts + 1`, after `attempts` failed: `retry_base`
+            // doubling each time, capped at `retry_max`, jittered.
+            let retry = (row.attempts.clamp(1, 40) - 1) as u32;
+            let delay = ch.retry.jittered(retry, &mut rand::thread_rng()).as_millis() as i64;
             let next = now + delay;
             let give_up = (next - row.created_at > ch.give_up_ms).then_some(now);
             if give_up.is_some() {
@@ -267,33 +258,4 @@ pub(crate) async fn check_status(resp: reqwest::Response) -> Result<(), String> 
     }
     let body = resp.text().await.unwrap_or_default();
     Err(format!("HTTP {}: {}", status.as_u16(), super::clip(body.trim(), 200)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
-
-    #[test]
-    fn backoff_doubles_caps_and_jitters() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for (attempts, full) in [
-            (1, 1000),
-            (2, 2000),
-            (3, 4000),
-            (9, 256_000),
-            (10, 300_000),
-            (500, 300_000),
-        ] {
-            for _ in 0..50 {
-                let d = backoff(attempts, 1000, 300_000, &mut rng);
-                assert!(
-                    (full / 2..=full).contains(&d),
-                    "attempt {attempts}: {d} not in {}..={full}",
-                    full / 2
-                );
-            }
-        }
-        assert!(backoff(1, 1, 1, &mut rng) >= 1);
-    }
 }

@@ -617,7 +617,7 @@ async fn the_gate_fails_closed() {
         .await;
     s.client("bob").approve(&w.id, None).await.unwrap();
     let (code, _, err) = w.finish().await;
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 3, "{err}");
     assert!(err.contains("does not verify"), "{err}");
 
     // No server within the retry budget: exit 2, never 0.

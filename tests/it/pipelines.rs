@@ -385,7 +385,7 @@ async fn github_outputs_for_expired_and_canceled() {
     assert!(r.summary_text().contains("🚫"), "{}", r.summary_text());
 
     // An approval whose record does not verify against the pinned key is no approval (exit
-    // 2); the outputs say `error` and why.
+    // 3); the outputs say `error` and why.
     let other = s.dir.path().join("other.pem");
     std::fs::write(
         &other,
@@ -401,7 +401,7 @@ async fn github_outputs_for_expired_and_canceled() {
         .await;
     s.client("bob").approve(&w.id, None).await.unwrap();
     let (code, _, err) = w.finish().await;
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 3, "{err}");
     let o = r.outputs();
     assert_eq!(o["decision"], "error");
     assert!(o["reason"].contains("does not verify"), "{o:?}");

@@ -1,0 +1,152 @@
+//! What `gate request` is asked: its flags (each also a `GATE_` variable), and the
+//! request body they make with the context detected from the platform.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::ci;
+use crate::cli::Failure;
+use crate::core::api::CreateRequest;
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// Target environment (matched by the policy).
+    #[arg(long, env = "GATE_ENVIRONMENT")]
+    pub environment: String,
+    /// What is being done, e.g. deploy, migrate, rollback.
+    #[arg(long, env = "GATE_ACTION", default_value = "deploy")]
+    pub action: String,
+    /// One line (or a paragraph) for the approvers.
+    #[arg(long, env = "GATE_SUMMARY")]
+    pub summary: Option<String>,
+    /// key=value, repeatable (GATE_LABEL takes a comma-separated list).
+    #[arg(long = "label", env = "GATE_LABEL", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// sha256:HEX digest of what is released, repeatable (GATE_ARTIFACT: comma-separated).
+    #[arg(long = "artifact", env = "GATE_ARTIFACT", value_delimiter = ',')]
+    pub artifacts: Vec<String>,
+    /// Ask for a shorter timeout than the policy's (e.g. 30m).
+    #[arg(long, env = "GATE_TIMEOUT")]
+    pub timeout: Option<String>,
+    /// Where to write the signed record.
+    #[arg(long, env = "GATE_RECORD_FILE", default_value = "gate-record.json")]
+    pub record_file: PathBuf,
+    /// Wait for the decision (the default; wins over --no-wait, e.g. to undo GATE_NO_WAIT).
+    #[arg(long, env = "GATE_WAIT")]
+    pub wait: bool,
+    /// Open the request, print it and exit: 0 if already approved, 1 otherwise.
+    #[arg(long, env = "GATE_NO_WAIT")]
+    pub no_wait: bool,
+    #[arg(long, env = "GATE_REPOSITORY")]
+    pub repository: Option<String>,
+    #[arg(long = "ref", env = "GATE_REF")]
+    pub git_ref: Option<String>,
+    #[arg(long, env = "GATE_COMMIT")]
+    pub commit: Option<String>,
+    #[arg(long, env = "GATE_ACTOR")]
+    pub actor: Option<String>,
+    #[arg(long, env = "GATE_RUN_URL")]
+    pub run_url: Option<String>,
+    /// Replays with the same key return the same request (default: the run identity).
+    #[arg(long, env = "GATE_IDEMPOTENCY_KEY")]
+    pub idempotency_key: Option<String>,
+    /// Pin the server's public key (file, URL or PEM); otherwise it is fetched from the server.
+    #[arg(long = "server-key", visible_alias = "key", env = "GATE_SERVER_KEY")]
+    pub key: Option<String>,
+    /// Give up (exit 2) after the server has been unreachable this long.
+    #[arg(long, env = "GATE_RETRY_BUDGET", default_value = "10m")]
+    pub retry_budget: String,
+    /// How often to print a status line while waiting.
+    #[arg(long, env = "GATE_STATUS_EVERY", default_value = "60s", hide = true)]
+    pub status_every: String,
+    /// The audience of the OIDC token the gate asks GitHub Actions for.
+    #[arg(long, env = "GATE_AUDIENCE", default_value = "jitgate")]
+    pub audience: String,
+    /// An OIDC token to present instead of the static token (GitLab `id_tokens:`, a Jenkins credential).
+    #[arg(long, env = "GATE_ID_TOKEN", hide_env_values = true)]
+    pub id_token: Option<String>,
+    /// GitLab CI: where to write the dotenv report (GATE_DECISION, GATE_REQUEST_ID, GATE_RECORD).
+    #[arg(long, env = "GATE_DOTENV_FILE", default_value = "gate.env")]
+    pub dotenv_file: PathBuf,
+    /// GitLab CI: where to write the annotations report (a link to the request).
+    #[arg(long, env = "GATE_ANNOTATIONS_FILE", default_value = "gate-annotations.json")]
+    pub annotations_file: PathBuf,
+    /// --github-check, --gitlab-note and their tokens: reports after the decision.
+    #[command(flatten)]
+    pub forge: crate::forge::ForgeArgs,
+}
+
+pub(super) fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {
+    let (platform, mut c) = ci::detect(&|k| std::env::var(k).ok());
+    let set = |name: &str, slot: &mut String, flag: &Option<String>| {
+        if let Some(v) = flag.as_ref().filter(|v| !v.is_empty()) {
+            if !slot.is_empty() && slot != v {
+                eprintln!(
+                    "gate: --{name} `{v}` replaces `{slot}` from the {} environment",
+                    platform.as_str()
+                );
+            }
+            *slot = v.clone();
+        }
+    };
+    set("repository", &mut c.repository, &a.repository);
+    set("ref", &mut c.git_ref, &a.git_ref);
+    set("commit", &mut c.commit, &a.commit);
+    set("actor", &mut c.actor, &a.actor);
+    set("run-url", &mut c.run_url, &a.run_url);
+    c.environment = a.environment.clone();
+    c.action = a.action.clone();
+    let labels = crate::core::context::parse_labels(&a.labels).map_err(Failure::usage)?;
+    c.labels.extend(labels);
+    for art in &a.artifacts {
+        let ok = art
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !ok {
+            return Err(Failure::usage(format!(
+                "--artifact `{art}` is not sha256:<64 hex digits>"
+            )));
+        }
+    }
+    // Without a run identity, a fresh key still makes our own retries of this call safe.
+    let idempotency_key = a
+        .idempotency_key
+        .clone()
+        .or_else(|| c.run_id.is_empty().then(|| uuid::Uuid::new_v4().to_string()));
+    Ok(CreateRequest {
+        context: c,
+        summary: a.summary.clone().unwrap_or_default(),
+        artifacts: a.artifacts.clone(),
+        timeout: a.timeout.clone(),
+        idempotency_key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every `gate request` flag can be given as `GATE_` + the flag in upper snake case.
+    #[test]
+    fn every_request_flag_has_its_gate_variable() {
+        let mut cli = crate::cli::Cli::command();
+        cli.build();
+        let request = cli.find_subcommand("request").expect("request command");
+        let mut seen = 0;
+        for arg in request.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let want = format!("GATE_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(want.as_str()),
+                "--{long} should be readable from {want}"
+            );
+            seen += 1;
+        }
+        assert!(seen > 20, "{seen}");
+    }
+}

@@ -1,0 +1,143 @@
+//! `gate request`: the pipeline step. Opens a request (idempotently), prints what it
+//! asks and of whom, long-waits for the decision through restarts and network cuts,
+//! cancels on SIGINT/SIGTERM, and on approval uses it, verifies the signed record and
+//! writes it out. Exit 0 approved, 1 not approved, 2 no decision could be had, 3 the
+//! approval's record does not verify.
+
+mod args;
+mod identity;
+mod outcome;
+mod retry;
+mod signals;
+mod wait;
+
+use std::time::Instant;
+
+use serde_json::json;
+
+pub use args::RequestArgs;
+use args::build_body;
+use identity::{identify, keep_token_fresh};
+use outcome::report;
+use retry::Retries;
+use signals::Signals;
+use wait::follow;
+
+use super::{Ctx, Failure, Outcome, print_json};
+use crate::ci;
+use crate::client::Client;
+use crate::core::duration::Dur;
+
+#[derive(Clone, Copy)]
+struct Printer {
+    json: bool,
+}
+
+impl Printer {
+    fn event(&self, value: serde_json::Value, text: String) {
+        if self.json {
+            print_json(&value);
+        } else {
+            println!("{text}");
+        }
+    }
+
+    /// A log line that is not an event: stdout in text mode, stderr with `--output json`
+    /// (stdout then holds JSON lines only; runners read workflow commands on both).
+    fn note(&self, text: &str) {
+        if self.json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+}
+
+pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
+    let budget = Dur::parse(&a.retry_budget)
+        .map_err(|e| Failure::usage(format!("--retry-budget: {e}")))?
+        .as_std();
+    let every = Dur::parse(&a.status_every)
+        .map_err(|e| Failure::usage(format!("--status-every: {e}")))?
+        .as_std();
+    if let Some(t) = &a.timeout {
+        Dur::parse(t).map_err(|e| Failure::usage(format!("--timeout: {e}")))?;
+    }
+    let out = Printer { json: ctx.json() };
+    let (platform, _) = ci::detect(&|k| std::env::var(k).ok());
+    // Before anything else prints: the identity, its secrets masked first on GitHub.
+    let identity = identify(ctx, &a, platform, &out).await?;
+    let client = Client::new(&ctx.server, Some(identity.token.clone()))?;
+    let refresher = keep_token_fresh(&identity, &client, platform, out);
+    let body = build_body(&a)?;
+    let mut signals = Signals::new()?;
+
+    // Open, retrying through network trouble: the idempotency key makes that safe.
+    let mut retries = Retries::default();
+    let last_ok = Instant::now();
+    let (mut view, new) = loop {
+        match client.create(&body).await {
+            Ok(v) => break v,
+            Err(e) if e.is_transient() && last_ok.elapsed() < budget => {
+                eprintln!("gate: {e}; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(retries.next()) => {}
+                    _ = signals.recv() => return Err(Failure::no("interrupted before the request was opened")),
+                }
+            }
+            // No policy rule covers this request: that is a refusal, not a failure to decide.
+            Err(e) if e.status() == Some(422) && e.to_string().contains("no_matching_rule") => {
+                return Err(Failure::no(format!("refused: {e}")));
+            }
+            Err(e) => return Err(Failure::usage(format!("cannot open the request: {e}"))),
+        }
+    };
+    // From here on, the request's own token: it outlives a short-lived OIDC token, so
+    // the OIDC refresher is no longer needed.
+    let _refresher = match view.holder_token.take() {
+        Some(t) => {
+            drop(refresher);
+            if platform == ci::Platform::Github {
+                out.note(&format!("::add-mask::{t}"));
+            }
+            client.set_token(t);
+            None
+        }
+        None => Some(refresher),
+    };
+    let approvers = view.approvers();
+    out.event(
+        json!({"event": "opened", "id": view.id, "url": view.url, "status": view.status, "new": new,
+               "rule": view.rule, "approvers": approvers, "needs": view.needs()}),
+        format!(
+            "jitgate: request {} {}\n  link:      {}\n  rule:      {}\n  approvers: {}{}",
+            view.id,
+            if new { "opened" } else { "already open for this run" },
+            view.url,
+            view.rule,
+            if approvers.is_empty() {
+                "(decided by policy)".to_string()
+            } else {
+                approvers.join(", ")
+            },
+            if view.status == "pending" {
+                format!("\n  needs:     {}", view.needs())
+            } else {
+                String::new()
+            }
+        ),
+    );
+
+    if view.status == "pending"
+        && let Some(w) = ci::identity::expiry_warning(&identity, &view.expires_at)
+    {
+        out.note(&format!("jitgate: warning: {w}"));
+    }
+
+    let result = follow(&client, &a, &out, &mut signals, &mut view, budget, every).await;
+    if let Err(f) = &result {
+        // No decision could be had: say so to the platform too, with the last known state.
+        report(&client, &a, &view, "error", &f.message, None);
+    }
+    result
+}

@@ -1,0 +1,178 @@
+//! How a request ends for the gate: the outcome printed, the record fetched, verified
+//! (approvals) and written, and the platform's reports left behind.
+
+use serde_json::json;
+
+use super::{Printer, RequestArgs};
+use crate::ci;
+use crate::cli::{Exit, Failure, Outcome};
+use crate::client::Client;
+use crate::core::api::RequestView;
+use crate::core::audit::record::{self, Expect};
+
+/// Prints the outcome, fetches and (for approvals) verifies the record, writes it.
+pub(super) async fn finish(
+    client: &Client,
+    a: &RequestArgs,
+    view: RequestView,
+    out: &Printer,
+    note: Option<String>,
+) -> Outcome {
+    let approved = view.status == "consumed" && note.is_none();
+    let record = client.record(&view.id).await;
+    let mut record_path = None;
+    match &record {
+        Ok(env) => {
+            if approved {
+                let keys = match &a.key {
+                    Some(k) => crate::cli::tools::load_keys(k).await?,
+                    None => {
+                        let ks = client
+                            .keys()
+                            .await
+                            .map_err(|e| Failure::usage(format!("fetching the server key: {e}")))?;
+                        record::parse_public_keys(&serde_json::to_string(&ks).unwrap_or_default())
+                            .map_err(Failure::usage)?
+                    }
+                };
+                let expect = Expect {
+                    commit: Some(view.context.commit.clone()).filter(|c| !c.is_empty()),
+                    artifacts: view.artifacts.clone(),
+                };
+                if let Err(why) = record::verify(env, &keys, &expect) {
+                    // Fail closed: an approval whose record does not check out is no approval.
+                    return Err(Failure::new(
+                        Exit::RecordDoesNotVerify,
+                        format!("the record of {} does not verify: {why}", view.id),
+                    ));
+                }
+            }
+            if let Some(dir) = a.record_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            std::fs::write(&a.record_file, env)
+                .map_err(|e| Failure::usage(format!("writing {}: {e}", a.record_file.display())))?;
+            record_path = Some(a.record_file.display().to_string());
+        }
+        Err(e) => eprintln!("gate: could not fetch the record of {}: {e}", view.id),
+    }
+    let who: Vec<String> = view
+        .votes
+        .iter()
+        .filter(|v| v.decision == "approve")
+        .map(|v| v.voter.clone())
+        .collect();
+    let decision = if approved {
+        "approved"
+    } else if view.status == "consumed" {
+        "already-used"
+    } else {
+        view.status.as_str()
+    };
+    let why = note.clone().or(view.reason.clone()).unwrap_or_default();
+    out.event(
+        json!({"event": "outcome", "id": view.id, "decision": decision, "status": view.status,
+               "decided_by": view.decided_by, "reason": why, "approved_by": who, "record": record_path}),
+        format!(
+            "jitgate: request {} {}{}{}{}",
+            view.id,
+            decision.to_uppercase(),
+            view.decided_by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default(),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            },
+            record_path
+                .as_ref()
+                .map(|p| format!("\n  record: {p} (check with `gate verify {p} --key SERVER/api/v1/keys`)"))
+                .unwrap_or_default()
+        ),
+    );
+    report(client, a, &view, decision, &why, record_path.as_deref());
+    // Side calls report the outcome; they never change the exit code.
+    crate::forge::report(&a.forge, &view, decision, &why).await;
+    Ok(Exit::yes_or_no(approved))
+}
+
+pub(super) async fn cancel(client: &Client, a: &RequestArgs, view: &RequestView, out: &Printer) -> Outcome {
+    let id = &view.id;
+    let why = "the pipeline step was stopped";
+    let r = client.cancel(id, Some(why.into())).await;
+    let latest = match r {
+        Ok(v) => {
+            out.event(
+                json!({"event": "outcome", "id": id, "decision": "canceled", "status": v.status}),
+                format!("jitgate: interrupted; request {id} {}", v.status),
+            );
+            v
+        }
+        Err(e) => {
+            out.event(
+                json!({"event": "outcome", "id": id, "decision": "canceled", "error": e.to_string()}),
+                format!("jitgate: interrupted; canceling {id} failed: {e}"),
+            );
+            view.clone()
+        }
+    };
+    let record_path = if latest.status == "canceled" {
+        save_record(client, a, id).await
+    } else {
+        None
+    };
+    report(
+        client,
+        a,
+        &latest,
+        "canceled",
+        latest.reason.as_deref().unwrap_or(why),
+        record_path.as_deref(),
+    );
+    Ok(Exit::No)
+}
+
+/// Fetches and writes the record of a request that ended without an approval (best effort).
+async fn save_record(client: &Client, a: &RequestArgs, id: &str) -> Option<String> {
+    let env = client.record(id).await.ok()?;
+    if let Some(dir) = a.record_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&a.record_file, env).ok()?;
+    Some(a.record_file.display().to_string())
+}
+
+/// Leaves the outcome where the platform keeps job evidence (`ci::report`: GitHub step
+/// outputs and summary, GitLab dotenv and annotations reports). Kept out of `finish`'s
+/// body so that other side effects can be added there independently.
+pub(super) fn report(
+    client: &Client,
+    a: &RequestArgs,
+    view: &RequestView,
+    decision: &str,
+    reason: &str,
+    record_path: Option<&str>,
+) {
+    let env = |k: &str| std::env::var(k).ok();
+    let (platform, _) = ci::detect(&env);
+    let approvers: Vec<String> = view
+        .votes
+        .iter()
+        .filter(|v| v.decision == "approve")
+        .map(|v| v.voter.clone())
+        .collect();
+    let r = ci::report::Report {
+        decision,
+        view,
+        reason,
+        approvers: &approvers,
+        record_path,
+        server: client.base(),
+    };
+    let files = ci::report::Files {
+        dotenv: a.dotenv_file.clone(),
+        annotations: a.annotations_file.clone(),
+    };
+    for w in ci::report::write(platform, &r, &files, &env) {
+        eprintln!("gate: {w}");
+    }
+}
