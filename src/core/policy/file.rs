@@ -1,0 +1,86 @@
+//! `policy.yaml` as written, before validation.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::model::{GroupSource, Rule};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PolicyFile {
+    pub version: u32,
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupDef>,
+    pub rules: Vec<Rule>,
+}
+
+/// A group as written: a list of users, or a team/group on a forge.
+#[derive(Debug, Clone)]
+pub(super) enum GroupDef {
+    Users(Vec<String>),
+    Forge(ForgeGroupDef),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ForgeGroupDef {
+    #[serde(default)]
+    github_team: Option<String>,
+    #[serde(default)]
+    gitlab_group: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for GroupDef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = GroupDef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of user names, `{ github_team: org/slug }` or `{ gitlab_group: path }`")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<GroupDef, A::Error> {
+                Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(GroupDef::Users)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<GroupDef, A::Error> {
+                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(GroupDef::Forge)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn forge_name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl ForgeGroupDef {
+    pub(super) fn source(&self) -> Result<GroupSource, String> {
+        match (&self.github_team, &self.gitlab_group) {
+            (Some(t), None) => {
+                let t = t.trim();
+                match t.split_once('/') {
+                    Some((org, slug)) if forge_name_ok(org) && forge_name_ok(slug) => Ok(GroupSource::GithubTeam {
+                        org: org.into(),
+                        slug: slug.into(),
+                    }),
+                    _ => Err(format!("`github_team: {t}` is not `org/team-slug`")),
+                }
+            }
+            (None, Some(g)) => {
+                let g = g.trim().trim_matches('/');
+                if g.split('/').all(forge_name_ok) {
+                    Ok(GroupSource::GitlabGroup { path: g.into() })
+                } else {
+                    Err(format!(
+                        "`gitlab_group: {g}` is not a group path like `acme/release-managers`"
+                    ))
+                }
+            }
+            (Some(_), Some(_)) => Err("give either `github_team` or `gitlab_group`, not both".into()),
+            (None, None) => Err("needs `github_team: org/slug` or `gitlab_group: path` (or a list of users)".into()),
+        }
+    }
+}
