@@ -50,6 +50,19 @@ impl<'de> Deserialize<'de> for GroupDef {
     }
 }
 
+/// Why a forge group as written names no team or group.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum ForgeGroupError {
+    #[error("`github_team: {0}` is not `org/team-slug`")]
+    NotATeam(String),
+    #[error("`gitlab_group: {0}` is not a group path like `acme/release-managers`")]
+    NotAGroupPath(String),
+    #[error("give either `github_team` or `gitlab_group`, not both")]
+    Both,
+    #[error("needs `github_team: org/slug` or `gitlab_group: path` (or a list of users)")]
+    Neither,
+}
+
 fn forge_name_ok(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -57,7 +70,7 @@ fn forge_name_ok(s: &str) -> bool {
 }
 
 impl ForgeGroupDef {
-    pub(super) fn source(&self) -> Result<GroupSource, String> {
+    pub(super) fn source(&self) -> Result<GroupSource, ForgeGroupError> {
         match (&self.github_team, &self.gitlab_group) {
             (Some(t), None) => {
                 let t = t.trim();
@@ -66,7 +79,7 @@ impl ForgeGroupDef {
                         org: org.into(),
                         slug: slug.into(),
                     }),
-                    _ => Err(format!("`github_team: {t}` is not `org/team-slug`")),
+                    _ => Err(ForgeGroupError::NotATeam(t.into())),
                 }
             }
             (None, Some(g)) => {
@@ -74,13 +87,11 @@ impl ForgeGroupDef {
                 if g.split('/').all(forge_name_ok) {
                     Ok(GroupSource::GitlabGroup { path: g.into() })
                 } else {
-                    Err(format!(
-                        "`gitlab_group: {g}` is not a group path like `acme/release-managers`"
-                    ))
+                    Err(ForgeGroupError::NotAGroupPath(g.into()))
                 }
             }
-            (Some(_), Some(_)) => Err("give either `github_team` or `gitlab_group`, not both".into()),
-            (None, None) => Err("needs `github_team: org/slug` or `gitlab_group: path` (or a list of users)".into()),
+            (Some(_), Some(_)) => Err(ForgeGroupError::Both),
+            (None, None) => Err(ForgeGroupError::Neither),
         }
     }
 }
