@@ -14,9 +14,9 @@ use crate::http::{AppState, router, ui};
 use crate::service::{self as engine, Engine};
 
 use crate::config::Config;
-use crate::core::audit::record::KeyPair;
 use crate::core::policy::Policy;
 use crate::store::Store;
+use crate::store::keyfile;
 
 /// Everything `gate serve` needs, after flags have been merged over the config file.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub async fn build(s: &Settings) -> anyhow::Result<Arc<Engine>> {
     }
     std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating data dir {}", s.data_dir.display()))?;
     let keys =
-        KeyPair::load_or_create(&s.signing_key).with_context(|| format!("signing key {}", s.signing_key.display()))?;
+        keyfile::load_or_create(&s.signing_key).with_context(|| format!("signing key {}", s.signing_key.display()))?;
     // Notification secrets come from the environment: a missing one stops the start here.
     crate::notify::worker::Channels::resolve(&s.config).map_err(anyhow::Error::msg)?;
     let store = Store::connect(&s.database_url)

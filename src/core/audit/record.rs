@@ -1,8 +1,6 @@
 //! Signed records: a DSSE envelope around an in-toto Statement v1, signed with the
 //! server's Ed25519 key, verifiable offline by `gate verify`.
 
-use std::path::Path;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
@@ -47,31 +45,6 @@ pub struct KeyPair {
 }
 
 impl KeyPair {
-    /// Loads the key at `path`, or makes one there (mode 0600) if there is none.
-    pub fn load_or_create(path: &Path) -> std::io::Result<KeyPair> {
-        if path.exists() {
-            let text = std::fs::read_to_string(path)?;
-            let seed = B64
-                .decode(text.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{}: not an Ed25519 key (expected 32 bytes, base64)", path.display()),
-                    )
-                })?;
-            return Ok(KeyPair::from_seed(seed));
-        }
-        let mut seed = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        write_private(path, format!("{}\n", B64.encode(seed)).as_bytes())?;
-        Ok(KeyPair::from_seed(seed))
-    }
-
     pub fn from_seed(seed: [u8; 32]) -> KeyPair {
         let key = SigningKey::from_bytes(&seed);
         let keyid = keyid(&key.verifying_key());
@@ -95,24 +68,6 @@ impl KeyPair {
             }],
         }
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
 }
 
 /// `sha256:` and the first 16 hex digits of the SHA-256 of the raw public key.
