@@ -153,12 +153,21 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 text for a millisecond timestamp, as shown to people and in records.
+/// RFC 3339 text for a millisecond timestamp, as shown to people and in records: UTC
+/// with `Z`, fractional seconds only when there are some, without trailing zeros
+/// (`2023-11-14T22:13:20Z`, `2023-11-14T22:13:20.5Z`). Outside the years -9999..=9999
+/// the Unix epoch is printed; a year before 0000 prints nothing (RFC 3339 has none).
 pub fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    // Civil time rather than `jiff::Timestamp`: its range is the same as the `time` crate's
+    // that this replaced, to the millisecond.
+    let epoch = jiff::civil::date(1970, 1, 1).at(0, 0, 0, 0);
+    let t = epoch
+        .checked_add(jiff::SignedDuration::from_millis(ms))
+        .unwrap_or(epoch);
+    if t.year() < 0 {
+        return String::new();
+    }
+    format!("{t}Z")
 }
 
 #[cfg(test)]
@@ -199,6 +208,22 @@ mod tests {
             e("9999999999999999d"),
             "invalid duration `9999999999999999d`: too large"
         );
+    }
+
+    #[test]
+    fn rfc3339_is_utc_with_z_and_only_the_digits_needed() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(1_700_000_000_500), "2023-11-14T22:13:20.5Z");
+        assert_eq!(rfc3339(1_700_000_000_120), "2023-11-14T22:13:20.12Z");
+        assert_eq!(rfc3339(1_700_000_000_001), "2023-11-14T22:13:20.001Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(-62_167_219_200_000), "0000-01-01T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        // Out of range, as the `time` crate printed it.
+        assert_eq!(rfc3339(-62_167_219_200_001), "");
+        assert_eq!(rfc3339(253_402_300_800_000), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(i64::MIN), "1970-01-01T00:00:00Z");
     }
 
     #[test]
