@@ -14,10 +14,10 @@ use crate::notify::worker::Channels;
 use crate::service::{self as engine, Engine};
 
 use crate::config::Config;
-use crate::core::audit::record::KeyPair;
 use crate::core::backoff::Backoff;
 use crate::core::policy::Policy;
 use crate::store::Store;
+use crate::store::keyfile;
 
 /// Everything `gate serve` needs, after flags have been merged over the config file.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub async fn build(s: &Settings) -> anyhow::Result<Server> {
     }
     std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating data dir {}", s.data_dir.display()))?;
     let keys =
-        KeyPair::load_or_create(&s.signing_key).with_context(|| format!("signing key {}", s.signing_key.display()))?;
+        keyfile::load_or_create(&s.signing_key).with_context(|| format!("signing key {}", s.signing_key.display()))?;
     // Notification secrets come from the environment: a missing one stops the start here.
     let channels = match &s.config.notify {
         Some(n) => Some(Arc::new(Channels::resolve(n).map_err(anyhow::Error::msg)?)),

@@ -277,7 +277,7 @@ pub async fn refresh_loop(
     mut on_token: impl FnMut(String),
     mut on_error: impl FnMut(FetchError),
 ) {
-    let now = || time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = || jiff::Timestamp::now().as_second();
     let mut delay = refresh_delay(exp, now());
     loop {
         tokio::time::sleep(delay).await;
@@ -305,14 +305,16 @@ pub fn expiry_warning(identity: &Identity, request_expires_at: &str) -> Option<S
         return None;
     }
     let exp = identity.expires()?;
-    let until = time::OffsetDateTime::parse(request_expires_at, &time::format_description::well_known::Rfc3339)
-        .ok()?
-        .unix_timestamp();
+    let until = request_expires_at.parse::<jiff::Timestamp>().ok()?;
+    // Whole seconds, rounded down.
+    let until = until.as_second() - i64::from(until.subsec_nanosecond() < 0);
     (exp < until).then(|| {
-        let at = time::OffsetDateTime::from_unix_timestamp(exp)
+        let epoch = jiff::civil::date(1970, 1, 1).at(0, 0, 0, 0);
+        let at = epoch
+            .checked_add(jiff::SignedDuration::from_secs(exp))
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-            .unwrap_or_else(|| exp.to_string());
+            .filter(|t| t.year() >= 0)
+            .map_or_else(|| exp.to_string(), |t| format!("{t}Z"));
         format!(
             "the OIDC token expires at {at}, before this request times out ({request_expires_at}): \
              a wait past then is refused; give the token a longer lifetime"
@@ -570,7 +572,7 @@ mod tests {
     async fn the_token_is_refreshed_before_it_expires() {
         use wiremock::matchers::{header, method, query_param};
         use wiremock::{Mock, MockServer, ResponseTemplate};
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = jiff::Timestamp::now().as_second();
         let next = jwt(&format!(r#"{{"aud":"jitgate","exp":{}}}"#, now + 3600));
         let runner = MockServer::start().await;
         Mock::given(method("GET"))

@@ -43,7 +43,7 @@ pub async fn verify(ctx: &Ctx, path: &Path, key: &str, commit: Option<String>, a
         }
         Err(why) => {
             if ctx.json() {
-                print_json(&serde_json::json!({"valid": false, "error": why}));
+                print_json(&serde_json::json!({"valid": false, "error": why.to_string()}));
             }
             Err(Failure::no(format!("{}: invalid record: {why}", path.display())))
         }

@@ -2,6 +2,25 @@
 
 use std::fmt;
 
+/// Why a duration does not parse; each names the text as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("negative duration `{0}`")]
+    Negative(String),
+    #[error("invalid duration `{input}`: expected a number before `{rest}` (e.g. 90s, 15m, 4h, 1h30m, 2d)")]
+    NoNumber { input: String, rest: String },
+    #[error("invalid duration `{0}`: number too large")]
+    NumberTooLarge(String),
+    #[error("invalid duration `{input}`: a unit is missing after {number}")]
+    NoUnit { input: String, number: i64 },
+    #[error("invalid duration `{input}`: unknown unit `{unit}` (use ms, s, m, h or d)")]
+    UnknownUnit { input: String, unit: String },
+    #[error("invalid duration `{0}`: too large")]
+    TooLarge(String),
+}
+
 /// A non-negative span of time, kept in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Dur(pub i64);
@@ -18,14 +37,14 @@ impl Dur {
     }
 
     /// Parses `1h30m`, `45s`, `250ms`, `2d`. A bare number is seconds.
-    pub fn parse(s: &str) -> Result<Dur, String> {
+    pub fn parse(s: &str) -> Result<Dur, DurationError> {
         let t = s.trim();
         if t.is_empty() {
-            return Err("empty duration".into());
+            return Err(DurationError::Empty);
         }
         if let Ok(n) = t.parse::<i64>() {
             if n < 0 {
-                return Err(format!("negative duration `{s}`"));
+                return Err(DurationError::Negative(s.into()));
             }
             return Ok(Dur::from_secs(n));
         }
@@ -34,13 +53,14 @@ impl Dur {
         while !rest.is_empty() {
             let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
             if digits == 0 {
-                return Err(format!(
-                    "invalid duration `{s}`: expected a number before `{rest}` (e.g. 90s, 15m, 4h, 1h30m, 2d)"
-                ));
+                return Err(DurationError::NoNumber {
+                    input: s.into(),
+                    rest: rest.into(),
+                });
             }
             let n: i64 = rest[..digits]
                 .parse()
-                .map_err(|_| format!("invalid duration `{s}`: number too large"))?;
+                .map_err(|_| DurationError::NumberTooLarge(s.into()))?;
             rest = &rest[digits..];
             let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
             let unit = &rest[..unit_len];
@@ -51,17 +71,23 @@ impl Dur {
                 "m" => 60_000,
                 "h" => 3_600_000,
                 "d" => 86_400_000,
-                "" => return Err(format!("invalid duration `{s}`: a unit is missing after {n}")),
+                "" => {
+                    return Err(DurationError::NoUnit {
+                        input: s.into(),
+                        number: n,
+                    });
+                }
                 other => {
-                    return Err(format!(
-                        "invalid duration `{s}`: unknown unit `{other}` (use ms, s, m, h or d)"
-                    ));
+                    return Err(DurationError::UnknownUnit {
+                        input: s.into(),
+                        unit: other.into(),
+                    });
                 }
             };
             total = n
                 .checked_mul(ms)
                 .and_then(|v| total.checked_add(v))
-                .ok_or_else(|| format!("invalid duration `{s}`: too large"))?;
+                .ok_or_else(|| DurationError::TooLarge(s.into()))?;
         }
         Ok(Dur(total))
     }
@@ -127,12 +153,21 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 text for a millisecond timestamp, as shown to people and in records.
+/// RFC 3339 text for a millisecond timestamp, as shown to people and in records: UTC
+/// with `Z`, fractional seconds only when there are some, without trailing zeros
+/// (`2023-11-14T22:13:20Z`, `2023-11-14T22:13:20.5Z`). Outside the years -9999..=9999
+/// the Unix epoch is printed; a year before 0000 prints nothing (RFC 3339 has none).
 pub fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    // Civil time rather than `jiff::Timestamp`: its range is the same as the `time` crate's
+    // that this replaced, to the millisecond.
+    let epoch = jiff::civil::date(1970, 1, 1).at(0, 0, 0, 0);
+    let t = epoch
+        .checked_add(jiff::SignedDuration::from_millis(ms))
+        .unwrap_or(epoch);
+    if t.year() < 0 {
+        return String::new();
+    }
+    format!("{t}Z")
 }
 
 #[cfg(test)]
@@ -145,10 +180,50 @@ mod tests {
         assert_eq!(Dur::parse("90").unwrap(), Dur(90_000));
         assert_eq!(Dur::parse("250ms").unwrap(), Dur(250));
         assert_eq!(Dur::parse("2d").unwrap(), Dur(172_800_000));
-        assert!(Dur::parse("5x").unwrap_err().contains("unknown unit `x`"));
+        assert!(Dur::parse("5x").unwrap_err().to_string().contains("unknown unit `x`"));
         assert!(Dur::parse("h").is_err());
         assert!(Dur::parse("").is_err());
         assert!(Dur::parse("-3").is_err());
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let e = |s: &str| Dur::parse(s).unwrap_err().to_string();
+        assert_eq!(e(" "), "empty duration");
+        assert_eq!(e("-3"), "negative duration `-3`");
+        assert_eq!(
+            e("h"),
+            "invalid duration `h`: expected a number before `h` (e.g. 90s, 15m, 4h, 1h30m, 2d)"
+        );
+        assert_eq!(
+            e("99999999999999999999s"),
+            "invalid duration `99999999999999999999s`: number too large"
+        );
+        assert_eq!(e("1h30"), "invalid duration `1h30`: a unit is missing after 30");
+        assert_eq!(
+            e("5x"),
+            "invalid duration `5x`: unknown unit `x` (use ms, s, m, h or d)"
+        );
+        assert_eq!(
+            e("9999999999999999d"),
+            "invalid duration `9999999999999999d`: too large"
+        );
+    }
+
+    #[test]
+    fn rfc3339_is_utc_with_z_and_only_the_digits_needed() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(1_700_000_000_500), "2023-11-14T22:13:20.5Z");
+        assert_eq!(rfc3339(1_700_000_000_120), "2023-11-14T22:13:20.12Z");
+        assert_eq!(rfc3339(1_700_000_000_001), "2023-11-14T22:13:20.001Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(-62_167_219_200_000), "0000-01-01T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        // Out of range, as the `time` crate printed it.
+        assert_eq!(rfc3339(-62_167_219_200_001), "");
+        assert_eq!(rfc3339(253_402_300_800_000), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(i64::MIN), "1970-01-01T00:00:00Z");
     }
 
     #[test]

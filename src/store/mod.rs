@@ -4,6 +4,7 @@
 //! lock held in memory; the audit chain's primary key makes a forked chain impossible.
 
 mod deliveries;
+pub mod keyfile;
 mod migrate;
 mod web;
 

@@ -32,7 +32,7 @@ pub(super) async fn finish(
                             .await
                             .map_err(|e| Failure::usage(format!("fetching the server key: {e}")))?;
                         record::parse_public_keys(&serde_json::to_string(&ks).unwrap_or_default())
-                            .map_err(Failure::usage)?
+                            .map_err(|e| Failure::usage(e.to_string()))?
                     }
                 };
                 let expect = Expect {

@@ -1,8 +1,6 @@
 //! Signed records: a DSSE envelope around an in-toto Statement v1, signed with the
 //! server's Ed25519 key, verifiable offline by `gate verify`.
 
-use std::path::Path;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
@@ -33,6 +31,50 @@ pub struct Sig {
     pub sig: String,
 }
 
+/// Why keys do not parse or a record does not verify. The causes are part of the
+/// message, not `source()`s, so that printing an error with its chain says each once.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("key JSON is malformed: {0}")]
+    KeyJson(serde_json::Error),
+    #[error("key JSON has no `public_key`")]
+    KeyJsonNoPublicKey,
+    #[error("key JSON lists no keys")]
+    KeyJsonNoKeys,
+    #[error("PEM body is not base64: {0}")]
+    PemBase64(base64::DecodeError),
+    #[error("PEM key is not an Ed25519 public key")]
+    PemNotEd25519,
+    #[error("public key is not base64: {0}")]
+    KeyBase64(base64::DecodeError),
+    #[error("an Ed25519 public key is 32 bytes")]
+    KeyLength,
+    #[error("not a valid Ed25519 public key: {0}")]
+    KeyInvalid(ed25519_dalek::SignatureError),
+    #[error("not a DSSE envelope: {0}")]
+    NotEnvelope(serde_json::Error),
+    #[error("payloadType is `{0}`, expected `{expected}`", expected = PAYLOAD_TYPE)]
+    PayloadType(String),
+    #[error("payload is not base64: {0}")]
+    PayloadBase64(base64::DecodeError),
+    #[error("signature does not verify with the given key: the record was altered or signed by another server")]
+    Signature,
+    #[error("payload is not JSON: {0}")]
+    PayloadJson(serde_json::Error),
+    #[error("payload is not an in-toto Statement v1")]
+    NotStatement,
+    /// The statement's `predicateType`, as JSON.
+    #[error("predicateType is {0}, expected {expected}", expected = PREDICATE_TYPE)]
+    PredicateType(Value),
+    #[error("request {request_id} was not approved: its outcome is `{outcome}`")]
+    NotApproved { request_id: String, outcome: String },
+    /// `found`: the record's commits, `, `-separated, or `(none)`.
+    #[error("the record is for commit {found}, not {expected}")]
+    WrongCommit { found: String, expected: String },
+    #[error("artifact {0} is not a subject of the record")]
+    MissingArtifact(String),
+}
+
 /// DSSE pre-authentication encoding: what is actually signed.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut v = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).into_bytes();
@@ -47,31 +89,6 @@ pub struct KeyPair {
 }
 
 impl KeyPair {
-    /// Loads the key at `path`, or makes one there (mode 0600) if there is none.
-    pub fn load_or_create(path: &Path) -> std::io::Result<KeyPair> {
-        if path.exists() {
-            let text = std::fs::read_to_string(path)?;
-            let seed = B64
-                .decode(text.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{}: not an Ed25519 key (expected 32 bytes, base64)", path.display()),
-                    )
-                })?;
-            return Ok(KeyPair::from_seed(seed));
-        }
-        let mut seed = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        write_private(path, format!("{}\n", B64.encode(seed)).as_bytes())?;
-        Ok(KeyPair::from_seed(seed))
-    }
-
     pub fn from_seed(seed: [u8; 32]) -> KeyPair {
         let key = SigningKey::from_bytes(&seed);
         let keyid = keyid(&key.verifying_key());
@@ -97,24 +114,6 @@ impl KeyPair {
     }
 }
 
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
-}
-
 /// `sha256:` and the first 16 hex digits of the SHA-256 of the raw public key.
 pub fn keyid(k: &VerifyingKey) -> String {
     format!("sha256:{}", &hex::encode(Sha256::digest(k.as_bytes()))[..16])
@@ -136,10 +135,10 @@ pub fn public_key_view(k: &VerifyingKey) -> PublicKey {
 
 /// Reads public keys from any of the forms we hand out: PEM, raw base64, or the JSON of
 /// `/api/v1/keys` (or one key of it).
-pub fn parse_public_keys(text: &str) -> Result<Vec<VerifyingKey>, String> {
+pub fn parse_public_keys(text: &str) -> Result<Vec<VerifyingKey>, RecordError> {
     let t = text.trim();
     if t.starts_with('{') {
-        let v: Value = serde_json::from_str(t).map_err(|e| format!("key JSON is malformed: {e}"))?;
+        let v: Value = serde_json::from_str(t).map_err(RecordError::KeyJson)?;
         let items: Vec<Value> = match v.get("keys") {
             Some(Value::Array(a)) => a.clone(),
             _ => vec![v],
@@ -149,39 +148,33 @@ pub fn parse_public_keys(text: &str) -> Result<Vec<VerifyingKey>, String> {
             let b = k
                 .get("public_key")
                 .and_then(Value::as_str)
-                .ok_or("key JSON has no `public_key`")?;
+                .ok_or(RecordError::KeyJsonNoPublicKey)?;
             out.push(raw_key(b)?);
         }
         if out.is_empty() {
-            return Err("key JSON lists no keys".into());
+            return Err(RecordError::KeyJsonNoKeys);
         }
         return Ok(out);
     }
     if t.starts_with("-----BEGIN PUBLIC KEY-----") {
         let body: String = t.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = B64
-            .decode(body.trim())
-            .map_err(|e| format!("PEM body is not base64: {e}"))?;
+        let der = B64.decode(body.trim()).map_err(RecordError::PemBase64)?;
         if der.len() != 44 || der[..12] != SPKI_PREFIX {
-            return Err("PEM key is not an Ed25519 public key".into());
+            return Err(RecordError::PemNotEd25519);
         }
         return Ok(vec![bytes_key(&der[12..])?]);
     }
     Ok(vec![raw_key(t)?])
 }
 
-fn raw_key(b64: &str) -> Result<VerifyingKey, String> {
-    let b = B64
-        .decode(b64.trim())
-        .map_err(|e| format!("public key is not base64: {e}"))?;
+fn raw_key(b64: &str) -> Result<VerifyingKey, RecordError> {
+    let b = B64.decode(b64.trim()).map_err(RecordError::KeyBase64)?;
     bytes_key(&b)
 }
 
-fn bytes_key(b: &[u8]) -> Result<VerifyingKey, String> {
-    let arr: [u8; 32] = b
-        .try_into()
-        .map_err(|_| "an Ed25519 public key is 32 bytes".to_string())?;
-    VerifyingKey::from_bytes(&arr).map_err(|e| format!("not a valid Ed25519 public key: {e}"))
+fn bytes_key(b: &[u8]) -> Result<VerifyingKey, RecordError> {
+    let arr: [u8; 32] = b.try_into().map_err(|_| RecordError::KeyLength)?;
+    VerifyingKey::from_bytes(&arr).map_err(RecordError::KeyInvalid)
 }
 
 /// What `gate verify` asserts beyond the signature.
@@ -203,17 +196,12 @@ pub struct Verified {
 /// Checks the envelope's signature against `keys`, then the statement's shape, subjects
 /// and outcome. Only an approved (or approved-and-used) record for the expected commit and
 /// artifacts passes.
-pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<Verified, String> {
-    let env: Envelope = serde_json::from_str(envelope).map_err(|e| format!("not a DSSE envelope: {e}"))?;
+pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<Verified, RecordError> {
+    let env: Envelope = serde_json::from_str(envelope).map_err(RecordError::NotEnvelope)?;
     if env.payload_type != PAYLOAD_TYPE {
-        return Err(format!(
-            "payloadType is `{}`, expected `{PAYLOAD_TYPE}`",
-            env.payload_type
-        ));
+        return Err(RecordError::PayloadType(env.payload_type));
     }
-    let payload = B64
-        .decode(&env.payload)
-        .map_err(|e| format!("payload is not base64: {e}"))?;
+    let payload = B64.decode(&env.payload).map_err(RecordError::PayloadBase64)?;
     let signed = pae(&env.payload_type, &payload);
     let mut good = None;
     for s in &env.signatures {
@@ -224,25 +212,19 @@ pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<
             break;
         }
     }
-    let keyid =
-        good.ok_or("signature does not verify with the given key: the record was altered or signed by another server")?;
-    let st: Value = serde_json::from_slice(&payload).map_err(|e| format!("payload is not JSON: {e}"))?;
+    let keyid = good.ok_or(RecordError::Signature)?;
+    let st: Value = serde_json::from_slice(&payload).map_err(RecordError::PayloadJson)?;
     if st["_type"] != STATEMENT_TYPE {
-        return Err("payload is not an in-toto Statement v1".into());
+        return Err(RecordError::NotStatement);
     }
     if st["predicateType"] != PREDICATE_TYPE {
-        return Err(format!(
-            "predicateType is {}, expected {PREDICATE_TYPE}",
-            st["predicateType"]
-        ));
+        return Err(RecordError::PredicateType(st["predicateType"].clone()));
     }
     let pred = &st["predicate"];
     let outcome = pred["outcome"]["status"].as_str().unwrap_or("").to_string();
     let request_id = pred["request"]["id"].as_str().unwrap_or("").to_string();
     if outcome != "approved" && outcome != "consumed" {
-        return Err(format!(
-            "request {request_id} was not approved: its outcome is `{outcome}`"
-        ));
+        return Err(RecordError::NotApproved { request_id, outcome });
     }
     let subjects = st["subject"].as_array().cloned().unwrap_or_default();
     if let Some(c) = &expect.commit {
@@ -256,14 +238,14 @@ pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<
                 .iter()
                 .filter_map(|s| s["digest"]["gitCommit"].as_str())
                 .collect();
-            return Err(format!(
-                "the record is for commit {}, not {c}",
-                if have.is_empty() {
+            return Err(RecordError::WrongCommit {
+                found: if have.is_empty() {
                     "(none)".to_string()
                 } else {
                     have.join(", ")
-                }
-            ));
+                },
+                expected: c.clone(),
+            });
         }
     }
     for a in &expect.artifacts {
@@ -274,7 +256,7 @@ pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<
                 .is_some_and(|d| d.eq_ignore_ascii_case(hexd))
         });
         if !found {
-            return Err(format!("artifact {a} is not a subject of the record"));
+            return Err(RecordError::MissingArtifact(a.clone()));
         }
     }
     Ok(Verified {
@@ -325,6 +307,7 @@ mod tests {
                 }
             )
             .unwrap_err()
+            .to_string()
             .contains("not def")
         );
         assert!(
@@ -342,12 +325,14 @@ mod tests {
         assert!(
             verify(&env, &other, &Expect::default())
                 .unwrap_err()
+                .to_string()
                 .contains("signature")
         );
         let denied = serde_json::to_string(&kp.sign(&statement("denied"))).unwrap();
         assert!(
             verify(&denied, &keys, &Expect::default())
                 .unwrap_err()
+                .to_string()
                 .contains("`denied`")
         );
         // Tamper with the payload: the signature no longer holds.

@@ -28,14 +28,31 @@ pub struct Window {
     tz: TimeZone,
 }
 
-fn day(s: &str) -> Result<usize, String> {
-    DAYS.iter()
-        .position(|d| d.eq_ignore_ascii_case(s))
-        .ok_or_else(|| format!("`{s}` is not a day (Mon, Tue, Wed, Thu, Fri, Sat, Sun)"))
+/// Why a window does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    #[error("window `{0}` is not `DAYS HH:MM-HH:MM ZONE` (e.g. `Mon-Fri 08:00-18:00 America/New_York`)")]
+    Shape(String),
+    #[error("`{0}` is not a day (Mon, Tue, Wed, Thu, Fri, Sat, Sun)")]
+    Day(String),
+    #[error("`{0}` is not a time HH:MM (00:00 to 23:59, or 24:00 as an end)")]
+    Time(String),
+    #[error("`{0}` is not a time range HH:MM-HH:MM")]
+    Range(String),
+    #[error("`{0}` is empty: start and end are the same")]
+    Empty(String),
+    #[error("`{0}` is not a time zone (an IANA name like `Europe/Zurich` or `UTC`)")]
+    Zone(String),
 }
 
-fn minutes(s: &str, end: bool) -> Result<u16, String> {
-    let bad = || format!("`{s}` is not a time HH:MM (00:00 to 23:59, or 24:00 as an end)");
+fn day(s: &str) -> Result<usize, WindowError> {
+    DAYS.iter()
+        .position(|d| d.eq_ignore_ascii_case(s))
+        .ok_or_else(|| WindowError::Day(s.into()))
+}
+
+fn minutes(s: &str, end: bool) -> Result<u16, WindowError> {
+    let bad = || WindowError::Time(s.into());
     let (h, m) = s.split_once(':').ok_or_else(bad)?;
     if h.len() != 2 || m.len() != 2 {
         return Err(bad());
@@ -49,12 +66,10 @@ fn minutes(s: &str, end: bool) -> Result<u16, String> {
 }
 
 impl Window {
-    pub fn parse(s: &str) -> Result<Window, String> {
+    pub fn parse(s: &str) -> Result<Window, WindowError> {
         let parts: Vec<&str> = s.split_whitespace().collect();
         let [days_s, times, zone] = parts[..] else {
-            return Err(format!(
-                "window `{s}` is not `DAYS HH:MM-HH:MM ZONE` (e.g. `Mon-Fri 08:00-18:00 America/New_York`)"
-            ));
+            return Err(WindowError::Shape(s.into()));
         };
         let mut days = [false; 7];
         if days_s.eq_ignore_ascii_case("daily") {
@@ -77,15 +92,12 @@ impl Window {
                 }
             }
         }
-        let (a, b) = times
-            .split_once('-')
-            .ok_or_else(|| format!("`{times}` is not a time range HH:MM-HH:MM"))?;
+        let (a, b) = times.split_once('-').ok_or_else(|| WindowError::Range(times.into()))?;
         let (start, end) = (minutes(a, false)?, minutes(b, true)?);
         if start == end {
-            return Err(format!("`{times}` is empty: start and end are the same"));
+            return Err(WindowError::Empty(times.into()));
         }
-        let tz = TimeZone::get(zone)
-            .map_err(|_| format!("`{zone}` is not a time zone (an IANA name like `Europe/Zurich` or `UTC`)"))?;
+        let tz = TimeZone::get(zone).map_err(|_| WindowError::Zone(zone.into()))?;
         Ok(Window { days, start, end, tz })
     }
 
@@ -235,7 +247,7 @@ mod tests {
             ("Mon 08:00-18:00 Mars/Olympus", "`Mars/Olympus` is not a time zone"),
         ] {
             let e = Window::parse(s).unwrap_err();
-            assert!(e.contains(want), "{s}: {e}");
+            assert!(e.to_string().contains(want), "{s}: {e}");
         }
         assert!(Window::parse("Mon 00:00-24:00 UTC").is_ok());
     }

@@ -293,9 +293,7 @@ struct InboxPage<'a> {
 }
 
 fn parse_time(s: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
 }
 
 /// "4 min", "2 h 5 min", "3 d 4 h".
@@ -690,10 +688,16 @@ struct HistoryPage<'a> {
 }
 
 fn day_ms(d: &str) -> Option<i64> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(d.trim(), &fmt)
-        .ok()
-        .map(|d| d.midnight().assume_utc().unix_timestamp() * 1000)
+    // Exactly `[+-]YYYY-MM-DD`.
+    let d = d.trim();
+    let ymd = d.strip_prefix(['+', '-']).unwrap_or(d);
+    let shape = ymd.len() == 10
+        && ymd
+            .bytes()
+            .enumerate()
+            .all(|p| matches!(p, (4 | 7, b'-') | (0..4 | 5..7 | 8.., b'0'..=b'9')));
+    let day = jiff::civil::Date::strptime("%Y-%m-%d", d).ok().filter(|_| shape)?;
+    Some(day.duration_since(jiff::civil::date(1970, 1, 1)).as_millis() as i64)
 }
 
 fn nonempty(s: &Option<String>) -> Option<String> {

@@ -1,0 +1,190 @@
+//! The policy model: a loaded policy, its rules and the groups they name.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::window;
+use crate::core::duration::Dur;
+
+/// Used when a rule names no `timeout`.
+pub const DEFAULT_TIMEOUT: Dur = Dur(24 * 3_600_000);
+/// Used when a rule names no `approval_ttl`.
+pub const DEFAULT_APPROVAL_TTL: Dur = Dur(3_600_000);
+
+/// A loaded, validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Groups listed as users from `gate.yaml`.
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Groups resolved on GitHub or GitLab when a request opens and at every vote.
+    pub forge_groups: BTreeMap<String, GroupSource>,
+    pub rules: Vec<Rule>,
+    /// `sha256:HEX` of the file's bytes, stored with every request.
+    pub digest: String,
+    pub source: String,
+    /// The file's text, to locate errors found after loading.
+    pub(super) text: String,
+}
+
+/// A group whose members live on a forge, resolved by the server (see docs/forge-groups.md).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupSource {
+    /// `github_team: org/slug`.
+    GithubTeam { org: String, slug: String },
+    /// `gitlab_group: path/with/subgroups`.
+    GitlabGroup { path: String },
+}
+
+impl GroupSource {
+    /// Parses the form `Display` prints (`github_team:org/slug`, `gitlab_group:path`).
+    pub fn parse(s: &str) -> Option<GroupSource> {
+        if let Some(v) = s.strip_prefix("github_team:") {
+            let (org, slug) = v.split_once('/')?;
+            return Some(GroupSource::GithubTeam {
+                org: org.into(),
+                slug: slug.into(),
+            });
+        }
+        s.strip_prefix("gitlab_group:")
+            .map(|p| GroupSource::GitlabGroup { path: p.into() })
+    }
+
+    /// `GitHub team acme/security`, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            GroupSource::GithubTeam { org, slug } => format!("GitHub team {org}/{slug}"),
+            GroupSource::GitlabGroup { path } => format!("GitLab group {path}"),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupSource::GithubTeam { org, slug } => write!(f, "github_team:{org}/{slug}"),
+            GroupSource::GitlabGroup { path } => write!(f, "gitlab_group:{path}"),
+        }
+    }
+}
+
+/// An automatic outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoDecision {
+    Approve,
+    Deny,
+}
+
+/// Which requests a rule is for. Every key given must match; absent keys match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Glob: `*` within one path segment, `**` across segments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Glob, as for `repository`.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// N approvals from one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Require {
+    pub group: String,
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One rule; the first whose `match` fits a request decides how it is handled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: Match,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<AutoDecision>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require: Vec<Require>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_ttl: Option<Dur>,
+    /// Steps taken while the request is still pending (see docs/policy.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate: Vec<Escalate>,
+    /// When an approval may be used (consumed); absent = any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<Windows>,
+}
+
+/// One escalation step: `after` the request opened, if it is still pending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalate {
+    pub after: Dur,
+    /// Groups whose members are told (an `escalated` notification).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
+    /// Groups whose members may from then on fill any requirement's slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_groups: Vec<String>,
+}
+
+/// `windows: { allow: "…" }` or `windows: { allow: ["…", "…"] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Windows {
+    #[serde(deserialize_with = "one_or_many")]
+    pub allow: Vec<String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "`allow` must be a window string or a list of them, like \"Mon-Fri 08:00-18:00 America/New_York\"",
+        )),
+    }
+}
+
+impl Rule {
+    pub fn timeout(&self) -> Dur {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+    pub fn approval_ttl(&self) -> Dur {
+        self.approval_ttl.unwrap_or(DEFAULT_APPROVAL_TTL)
+    }
+    /// The allowed windows; empty when the rule has none (always open).
+    pub fn allowed_windows(&self) -> &[String] {
+        self.windows.as_ref().map(|w| w.allow.as_slice()).unwrap_or_default()
+    }
+    /// Whether an approval under this rule may be used at `now` (Unix ms).
+    pub fn window_open(&self, now: i64) -> bool {
+        let w = self.allowed_windows();
+        w.is_empty() || window::any_open(w, now)
+    }
+}
