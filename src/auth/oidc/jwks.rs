@@ -30,7 +30,10 @@ pub enum FetchError {
     #[error("GET {url}: larger than {MAX_DOC_BYTES} bytes")]
     TooLarge { url: String },
     #[error("GET {url}: not JSON: {source}")]
-    NotJson { url: String, source: Arc<serde_json::Error> },
+    NotJson {
+        url: String,
+        source: Arc<serde_json::Error>,
+    },
     #[error("{url} names issuer `{said}`, not `{issuer}`")]
     WrongIssuer { url: String, said: String, issuer: String },
     #[error("{url} has no `{field}`")]
@@ -49,7 +52,11 @@ pub enum KeyError {
     Unavailable { issuer: String, why: FetchError },
     /// The key is not in the cached set and fetching it again failed.
     #[error("key `{kid}` is not in the cached keys of OIDC issuer {issuer} and refetching them failed: {why}")]
-    RefetchFailed { issuer: String, kid: String, why: FetchError },
+    RefetchFailed {
+        issuer: String,
+        kid: String,
+        why: FetchError,
+    },
     /// The set (fetched lately enough) has no such key.
     #[error("no key `{}` at {url}", kid.as_deref().unwrap_or("(none named)"))]
     NoKey { kid: Option<String>, url: String },
@@ -145,7 +152,11 @@ impl Cached {
     /// The key `kid` names; when it names none, the only key not meant for encryption.
     fn find(&self, kid: Option<&str>) -> Option<Jwk> {
         match kid {
-            Some(k) => self.keys.iter().find(|j| j.common.key_id.as_deref() == Some(k)).cloned(),
+            Some(k) => self
+                .keys
+                .iter()
+                .find(|j| j.common.key_id.as_deref() == Some(k))
+                .cloned(),
             None => {
                 let mut signing = self
                     .keys
