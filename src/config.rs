@@ -1,13 +1,15 @@
-//! The server config (`gate.yaml`): where to listen and store, which policy, who may vote
-//! (`users`), which pipelines may open requests (`pipelines` with static tokens, `oidc`
-//! with tokens from trusted issuers). Secrets appear only as SHA-256 digests.
+//! The server config (`gate.yaml`): where to listen and store, which policy, and the
+//! adapters' sections (`users`, `pipelines`, `oidc`, `sso` from auth; `notify`; `forge`).
+//! Each section checks itself and says what is wrong; this module locates that in the
+//! file. Secrets appear only as SHA-256 digests or environment variable names.
 
-use crate::core::url::check_url;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::config as auth;
 pub use crate::auth::config::{OidcIssuer, OidcPlatform, Pipeline, Sso, User};
+use crate::core::url::check_url;
 pub use crate::forge::config::{ForgeAccess, ForgeConfig};
 
 /// `gate.yaml`.
@@ -99,7 +101,7 @@ impl Config {
                 message: msg.split(" at line ").next().unwrap_or(&msg).to_string(),
             }
         })?;
-        let fail = |needle: &str, message: String| {
+        let fail = |needle: &str, problem: &dyn std::fmt::Display| {
             let (line, column) = text
                 .lines()
                 .enumerate()
@@ -109,111 +111,22 @@ impl Config {
                 file: file.into(),
                 line,
                 column,
-                message,
+                message: problem.to_string(),
             }
         };
-        let mut names = std::collections::HashSet::new();
-        for u in &cfg.users {
-            if u.name.trim().is_empty() {
-                return Err(fail("name:", "a user has an empty `name`".into()));
-            }
-            if !names.insert(u.name.as_str()) {
-                return Err(fail(&u.name, format!("user `{}` is listed twice", u.name)));
-            }
-            if let Some(h) = &u.token_sha256 {
-                check_digest(h).map_err(|m| fail(h, format!("user `{}`: token_sha256 {m}", u.name)))?;
-            }
-        }
-        for p in &cfg.pipelines {
-            if !names.insert(p.name.as_str()) {
-                return Err(fail(
-                    &p.name,
-                    format!("`{}` names both a user and a pipeline, or two pipelines", p.name),
-                ));
-            }
-            check_digest(&p.token_sha256)
-                .map_err(|m| fail(&p.token_sha256, format!("pipeline `{}`: token_sha256 {m}", p.name)))?;
-        }
-        let mut issuers = std::collections::HashSet::new();
-        for o in &cfg.oidc {
-            let at = |m: String| fail(&o.issuer, format!("oidc issuer `{}`: {m}", o.issuer));
-            check_url(&o.issuer).map_err(|m| at(format!("issuer {m}")))?;
-            if !issuers.insert(o.issuer.as_str()) {
-                return Err(at("is listed twice; give one entry all its allow-lists".into()));
-            }
-            if o.audience.trim().is_empty() {
-                return Err(at("`audience` is empty".into()));
-            }
-            if let Some(u) = &o.jwks_url {
-                check_url(u).map_err(|m| fail(u, format!("oidc issuer `{}`: jwks_url {m}", o.issuer)))?;
-            }
-            let name = o.pipeline_name();
-            if name.trim().is_empty() {
-                return Err(at("`name` is empty".into()));
-            }
-            if names.contains(name.as_str()) {
-                return Err(at(format!("name `{name}` is already a user or a static pipeline")));
-            }
-            if !o.repositories.is_empty() && o.platform == OidcPlatform::Generic {
-                return Err(at(
-                    "`repositories` needs platform github or gitlab (generic tokens carry no repository); use `subjects`".into(),
-                ));
-            }
-        }
+        let names = auth::validate_principals(&cfg.users, &cfg.pipelines, &|n, e| fail(n, &e))?;
+        auth::validate_oidc(&cfg.oidc, &names, &|n, e| fail(n, &e))?;
         if let Some(sso) = &cfg.sso {
-            let at = |m: String| fail("sso:", format!("sso: {m}"));
-            check_url(&sso.issuer).map_err(|m| at(format!("issuer {m}")))?;
-            if sso.client_id.trim().is_empty() {
-                return Err(at("`client_id` is empty".into()));
-            }
-            if sso.client_secret.is_some() && sso.client_secret_env.is_some() {
-                return Err(at("give `client_secret` or `client_secret_env`, not both".into()));
-            }
-            if let Some(a) = &sso.token_auth
-                && !matches!(a.as_str(), "client_secret_basic" | "client_secret_post")
-            {
-                return Err(at(format!(
-                    "token_auth `{a}` is not client_secret_basic or client_secret_post"
-                )));
-            }
-            if sso.user_claim().trim().is_empty() {
-                return Err(at("`user_claim` is empty".into()));
-            }
+            auth::validate_sso(sso, &|n, e| fail(n, &e))?;
         }
         if cfg.session_ttl.is_some_and(|d| d.millis() <= 0) {
-            return Err(fail("session_ttl", "session_ttl must be longer than zero".into()));
+            return Err(fail("session_ttl", &Invalid::SessionTtl));
         }
         if let Some(n) = &cfg.notify {
-            n.check(&fail)?;
+            n.validate(&|n, e| fail(n, &e))?;
         }
         if let Some(f) = &cfg.forge {
-            for (key, access) in [("github", &f.github), ("gitlab", &f.gitlab)] {
-                let Some(a) = access else { continue };
-                if a.token.is_some() && a.token_env.is_some() {
-                    return Err(fail(
-                        "token",
-                        format!("forge.{key}: give `token` or `token_env`, not both"),
-                    ));
-                }
-                if a.token.is_none() && a.token_env.is_none() {
-                    return Err(fail(
-                        &format!("{key}:"),
-                        format!("forge.{key}: needs `token_env` (or `token`)"),
-                    ));
-                }
-                if let Some(u) = &a.api_url {
-                    check_url(u).map_err(|m| fail(u, format!("forge.{key}.api_url {m}")))?;
-                }
-                if a.webhook_secret.is_some() && a.webhook_secret_env.is_some() {
-                    return Err(fail(
-                        "webhook_secret",
-                        format!("forge.{key}: give `webhook_secret` or `webhook_secret_env`, not both"),
-                    ));
-                }
-            }
-            if f.cache_ttl.is_some_and(|t| t.millis() <= 0) {
-                return Err(fail("cache_ttl", "forge.cache_ttl must be positive".into()));
-            }
+            validate_forge(f, &|n, e| fail(n, &e))?;
         }
         Ok(cfg)
     }
@@ -268,12 +181,52 @@ impl Config {
     }
 }
 
-fn check_digest(h: &str) -> Result<(), String> {
-    if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err("must be 64 hex characters (run `gate token hash` to make one)".into())
+/// What is wrong with the config outside the adapters' sections.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Invalid {
+    #[error("session_ttl must be longer than zero")]
+    SessionTtl,
+    #[error("forge.{0}: give `token` or `token_env`, not both")]
+    ForgeBothTokens(&'static str),
+    #[error("forge.{0}: needs `token_env` (or `token`)")]
+    ForgeNoToken(&'static str),
+    #[error("forge.{key}.api_url {reason}")]
+    ForgeApiUrl { key: &'static str, reason: String },
+    #[error("forge.{0}: give `webhook_secret` or `webhook_secret_env`, not both")]
+    ForgeBothWebhookSecrets(&'static str),
+    #[error("forge.cache_ttl must be positive")]
+    ForgeCacheTtl,
+}
+
+/// Checks `forge:`.
+fn validate_forge(f: &ForgeConfig, at: &dyn Fn(&str, Invalid) -> ConfigError) -> Result<(), ConfigError> {
+    for (key, access) in [("github", &f.github), ("gitlab", &f.gitlab)] {
+        let Some(a) = access else { continue };
+        if a.token.is_some() && a.token_env.is_some() {
+            return Err(at("token", Invalid::ForgeBothTokens(key)));
+        }
+        if a.token.is_none() && a.token_env.is_none() {
+            return Err(at(&format!("{key}:"), Invalid::ForgeNoToken(key)));
+        }
+        if let Some(u) = &a.api_url {
+            check_url(u).map_err(|m| {
+                at(
+                    u,
+                    Invalid::ForgeApiUrl {
+                        key,
+                        reason: m.to_string(),
+                    },
+                )
+            })?;
+        }
+        if a.webhook_secret.is_some() && a.webhook_secret_env.is_some() {
+            return Err(at("webhook_secret", Invalid::ForgeBothWebhookSecrets(key)));
+        }
     }
+    if f.cache_ttl.is_some_and(|t| t.millis() <= 0) {
+        return Err(at("cache_ttl", Invalid::ForgeCacheTtl));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -405,6 +358,7 @@ mod tests {
         assert!(
             gh.resolve_token(&none)
                 .unwrap_err()
+                .to_string()
                 .contains("`GH_T`, which is not set")
         );
         assert_eq!(c.user_for_login("github", "Alice-GH").unwrap().name, "alice");

@@ -1,7 +1,11 @@
 //! The `users`, `pipelines`, `oidc` and `sso` sections of gate.yaml: who may vote, which
 //! pipelines may open requests, which token issuers are trusted, how the web UI signs in.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
+
+use crate::core::url::check_url;
 
 /// An approver.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -169,5 +173,175 @@ impl Sso {
                 .and_then(|v| std::env::var(v).ok())
                 .filter(|v| !v.is_empty())
         })
+    }
+}
+
+/// What is wrong with `users`, `pipelines`, `oidc` or `sso`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("a user has an empty `name`")]
+    EmptyUserName,
+    #[error("user `{0}` is listed twice")]
+    UserTwice(String),
+    #[error("user `{user}`: token_sha256 {problem}")]
+    UserDigest { user: String, problem: NotADigest },
+    #[error("`{0}` names both a user and a pipeline, or two pipelines")]
+    NameTaken(String),
+    #[error("pipeline `{pipeline}`: token_sha256 {problem}")]
+    PipelineDigest { pipeline: String, problem: NotADigest },
+    #[error("oidc issuer `{issuer}`: {problem}")]
+    Oidc { issuer: String, problem: OidcProblem },
+    #[error("sso: {0}")]
+    Sso(SsoProblem),
+}
+
+/// A `token_sha256` that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be 64 hex characters (run `gate token hash` to make one)")]
+pub struct NotADigest;
+
+/// What is wrong with one `oidc:` issuer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OidcProblem {
+    #[error("issuer {0}")]
+    Issuer(String),
+    #[error("is listed twice; give one entry all its allow-lists")]
+    Twice,
+    #[error("`audience` is empty")]
+    EmptyAudience,
+    #[error("jwks_url {0}")]
+    JwksUrl(String),
+    #[error("`name` is empty")]
+    EmptyName,
+    #[error("name `{0}` is already a user or a static pipeline")]
+    NameTaken(String),
+    #[error("`repositories` needs platform github or gitlab (generic tokens carry no repository); use `subjects`")]
+    RepositoriesNeedPlatform,
+}
+
+/// What is wrong with `sso:`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SsoProblem {
+    #[error("issuer {0}")]
+    Issuer(String),
+    #[error("`client_id` is empty")]
+    EmptyClientId,
+    #[error("give `client_secret` or `client_secret_env`, not both")]
+    BothSecrets,
+    #[error("token_auth `{0}` is not client_secret_basic or client_secret_post")]
+    TokenAuth(String),
+    #[error("`user_claim` is empty")]
+    EmptyUserClaim,
+}
+
+/// Checks `users` and `pipelines` (names unique across both, digests well formed) and
+/// returns their names; `at(needle, error)` locates an error in the file.
+pub fn validate_principals<'a, E>(
+    users: &'a [User],
+    pipelines: &'a [Pipeline],
+    at: &dyn Fn(&str, AuthConfigError) -> E,
+) -> Result<HashSet<&'a str>, E> {
+    use AuthConfigError as Bad;
+    let mut names = HashSet::new();
+    for u in users {
+        if u.name.trim().is_empty() {
+            return Err(at("name:", Bad::EmptyUserName));
+        }
+        if !names.insert(u.name.as_str()) {
+            return Err(at(&u.name, Bad::UserTwice(u.name.clone())));
+        }
+        if let Some(h) = &u.token_sha256 {
+            check_digest(h).map_err(|problem| {
+                at(
+                    h,
+                    Bad::UserDigest {
+                        user: u.name.clone(),
+                        problem,
+                    },
+                )
+            })?;
+        }
+    }
+    for p in pipelines {
+        if !names.insert(p.name.as_str()) {
+            return Err(at(&p.name, Bad::NameTaken(p.name.clone())));
+        }
+        check_digest(&p.token_sha256).map_err(|problem| {
+            at(
+                &p.token_sha256,
+                Bad::PipelineDigest {
+                    pipeline: p.name.clone(),
+                    problem,
+                },
+            )
+        })?;
+    }
+    Ok(names)
+}
+
+/// Checks the `oidc:` issuers; `taken` are the user and pipeline names, which an issuer's
+/// pipeline name must not reuse.
+pub fn validate_oidc<E>(
+    issuers: &[OidcIssuer],
+    taken: &HashSet<&str>,
+    at: &dyn Fn(&str, AuthConfigError) -> E,
+) -> Result<(), E> {
+    let mut seen = HashSet::new();
+    for o in issuers {
+        let bad = |problem| AuthConfigError::Oidc {
+            issuer: o.issuer.clone(),
+            problem,
+        };
+        let here = |problem| at(&o.issuer, bad(problem));
+        check_url(&o.issuer).map_err(|m| here(OidcProblem::Issuer(m.to_string())))?;
+        if !seen.insert(o.issuer.as_str()) {
+            return Err(here(OidcProblem::Twice));
+        }
+        if o.audience.trim().is_empty() {
+            return Err(here(OidcProblem::EmptyAudience));
+        }
+        if let Some(u) = &o.jwks_url {
+            check_url(u).map_err(|m| at(u, bad(OidcProblem::JwksUrl(m.to_string()))))?;
+        }
+        let name = o.pipeline_name();
+        if name.trim().is_empty() {
+            return Err(here(OidcProblem::EmptyName));
+        }
+        if taken.contains(name.as_str()) {
+            return Err(here(OidcProblem::NameTaken(name)));
+        }
+        if !o.repositories.is_empty() && o.platform == OidcPlatform::Generic {
+            return Err(here(OidcProblem::RepositoriesNeedPlatform));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `sso:`.
+pub fn validate_sso<E>(sso: &Sso, at: &dyn Fn(&str, AuthConfigError) -> E) -> Result<(), E> {
+    let here = |problem| at("sso:", AuthConfigError::Sso(problem));
+    check_url(&sso.issuer).map_err(|m| here(SsoProblem::Issuer(m.to_string())))?;
+    if sso.client_id.trim().is_empty() {
+        return Err(here(SsoProblem::EmptyClientId));
+    }
+    if sso.client_secret.is_some() && sso.client_secret_env.is_some() {
+        return Err(here(SsoProblem::BothSecrets));
+    }
+    if let Some(a) = &sso.token_auth
+        && !matches!(a.as_str(), "client_secret_basic" | "client_secret_post")
+    {
+        return Err(here(SsoProblem::TokenAuth(a.clone())));
+    }
+    if sso.user_claim().trim().is_empty() {
+        return Err(here(SsoProblem::EmptyUserClaim));
+    }
+    Ok(())
+}
+
+fn check_digest(h: &str) -> Result<(), NotADigest> {
+    if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(NotADigest)
     }
 }

@@ -23,14 +23,27 @@ pub struct ForgeAccess {
     pub webhook_secret_env: Option<String>,
 }
 
+/// Why a forge secret cannot be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("give `{0}` or `{0}_env`, not both")]
+    Both(&'static str),
+    #[error("`{0}` is empty")]
+    Empty(&'static str),
+    #[error("`{what}_env` names `{var}`, which is not set in the environment")]
+    Unset { what: &'static str, var: String },
+    #[error("needs `token_env` (or `token`)")]
+    NoToken,
+}
+
 impl ForgeAccess {
     /// The token, read from the environment when named by `token_env`.
-    pub fn resolve_token(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-        secret(&self.token, &self.token_env, "token", env)?.ok_or_else(|| "needs `token_env` (or `token`)".into())
+    pub fn resolve_token(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<String, SecretError> {
+        secret(&self.token, &self.token_env, "token", env)?.ok_or(SecretError::NoToken)
     }
 
     /// The webhook secret, if one is configured.
-    pub fn resolve_webhook_secret(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+    pub fn resolve_webhook_secret(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, SecretError> {
         secret(&self.webhook_secret, &self.webhook_secret_env, "webhook_secret", env)
     }
 }
@@ -38,18 +51,19 @@ impl ForgeAccess {
 fn secret(
     value: &Option<String>,
     var: &Option<String>,
-    what: &str,
+    what: &'static str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, SecretError> {
     match (value, var) {
-        (Some(_), Some(_)) => Err(format!("give `{what}` or `{what}_env`, not both")),
-        (Some(v), None) if v.trim().is_empty() => Err(format!("`{what}` is empty")),
+        (Some(_), Some(_)) => Err(SecretError::Both(what)),
+        (Some(v), None) if v.trim().is_empty() => Err(SecretError::Empty(what)),
         (Some(v), None) => Ok(Some(v.trim().to_string())),
         (None, Some(name)) => match env(name) {
             Some(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_string())),
-            _ => Err(format!(
-                "`{what}_env` names `{name}`, which is not set in the environment"
-            )),
+            _ => Err(SecretError::Unset {
+                what,
+                var: name.clone(),
+            }),
         },
         (None, None) => Ok(None),
     }

@@ -140,8 +140,9 @@ impl NotifyConfig {
         self.timeout.unwrap_or(Dur::from_secs(10))
     }
 
-    /// Checks what serde cannot; `at(needle, message)` locates an error in the file.
-    pub fn check<E>(&self, at: &dyn Fn(&str, String) -> E) -> Result<(), E> {
+    /// Checks what serde cannot; `at(needle, error)` locates an error in the file.
+    pub fn validate<E>(&self, at: &dyn Fn(&str, NotifyConfigError) -> E) -> Result<(), E> {
+        use NotifyConfigError as Bad;
         for (key, d) in [
             ("retry_base", self.retry_base),
             ("retry_max", self.retry_max),
@@ -149,63 +150,76 @@ impl NotifyConfig {
             ("timeout", self.timeout),
         ] {
             if d.is_some_and(|d| d.millis() <= 0) {
-                return Err(at(&format!("{key}:"), format!("notify.{key} must be positive")));
+                return Err(at(&format!("{key}:"), Bad::NotPositive { key }));
             }
         }
         if self.retry_base() > self.retry_max() {
-            return Err(at(
-                "retry_base:",
-                "notify.retry_base is longer than notify.retry_max".into(),
-            ));
+            return Err(at("retry_base:", Bad::RetryBaseOverMax));
         }
         let mut names = std::collections::HashSet::new();
         for w in &self.webhooks {
-            let here = |m: String| at(&w.name, format!("notify webhook `{}`: {m}", w.name));
-            check_name(&w.name).map_err(here)?;
+            let bad = |problem| Bad::Channel {
+                channel: "webhook",
+                name: w.name.clone(),
+                problem,
+            };
+            check_name(&w.name).map_err(|p| at(&w.name, bad(p)))?;
             if !names.insert(format!("webhook:{}", w.name)) {
-                return Err(at(&w.name, format!("notify webhook `{}` is listed twice", w.name)));
+                return Err(at(
+                    &w.name,
+                    Bad::Twice {
+                        channel: "webhook",
+                        name: w.name.clone(),
+                    },
+                ));
             }
-            crate::core::url::check_url(&w.url)
-                .map_err(|m| at(&w.url, format!("notify webhook `{}`: url {m}", w.name)))?;
-            check_env(&w.secret_env)
-                .map_err(|m| at("secret_env:", format!("notify webhook `{}`: secret_env {m}", w.name)))?;
+            crate::core::url::check_url(&w.url).map_err(|m| at(&w.url, bad(ChannelProblem::Url(m.to_string()))))?;
+            check_env(&w.secret_env).map_err(|e| at("secret_env:", bad(ChannelProblem::SecretEnv(e))))?;
         }
         for s in &self.slack {
-            let here = |m: String| at(&s.name, format!("notify slack `{}`: {m}", s.name));
-            check_name(&s.name).map_err(here)?;
+            let bad = |problem| Bad::Channel {
+                channel: "slack",
+                name: s.name.clone(),
+                problem,
+            };
+            check_name(&s.name).map_err(|p| at(&s.name, bad(p)))?;
             if !names.insert(format!("slack:{}", s.name)) {
-                return Err(at(&s.name, format!("notify slack `{}` is listed twice", s.name)));
+                return Err(at(
+                    &s.name,
+                    Bad::Twice {
+                        channel: "slack",
+                        name: s.name.clone(),
+                    },
+                ));
             }
             match (&s.url, &s.url_env) {
                 (Some(u), None) => {
-                    crate::core::url::check_url(u).map_err(|m| at(u, format!("notify slack `{}`: url {m}", s.name)))?
+                    crate::core::url::check_url(u).map_err(|m| at(u, bad(ChannelProblem::Url(m.to_string()))))?
                 }
-                (None, Some(e)) => {
-                    check_env(e).map_err(|m| at("url_env:", format!("notify slack `{}`: url_env {m}", s.name)))?
-                }
-                _ => return Err(here("give exactly one of `url` and `url_env`".into())),
+                (None, Some(e)) => check_env(e).map_err(|e| at("url_env:", bad(ChannelProblem::UrlEnv(e))))?,
+                _ => return Err(at(&s.name, bad(ChannelProblem::UrlOrUrlEnv))),
             }
         }
         if let Some(e) = &self.email {
             if e.host.trim().is_empty() {
-                return Err(at("host:", "notify.email.host is empty".into()));
+                return Err(at("host:", Bad::EmailHostEmpty));
             }
             if e.port == Some(0) {
-                return Err(at("port:", "notify.email.port must not be 0".into()));
+                return Err(at("port:", Bad::EmailPortZero));
             }
-            e.from.parse::<lettre::message::Mailbox>().map_err(|err| {
+            e.from.parse::<lettre::message::Mailbox>().map_err(|source| {
                 at(
                     "from:",
-                    format!("notify.email.from `{}` is not an address: {err}", e.from),
+                    Bad::EmailFrom {
+                        from: e.from.clone(),
+                        source,
+                    },
                 )
             })?;
             if let Some(p) = &e.password_env {
-                check_env(p).map_err(|m| at("password_env:", format!("notify.email.password_env {m}")))?;
+                check_env(p).map_err(|e| at("password_env:", Bad::EmailPasswordEnv(e)))?;
                 if e.username.is_none() {
-                    return Err(at(
-                        "password_env:",
-                        "notify.email.password_env needs a `username`".into(),
-                    ));
+                    return Err(at("password_env:", Bad::EmailPasswordNeedsUsername));
                 }
             }
         }
@@ -213,23 +227,65 @@ impl NotifyConfig {
     }
 }
 
-fn check_name(n: &str) -> Result<(), String> {
+/// What is wrong with `notify:`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifyConfigError {
+    #[error("notify.{key} must be positive")]
+    NotPositive { key: &'static str },
+    #[error("notify.retry_base is longer than notify.retry_max")]
+    RetryBaseOverMax,
+    #[error("notify {channel} `{name}`: {problem}")]
+    Channel {
+        channel: &'static str,
+        name: String,
+        problem: ChannelProblem,
+    },
+    #[error("notify {channel} `{name}` is listed twice")]
+    Twice { channel: &'static str, name: String },
+    #[error("notify.email.host is empty")]
+    EmailHostEmpty,
+    #[error("notify.email.port must not be 0")]
+    EmailPortZero,
+    #[error("notify.email.from `{from}` is not an address: {source}")]
+    EmailFrom {
+        from: String,
+        source: lettre::address::AddressError,
+    },
+    #[error("notify.email.password_env {0}")]
+    EmailPasswordEnv(NotAnEnvName),
+    #[error("notify.email.password_env needs a `username`")]
+    EmailPasswordNeedsUsername,
+}
+
+/// What is wrong with one webhook or Slack channel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelProblem {
+    #[error("`name` must be 1 to 64 letters, digits, `-`, `_` or `.`")]
+    Name,
+    #[error("url {0}")]
+    Url(String),
+    #[error("secret_env {0}")]
+    SecretEnv(NotAnEnvName),
+    #[error("url_env {0}")]
+    UrlEnv(NotAnEnvName),
+    #[error("give exactly one of `url` and `url_env`")]
+    UrlOrUrlEnv,
+}
+
+/// A `*_env` value that cannot name an environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an environment variable name")]
+pub struct NotAnEnvName(pub String);
+
+fn check_name(n: &str) -> Result<(), ChannelProblem> {
     let ok = !n.is_empty()
         && n.len() <= 64
         && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err("`name` must be 1 to 64 letters, digits, `-`, `_` or `.`".into())
-    }
+    if ok { Ok(()) } else { Err(ChannelProblem::Name) }
 }
 
-fn check_env(n: &str) -> Result<(), String> {
+fn check_env(n: &str) -> Result<(), NotAnEnvName> {
     let ok = !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("`{n}` is not an environment variable name"))
-    }
+    if ok { Ok(()) } else { Err(NotAnEnvName(n.into())) }
 }

@@ -10,8 +10,26 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::DeliveryError;
 use super::config::{Email, StartTls};
 use super::{field, title};
+
+/// An `email:` channel that cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MailerError {
+    #[error("notify.email.from `{from}`: {source}")]
+    Sender {
+        from: String,
+        source: lettre::address::AddressError,
+    },
+    #[error("notify.email: TLS for {host}: {source}")]
+    Tls {
+        host: String,
+        source: lettre::transport::smtp::Error,
+    },
+    #[error("notify.email.password_env: environment variable `{var}` is not set")]
+    PasswordUnset { var: String },
+}
 
 /// A ready SMTP sender.
 pub struct Mailer {
@@ -21,13 +39,18 @@ pub struct Mailer {
 
 impl Mailer {
     /// Builds the transport; the password is read from `password_env` now.
-    pub fn new(cfg: &Email, timeout: Duration) -> Result<Mailer, String> {
-        let from: Mailbox = cfg
-            .from
-            .parse()
-            .map_err(|e| format!("notify.email.from `{}`: {e}", cfg.from))?;
+    pub fn new(cfg: &Email, timeout: Duration) -> Result<Mailer, MailerError> {
+        let from: Mailbox = cfg.from.parse().map_err(|source| MailerError::Sender {
+            from: cfg.from.clone(),
+            source,
+        })?;
         let host = cfg.host.trim();
-        let tls = || TlsParameters::new(host.to_string()).map_err(|e| format!("notify.email: TLS for {host}: {e}"));
+        let tls = || {
+            TlsParameters::new(host.to_string()).map_err(|source| MailerError::Tls {
+                host: host.into(),
+                source,
+            })
+        };
         let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(cfg.port.unwrap_or(587))
             .timeout(Some(timeout));
@@ -38,8 +61,7 @@ impl Mailer {
         };
         if let Some(user) = &cfg.username {
             let password = match &cfg.password_env {
-                Some(var) => std::env::var(var)
-                    .map_err(|_| format!("notify.email.password_env: environment variable `{var}` is not set"))?,
+                Some(var) => std::env::var(var).map_err(|_| MailerError::PasswordUnset { var: var.clone() })?,
                 None => String::new(),
             };
             b = b.credentials(Credentials::new(user.clone(), password));
@@ -50,14 +72,12 @@ impl Mailer {
         })
     }
 
-    pub async fn send(&self, to: &str, doc: &Value) -> Result<(), String> {
-        let to: Mailbox = to.parse().map_err(|e| format!("`{to}` is not an email address: {e}"))?;
+    pub async fn send(&self, to: &str, doc: &Value) -> Result<(), DeliveryError> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|source| DeliveryError::Recipient { to: to.into(), source })?;
         let msg = message(self.from.clone(), to, doc)?;
-        self.transport
-            .send(msg)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("SMTP: {e}"))
+        self.transport.send(msg).await.map(|_| ()).map_err(DeliveryError::Smtp)
     }
 }
 
@@ -68,7 +88,7 @@ pub fn subject(doc: &Value) -> String {
 
 /// The message: a stable Message-ID derived from the delivery id, so a redelivery after a
 /// crash is recognisably the same mail.
-pub fn message(from: Mailbox, to: Mailbox, doc: &Value) -> Result<Message, String> {
+pub fn message(from: Mailbox, to: Mailbox, doc: &Value) -> Result<Message, DeliveryError> {
     let delivery = field(doc, "delivery");
     let digest = hex::encode(&Sha256::digest(delivery.as_bytes())[..16]);
     Message::builder()
@@ -77,7 +97,7 @@ pub fn message(from: Mailbox, to: Mailbox, doc: &Value) -> Result<Message, Strin
         .subject(subject(doc))
         .message_id(Some(format!("<{digest}.{}@jitgate>", field(doc, "request_id"))))
         .multipart(MultiPart::alternative_plain_html(plain(doc), html(doc)))
-        .map_err(|e| format!("building the message: {e}"))
+        .map_err(DeliveryError::Message)
 }
 
 /// `(label, value)` lines shared by both parts.
@@ -209,7 +229,7 @@ mod tests {
             password_env: Some("JITGATE_UNIT_TEST_SURELY_UNSET".into()),
             ..Default::default()
         };
-        let e = Mailer::new(&cfg, Duration::from_secs(1)).err().unwrap();
+        let e = Mailer::new(&cfg, Duration::from_secs(1)).err().unwrap().to_string();
         assert!(e.contains("JITGATE_UNIT_TEST_SURELY_UNSET"), "{e}");
     }
 

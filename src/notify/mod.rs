@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod email;
+pub mod error;
 pub mod slack;
 pub mod webhook;
 pub mod worker;
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
 pub use config::{Event, NotifyConfig};
+pub use error::{ChannelError, DeliveryError};
 
 use crate::core::api::RequestView;
 use crate::core::duration::rfc3339;

@@ -96,7 +96,7 @@ fn str_list(v: &Value) -> String {
 }
 
 /// POSTs the message; Slack answers 200 `ok` on success.
-pub async fn send(http: &reqwest::Client, url: &str, doc: &Value) -> Result<(), String> {
+pub async fn send(http: &reqwest::Client, url: &str, doc: &Value) -> Result<(), super::DeliveryError> {
     super::worker::deliver(http.post(url).json(&message(doc))).await
 }
 

@@ -22,7 +22,7 @@ pub async fn send(
     event: &str,
     delivery: &str,
     body: &str,
-) -> Result<(), String> {
+) -> Result<(), super::DeliveryError> {
     let ts = crate::core::duration::now_ms() / 1000;
     let req = http
         .post(url)

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::email::Mailer;
-use super::{EMAIL, Hub, NotifyConfig, SLACK, WEBHOOK};
+use super::{ChannelError, DeliveryError, EMAIL, Hub, NotifyConfig, SLACK, WEBHOOK};
 use crate::core::backoff::Backoff;
 use crate::core::duration::now_ms;
 use crate::store::{NotificationRow, Store};
@@ -39,23 +39,21 @@ pub struct Channels {
 impl Channels {
     /// Reads the secrets `notify:` names. Fails, naming the variable, when one is unset,
     /// so a misconfigured server does not start rather than silently not notifying.
-    pub fn resolve(n: &NotifyConfig) -> Result<Channels, String> {
+    pub fn resolve(n: &NotifyConfig) -> Result<Channels, ChannelError> {
         let timeout = n.timeout().as_std();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("jitgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("notify: HTTP client: {e}"))?;
-        let env = |what: &str, var: &str| {
-            std::env::var(var)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("notify {what}: environment variable `{var}` is not set"))
-        };
+            .map_err(ChannelError::Client)?;
+        let env = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
         let mut webhooks = HashMap::new();
         for w in &n.webhooks {
-            let secret = env(&format!("webhook `{}` secret_env", w.name), &w.secret_env)?;
+            let secret = env(&w.secret_env).ok_or_else(|| ChannelError::WebhookSecretUnset {
+                name: w.name.clone(),
+                var: w.secret_env.clone(),
+            })?;
             webhooks.insert(w.name.clone(), (w.url.clone(), secret.into_bytes()));
         }
         let mut slack = HashMap::new();
@@ -63,11 +61,18 @@ impl Channels {
             let url = match (&s.url, &s.url_env) {
                 (Some(u), _) => u.clone(),
                 (None, Some(var)) => {
-                    let u = env(&format!("slack `{}` url_env", s.name), var)?;
-                    crate::core::url::check_url(&u).map_err(|m| format!("notify slack `{}`: ${var} {m}", s.name))?;
+                    let u = env(var).ok_or_else(|| ChannelError::SlackUrlUnset {
+                        name: s.name.clone(),
+                        var: var.clone(),
+                    })?;
+                    crate::core::url::check_url(&u).map_err(|m| ChannelError::SlackUrlBad {
+                        name: s.name.clone(),
+                        var: var.clone(),
+                        reason: m.to_string(),
+                    })?;
                     u
                 }
-                (None, None) => return Err(format!("notify slack `{}`: no url", s.name)),
+                (None, None) => return Err(ChannelError::SlackNoUrl { name: s.name.clone() }),
             };
             slack.insert(s.name.clone(), url);
         }
@@ -88,28 +93,26 @@ impl Channels {
         (self.timeout.as_millis() as i64).saturating_mul(2) + 5_000
     }
 
-    async fn deliver(&self, row: &NotificationRow) -> Result<(), String> {
-        let doc: Value = serde_json::from_str(&row.payload).map_err(|e| format!("stored payload: {e}"))?;
+    async fn deliver(&self, row: &NotificationRow) -> Result<(), DeliveryError> {
+        let doc: Value = serde_json::from_str(&row.payload).map_err(DeliveryError::Payload)?;
+        let gone = |channel| DeliveryError::Unconfigured {
+            channel,
+            name: row.recipient.clone(),
+        };
         match row.channel.as_str() {
             WEBHOOK => {
-                let (url, secret) = self
-                    .webhooks
-                    .get(&row.recipient)
-                    .ok_or_else(|| format!("webhook `{}` is no longer configured", row.recipient))?;
+                let (url, secret) = self.webhooks.get(&row.recipient).ok_or_else(|| gone(WEBHOOK))?;
                 super::webhook::send(&self.http, url, secret, &row.event, &row.key, &row.payload).await
             }
             SLACK => {
-                let url = self
-                    .slack
-                    .get(&row.recipient)
-                    .ok_or_else(|| format!("slack `{}` is no longer configured", row.recipient))?;
+                let url = self.slack.get(&row.recipient).ok_or_else(|| gone(SLACK))?;
                 super::slack::send(&self.http, url, &doc).await
             }
             EMAIL => {
-                let mailer = self.mailer.as_ref().ok_or("email is no longer configured")?;
+                let mailer = self.mailer.as_ref().ok_or(DeliveryError::EmailUnconfigured)?;
                 mailer.send(&row.recipient, &doc).await
             }
-            other => Err(format!("unknown channel `{other}`")),
+            other => Err(DeliveryError::UnknownChannel(other.into())),
         }
     }
 }
@@ -194,7 +197,7 @@ async fn settle(
     ch: &Channels,
     claimer: &str,
     row: &NotificationRow,
-    result: Result<(), String>,
+    result: Result<(), DeliveryError>,
 ) {
     let now = now_ms();
     let written = match &result {
@@ -203,7 +206,7 @@ async fn settle(
             store.notification_delivered(&row.id, claimer, now).await
         }
         Err(err) => {
-            let err = super::clip(err, 1000);
+            let err = super::clip(&err.to_string(), 1000);
             // The delay before attempt `attempts + 1`, after `attempts` failed: `retry_base`
             // doubling each time, capped at `retry_max`, jittered.
             let retry = (row.attempts.clamp(1, 40) - 1) as u32;
@@ -245,17 +248,20 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
 }
 
 /// Sends one delivery attempt: a transport error or a non-2xx answer is an error.
-pub(crate) async fn deliver(req: reqwest::RequestBuilder) -> Result<(), String> {
-    let resp = req.send().await.map_err(|e| describe(&e))?;
+pub(crate) async fn deliver(req: reqwest::RequestBuilder) -> Result<(), DeliveryError> {
+    let resp = req.send().await.map_err(DeliveryError::Transport)?;
     check_status(resp).await
 }
 
 /// Any 2xx is a delivery; anything else an error naming the status and the start of the body.
-pub(crate) async fn check_status(resp: reqwest::Response) -> Result<(), String> {
+pub(crate) async fn check_status(resp: reqwest::Response) -> Result<(), DeliveryError> {
     let status = resp.status();
     if status.is_success() {
         return Ok(());
     }
     let body = resp.text().await.unwrap_or_default();
-    Err(format!("HTTP {}: {}", status.as_u16(), super::clip(body.trim(), 200)))
+    Err(DeliveryError::Status {
+        status: status.as_u16(),
+        body: super::clip(body.trim(), 200),
+    })
 }

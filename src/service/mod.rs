@@ -371,7 +371,8 @@ impl Engine {
             ));
         };
         if let Some(v) = verified {
-            v.apply(&mut body.context).map_err(AppError::Unauthorized)?;
+            v.apply(&mut body.context)
+                .map_err(|e| AppError::Unauthorized(e.to_string()))?;
         }
         validate_create(&body)?;
         let fingerprint = crate::core::policy::digest(&crate::core::audit::canonical_bytes(&json!({

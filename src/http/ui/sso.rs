@@ -15,12 +15,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
+use crate::auth::oidc::{Discovery, KeyError, KeySet, LEEWAY_SECS, MAX_KEY_AGE};
 use crate::config::Sso;
-
-/// Discovery and keys are fetched again when older than this.
-const MAX_AGE: Duration = Duration::from_secs(15 * 60);
-/// At most one refetch for an unknown `kid` in this interval.
-const MIN_REFETCH: Duration = Duration::from_secs(10);
 
 /// What discovery tells us.
 #[derive(Debug, Clone)]
@@ -28,14 +24,6 @@ pub struct Endpoints {
     pub authorization: String,
     pub token: String,
     pub jwks: String,
-}
-
-#[derive(Default)]
-struct Cache {
-    endpoints: Option<(Endpoints, Instant)>,
-    keys: Vec<Jwk>,
-    keys_at: Option<Instant>,
-    last_refetch: Option<Instant>,
 }
 
 /// Who signed in, from a verified ID token.
@@ -55,7 +43,9 @@ pub struct Client {
     pub cfg: Sso,
     pub redirect_uri: String,
     http: reqwest::Client,
-    cache: Mutex<Cache>,
+    /// Discovery, fetched again when older than [`MAX_KEY_AGE`].
+    endpoints: Mutex<Option<(Endpoints, Instant)>>,
+    keys: KeySet,
 }
 
 /// A PKCE pair: the verifier kept server-side, the S256 challenge sent to the provider.
@@ -73,10 +63,11 @@ impl Client {
             .build()
             .map_err(|e| format!("HTTP client for single sign-on: {e}"))?;
         Ok(Client {
-            cfg,
             redirect_uri: format!("{}/auth/callback", public_url.trim_end_matches('/')),
             http,
-            cache: Mutex::new(Cache::default()),
+            endpoints: Mutex::new(None),
+            keys: KeySet::new(&cfg.issuer, None),
+            cfg,
         })
     }
 
@@ -85,38 +76,27 @@ impl Client {
     }
 
     async fn endpoints(&self) -> Result<Endpoints, String> {
-        let mut c = self.cache.lock().await;
-        if let Some((e, at)) = &c.endpoints
-            && at.elapsed() < MAX_AGE
+        let mut cached = self.endpoints.lock().await;
+        if let Some((e, at)) = &*cached
+            && at.elapsed() < MAX_KEY_AGE
         {
             return Ok(e.clone());
         }
-        let issuer = &self.cfg.issuer;
-        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-        let doc = self.get_json(&url).await?;
-        let said = doc.get("issuer").and_then(Value::as_str).unwrap_or("");
-        if said != issuer {
-            return Err(format!("{url} names issuer `{said}`, not `{issuer}`"));
-        }
-        let field = |k: &str| -> Result<String, String> {
-            let v = doc
-                .get(k)
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("{url} has no `{k}`"))?;
-            crate::core::url::check_url(v).map_err(|m| format!("{url}: {k} {m}"))?;
-            Ok(v.to_string())
-        };
+        let d = Discovery::fetch(&self.http, &self.cfg.issuer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let field = |k: &str| d.endpoint(k).map_err(|e| e.to_string());
         let e = Endpoints {
             authorization: field("authorization_endpoint")?,
             token: field("token_endpoint")?,
             jwks: field("jwks_uri")?,
         };
-        if let Some(methods) = doc.get("code_challenge_methods_supported").and_then(Value::as_array)
+        if let Some(methods) = d.doc.get("code_challenge_methods_supported").and_then(Value::as_array)
             && !methods.iter().any(|m| m == "S256")
         {
-            return Err(format!("{url}: the provider does not support PKCE with S256"));
+            return Err(format!("{}: the provider does not support PKCE with S256", d.url));
         }
-        c.endpoints = Some((e.clone(), Instant::now()));
+        *cached = Some((e.clone(), Instant::now()));
         Ok(e)
     }
 
@@ -208,7 +188,7 @@ impl Client {
         }
         let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable provider key: {e}"))?;
         let mut v = Validation::new(alg);
-        v.leeway = crate::auth::oidc::LEEWAY_SECS;
+        v.leeway = LEEWAY_SECS;
         v.set_audience(&[&self.cfg.client_id]);
         v.set_issuer(&[&self.cfg.issuer]);
         v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
@@ -257,42 +237,12 @@ impl Client {
     /// The provider key named `kid` (or its only signing key when the token names none).
     async fn key(&self, kid: Option<&str>) -> Result<Jwk, String> {
         let e = self.endpoints().await?;
-        let mut c = self.cache.lock().await;
-        let find = |keys: &[Jwk]| -> Option<Jwk> {
-            match kid {
-                Some(k) => keys.iter().find(|j| j.common.key_id.as_deref() == Some(k)).cloned(),
-                None => {
-                    let sig: Vec<&Jwk> = keys
-                        .iter()
-                        .filter(|j| !matches!(j.common.public_key_use, Some(PublicKeyUse::Encryption)))
-                        .collect();
-                    (sig.len() == 1).then(|| sig[0].clone())
-                }
-            }
-        };
-        let fresh = c.keys_at.is_some_and(|t| t.elapsed() < MAX_AGE);
-        if fresh && let Some(k) = find(&c.keys) {
-            return Ok(k);
+        match self.keys.key_at(&self.http, &e.jwks, kid).await {
+            Ok((k, _)) => Ok(k),
+            // The provider's own failure, without the wording meant for CI token issuers.
+            Err(KeyError::Unavailable { why, .. } | KeyError::RefetchFailed { why, .. }) => Err(why.to_string()),
+            Err(no_key) => Err(no_key.to_string()),
         }
-        let may_refetch = !fresh || c.last_refetch.is_none_or(|t| t.elapsed() >= MIN_REFETCH);
-        if may_refetch {
-            c.last_refetch = Some(Instant::now());
-            let doc = self.get_json(&e.jwks).await?;
-            c.keys = doc
-                .get("keys")
-                .and_then(Value::as_array)
-                .ok_or_else(|| format!("{} is not a JWKS", e.jwks))?
-                .iter()
-                .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
-                .collect();
-            c.keys_at = Some(Instant::now());
-        }
-        find(&c.keys).ok_or_else(|| format!("no key `{}` at {}", kid.unwrap_or("(none named)"), e.jwks))
-    }
-
-    /// A JSON document from the provider, size-capped (the same fetch OIDC verification uses).
-    async fn get_json(&self, url: &str) -> Result<Value, String> {
-        crate::auth::oidc::get_json(&self.http, url).await
     }
 }
 
