@@ -82,7 +82,7 @@ impl Engine {
         decided_by: Option<String>,
         reason: Option<String>,
         now: i64,
-    ) -> Result<RequestView, StoreError> {
+    ) -> Result<RequestView, Failure> {
         let before = row.status.clone();
         let mut tx = self.store.begin().await?;
         row.version += 1;
@@ -117,7 +117,7 @@ impl Engine {
             // Expiry and cancelation are outcomes; using an approval is not a new decision.
             doc.decision_event = Some(ev);
         }
-        row.doc = serde_json::to_string(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        row.doc = serde_json::to_string(&doc)?;
         tx.update_request(&row, deadline_of(next.status, &row, &doc)).await?;
         if decides {
             self.put_record(&mut tx, &row, &votes, now).await?;
@@ -131,7 +131,7 @@ impl Engine {
             self.timer_poke.notify_one();
         }
         self.publish(&row);
-        self.view(&row, &votes).map_err(|e| StoreError::Corrupt(e.to_string()))
+        Ok(self.view(&row, &votes)?)
     }
 
     /// Ends a write: queues the notifications `event` calls for in the same transaction,
@@ -144,7 +144,7 @@ impl Engine {
         votes: &[VoteRow],
         event: Option<crate::notify::Event>,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Failure> {
         let queued = match event {
             Some(e) => self.enqueue_notifications(&mut tx, e, row, votes, now).await?,
             None => false,
@@ -159,31 +159,40 @@ impl Engine {
 }
 
 /// Why a transition did not happen: the machine refused it, or something failed.
+#[derive(Debug, thiserror::Error)]
 pub(super) enum Rejected {
     /// The refusal, and the request's status when it was refused.
+    #[error("{0}")]
     Refused(Refusal, Option<String>),
-    Failed(AppError),
+    #[error(transparent)]
+    Failed(#[from] AppError),
 }
 
-impl From<AppError> for Rejected {
-    fn from(e: AppError) -> Self {
-        Rejected::Failed(e)
-    }
-}
-
+/// Why a write failed: the store (a lost compare-and-set is retried), the service, or a
+/// document that would not serialise.
+#[derive(Debug, thiserror::Error)]
 pub(super) enum Failure {
-    Store(StoreError),
-    App(AppError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error("request document: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        Failure::Store(e)
+impl Failure {
+    /// Whether another writer got there first, so the whole read-decide-write is redone.
+    pub(super) fn is_retryable(&self) -> bool {
+        matches!(self, Failure::Store(e) if e.is_retryable())
     }
 }
 
-impl From<AppError> for Failure {
-    fn from(e: AppError) -> Self {
-        Failure::App(e)
+impl From<Failure> for AppError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Store(e) => e.into(),
+            Failure::App(e) => e,
+            Failure::Json(e) => AppError::Internal(e.into()),
+        }
     }
 }

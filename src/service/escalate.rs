@@ -2,10 +2,11 @@
 
 use serde_json::json;
 
+use super::commit::Failure;
 use super::{Doc, Engine, Escalation, deadline_of};
 use crate::core::api::RequestView;
 use crate::core::decide::Status;
-use crate::store::{AuditDraft, RequestRow, StoreError, VoteRow};
+use crate::store::{AuditDraft, RequestRow, VoteRow};
 
 impl Engine {
     /// Takes the escalation steps `due` on a pending request, in one transaction: the
@@ -18,7 +19,7 @@ impl Engine {
         mut doc: Doc,
         due: &[usize],
         now: i64,
-    ) -> Result<RequestView, StoreError> {
+    ) -> Result<RequestView, Failure> {
         let members = |groups: &[String], skip: &[String]| {
             let mut out: Vec<String> = Vec::new();
             for g in groups {
@@ -56,13 +57,13 @@ impl Engine {
             .await?;
             doc.escalations.push(taken);
         }
-        row.doc = serde_json::to_string(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        row.doc = serde_json::to_string(&doc)?;
         tx.update_request(&row, deadline_of(Status::Pending, &row, &doc))
             .await?;
         self.commit(tx, &row, &votes, Some(crate::notify::Event::Escalated), now)
             .await?;
         self.timer_poke.notify_one();
         self.publish(&row);
-        self.view(&row, &votes).map_err(|e| StoreError::Corrupt(e.to_string()))
+        Ok(self.view(&row, &votes)?)
     }
 }

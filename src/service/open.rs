@@ -69,9 +69,8 @@ impl Engine {
             {
                 Ok(v) => return Ok((v, true)),
                 // A concurrent create with the same key won: loop and replay it.
-                Err(Failure::Store(e)) if e.is_retryable() => continue,
-                Err(Failure::Store(e)) => return Err(e.into()),
-                Err(Failure::App(e)) => return Err(e),
+                Err(e) if e.is_retryable() => continue,
+                Err(e) => return Err(e.into()),
             }
         }
         Err(AppError::Unavailable(
@@ -168,9 +167,7 @@ impl Engine {
         };
         let mut votes = Vec::new();
         // The row must exist before its votes and record reference it.
-        row.doc = serde_json::to_string(&doc)
-            .map_err(anyhow::Error::from)
-            .map_err(AppError::from)?;
+        row.doc = serde_json::to_string(&doc)?;
         tx.insert_request(&row, deadline_of(Status::Pending, &row, &doc))
             .await?;
         tx.append_audit(&created).await?;
@@ -218,9 +215,7 @@ impl Engine {
             if approve {
                 row.approval_expires_at = Some(now.saturating_add(doc.approval_ttl_ms));
             }
-            row.doc = serde_json::to_string(&doc)
-                .map_err(anyhow::Error::from)
-                .map_err(AppError::from)?;
+            row.doc = serde_json::to_string(&doc)?;
             let deadline = if approve { row.approval_expires_at } else { None };
             tx.update_request(&row, deadline).await?;
             self.put_record(&mut tx, &row, &votes, now).await?;

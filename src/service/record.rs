@@ -3,11 +3,12 @@
 
 use serde_json::{Value, json};
 
+use super::commit::Failure;
 use super::view::vote_view;
 use super::{Doc, Engine};
 use crate::core::audit::record::{PREDICATE_TYPE, STATEMENT_TYPE};
 use crate::core::duration::rfc3339;
-use crate::store::{RequestRow, StoreError, Tx, VoteRow};
+use crate::store::{RequestRow, Tx, VoteRow};
 
 impl Engine {
     pub(super) async fn put_record(
@@ -16,11 +17,11 @@ impl Engine {
         row: &RequestRow,
         votes: &[VoteRow],
         now: i64,
-    ) -> Result<(), StoreError> {
-        let doc: Doc = serde_json::from_str(&row.doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    ) -> Result<(), Failure> {
+        let doc: Doc = serde_json::from_str(&row.doc)?;
         let statement = self.statement(row, &doc, votes, now);
-        let env = serde_json::to_string(&self.keys.sign(&statement)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        tx.put_record(&row.id, &env, now).await
+        let env = serde_json::to_string(&self.keys.sign(&statement))?;
+        Ok(tx.put_record(&row.id, &env, now).await?)
     }
 
     /// The in-toto Statement of a request's outcome.
