@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::error::{AppError, Result};
+use super::error::{AppError, ErrorCode, Result};
 use super::holder::is_opener;
 use super::{Engine, doc_of};
 use crate::auth::Principal;
@@ -26,7 +26,7 @@ impl Engine {
         };
         if !allowed {
             return Err(AppError::Forbidden(
-                "not_yours",
+                ErrorCode::NotYours,
                 format!("only the pipeline that opened request {id}, or its requester, may cancel it"),
             ));
         }

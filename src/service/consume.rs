@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::commit::Rejected;
-use super::error::{AppError, Result};
+use super::error::{AppError, ErrorCode, Result};
 use super::holder::is_opener;
 use super::{Engine, doc_of};
 use crate::auth::Principal;
@@ -17,14 +17,14 @@ impl Engine {
     pub async fn consume(&self, who: &Principal, id: &str, now_fn: fn() -> i64) -> Result<RequestView> {
         let Principal::Pipeline { name, .. } = who else {
             return Err(AppError::Forbidden(
-                "approver_cannot_consume",
+                ErrorCode::ApproverCannotConsume,
                 "only the pipeline that opened a request can use its approval".into(),
             ));
         };
         let (row, _) = self.load(id).await?;
         if !is_opener(who, &row, &doc_of(&row)?) {
             return Err(AppError::Forbidden(
-                "not_yours",
+                ErrorCode::NotYours,
                 format!("request {id} was opened by another pipeline"),
             ));
         }
@@ -53,7 +53,7 @@ impl Engine {
                     .map(|t| format!("; it next opens at {}", rfc3339(t)))
                     .unwrap_or_default();
                 AppError::Conflict(
-                    "outside_window",
+                    ErrorCode::OutsideWindow,
                     format!(
                         "cannot consume: rule `{}` allows using an approval only inside {}{next}",
                         rule.name,

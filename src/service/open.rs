@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::commit::Failure;
-use super::error::{AppError, Result};
+use super::error::{AppError, ErrorCode, Result};
 use super::validate::{new_id, requester_identities, run_identity, validate_create};
 use super::{Doc, Engine, MAX_ATTEMPTS, deadline_of, doc_of};
 use crate::auth::Principal;
@@ -26,7 +26,7 @@ impl Engine {
         } = who
         else {
             return Err(AppError::Forbidden(
-                "approver_cannot_request",
+                ErrorCode::ApproverCannotRequest,
                 "approver tokens cannot open requests; use a pipeline token".into(),
             ));
         };
@@ -54,7 +54,7 @@ impl Engine {
                 let doc = doc_of(&row)?;
                 if doc.fingerprint != fingerprint {
                     return Err(AppError::Conflict(
-                        "idempotency_mismatch",
+                        ErrorCode::IdempotencyMismatch,
                         format!(
                             "request {id} is already open for this run (key `{}`) with different details; use another idempotency key",
                             key.split('|').nth(2).unwrap_or("")
@@ -96,15 +96,16 @@ impl Engine {
                 .map(|v| format!("{}: {}", v.rule, v.mismatches.join(", ")))
                 .collect();
             AppError::Invalid(
-                "no_matching_rule",
+                ErrorCode::NoMatchingRule,
                 format!("no policy rule matches this request ({})", why.join("; ")),
             )
         })?;
         let mut timeout = rule.timeout();
         if let Some(t) = &body.timeout {
-            let asked = Dur::parse(t).map_err(|e| AppError::Invalid("invalid_timeout", format!("timeout: {e}")))?;
+            let asked =
+                Dur::parse(t).map_err(|e| AppError::Invalid(ErrorCode::InvalidTimeout, format!("timeout: {e}")))?;
             if asked.millis() <= 0 {
-                return Err(AppError::Invalid("invalid_timeout", "timeout must be positive".into()).into());
+                return Err(AppError::Invalid(ErrorCode::InvalidTimeout, "timeout must be positive".into()).into());
             }
             timeout = timeout.min(asked);
         }

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::commit::Rejected;
-use super::error::AppError;
+use super::error::{AppError, ErrorCode};
 use super::{Engine, MAX_ATTEMPTS};
 use crate::core::decide::Refusal;
 use crate::store::AuditDraft;
@@ -41,14 +41,16 @@ impl Engine {
             Rejected::Refused(r, s) => (r, s.unwrap_or_default()),
         };
         match refusal {
-            Refusal::Requester => AppError::Forbidden("requester_cannot_vote", refusal.to_string()),
-            Refusal::NotEligible => AppError::Forbidden("not_eligible", refusal.to_string()),
-            Refusal::AlreadyVoted => AppError::Conflict("already_voted", refusal.to_string()),
-            Refusal::ReasonRequired => AppError::Invalid("reason_required", refusal.to_string()),
-            Refusal::NotPending(s) => AppError::Conflict("not_pending", format!("cannot {what}: the request is {s}")),
-            Refusal::OutsideWindow => AppError::Conflict("outside_window", format!("cannot {what}: {refusal}")),
+            Refusal::Requester => AppError::Forbidden(ErrorCode::RequesterCannotVote, refusal.to_string()),
+            Refusal::NotEligible => AppError::Forbidden(ErrorCode::NotEligible, refusal.to_string()),
+            Refusal::AlreadyVoted => AppError::Conflict(ErrorCode::AlreadyVoted, refusal.to_string()),
+            Refusal::ReasonRequired => AppError::Invalid(ErrorCode::ReasonRequired, refusal.to_string()),
+            Refusal::NotPending(s) => {
+                AppError::Conflict(ErrorCode::NotPending, format!("cannot {what}: the request is {s}"))
+            }
+            Refusal::OutsideWindow => AppError::Conflict(ErrorCode::OutsideWindow, format!("cannot {what}: {refusal}")),
             Refusal::Expired => AppError::Conflict(
-                "expired",
+                ErrorCode::Expired,
                 format!(
                     "cannot {what}: the request is {}",
                     if status.is_empty() { "expired".into() } else { status }

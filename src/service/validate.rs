@@ -1,6 +1,6 @@
 //! Checks on a create body, and the identities a request is known by.
 
-use super::error::{AppError, Result};
+use super::error::{AppError, ErrorCode, Result};
 use crate::core::api::{Context, CreateRequest};
 
 pub(super) fn requester_identities(ctx: &Context) -> impl Iterator<Item = &str> {
@@ -31,7 +31,7 @@ pub(super) fn new_id() -> String {
 }
 
 pub(super) fn validate_create(b: &CreateRequest) -> Result<()> {
-    let bad = |field: &str, msg: String| Err(AppError::Invalid("invalid_field", format!("{field}: {msg}")));
+    let bad = |field: &str, msg: String| Err(AppError::Invalid(ErrorCode::InvalidField, format!("{field}: {msg}")));
     let c = &b.context;
     if c.environment.trim().is_empty() {
         return bad("context.environment", "is required".into());

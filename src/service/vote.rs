@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::error::{AppError, Result};
+use super::error::{AppError, ErrorCode, Result};
 use super::{Engine, doc_of, forge_groups};
 use crate::auth::Principal;
 use crate::core::api::{RequestView, VoteMeta};
@@ -22,14 +22,14 @@ impl Engine {
     ) -> Result<RequestView> {
         let Principal::Approver(user) = who else {
             return Err(AppError::Forbidden(
-                "pipeline_cannot_vote",
+                ErrorCode::PipelineCannotVote,
                 "pipeline tokens (static or OIDC) cannot vote; use an approver's token".into(),
             ));
         };
         let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
         if reason.as_ref().is_some_and(|r| r.len() > 2000) {
             return Err(AppError::Invalid(
-                "reason_too_long",
+                ErrorCode::ReasonTooLong,
                 "reason: at most 2000 characters".into(),
             ));
         }

@@ -9,6 +9,7 @@ mod helpers;
 mod support;
 
 mod browser;
+mod error_codes;
 mod forge;
 mod forge_groups;
 mod gate;
