@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod decide;
 pub mod duration;
 pub mod policy;
+pub mod request;
 pub mod url;
 
 /// An error's message followed by each cause it does not already say, `: `-separated

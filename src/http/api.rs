@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::AppState;
-use super::error::{AppError, Result};
+use super::error::{AppError, ErrorCode, Result};
 use crate::auth::Principal;
 use crate::core::api::{AuditVerify, CreateRequest, Keys, RequestView, VoteBody, VoteMeta};
 use crate::core::duration::now_ms;
@@ -111,7 +111,7 @@ fn json_rejection(r: JsonRejection) -> AppError {
         return AppError::TooLarge("request body is larger than the server accepts".into());
     }
     match r {
-        JsonRejection::JsonDataError(_) => AppError::Invalid("invalid_body", text),
+        JsonRejection::JsonDataError(_) => AppError::Invalid(ErrorCode::InvalidBody, text),
         JsonRejection::MissingJsonContentType(_) => {
             AppError::BadRequest("expected `Content-Type: application/json`".into())
         }
@@ -286,7 +286,7 @@ async fn record(State(s): State<AppState>, _c: Caller, Path(id): Path<String>) -
     s.engine.load(&id).await?;
     let env = s.engine.store.record(&id).await?.ok_or_else(|| {
         AppError::Conflict(
-            "no_record_yet",
+            ErrorCode::NoRecordYet,
             format!("request {id} is still pending: records are issued on the outcome"),
         )
     })?;

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::core::api::{ErrorBody, ErrorDetail};
-pub use crate::service::error::{AppError, Result};
+pub use crate::service::error::{AppError, ErrorCode, Result};
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {

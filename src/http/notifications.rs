@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::api::Caller;
-use super::error::{AppError, Result};
+use super::error::{AppError, ErrorCode, Result};
 use crate::auth::Principal;
 use crate::core::api::{NotificationList, NotificationView};
 use crate::core::duration::rfc3339;
@@ -33,7 +33,7 @@ pub(crate) async fn list(
 ) -> Result<Json<NotificationList>> {
     if !matches!(who, Principal::Approver(_)) {
         return Err(AppError::Forbidden(
-            "approvers_only",
+            ErrorCode::ApproversOnly,
             "the notification outbox is visible to approvers only".into(),
         ));
     }

@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::{AppError, Result};
+use super::error::{AppError, ErrorCode, Result};
 use crate::auth::Principal;
 use crate::core::api::VoteMeta;
 use crate::core::duration::now_ms;
@@ -35,7 +35,7 @@ fn ignored(why: &str) -> Json<Value> {
 
 fn replayed(what: &str) -> AppError {
     AppError::Conflict(
-        "replayed_delivery",
+        ErrorCode::ReplayedDelivery,
         format!("{what} was already received; a delivery is acted on once"),
     )
 }

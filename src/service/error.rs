@@ -3,6 +3,67 @@
 
 use http::StatusCode;
 
+/// Declares [`ErrorCode`] from one list, so its serde names, `as_str` and `ALL` cannot
+/// drift apart.
+macro_rules! error_codes {
+    ($($variant:ident = $name:literal,)*) => {
+        /// The `code` of an error answer. docs/api.md and the OpenAPI document list them
+        /// all (`tests/it/error_codes.rs` checks it).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of docs/api.md's table.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    BadRequest = "bad_request",
+    Unauthorized = "unauthorized",
+    ApproverCannotRequest = "approver_cannot_request",
+    PipelineCannotVote = "pipeline_cannot_vote",
+    ApproverCannotConsume = "approver_cannot_consume",
+    RequesterCannotVote = "requester_cannot_vote",
+    NotEligible = "not_eligible",
+    NotYours = "not_yours",
+    ApproversOnly = "approvers_only",
+    OidcNotAllowed = "oidc_not_allowed",
+    NotFound = "not_found",
+    IdempotencyMismatch = "idempotency_mismatch",
+    AlreadyVoted = "already_voted",
+    NotPending = "not_pending",
+    Expired = "expired",
+    OutsideWindow = "outside_window",
+    NoRecordYet = "no_record_yet",
+    ReplayedDelivery = "replayed_delivery",
+    PayloadTooLarge = "payload_too_large",
+    InvalidBody = "invalid_body",
+    InvalidField = "invalid_field",
+    InvalidTimeout = "invalid_timeout",
+    NoMatchingRule = "no_matching_rule",
+    ReasonRequired = "reason_required",
+    ReasonTooLong = "reason_too_long",
+    Internal = "internal",
+    Unavailable = "unavailable",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// 400: the request cannot be understood.
@@ -13,19 +74,19 @@ pub enum AppError {
     Unauthorized(String),
     /// 403: a known caller not allowed to do this.
     #[error("{1}")]
-    Forbidden(&'static str, String),
+    Forbidden(ErrorCode, String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
     /// 409: the request is not in a state that allows this.
     #[error("{1}")]
-    Conflict(&'static str, String),
+    Conflict(ErrorCode, String),
     /// 413.
     #[error("{0}")]
     TooLarge(String),
     /// 422: well-formed but invalid.
     #[error("{1}")]
-    Invalid(&'static str, String),
+    Invalid(ErrorCode, String),
     /// 503: the store is unreachable or overloaded; retry.
     #[error("{0}")]
     Unavailable(String),
@@ -51,15 +112,15 @@ impl AppError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AppError::BadRequest(_) => "bad_request",
-            AppError::Unauthorized(_) => "unauthorized",
-            AppError::Forbidden(c, _) | AppError::Conflict(c, _) | AppError::Invalid(c, _) => c,
-            AppError::NotFound(_) => "not_found",
-            AppError::TooLarge(_) => "payload_too_large",
-            AppError::Unavailable(_) => "unavailable",
-            AppError::Internal(_) => "internal",
+            AppError::BadRequest(_) => ErrorCode::BadRequest,
+            AppError::Unauthorized(_) => ErrorCode::Unauthorized,
+            AppError::Forbidden(c, _) | AppError::Conflict(c, _) | AppError::Invalid(c, _) => *c,
+            AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            AppError::Unavailable(_) => ErrorCode::Unavailable,
+            AppError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -81,8 +142,21 @@ impl From<crate::auth::oidc::OidcError> for AppError {
         use crate::auth::oidc::OidcError;
         match e {
             OidcError::Refused(_) => AppError::Unauthorized(e.to_string()),
-            OidcError::NotAllowed(m) => AppError::Forbidden("oidc_not_allowed", m),
+            OidcError::NotAllowed(m) => AppError::Forbidden(ErrorCode::OidcNotAllowed, m),
             OidcError::Unavailable(m) => AppError::Unavailable(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn serde_names_are_the_wire_codes() {
+        for c in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+            assert_eq!(serde_json::from_value::<ErrorCode>(c.as_str().into()).unwrap(), *c);
         }
     }
 }

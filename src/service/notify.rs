@@ -1,27 +1,28 @@
 //! Which notifications a change queues: the people an event is for, resolved against the
 //! configured users, turned into outbox rows in the change's own transaction.
 
+use super::commit::Failure;
 use super::{Engine, doc_of};
 use crate::notify::{Event, Recipient, drafts};
-use crate::store::{RequestRow, StoreError, Tx, VoteRow};
+use crate::store::{RequestRow, Tx, VoteRow};
 
 impl Engine {
     /// Queues, in `tx`, the notifications `event` on request `row` produces (in the state
     /// `row` is about to commit). `opened` goes to everyone who may vote, never to a
     /// requester; `decided` to the requester. Returns whether anything was queued; the
     /// caller wakes the worker (`notify.queued()`) once `tx` committed.
-    pub(crate) async fn enqueue_notifications(
+    pub(super) async fn enqueue_notifications(
         &self,
         tx: &mut Tx,
         event: Event,
         row: &RequestRow,
         votes: &[VoteRow],
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, Failure> {
         let Some(n) = &self.config.notify else {
             return Ok(false);
         };
-        let view = self.view(row, votes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let view = self.view(row, votes)?;
         // An escalation tells the members of its `notify` groups; its deliveries are
         // keyed by how many escalations the request has had, so each step is sent.
         let mut escalation = None;
@@ -29,7 +30,7 @@ impl Engine {
             Event::Opened => view.approvers(),
             Event::Decided => view.requester.clone(),
             Event::Escalated => {
-                let doc = doc_of(row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let doc = doc_of(row)?;
                 escalation = Some(doc.escalations.len());
                 let mut people: Vec<String> = Vec::new();
                 for e in doc.escalations.iter().filter(|e| e.at == now) {

@@ -1,0 +1,51 @@
+//! Withdrawing a pending request.
+
+use serde_json::json;
+
+use super::error::{AppError, ErrorCode, Result};
+use super::holder::is_opener;
+use super::{Engine, doc_of};
+use crate::auth::Principal;
+use crate::core::api::RequestView;
+use crate::store::AuditDraft;
+
+impl Engine {
+    /// Withdraws a pending request: the pipeline that opened it, or a requester.
+    pub async fn cancel(
+        &self,
+        who: &Principal,
+        id: &str,
+        reason: Option<String>,
+        now_fn: fn() -> i64,
+    ) -> Result<RequestView> {
+        let (row, _) = self.load(id).await?;
+        let doc = doc_of(&row)?;
+        let allowed = match who {
+            Principal::Pipeline { .. } => is_opener(who, &row, &doc),
+            Principal::Approver(u) => doc.requesters.contains(u),
+        };
+        if !allowed {
+            return Err(AppError::Forbidden(
+                ErrorCode::NotYours,
+                format!("only the pipeline that opened request {id}, or its requester, may cancel it"),
+            ));
+        }
+        let actor = who.name().to_string();
+        let reason = reason
+            .filter(|r| !r.trim().is_empty())
+            .or_else(|| Some("canceled by the requester".into()));
+        self.transition(id, now_fn, &actor, |state, now| {
+            let next = state.cancel(now)?;
+            let event = AuditDraft {
+                at: now,
+                request_id: id.to_string(),
+                kind: "canceled".into(),
+                actor: actor.clone(),
+                data: json!({"reason": reason}),
+            };
+            Ok((next, None, event, Some(actor.clone()), reason.clone()))
+        })
+        .await
+        .map_err(|e| self.refusal_error(e, "cancel"))
+    }
+}

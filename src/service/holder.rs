@@ -1,0 +1,56 @@
+//! Holder tokens: a token for one request, given to its opener.
+
+use super::error::Result;
+use super::{Doc, Engine, doc_of};
+use crate::auth::Principal;
+use crate::store::RequestRow;
+
+impl Engine {
+    /// Gives the opener of request `id` a token for that request alone (see
+    /// `RequestView::holder_token`). Only its SHA-256 is stored.
+    pub async fn issue_holder(&self, who: &Principal, id: &str, now: i64) -> Result<Option<String>> {
+        let (row, _) = self.load(id).await?;
+        if !is_opener(who, &row, &doc_of(&row)?) {
+            return Ok(None);
+        }
+        let token = crate::auth::new_token(HOLDER_PREFIX);
+        self.store.add_holder(id, &crate::auth::hash_token(&token), now).await?;
+        Ok(Some(token))
+    }
+
+    /// The opener of request `id`, if `token` is one of its holder tokens.
+    pub async fn holder(&self, id: &str, token: &str) -> Result<Option<Principal>> {
+        use subtle::ConstantTimeEq;
+        let want = crate::auth::hash_token(token);
+        let mut found = false;
+        for h in self.store.holders(id).await? {
+            found |= bool::from(h.as_bytes().ct_eq(want.as_bytes()));
+        }
+        if !found {
+            return Ok(None);
+        }
+        let (row, _) = self.load(id).await?;
+        let doc = doc_of(&row)?;
+        Ok(Some(Principal::Pipeline {
+            name: row.opened_by,
+            verified: doc.verified.map(std::sync::Arc::new),
+        }))
+    }
+}
+
+/// Holder tokens start with this, so the server knows to look them up per request.
+pub const HOLDER_PREFIX: &str = "gtr";
+
+/// Whether `who` is the pipeline that opened the request: the same name, and for an OIDC
+/// identity the same issuer and repository (or subject) as the token that opened it.
+pub(super) fn is_opener(who: &Principal, row: &RequestRow, doc: &Doc) -> bool {
+    let Principal::Pipeline { name, verified } = who else {
+        return false;
+    };
+    row.opened_by == *name
+        && match (verified.as_deref(), doc.verified.as_ref()) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.issuer == b.issuer && a.scope() == b.scope(),
+            _ => false,
+        }
+}

@@ -1,0 +1,235 @@
+//! Opening a request: validation, the idempotent replay of the same run, policy
+//! evaluation, and an automatic decision where the rule makes one.
+
+use serde_json::json;
+
+use super::commit::Failure;
+use super::error::{AppError, ErrorCode, Result};
+use super::validate::{new_id, requester_identities, run_identity, validate_create};
+use super::{Doc, Engine, MAX_ATTEMPTS, deadline_of, doc_of};
+use crate::auth::Principal;
+use crate::auth::oidc::VerifiedIdentity;
+use crate::core::api::{CreateRequest, RequestView};
+use crate::core::decide::Status;
+use crate::core::duration::{Dur, rfc3339};
+use crate::core::policy::AutoDecision;
+use crate::store::{AuditDraft, RequestRow, VoteRow};
+
+impl Engine {
+    /// Opens a request, or returns the one already open for the same run (`false`).
+    /// With an OIDC identity, the fields its token verified fill the context, and a body
+    /// that contradicts one is refused (401) naming both values.
+    pub async fn create(&self, who: &Principal, mut body: CreateRequest, now: i64) -> Result<(RequestView, bool)> {
+        let Principal::Pipeline {
+            name: pipeline,
+            verified,
+        } = who
+        else {
+            return Err(AppError::Forbidden(
+                ErrorCode::ApproverCannotRequest,
+                "approver tokens cannot open requests; use a pipeline token".into(),
+            ));
+        };
+        if let Some(v) = verified {
+            v.apply(&mut body.context)
+                .map_err(|e| AppError::Unauthorized(e.to_string()))?;
+        }
+        validate_create(&body)?;
+        let fingerprint = crate::core::policy::digest(&crate::core::audit::canonical_bytes(&json!({
+            "context": body.context, "summary": body.summary, "artifacts": body.artifacts, "timeout": body.timeout,
+        })));
+        // Keys are per opener: for an OIDC identity, its issuer and repository (or subject)
+        // too, so two repositories under one issuer never replay each other's requests.
+        let owner = match verified {
+            None => pipeline.clone(),
+            Some(v) => format!("{pipeline}@{}#{}", v.issuer, v.scope()).replace('|', "/"),
+        };
+        let key = match (&body.idempotency_key, run_identity(&body.context)) {
+            (Some(k), _) => format!("{owner}|key|{k}"),
+            (None, Some(run)) => format!("{owner}|run|{run}"),
+            (None, None) => format!("{owner}|once|{}", uuid::Uuid::new_v4()),
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(id) = self.store.find_by_key(&key).await? {
+                let (row, votes) = self.load(&id).await?;
+                let doc = doc_of(&row)?;
+                if doc.fingerprint != fingerprint {
+                    return Err(AppError::Conflict(
+                        ErrorCode::IdempotencyMismatch,
+                        format!(
+                            "request {id} is already open for this run (key `{}`) with different details; use another idempotency key",
+                            key.split('|').nth(2).unwrap_or("")
+                        ),
+                    ));
+                }
+                return Ok((self.view(&row, &votes)?, false));
+            }
+            match self
+                .insert_new(pipeline, verified.as_deref(), &body, &key, &fingerprint, now)
+                .await
+            {
+                Ok(v) => return Ok((v, true)),
+                // A concurrent create with the same key won: loop and replay it.
+                Err(e) if e.is_retryable() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::Unavailable(
+            "too much contention opening this request; retry".into(),
+        ))
+    }
+
+    pub(super) async fn insert_new(
+        &self,
+        pipeline: &str,
+        verified: Option<&VerifiedIdentity>,
+        body: &CreateRequest,
+        key: &str,
+        fingerprint: &str,
+        now: i64,
+    ) -> Result<RequestView, Failure> {
+        let ctx = &body.context;
+        let rule = self.policy.evaluate(ctx).cloned().ok_or_else(|| {
+            let why: Vec<String> = self
+                .policy
+                .explain(ctx)
+                .into_iter()
+                .map(|v| format!("{}: {}", v.rule, v.mismatches.join(", ")))
+                .collect();
+            AppError::Invalid(
+                ErrorCode::NoMatchingRule,
+                format!("no policy rule matches this request ({})", why.join("; ")),
+            )
+        })?;
+        let mut timeout = rule.timeout();
+        if let Some(t) = &body.timeout {
+            let asked =
+                Dur::parse(t).map_err(|e| AppError::Invalid(ErrorCode::InvalidTimeout, format!("timeout: {e}")))?;
+            if asked.millis() <= 0 {
+                return Err(AppError::Invalid(ErrorCode::InvalidTimeout, "timeout must be positive".into()).into());
+            }
+            timeout = timeout.min(asked);
+        }
+        let mut requesters: Vec<String> = Vec::new();
+        for ident in requester_identities(ctx) {
+            for who in std::iter::once(ident.to_string()).chain(self.config.users_for_identity(ident)) {
+                if !requesters.contains(&who) {
+                    requesters.push(who);
+                }
+            }
+        }
+        let id = new_id();
+        let mut doc = Doc {
+            context: ctx.clone(),
+            summary: body.summary.clone(),
+            artifacts: body.artifacts.clone(),
+            requesters,
+            requirements: self.resolve_requirements(self.policy.requirements(&rule)).await?,
+            approval_ttl_ms: rule.approval_ttl().millis(),
+            rule,
+            policy_digest: self.policy.digest.clone(),
+            fingerprint: fingerprint.to_string(),
+            decided_by: None,
+            reason: None,
+            decision_event: None,
+            verified: verified.cloned(),
+            escalations: vec![],
+        };
+        let mut row = RequestRow {
+            id: id.clone(),
+            idem_key: key.to_string(),
+            status: "pending".into(),
+            version: 1,
+            created_at: now,
+            expires_at: now.saturating_add(timeout.millis()),
+            approval_expires_at: None,
+            decided_at: None,
+            consumed_at: None,
+            environment: ctx.environment.clone(),
+            repository: ctx.repository.clone(),
+            opened_by: pipeline.to_string(),
+            doc: String::new(),
+        };
+        let mut tx = self.store.begin().await?;
+        let mut data = json!({
+            "context": ctx, "summary": body.summary, "artifacts": body.artifacts,
+            "rule": doc.rule.name, "policy_digest": doc.policy_digest,
+            "requirements": doc.requirements, "requester": doc.requesters,
+            "expires_at": rfc3339(row.expires_at),
+        });
+        if let Some(v) = &doc.verified {
+            data["verified_claims"] = json!(v);
+        }
+        let created = AuditDraft {
+            at: now,
+            request_id: id.clone(),
+            kind: "created".into(),
+            actor: pipeline.to_string(),
+            data,
+        };
+        let mut votes = Vec::new();
+        // The row must exist before its votes and record reference it.
+        row.doc = serde_json::to_string(&doc)?;
+        tx.insert_request(&row, deadline_of(Status::Pending, &row, &doc))
+            .await?;
+        tx.append_audit(&created).await?;
+        if let Some(decision) = doc.rule.decision {
+            let approve = decision == AutoDecision::Approve;
+            let reason = format!(
+                "policy rule `{}` decides {}",
+                doc.rule.name,
+                if approve { "approve" } else { "deny" }
+            );
+            let vote = VoteRow {
+                voter: format!("policy:{}", doc.rule.name),
+                approve,
+                reason: Some(reason.clone()),
+                at: now,
+                via: "policy".into(),
+                meta: None,
+            };
+            tx.insert_vote(&id, &vote).await?;
+            tx.append_audit(&AuditDraft {
+                at: now,
+                request_id: id.clone(),
+                kind: "vote".into(),
+                actor: vote.voter.clone(),
+                data: json!({"decision": if approve { "approve" } else { "deny" }, "reason": reason, "via": "policy", "automatic": true}),
+            })
+            .await?;
+            votes.push(vote);
+            let status = if approve { Status::Approved } else { Status::Denied };
+            let ev = tx
+                .append_audit(&AuditDraft {
+                    at: now,
+                    request_id: id.clone(),
+                    kind: status.as_str().into(),
+                    actor: "policy".into(),
+                    data: json!({"automatic": true, "rule": doc.rule.name, "reason": reason}),
+                })
+                .await?;
+            doc.decided_by = Some(format!("policy rule `{}`", doc.rule.name));
+            doc.reason = Some(reason);
+            doc.decision_event = Some(ev);
+            row.status = status.as_str().into();
+            row.version = 2;
+            row.decided_at = Some(now);
+            if approve {
+                row.approval_expires_at = Some(now.saturating_add(doc.approval_ttl_ms));
+            }
+            row.doc = serde_json::to_string(&doc)?;
+            let deadline = if approve { row.approval_expires_at } else { None };
+            tx.update_request(&row, deadline).await?;
+            self.put_record(&mut tx, &row, &votes, now).await?;
+        }
+        let event = (row.status == "pending").then_some(crate::notify::Event::Opened);
+        self.commit(tx, &row, &votes, event, now).await?;
+        self.metrics.opened();
+        if row.decided_at.is_some() {
+            self.metrics.decided(&row.status, 0);
+        }
+        self.timer_poke.notify_one();
+        self.publish(&row);
+        Ok(self.view(&row, &votes)?)
+    }
+}

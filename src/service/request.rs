@@ -1,0 +1,84 @@
+//! The request document: what never changes after a request opens, plus the decision's
+//! who and why. It holds an OIDC identity and reads the stored row, so it lives here
+//! rather than in `core`; its pure parts are `core::request`.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{AppError, Result};
+use crate::auth::oidc::VerifiedIdentity;
+use crate::core::api::Context;
+use crate::core::decide::{Requirement, Status};
+use crate::core::policy::Rule;
+use crate::core::request::Escalation;
+use crate::store::RequestRow;
+
+/// What never changes after a request opens, plus the decision's who and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Doc {
+    pub context: Context,
+    pub summary: String,
+    pub artifacts: Vec<String>,
+    pub requesters: Vec<String>,
+    pub rule: Rule,
+    pub policy_digest: String,
+    pub requirements: Vec<Requirement>,
+    pub approval_ttl_ms: i64,
+    /// SHA-256 of the create body; a replay with another body is refused.
+    pub fingerprint: String,
+    #[serde(default)]
+    pub decided_by: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Sequence number and hash of the audit event that decided.
+    #[serde(default)]
+    pub decision_event: Option<(i64, String)>,
+    /// What the opener's OIDC token vouched for; the context already holds those values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<VerifiedIdentity>,
+    /// Escalation steps of the rule already taken, so none is taken twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalations: Vec<Escalation>,
+}
+
+impl Doc {
+    pub(super) fn escalation_afters(&self) -> Vec<i64> {
+        self.rule.escalate.iter().map(|e| e.after.millis()).collect()
+    }
+
+    pub(super) fn escalations_done(&self) -> Vec<usize> {
+        self.escalations.iter().map(|e| e.step).collect()
+    }
+
+    /// When the next escalation step of a pending request is due.
+    pub fn next_escalation(&self, row: &RequestRow) -> Option<i64> {
+        crate::core::decide::next_escalation(
+            &self.escalation_afters(),
+            &self.escalations_done(),
+            row.created_at,
+            row.expires_at,
+        )
+    }
+
+    /// Everyone escalations added as voters.
+    pub fn escalated_voters(&self) -> Vec<String> {
+        crate::core::request::escalated_voters(&self.escalations)
+    }
+}
+
+/// The timer's deadline column for a request in `status`: the timeout or the next
+/// escalation while pending, the end of the approval's validity once approved.
+pub(super) fn deadline_of(status: Status, row: &RequestRow, doc: &Doc) -> Option<i64> {
+    match status {
+        Status::Pending => Some(
+            doc.next_escalation(row)
+                .map_or(row.expires_at, |e| e.min(row.expires_at)),
+        ),
+        Status::Approved => row.approval_expires_at,
+        _ => None,
+    }
+}
+
+/// The document of a stored request.
+pub fn doc_of(row: &RequestRow) -> Result<Doc> {
+    serde_json::from_str(&row.doc).map_err(|e| AppError::Internal(anyhow::anyhow!("request {} document: {e}", row.id)))
+}

@@ -1,0 +1,76 @@
+//! Approving or denying, as an approver; forge-group membership is read live.
+
+use serde_json::json;
+
+use super::error::{AppError, ErrorCode, Result};
+use super::{Engine, doc_of, forge_groups};
+use crate::auth::Principal;
+use crate::core::api::{RequestView, VoteMeta};
+use crate::core::duration::rfc3339;
+use crate::store::{AuditDraft, VoteRow};
+
+impl Engine {
+    /// Approve (`approve = true`) or deny, as `who`.
+    pub async fn vote(
+        &self,
+        who: &Principal,
+        id: &str,
+        approve: bool,
+        reason: Option<String>,
+        meta: VoteMeta,
+        now_fn: fn() -> i64,
+    ) -> Result<RequestView> {
+        let Principal::Approver(user) = who else {
+            return Err(AppError::Forbidden(
+                ErrorCode::PipelineCannotVote,
+                "pipeline tokens (static or OIDC) cannot vote; use an approver's token".into(),
+            ));
+        };
+        let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        if reason.as_ref().is_some_and(|r| r.len() > 2000) {
+            return Err(AppError::Invalid(
+                ErrorCode::ReasonTooLong,
+                "reason: at most 2000 characters".into(),
+            ));
+        }
+        let kind = if approve { "approve" } else { "deny" };
+        // An unknown id is a 404, not a refusal.
+        let (row, _) = self.load(id).await?;
+        // Forge groups: membership is read live for every vote on a pending request.
+        let doc = doc_of(&row)?;
+        let live = if row.status == "pending" {
+            self.live_members(&doc).await?
+        } else {
+            vec![]
+        };
+        let forge_groups = forge_groups::live_groups(&doc, &live, user);
+        self.transition(id, now_fn, user, |state, now| {
+            let state = &forge_groups::with_live(state, &live);
+            let next = state.vote(user, approve, reason.as_deref(), now)?;
+            let extra = VoteMeta { via: String::new(), ..meta.clone() };
+            let vote = VoteRow {
+                voter: user.clone(),
+                approve,
+                reason: reason.clone(),
+                at: now,
+                via: meta.via.clone(),
+                meta: forge_groups::vote_meta_json(&extra, &forge_groups),
+            };
+            let event = AuditDraft {
+                at: now,
+                request_id: id.to_string(),
+                kind: "vote".into(),
+                actor: user.clone(),
+                data: json!({"decision": kind, "reason": reason, "via": meta.via, "auth_time": meta.auth_time.map(rfc3339), "amr": meta.amr, "source": meta.source}),
+            };
+            let mut event = event;
+            if !forge_groups.is_empty() {
+                event.data["forge_groups"] = json!(forge_groups);
+            }
+            let by = format!("{user} ({kind})");
+            Ok((next, Some(vote), event, Some(by), reason.clone()))
+        })
+        .await
+        .map_err(|e| self.refusal_error(e, kind))
+    }
+}
