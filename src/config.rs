@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::policy::{Policy, PolicyError};
+
 use crate::auth::config as auth;
 pub use crate::auth::config::{OidcIssuer, OidcPlatform, Pipeline, Sso, User};
 use crate::core::url::check_url;
@@ -227,6 +229,19 @@ fn validate_forge(f: &ForgeConfig, at: &dyn Fn(&str, Invalid) -> ConfigError) ->
         return Err(at("cache_ttl", Invalid::ForgeCacheTtl));
     }
     Ok(())
+}
+
+/// Reads and parses the policy file; errors name the file (and the line and column).
+/// Here rather than in `core::policy`, which does no I/O.
+pub fn load_policy(path: &Path) -> Result<Policy, PolicyError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+        file: file.clone(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the policy: {e}"),
+    })?;
+    Policy::parse(&file, &text)
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use crate::service::{self as engine, Engine};
 
 use crate::config::Config;
 use crate::core::backoff::Backoff;
-use crate::core::policy::Policy;
 use crate::store::Store;
 use crate::store::keyfile;
 
@@ -39,7 +38,7 @@ pub struct Server {
 
 /// Opens the store (migrating it), loads and checks the policy, loads or makes the key.
 pub async fn build(s: &Settings) -> anyhow::Result<Server> {
-    let policy = Policy::load(&s.policy)?;
+    let policy = crate::config::load_policy(&s.policy)?;
     policy.check_members(&|u| s.config.user(u).is_some())?;
     let forge = crate::forge::Forge::from_config(s.config.forge.as_ref(), &|k| std::env::var(k).ok())
         .map_err(anyhow::Error::msg)?;

@@ -7,7 +7,6 @@ use super::{Ctx, Exit, Failure, Outcome, print_json};
 use crate::client::Client;
 use crate::core::api::Context;
 use crate::core::audit::record::{self, Expect};
-use crate::core::policy::Policy;
 
 /// Loads the public key(s) from a file, a URL, or inline text.
 pub async fn load_keys(spec: &str) -> Result<Vec<ed25519_dalek::VerifyingKey>, Failure> {
@@ -94,7 +93,7 @@ pub async fn audit_export(ctx: &Ctx) -> Outcome {
 }
 
 pub fn policy_check(ctx: &Ctx, file: &Path, config: Option<&Path>) -> Outcome {
-    let p = Policy::load(file).map_err(|e| Failure::no(e.to_string()))?;
+    let p = crate::config::load_policy(file).map_err(|e| Failure::no(e.to_string()))?;
     if let Some(cfg) = config {
         let cfg = crate::config::Config::load(cfg).map_err(|e| Failure::no(e.to_string()))?;
         p.check_members(&|u| cfg.user(u).is_some())
@@ -117,7 +116,7 @@ pub fn policy_check(ctx: &Ctx, file: &Path, config: Option<&Path>) -> Outcome {
 }
 
 pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
-    let p = Policy::load(file).map_err(|e| Failure::no(e.to_string()))?;
+    let p = crate::config::load_policy(file).map_err(|e| Failure::no(e.to_string()))?;
     let text = std::fs::read_to_string(request).map_err(|e| Failure::usage(format!("{}: {e}", request.display())))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Failure::usage(format!("{}: {e}", request.display())))?;

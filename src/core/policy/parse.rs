@@ -1,8 +1,7 @@
-//! Loading `policy.yaml`: read it, then validate it section by section, each error
+//! Parsing `policy.yaml` (read from disk by `config::load_policy`): validate it section by section, each error
 //! pointing at the line and column it is about.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -12,17 +11,6 @@ use super::model::{Escalate, GroupSource, Policy, Rule};
 use super::window;
 
 impl Policy {
-    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
-            file: file.clone(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read the policy: {e}"),
-        })?;
-        Policy::parse(&file, &text)
-    }
-
     /// Parses and validates policy text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
         let src = Source { file, text };
