@@ -1,10 +1,11 @@
-//! What wraps every route (see [`super::router`] for the order): body limits and
-//! response counting.
+//! What wraps every route (see [`super::router`] for the order): body limits, response
+//! counting, and the span that carries each request's id.
 
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Span;
 
 use super::error::AppError;
 use super::{AppState, WEBHOOK_BODY_LIMIT};
@@ -37,4 +38,16 @@ pub(super) async fn reject_oversized(State(limit): State<usize>, req: Request, n
         .into_response();
     }
     next.run(req).await
+}
+
+/// The span of one request: its `x-request-id`, method and path. Not the query string:
+/// the sign-on callback's carries the authorization code and state. No other header
+/// either (never `Authorization` or a cookie).
+pub(super) fn span(req: &Request) -> Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("http", id, method = %req.method(), path = req.uri().path())
 }

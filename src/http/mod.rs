@@ -18,6 +18,9 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use tokio::sync::watch;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::service::Engine;
 use error::AppError;
@@ -63,9 +66,10 @@ pub fn app(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> anyhow::Resu
     Ok(router(state))
 }
 
-/// Every route, in the layers every request goes through, outermost first: the body
-/// limit for extractors that read bodies, response counting, then the 413 from a
-/// declared `Content-Length` alone.
+/// Every route, in the layers every request goes through, outermost first: a request id
+/// (`x-request-id`, the client's if it sent one, answered in the response), the tracing
+/// span that carries it, the body limit for extractors that read bodies, response
+/// counting, then the 413 from a declared `Content-Length` alone.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
     Router::new()
@@ -77,5 +81,16 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(body_limit, layers::reject_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), layers::count_responses))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(layers::span)
+                        // A 5xx is logged where it happens, with its cause.
+                        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
         .with_state(state)
 }

@@ -16,5 +16,6 @@ mod notify;
 mod oidc;
 mod pipelines;
 mod policy_time;
+mod request_id;
 mod store;
 mod ui;
