@@ -12,6 +12,7 @@ mod browser;
 mod forge;
 mod forge_groups;
 mod gate;
+mod json_body;
 mod notify;
 mod oidc;
 mod pipelines;
