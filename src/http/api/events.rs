@@ -9,13 +9,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::http::AppState;
 use crate::http::extract::Caller;
 
-/// Server-sent events: one `change` event per state change of any request. A task
-/// forwards the broadcast until the client goes or the server stops.
 pub(super) async fn events(State(s): State<AppState>, _c: Caller) -> impl IntoResponse {
     stream(&s)
 }
 
-/// The change stream, for whoever the route has authenticated (bearer token or UI session).
+/// The change stream, for whoever the route has authenticated (bearer token or UI
+/// session). A task forwards the broadcast until the client goes or the server stops.
 pub(crate) fn stream(s: &AppState) -> impl IntoResponse + use<> {
     let mut rx = s.engine.changes.subscribe();
     let mut stop = s.shutdown.clone();
