@@ -1,7 +1,9 @@
 //! The service's error as an HTTP answer: `{"error": {"code", "message"}}` with the
-//! variant's status; 500s are logged with their cause and answered without it.
+//! variant's status; 500s are logged with their cause and answered without it. A JSON
+//! body axum refuses becomes one too.
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -30,5 +32,22 @@ impl IntoResponse for AppError {
                 .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+/// What [`super::extract::Json`] answers when the body is not the JSON it expects.
+impl From<JsonRejection> for AppError {
+    fn from(r: JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return AppError::TooLarge("request body is larger than the server accepts".into());
+        }
+        let text = r.body_text();
+        match r {
+            JsonRejection::JsonDataError(_) => AppError::Invalid(ErrorCode::InvalidBody, text),
+            JsonRejection::MissingJsonContentType(_) => {
+                AppError::BadRequest("expected `Content-Type: application/json`".into())
+            }
+            _ => AppError::BadRequest(text),
+        }
     }
 }

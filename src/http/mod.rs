@@ -1,20 +1,32 @@
-//! The HTTP layer: the API, the web UI, webhooks, metrics and the OpenAPI document.
+//! The HTTP layer: the API, the web UI, webhooks, and the operations routes (health,
+//! metrics, the OpenAPI document). Each area has its `router()`; [`router`] merges them
+//! and wraps them in the layers every request goes through.
 
 pub mod api;
 pub mod error;
-mod notifications;
+pub mod extract;
+mod layers;
 mod openapi;
+mod ops;
 pub mod ui;
 mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use tokio::sync::watch;
-
-pub use api::router;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::service::Engine;
+use error::AppError;
+
+/// Largest accepted webhook payload.
+const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -51,5 +63,34 @@ pub fn app(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> anyhow::Resu
         body_limit,
         oidc,
     };
-    Ok(router(state, body_limit))
+    Ok(router(state))
+}
+
+/// Every route, in the layers every request goes through, outermost first: a request id
+/// (`x-request-id`, the client's if it sent one, answered in the response), the tracing
+/// span that carries it, the body limit for extractors that read bodies, response
+/// counting, then the 413 from a declared `Content-Length` alone.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.body_limit;
+    Router::new()
+        .merge(api::router())
+        .merge(ops::router())
+        .merge(ui::router())
+        .merge(webhooks::router())
+        .fallback(|| async { AppError::NotFound("no such route".into()) })
+        .layer(middleware::from_fn_with_state(body_limit, layers::reject_oversized))
+        .layer(middleware::from_fn_with_state(state.clone(), layers::count_responses))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(layers::span)
+                        // A 5xx is logged where it happens, with its cause.
+                        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
+        .with_state(state)
 }

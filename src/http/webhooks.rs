@@ -302,3 +302,13 @@ async fn pending_for(engine: &Engine, v: &CommentVote) -> Result<Vec<String>> {
     }
     Ok(out)
 }
+
+/// `POST /webhooks/github` and `POST /webhooks/gitlab`, with room for forge payloads.
+pub fn router() -> axum::Router<AppState> {
+    use axum::extract::DefaultBodyLimit;
+    use axum::routing::post;
+    let limit = || DefaultBodyLimit::max(super::WEBHOOK_BODY_LIMIT);
+    axum::Router::new()
+        .route("/webhooks/github", post(github).layer(limit()))
+        .route("/webhooks/gitlab", post(gitlab).layer(limit()))
+}

@@ -3,12 +3,17 @@
 //! in, the expiry and the per-session anti-forgery (CSRF) token every form carries.
 
 use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::error::UiResult;
+use super::sso;
 use crate::auth::Principal;
 use crate::core::api::VoteMeta;
+use crate::core::duration::now_ms;
+use crate::http::AppState;
 use crate::store::SessionRow;
 
 pub const SESSION_COOKIE: &str = "gate_session";
@@ -92,9 +97,81 @@ impl Session {
     }
 }
 
+// ----- the session of a request ------------------------------------------------------
+
+pub(super) async fn current(s: &AppState, headers: &HeaderMap) -> UiResult<Option<Session>> {
+    let Some(id) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    Ok(s.engine
+        .store
+        .session(&digest(&id), now_ms())
+        .await?
+        .map(|row| Session { row }))
+}
+
+/// The session, or a redirect to the sign-in page that comes back to `here`.
+pub(super) async fn signed_in(s: &AppState, headers: &HeaderMap, here: &str) -> Result<Session, Response> {
+    match current(s, headers).await {
+        Ok(Some(sess)) => Ok(sess),
+        Ok(None) => Err(Redirect::to(&format!("/login?next={}", sso::url_encode(here))).into_response()),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+/// Starts a session for `user` and answers with its cookie.
+pub(super) async fn start_session(
+    s: &AppState,
+    user: String,
+    can_vote: bool,
+    via: &str,
+    auth_time: i64,
+    amr: Vec<String>,
+) -> UiResult<HeaderValue> {
+    let now = now_ms();
+    let ttl = s.engine.config.session_ttl_ms();
+    let id = random_token();
+    let row = SessionRow {
+        id_sha256: digest(&id),
+        user_name: user,
+        can_vote,
+        via: via.into(),
+        auth_time,
+        amr,
+        csrf: random_token(),
+        created_at: now,
+        expires_at: now + ttl,
+    };
+    if let Err(e) = s.engine.store.purge_sessions(now).await {
+        tracing::warn!(error = %e, "cannot purge expired sessions");
+    }
+    s.engine.store.insert_session(&row).await?;
+    tracing::info!(user = %row.user_name, via, "signed in to the web UI");
+    Ok(set_cookie(SESSION_COOKIE, &id, "/", "Strict", s.ui.secure, ttl / 1000))
+}
+
+/// A local path to return to after signing in; anything else becomes `/`.
+pub(super) fn local_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.starts_with("/login") => {
+            n.to_string()
+        }
+        _ => "/".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_stays_local() {
+        assert_eq!(local_next(Some("/requests/x")), "/requests/x");
+        assert_eq!(local_next(Some("//evil.example")), "/");
+        assert_eq!(local_next(Some("https://evil.example")), "/");
+        assert_eq!(local_next(Some("/\\evil")), "/");
+        assert_eq!(local_next(None), "/");
+    }
 
     #[test]
     fn cookies_are_found_by_exact_name() {

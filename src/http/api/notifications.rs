@@ -2,20 +2,19 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Query, State};
 use serde::Deserialize;
 
-use super::AppState;
-use super::api::Caller;
-use super::error::{AppError, ErrorCode, Result};
 use crate::auth::Principal;
 use crate::core::api::{NotificationList, NotificationView};
 use crate::core::duration::rfc3339;
+use crate::http::AppState;
+use crate::http::error::{AppError, ErrorCode, Result};
+use crate::http::extract::{Caller, Json};
 use crate::store::NotificationRow;
 
 #[derive(Deserialize)]
-pub(crate) struct ListQuery {
+pub(super) struct ListQuery {
     /// Only this request's notifications (oldest first); without it, the newest first.
     request: Option<String>,
     limit: Option<i64>,
@@ -26,7 +25,7 @@ pub(crate) struct ListQuery {
 }
 
 /// Approvers only: rows name recipients' addresses.
-pub(crate) async fn list(
+pub(super) async fn list(
     State(s): State<AppState>,
     Caller(who): Caller,
     Query(q): Query<ListQuery>,

@@ -1,0 +1,55 @@
+//! What lets anyone check the gate's word: the public keys records are signed with
+//! (`/api/v1/keys`, no token), the audit chain's check (`/api/v1/audit/verify`) and the
+//! audit log as JSON lines (`/api/v1/audit/export`).
+
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::core::api::{AuditVerify, Keys};
+use crate::http::AppState;
+use crate::http::error::Result;
+use crate::http::extract::{Caller, Json};
+
+pub(super) async fn keys(State(s): State<AppState>) -> Json<Keys> {
+    Json(Keys {
+        keys: vec![s.engine.keys.public()],
+    })
+}
+
+pub(super) async fn audit_verify(State(s): State<AppState>, _c: Caller) -> Result<Json<AuditVerify>> {
+    let check = s.engine.store.verify_chain().await?;
+    Ok(Json(AuditVerify {
+        ok: check.broken.is_none(),
+        events: check.count(),
+        head: Some(check.head().to_string()),
+        first_broken: check.broken.as_ref().map(|b| b.0),
+        problem: check.broken.map(|b| b.1),
+    }))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ExportQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// JSON lines, one event each, from `after` (exclusive).
+pub(super) async fn audit_export(
+    State(s): State<AppState>,
+    _c: Caller,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response> {
+    let rows = s
+        .engine
+        .store
+        .audit_page(q.after.unwrap_or(0), q.limit.unwrap_or(10_000).clamp(1, 100_000))
+        .await?;
+    let mut out = String::new();
+    for r in rows {
+        out.push_str(&serde_json::to_string(&r.to_event()).unwrap_or_default());
+        out.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+}

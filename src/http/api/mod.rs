@@ -1,0 +1,29 @@
+//! API v1, under `/api/v1`. Thin: parse, authenticate ([`super::extract::Caller`]), call
+//! the engine. The OpenAPI document is served with the operations routes ([`super::ops`]).
+
+mod audit;
+pub(crate) mod events;
+mod notifications;
+mod requests;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use super::AppState;
+
+/// The API's routes, nested under `/api/v1` (so handlers see paths without the prefix).
+pub fn router() -> Router<AppState> {
+    let v1 = Router::new()
+        .route("/requests", post(requests::create).get(requests::list))
+        .route("/requests/{id}", get(requests::show))
+        .route("/requests/{id}/wait", get(requests::wait))
+        .route("/requests/{id}/{action}", post(requests::act))
+        .route("/requests/{id}/record", get(requests::record))
+        .route("/requests/{id}/audit", get(requests::request_audit))
+        .route("/keys", get(audit::keys))
+        .route("/audit/verify", get(audit::audit_verify))
+        .route("/audit/export", get(audit::audit_export))
+        .route("/events", get(events::events))
+        .route("/notifications", get(notifications::list));
+    Router::new().nest("/api/v1", v1)
+}

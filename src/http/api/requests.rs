@@ -1,0 +1,132 @@
+//! `/api/v1/requests…`: open, list, read, long-wait, act on (approve, deny, cancel,
+//! consume), and the record and audit events of one request.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::core::api::{CreateRequest, RequestView, VoteBody, VoteMeta};
+use crate::core::duration::now_ms;
+use crate::http::AppState;
+use crate::http::error::{AppError, ErrorCode, Result};
+use crate::http::extract::{Caller, Json};
+
+pub(super) async fn create(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Json(body): Json<CreateRequest>,
+) -> Result<Response> {
+    let (mut view, new) = s.engine.create(&who, body, now_ms()).await?;
+    view.holder_token = s.engine.issue_holder(&who, &view.id, now_ms()).await?;
+    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((
+        status,
+        [(header::LOCATION, format!("/api/v1/requests/{}", view.id))],
+        Json(view),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+pub(super) async fn list(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<RequestView>>> {
+    let status = q.status.unwrap_or_else(|| "pending".into());
+    if crate::core::decide::Status::parse(&status).is_none() {
+        return Err(AppError::BadRequest(format!(
+            "status: `{status}` is not one of pending, approved, denied, expired, canceled, consumed"
+        )));
+    }
+    Ok(Json(
+        s.engine
+            .inbox(&who, &status, q.limit.unwrap_or(500).clamp(1, 5000))
+            .await?,
+    ))
+}
+
+pub(super) async fn show(State(s): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<RequestView>> {
+    let (row, votes) = s.engine.load(&id).await?;
+    Ok(Json(s.engine.view(&row, &votes)?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct WaitQuery {
+    timeout: Option<u64>,
+    version: Option<i64>,
+}
+
+pub(super) async fn wait(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Json<RequestView>> {
+    let timeout = Duration::from_secs(q.timeout.unwrap_or(30)).min(s.max_wait);
+    let mut stop = s.shutdown.clone();
+    Ok(Json(s.engine.wait(&id, q.version, timeout, &mut stop).await?))
+}
+
+/// Bodies are optional on votes; an empty body is no reason.
+async fn optional_body(req: Request, limit: usize) -> Result<VoteBody> {
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| AppError::TooLarge("request body is larger than the server accepts".into()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(VoteBody::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
+/// `POST /requests/{id}/approve|deny|cancel|consume`.
+pub(super) async fn act(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((id, verb)): Path<(String, String)>,
+    req: Request,
+) -> Result<Json<RequestView>> {
+    let reason = optional_body(req, s.body_limit).await?.reason;
+    let e = &s.engine;
+    let view = match verb.as_str() {
+        "approve" => e.vote(&who, &id, true, reason, VoteMeta::token(), now_ms).await?,
+        "deny" => e.vote(&who, &id, false, reason, VoteMeta::token(), now_ms).await?,
+        "cancel" => e.cancel(&who, &id, reason, now_ms).await?,
+        "consume" => e.consume(&who, &id, now_ms).await?,
+        other => {
+            return Err(AppError::NotFound(format!(
+                "no action `{other}`: use approve, deny, cancel or consume"
+            )));
+        }
+    };
+    Ok(Json(view))
+}
+
+pub(super) async fn record(State(s): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Response> {
+    s.engine.load(&id).await?;
+    let env = s.engine.store.record(&id).await?.ok_or_else(|| {
+        AppError::Conflict(
+            ErrorCode::NoRecordYet,
+            format!("request {id} is still pending: records are issued on the outcome"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], env).into_response())
+}
+
+pub(super) async fn request_audit(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<crate::core::api::AuditEvent>>> {
+    s.engine.load(&id).await?;
+    let rows = s.engine.store.audit_for(&id).await?;
+    Ok(Json(rows.iter().map(|r| r.to_event()).collect()))
+}

@@ -1,0 +1,42 @@
+//! Operations routes, without a token: `/healthz`, `/readyz` (the database answers),
+//! `/metrics` (Prometheus) and the OpenAPI document at `/api/v1/openapi.json`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::AppState;
+use super::error::AppError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi::SPEC).into_response()
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.engine.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            AppError::Unavailable("the database is not reachable".into()).into_response()
+        }
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let waiting = s.engine.waiting.load(std::sync::atomic::Ordering::Relaxed);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.engine.metrics.render(waiting),
+    )
+        .into_response()
+}

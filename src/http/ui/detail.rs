@@ -1,0 +1,225 @@
+//! `GET /requests/{id}`: one request, its requirements, votes and timeline, with the vote
+//! form; `POST /requests/{id}/approve|deny`; `GET /requests/{id}/record`.
+
+use askama::Template;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::error::{UiError, UiResult};
+use super::format::{context_links, describe_event};
+use super::page::{Nav, render};
+use super::session::{Session, current, signed_in};
+use super::sso;
+use crate::core::api::RequestView;
+use crate::core::duration::{now_ms, rfc3339};
+use crate::http::AppState;
+
+struct Link {
+    text: String,
+    href: String,
+}
+
+struct Req {
+    group: String,
+    count: u32,
+    approved_by: String,
+    may_vote: String,
+    met: bool,
+}
+
+struct VoteLine {
+    voter: String,
+    decision: String,
+    reason: String,
+    at: String,
+    how: String,
+}
+
+struct TimelineLine {
+    at: String,
+    kind: String,
+    actor: String,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "detail.html")]
+struct DetailPage<'a> {
+    nav: Nav,
+    watch: &'a str,
+    v: RequestView,
+    pending: bool,
+    links: Vec<Link>,
+    labels: Vec<(String, String)>,
+    requirements: Vec<Req>,
+    votes: Vec<VoteLine>,
+    timeline: Vec<TimelineLine>,
+    can_vote: bool,
+    /// Why there are no buttons, when there are none on a pending request.
+    no_vote_reason: String,
+    requester: String,
+}
+
+pub(super) async fn detail(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let sess = match signed_in(&s, &headers, &format!("/requests/{}", sso::url_encode(&id))).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match detail_page(&s, &sess, &id).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Response> {
+    let (row, votes) = s.engine.load(id).await?;
+    let v = s.engine.view(&row, &votes)?;
+    let audit = s.engine.store.audit_for(id).await?;
+    let user = sess.user();
+    let pending = v.status == "pending";
+    let eligible = v.approvers().iter().any(|a| a == user);
+    let is_requester = v.requester.iter().any(|r| r == user);
+    let voted = v.votes.iter().any(|x| x.voter == user);
+    let can_vote = pending && sess.row.can_vote && eligible;
+    let no_vote_reason = if !pending || can_vote {
+        String::new()
+    } else if !sess.row.can_vote {
+        "You are signed in read-only: your sign-in matches no approver in the server config.".into()
+    } else if is_requester {
+        "You are a requester of this request: you cannot approve or deny it.".into()
+    } else if voted {
+        "You have voted on this request.".into()
+    } else {
+        "You are not among the approvers this request still needs.".into()
+    };
+    let page = DetailPage {
+        nav: Nav::of(sess),
+        watch: id,
+        pending,
+        links: context_links(&v.context)
+            .into_iter()
+            .map(|(text, href)| Link { text, href })
+            .collect(),
+        labels: v.context.labels.iter().map(|(k, x)| (k.clone(), x.clone())).collect(),
+        requirements: v
+            .requirements
+            .iter()
+            .map(|r| Req {
+                group: r.group.clone(),
+                count: r.count,
+                approved_by: r.approved_by.join(", "),
+                may_vote: r
+                    .may_vote
+                    .iter()
+                    .filter(|m| *m != user)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                met: r.met,
+            })
+            .collect(),
+        votes: v
+            .votes
+            .iter()
+            .map(|x| VoteLine {
+                voter: x.voter.clone(),
+                decision: x.decision.clone(),
+                reason: x.reason.clone().unwrap_or_default(),
+                at: x.at.clone(),
+                how: match &x.auth_time {
+                    Some(t) if !x.amr.is_empty() => format!("{} (signed in {t}, {})", x.via, x.amr.join("+")),
+                    Some(t) => format!("{} (signed in {t})", x.via),
+                    None => x.via.clone(),
+                },
+            })
+            .collect(),
+        timeline: audit
+            .iter()
+            .map(|r| TimelineLine {
+                at: rfc3339(r.at),
+                kind: r.kind.clone(),
+                actor: r.actor.clone(),
+                detail: describe_event(&r.data),
+            })
+            .collect(),
+        can_vote,
+        no_vote_reason,
+        requester: v.requester.join(", "),
+        v,
+    };
+    Ok(render(&page))
+}
+
+/// `GET /requests/{id}/record`: the signed record, for a signed-in browser.
+pub(super) async fn record(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, what)): Path<(String, String)>,
+) -> UiResult<Response> {
+    if what != "record" {
+        return Err(UiError::new(StatusCode::NOT_FOUND, "no such page"));
+    }
+    if current(&s, &headers).await?.is_none() {
+        return Ok(Redirect::to(&format!(
+            "/login?next={}",
+            sso::url_encode(&format!("/requests/{id}/record"))
+        ))
+        .into_response());
+    }
+    s.engine.load(&id).await?;
+    let env = s.engine.store.record(&id).await?.ok_or_else(|| {
+        UiError::new(
+            StatusCode::CONFLICT,
+            format!("request {id} is still pending: records are issued on the outcome"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], env).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct VoteForm {
+    csrf: Option<String>,
+    reason: Option<String>,
+}
+
+/// `POST /requests/{id}/approve|deny`: the session's person votes. The engine enforces
+/// who may (separation of duties included); this checks the session and the form's token.
+pub(super) async fn vote(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, verb)): Path<(String, String)>,
+    form: Result<Form<VoteForm>, FormRejection>,
+) -> UiResult<Response> {
+    let form = form.ok().map(|f| f.0);
+    let Some(sess) = current(&s, &headers).await? else {
+        return Err(UiError::forbidden("sign in first: this form has no valid session"));
+    };
+    if !sess.csrf_ok(form.as_ref().and_then(|f| f.csrf.as_deref())) {
+        tracing::warn!(user = sess.user(), request = %id, "UI POST without a valid anti-forgery token refused");
+        return Err(UiError::forbidden(
+            "this form has no valid anti-forgery token: reload the page and try again",
+        ));
+    }
+    let approve = match verb.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return Err(UiError::new(StatusCode::NOT_FOUND, "no such action")),
+    };
+    if !sess.row.can_vote {
+        return Err(UiError::forbidden("a read-only sign-in cannot vote"));
+    }
+    let reason = form
+        .and_then(|f| f.reason)
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    if !approve && reason.is_none() {
+        return Err(UiError::new(StatusCode::BAD_REQUEST, "a deny needs a reason"));
+    }
+    s.engine
+        .vote(&sess.principal(), &id, approve, reason, sess.vote_meta(), now_ms)
+        .await?;
+    Ok(Redirect::to(&format!("/requests/{}", sso::url_encode(&id))).into_response())
+}

@@ -1,0 +1,127 @@
+//! `GET /history`: decided and open requests, filtered by repository, environment, status
+//! and dates.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::error::UiError;
+use super::page::{Nav, render};
+use super::session::signed_in;
+use crate::core::duration::rfc3339;
+use crate::http::AppState;
+use crate::store::HistoryFilter;
+
+#[derive(Deserialize, Default)]
+pub(super) struct HistoryQuery {
+    repository: Option<String>,
+    environment: Option<String>,
+    status: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+struct HistoryLine {
+    id: String,
+    created_at: String,
+    status: String,
+    environment: String,
+    repository: String,
+    requester: String,
+    decided_by: String,
+}
+
+#[derive(Template)]
+#[template(path = "history.html")]
+struct HistoryPage<'a> {
+    nav: Nav,
+    watch: &'a str,
+    q: HistoryQuery,
+    statuses: Vec<(&'static str, bool)>,
+    lines: Vec<HistoryLine>,
+    problem: String,
+}
+
+fn day_ms(d: &str) -> Option<i64> {
+    // Exactly `[+-]YYYY-MM-DD`.
+    let d = d.trim();
+    let ymd = d.strip_prefix(['+', '-']).unwrap_or(d);
+    let shape = ymd.len() == 10
+        && ymd
+            .bytes()
+            .enumerate()
+            .all(|p| matches!(p, (4 | 7, b'-') | (0..4 | 5..7 | 8.., b'0'..=b'9')));
+    let day = jiff::civil::Date::strptime("%Y-%m-%d", d).ok().filter(|_| shape)?;
+    Some(day.duration_since(jiff::civil::date(1970, 1, 1)).as_millis() as i64)
+}
+
+fn nonempty(s: &Option<String>) -> Option<String> {
+    s.as_ref().map(|x| x.trim().to_string()).filter(|x| !x.is_empty())
+}
+
+pub(super) async fn history(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<HistoryQuery>) -> Response {
+    let sess = match signed_in(&s, &headers, "/history").await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut problem = String::new();
+    let mut date = |v: &Option<String>, what: &str, plus: i64| match nonempty(v) {
+        None => None,
+        Some(d) => match day_ms(&d) {
+            Some(ms) => Some(ms + plus),
+            None => {
+                problem = format!("{what}: `{d}` is not a date (YYYY-MM-DD)");
+                None
+            }
+        },
+    };
+    let from = date(&q.from, "from", 0);
+    let to = date(&q.to, "to", 86_400_000);
+    let status = nonempty(&q.status).filter(|x| crate::core::decide::Status::parse(x).is_some());
+    let f = HistoryFilter {
+        repository: nonempty(&q.repository),
+        environment: nonempty(&q.environment),
+        status: status.clone(),
+        from,
+        to,
+        limit: 500,
+    };
+    let rows = match s.engine.store.history(&f).await {
+        Ok(r) => r,
+        Err(e) => return UiError::from(e).into_response(),
+    };
+    let mut lines = Vec::new();
+    for row in rows {
+        let doc = match crate::service::doc_of(&row) {
+            Ok(d) => d,
+            Err(e) => return UiError::from(e).into_response(),
+        };
+        lines.push(HistoryLine {
+            id: row.id.clone(),
+            created_at: rfc3339(row.created_at),
+            status: row.status.clone(),
+            environment: row.environment.clone(),
+            repository: row.repository.clone(),
+            requester: if doc.context.actor.is_empty() {
+                row.opened_by.clone()
+            } else {
+                doc.context.actor.clone()
+            },
+            decided_by: doc.decided_by.unwrap_or_default(),
+        });
+    }
+    let statuses = ["pending", "approved", "denied", "expired", "canceled", "consumed"]
+        .into_iter()
+        .map(|x| (x, status.as_deref() == Some(x)))
+        .collect();
+    render(&HistoryPage {
+        nav: Nav::of(&sess),
+        watch: "",
+        q,
+        statuses,
+        lines,
+        problem,
+    })
+}
