@@ -3,6 +3,8 @@
 //! GitLab CI a dotenv report and an annotations report. The signed record itself is
 //! written by `gate request`; Jenkins and plain shells archive that file.
 
+pub mod forge;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -81,7 +81,7 @@ pub struct RequestArgs {
     pub annotations_file: PathBuf,
     /// --github-check, --gitlab-note and their tokens: reports after the decision.
     #[command(flatten)]
-    pub forge: crate::forge::ForgeArgs,
+    pub forge: crate::ci::report::forge::ForgeArgs,
 }
 
 /// Capped exponential backoff with jitter.
@@ -383,7 +383,7 @@ async fn finish(client: &Client, a: &RequestArgs, view: RequestView, out: &Print
     );
     report(client, a, &view, decision, &why, record_path.as_deref());
     // Side calls report the outcome; they never change the exit code.
-    crate::forge::report(&a.forge, &view, decision, &why).await;
+    crate::ci::report::forge::report(&a.forge, &view, decision, &why).await;
     Ok(if approved { 0 } else { 1 })
 }
 
