@@ -99,11 +99,8 @@ impl GitHub {
                 http::header::USER_AGENT,
                 header(concat!("jitgate/", env!("CARGO_PKG_VERSION"))),
             )
+            // octocrab sends `X-GitHub-Api-Version` itself.
             .add_header(http::header::ACCEPT, header("application/vnd.github+json"))
-            .add_header(
-                http::HeaderName::from_static("x-github-api-version"),
-                header("2022-11-28"),
-            )
             .build()
             .map_err(|e| Error::Usage(format!("GitHub client: {e}")))?;
         Ok(GitHub {
