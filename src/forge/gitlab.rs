@@ -107,11 +107,16 @@ impl GitLab {
             .endpoint_for(self, &endpoint.endpoint())
             .map_err(|e| error(e, MEMBERS))?;
         endpoint.parameters().add_to_url(&mut url);
-        url.query_pairs_mut().append_pair("per_page", "100").append_pair("page", "1");
+        url.query_pairs_mut()
+            .append_pair("per_page", "100")
+            .append_pair("page", "1");
         let mut out = Vec::new();
         for _ in 0..MAX_PAGES {
             let request = http::Request::builder().method(endpoint.method()).uri(url.as_str());
-            let rsp = self.rest_async(request, Vec::new()).await.map_err(|e| error(e, MEMBERS))?;
+            let rsp = self
+                .rest_async(request, Vec::new())
+                .await
+                .map_err(|e| error(e, MEMBERS))?;
             if !rsp.status().is_success() {
                 return Err(api(rsp.status(), service_message(rsp.status(), rsp.body()), MEMBERS));
             }
@@ -304,7 +309,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             "link",
-            HeaderValue::from_static("<http://h/api/v4/x?page=3>; rel=\"next\", <http://h/api/v4/x?page=9>; rel=\"last\""),
+            HeaderValue::from_static(
+                "<http://h/api/v4/x?page=3>; rel=\"next\", <http://h/api/v4/x?page=9>; rel=\"last\"",
+            ),
         );
         assert_eq!(next_page(&h, &here).unwrap().as_str(), "http://h/api/v4/x?page=3");
         h.insert("link", HeaderValue::from_static("<http://h/x?page=1>; rel=\"prev\""));
