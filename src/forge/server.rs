@@ -193,3 +193,29 @@ impl Forge for Forges {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unconfigured_forges_say_what_to_configure() {
+        let f: std::sync::Arc<dyn Forge> = std::sync::Arc::new(Forges::default());
+        let team = GroupSource::GithubTeam {
+            org: "acme".into(),
+            slug: "security".into(),
+        };
+        let e = f.members(&team, Read::Live).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "GitHub is not configured on this server (`forge.github` in gate.yaml)"
+        );
+        let to = Thread::MergeRequest { project: "42", iid: 3 };
+        let e = f.reply(to, "hi").await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "GitLab is not configured on this server (`forge.gitlab` in gate.yaml)"
+        );
+        assert_eq!(f.webhook_secret(Kind::Github), None);
+    }
+}
