@@ -40,7 +40,7 @@ pub struct Server {
 pub async fn build(s: &Settings) -> anyhow::Result<Server> {
     let policy = crate::config::load_policy(&s.policy)?;
     policy.check_members(&|u| s.config.user(u).is_some())?;
-    let forge = crate::forge::Forge::from_config(s.config.forge.as_ref(), &|k| std::env::var(k).ok())
+    let forge = crate::forge::Forges::from_config(s.config.forge.as_ref(), &|k| std::env::var(k).ok())
         .map_err(anyhow::Error::msg)?;
     for (name, src) in &policy.forge_groups {
         forge

@@ -1,7 +1,10 @@
 //! Leaves the outcome where each platform keeps job evidence: on GitHub Actions the step
 //! outputs (`$GITHUB_OUTPUT`) and a Markdown step summary (`$GITHUB_STEP_SUMMARY`); on
 //! GitLab CI a dotenv report and an annotations report. The signed record itself is
-//! written by `gate request`; Jenkins and plain shells archive that file.
+//! written by `gate request`; Jenkins and plain shells archive that file. What the forge
+//! is told (`--github-check`, `--gitlab-note`) is in [`forge`].
+
+pub mod forge;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

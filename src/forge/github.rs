@@ -1,17 +1,24 @@
-//! A check run on the commit, through the GitHub REST API (octocrab):
-//! `POST {api}/repos/{owner}/{repo}/check-runs`, completed, with the outcome as its
-//! conclusion. The token needs `checks: write`.
+//! The GitHub adapter, on octocrab: check runs, team members and pull request comments.
+//! `api` is `https://api.github.com` or a GitHub Enterprise Server's `https://HOST/api/v3`
+//! (what `GITHUB_API_URL` holds in a workflow). Team members and comments go through
+//! octocrab's generic calls: its typed models want more fields than those we read.
 
-use std::time::Duration;
+use std::str::FromStr;
 
 use octocrab::params::checks::{CheckRunConclusion, CheckRunOutput, CheckRunStatus};
+use octocrab::{Octocrab, Page};
+use serde::Deserialize;
 
-use super::{ForgeError, Summary, Verdict};
+use super::{Error, Timeouts, encode, same_origin};
 
 const FORGE: &str = "GitHub";
-const DOING: &str = "creating the check run";
+const CHECK_RUN: &str = "creating the check run";
+const TEAM: &str = "listing team members";
+const COMMENT: &str = "answering the comment";
+/// At most this many pages (of 100) are read for one team.
+const MAX_PAGES: usize = 200;
 
-/// The check run's conclusion, from the outcome.
+/// The check run's conclusion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conclusion {
     Success,
@@ -20,14 +27,6 @@ pub enum Conclusion {
 }
 
 impl Conclusion {
-    pub fn of(v: Verdict) -> Conclusion {
-        match v {
-            Verdict::Approved => Conclusion::Success,
-            Verdict::Canceled => Conclusion::Cancelled,
-            Verdict::Denied | Verdict::Expired | Verdict::NotApproved => Conclusion::Failure,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Conclusion::Success => "success",
@@ -45,37 +44,20 @@ impl Conclusion {
     }
 }
 
-/// What the check run says.
+/// A completed check run on a commit.
 #[derive(Debug, Clone)]
 pub struct CheckRun {
     /// `owner/name`.
     pub repository: String,
     pub head_sha: String,
-    /// `jitgate / <environment>`.
     pub name: String,
     pub conclusion: Conclusion,
-    /// The request link.
     pub details_url: String,
-    /// The request id, to find the check run again.
+    /// To find the check run again.
     pub external_id: String,
     pub title: String,
     /// Markdown.
     pub summary: String,
-}
-
-impl CheckRun {
-    pub fn new(s: &Summary, repository: &str, head_sha: &str) -> CheckRun {
-        CheckRun {
-            repository: repository.to_string(),
-            head_sha: head_sha.to_string(),
-            name: format!("jitgate / {}", s.environment),
-            conclusion: Conclusion::of(s.verdict),
-            details_url: s.url.clone(),
-            external_id: s.id.clone(),
-            title: s.title(),
-            summary: s.markdown(),
-        }
-    }
 }
 
 /// What GitHub made.
@@ -85,53 +67,162 @@ pub struct Created {
     pub html_url: Option<String>,
 }
 
-/// Creates the check run. `api` is `https://api.github.com` or a GitHub Enterprise
-/// Server's `https://HOST/api/v3` (what `GITHUB_API_URL` holds in a workflow).
-pub async fn create_check_run(api: &str, token: &str, run: &CheckRun) -> Result<Created, ForgeError> {
-    let (owner, repo) = run
-        .repository
-        .split_once('/')
-        .filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
-        .ok_or_else(|| ForgeError::Usage(format!("repository `{}` is not owner/name", run.repository)))?;
-    let crab = octocrab::Octocrab::builder()
-        .base_uri(api.trim_end_matches('/'))
-        .map_err(|e| ForgeError::Usage(format!("GitHub API URL `{api}`: {e}")))?
-        .personal_token(token.to_string())
-        .set_connect_timeout(Some(Duration::from_secs(10)))
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .add_header(
-            http::header::USER_AGENT,
-            concat!("jitgate/", env!("CARGO_PKG_VERSION")).to_string(),
-        )
-        .build()
-        .map_err(|e| ForgeError::Usage(format!("GitHub client: {e}")))?;
-    let created = crab
-        .checks(owner, repo)
-        .create_check_run(run.name.clone(), run.head_sha.clone())
-        .status(CheckRunStatus::Completed)
-        .conclusion(run.conclusion.octocrab())
-        .details_url(run.details_url.clone())
-        .external_id(run.external_id.clone())
-        .output(CheckRunOutput {
-            title: run.title.clone(),
-            summary: run.summary.clone(),
-            text: None,
-            annotations: vec![],
-            images: vec![],
-        })
-        .send()
-        .await
-        .map_err(|e| error(e, run))?;
-    Ok(Created {
-        id: created.id.0,
-        html_url: created.html_url,
-    })
+#[derive(Deserialize)]
+struct Member {
+    login: String,
 }
 
-fn error(e: octocrab::Error, run: &CheckRun) -> ForgeError {
+/// One GitHub API with one token.
+pub struct GitHub {
+    crab: Octocrab,
+    api: String,
+}
+
+impl std::fmt::Debug for GitHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHub").field("api", &self.api).finish_non_exhaustive()
+    }
+}
+
+impl GitHub {
+    /// A client for `api` authenticated with `token` (sent as `Authorization: Bearer`).
+    pub fn new(api: &str, token: &str, t: Timeouts) -> Result<GitHub, Error> {
+        let api = api.trim_end_matches('/');
+        let header = |v: &str| v.to_string();
+        let crab = Octocrab::builder()
+            .base_uri(api)
+            .map_err(|e| Error::Usage(format!("GitHub API URL `{api}`: {e}")))?
+            .personal_token(token.to_string())
+            .set_connect_timeout(Some(t.connect))
+            .set_read_timeout(Some(t.read))
+            .add_header(
+                http::header::USER_AGENT,
+                header(concat!("jitgate/", env!("CARGO_PKG_VERSION"))),
+            )
+            // octocrab sends `X-GitHub-Api-Version` itself.
+            .add_header(http::header::ACCEPT, header("application/vnd.github+json"))
+            .build()
+            .map_err(|e| Error::Usage(format!("GitHub client: {e}")))?;
+        Ok(GitHub {
+            crab,
+            api: api.to_string(),
+        })
+    }
+
+    /// Creates `run`, completed (`POST /repos/{owner}/{repo}/check-runs`; the token
+    /// needs `checks: write`).
+    pub async fn create_check_run(&self, run: &CheckRun) -> Result<Created, Error> {
+        let (owner, repo) = owner_name(&run.repository)?;
+        let created = self
+            .crab
+            .checks(owner, repo)
+            .create_check_run(run.name.clone(), run.head_sha.clone())
+            .status(CheckRunStatus::Completed)
+            .conclusion(run.conclusion.octocrab())
+            .details_url(run.details_url.clone())
+            .external_id(run.external_id.clone())
+            .output(CheckRunOutput {
+                title: run.title.clone(),
+                summary: run.summary.clone(),
+                text: None,
+                annotations: vec![],
+                images: vec![],
+            })
+            .send()
+            .await
+            .map_err(|e| match error(e, CHECK_RUN) {
+                Error::Api {
+                    forge,
+                    doing,
+                    status,
+                    message,
+                    ..
+                } => Error::Api {
+                    hint: check_run_hint(status, &message, run),
+                    forge,
+                    doing,
+                    status,
+                    message,
+                },
+                other => other,
+            })?;
+        Ok(Created {
+            id: created.id.0,
+            html_url: created.html_url,
+        })
+    }
+
+    /// The logins in team `org/slug`, every page (`GET /orgs/{org}/teams/{slug}/members`,
+    /// then the `Link: rel="next"` pages).
+    pub async fn team_members(&self, org: &str, slug: &str) -> Result<Vec<String>, Error> {
+        let route = format!("/orgs/{}/teams/{}/members", encode(org), encode(slug));
+        let mut page: Page<Member> = self
+            .crab
+            .get(route, Some(&[("per_page", "100"), ("page", "1")]))
+            .await
+            .map_err(|e| error(e, TEAM))?;
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            out.extend(page.take_items().into_iter().map(|m| m.login));
+            let Some(next) = page.next.take() else {
+                return Ok(out);
+            };
+            let next = self.on_api(&next)?;
+            page = match self.crab.get_page(&Some(next)).await {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(out),
+                Err(e) => return Err(error(e, TEAM)),
+            };
+        }
+        Err(paging(format!("more than {MAX_PAGES} pages")))
+    }
+
+    /// A next-page link made relative, so octocrab sends the token with it; only
+    /// once it is known to be on the API's origin.
+    fn on_api(&self, next: &http::Uri) -> Result<http::Uri, Error> {
+        let text = next.to_string();
+        if !same_origin(&text, &self.api) {
+            return Err(paging(format!("the next page `{text}` is not on {}", self.api)));
+        }
+        let relative = next.path_and_query().map_or("/", |p| p.as_str());
+        http::Uri::from_str(relative).map_err(|e| paging(format!("the next page `{text}`: {e}")))
+    }
+
+    /// Comments on pull request `number` of `repo`
+    /// (`POST /repos/{owner}/{repo}/issues/{number}/comments`).
+    pub async fn comment(&self, repo: &str, number: u64, body: &str) -> Result<(), Error> {
+        let (owner, name) = repo.split_once('/').unwrap_or((repo, ""));
+        let route = format!("/repos/{}/{}/issues/{number}/comments", encode(owner), encode(name));
+        let rsp = self
+            .crab
+            ._post(route, Some(&serde_json::json!({ "body": body })))
+            .await
+            .map_err(|e| error(e, COMMENT))?;
+        octocrab::map_github_error(rsp)
+            .await
+            .map(drop)
+            .map_err(|e| error(e, COMMENT))
+    }
+}
+
+fn owner_name(repository: &str) -> Result<(&str, &str), Error> {
+    repository
+        .split_once('/')
+        .filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
+        .ok_or_else(|| Error::Usage(format!("repository `{repository}` is not owner/name")))
+}
+
+fn paging(message: String) -> Error {
+    Error::Paging {
+        forge: FORGE,
+        doing: TEAM,
+        message,
+    }
+}
+
+fn error(e: octocrab::Error, doing: &'static str) -> Error {
     match e {
         octocrab::Error::GitHub { source, .. } => {
-            let status = source.status_code.as_u16();
             // An HTML error page from a proxy says nothing useful: keep the status words.
             let mut message = if source.message.trim_start().starts_with('<') {
                 source.status_code.canonical_reason().unwrap_or("error").to_string()
@@ -149,34 +240,33 @@ fn error(e: octocrab::Error, run: &CheckRun) -> ForgeError {
                     .collect();
                 message.push_str(&format!(" ({})", details.join("; ")));
             }
-            let hint = hint(status, &message, run);
-            ForgeError::Api {
+            Error::Api {
                 forge: FORGE,
-                doing: DOING,
-                status,
+                doing,
+                status: source.status_code.as_u16(),
                 message,
-                hint,
+                hint: None,
             }
         }
-        octocrab::Error::Serde { source, .. } => ForgeError::Decode {
+        octocrab::Error::Serde { source, .. } => Error::Decode {
             forge: FORGE,
-            doing: DOING,
+            doing,
             message: source.to_string(),
         },
-        octocrab::Error::Json { source, .. } => ForgeError::Decode {
+        octocrab::Error::Json { source, .. } => Error::Decode {
             forge: FORGE,
-            doing: DOING,
+            doing,
             message: source.to_string(),
         },
-        other => ForgeError::Transport {
+        other => Error::Transport {
             forge: FORGE,
-            doing: DOING,
+            doing,
             message: crate::core::error_chain(&other),
         },
     }
 }
 
-fn hint(status: u16, message: &str, run: &CheckRun) -> Option<String> {
+fn check_run_hint(status: u16, message: &str, run: &CheckRun) -> Option<String> {
     let lower = message.to_ascii_lowercase();
     Some(match status {
         401 => "the token was refused: check GITHUB_TOKEN or --github-token".to_string(),

@@ -1,19 +1,23 @@
-//! A note on the merge request, through the GitLab REST API: the `gitlab` crate's
-//! endpoint (`POST {api}/projects/{id}/merge_requests/{iid}/notes`) over a small client of
-//! our own, so that the base is `CI_API_V4_URL` as GitLab gives it (relative URL roots and
-//! plain-http test servers included) and no extra call is made to check the token first.
-//! Authenticated with `PRIVATE-TOKEN` (a project access token with the `api` scope).
+//! The GitLab adapter: the `gitlab` crate's endpoints (merge request notes, group members)
+//! over one `AsyncClient` of our own on reqwest, so that the base is the configured API URL
+//! as given (`CI_API_V4_URL`, a self-managed instance under a relative root, a plain-http
+//! mock) and no extra call is made to check the token first. Authenticated with
+//! `PRIVATE-TOKEN`.
 
 use bytes::Bytes;
+use gitlab::api::groups::members::AllGroupMembers;
 use gitlab::api::projects::merge_requests::notes::CreateMergeRequestNote;
-use gitlab::api::{ApiError, AsyncClient, AsyncQuery, RestClient};
+use gitlab::api::{ApiError, AsyncClient, AsyncQuery, Endpoint, RestClient};
 use serde::Deserialize;
 use url::Url;
 
-use super::ForgeError;
+use super::{Error, Timeouts, same_origin};
 
 const FORGE: &str = "GitLab";
-const DOING: &str = "posting the merge request note";
+const NOTE: &str = "posting the merge request note";
+const MEMBERS: &str = "listing group members";
+/// At most this many pages (of 100) are read for one group.
+const MAX_PAGES: usize = 200;
 
 /// What GitLab made.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,30 +25,13 @@ pub struct Note {
     pub id: u64,
 }
 
-/// Posts `body` (Markdown) as a note on merge request `!mr_iid` of `project` (its id, or
-/// its path). `api` is `CI_API_V4_URL`, e.g. `https://gitlab.com/api/v4`.
-pub async fn create_mr_note(
-    api: &str,
-    token: &str,
-    project: &str,
-    mr_iid: u64,
-    body: &str,
-) -> Result<Note, ForgeError> {
-    let client = Api::new(api, token)?;
-    let mut builder = CreateMergeRequestNote::builder();
-    match project.parse::<u64>() {
-        Ok(id) => builder.project(id),
-        Err(_) => builder.project(project),
-    };
-    let endpoint = builder
-        .merge_request(mr_iid)
-        .body(body)
-        .build()
-        .map_err(|e| ForgeError::Usage(format!("GitLab note: {e}")))?;
-    endpoint
-        .query_async(&client)
-        .await
-        .map_err(|e| error(e, project, mr_iid))
+/// A member of a group, as listed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Member {
+    pub username: String,
+    /// `active`, `blocked`, `awaiting`…
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 /// The transport error of our client.
@@ -52,38 +39,109 @@ pub async fn create_mr_note(
 #[error("{0}")]
 pub struct Transport(String);
 
-/// `gitlab::api::AsyncClient` over reqwest: joins endpoints onto `CI_API_V4_URL` and
-/// sends the token as `PRIVATE-TOKEN`.
-struct Api {
+/// One GitLab API with one token: `gitlab::api::AsyncClient` over reqwest.
+pub struct GitLab {
     http: reqwest::Client,
     base: Url,
     token: http::HeaderValue,
 }
 
-impl Api {
-    fn new(api: &str, token: &str) -> Result<Api, ForgeError> {
-        // A trailing slash makes `join` append to the path instead of replacing its last part.
-        let base = Url::parse(&format!("{}/", api.trim_end_matches('/')))
-            .map_err(|e| ForgeError::Usage(format!("CI_API_V4_URL `{api}`: {e}")))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(ForgeError::Usage(format!(
-                "CI_API_V4_URL `{api}` is not an http(s) URL"
-            )));
-        }
-        let mut token = http::HeaderValue::from_str(token.trim())
-            .map_err(|_| ForgeError::Usage("GATE_GITLAB_TOKEN is not a valid header value".into()))?;
-        token.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(20))
-            .user_agent(concat!("jitgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ForgeError::Usage(format!("GitLab client: {e}")))?;
-        Ok(Api { http, base, token })
+impl std::fmt::Debug for GitLab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitLab")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
     }
 }
 
-impl RestClient for Api {
+impl GitLab {
+    /// A client for `api` (e.g. `https://gitlab.com/api/v4`).
+    pub fn new(api: &str, token: &str, t: Timeouts) -> Result<GitLab, Error> {
+        // A trailing slash makes `join` append to the path instead of replacing its last part.
+        let base = Url::parse(&format!("{}/", api.trim_end_matches('/')))
+            .map_err(|e| Error::Usage(format!("CI_API_V4_URL `{api}`: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(Error::Usage(format!("CI_API_V4_URL `{api}` is not an http(s) URL")));
+        }
+        let mut token = http::HeaderValue::from_str(token.trim())
+            .map_err(|_| Error::Usage("GATE_GITLAB_TOKEN is not a valid header value".into()))?;
+        token.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .connect_timeout(t.connect)
+            .timeout(t.read)
+            .user_agent(concat!("jitgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Usage(format!("GitLab client: {e}")))?;
+        Ok(GitLab { http, base, token })
+    }
+
+    /// Posts `body` (Markdown) as a note on merge request `!mr_iid` of `project` (its id,
+    /// or its path): `POST /projects/{id}/merge_requests/{iid}/notes`.
+    pub async fn create_mr_note(&self, project: &str, mr_iid: u64, body: &str) -> Result<Note, Error> {
+        let mut builder = CreateMergeRequestNote::builder();
+        match project.parse::<u64>() {
+            Ok(id) => builder.project(id),
+            Err(_) => builder.project(project),
+        };
+        let endpoint = builder
+            .merge_request(mr_iid)
+            .body(body)
+            .build()
+            .map_err(|e| Error::Usage(format!("GitLab note: {e}")))?;
+        endpoint
+            .query_async(self)
+            .await
+            .map_err(|e| with_hint(error(e, NOTE), project, mr_iid))
+    }
+
+    /// Everyone in a group, inherited members included (`GET /groups/{path}/members/all`),
+    /// every page: the crate's own paging stops at the first short page, so pages are
+    /// followed here, from `Link: rel="next"` or `x-next-page`.
+    pub async fn group_members(&self, group: &str) -> Result<Vec<Member>, Error> {
+        let endpoint = AllGroupMembers::builder()
+            .group(group)
+            .build()
+            .map_err(|e| Error::Usage(format!("GitLab group members: {e}")))?;
+        let mut url = endpoint
+            .url_base()
+            .endpoint_for(self, &endpoint.endpoint())
+            .map_err(|e| error(e, MEMBERS))?;
+        endpoint.parameters().add_to_url(&mut url);
+        url.query_pairs_mut()
+            .append_pair("per_page", "100")
+            .append_pair("page", "1");
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let request = http::Request::builder().method(endpoint.method()).uri(url.as_str());
+            let rsp = self
+                .rest_async(request, Vec::new())
+                .await
+                .map_err(|e| error(e, MEMBERS))?;
+            if !rsp.status().is_success() {
+                return Err(api(rsp.status(), service_message(rsp.status(), rsp.body()), MEMBERS));
+            }
+            let page: Vec<Member> = serde_json::from_slice(rsp.body()).map_err(|e| Error::Decode {
+                forge: FORGE,
+                doing: MEMBERS,
+                message: e.to_string(),
+            })?;
+            out.extend(page);
+            match next_page(rsp.headers(), &url) {
+                Some(next) if same_origin(next.as_str(), self.base.as_str()) => url = next,
+                Some(next) => {
+                    return Err(paging(format!(
+                        "the next page `{next}` is not on {}",
+                        self.base.as_str().trim_end_matches('/')
+                    )));
+                }
+                None => return Ok(out),
+            }
+        }
+        Err(paging(format!("more than {MAX_PAGES} pages")))
+    }
+}
+
+impl RestClient for GitLab {
     type Error = Transport;
 
     fn rest_endpoint(&self, endpoint: &str) -> Result<Url, ApiError<Self::Error>> {
@@ -92,89 +150,179 @@ impl RestClient for Api {
 }
 
 #[async_trait::async_trait]
-impl AsyncClient for Api {
+impl AsyncClient for GitLab {
     async fn rest_async(
         &self,
         mut request: http::request::Builder,
         body: Vec<u8>,
     ) -> Result<http::Response<Bytes>, ApiError<Self::Error>> {
+        let fail = |m: String| ApiError::client(Transport(m));
         if let Some(h) = request.headers_mut() {
             h.insert("PRIVATE-TOKEN", self.token.clone());
         }
-        let request = request
-            .body(body)
-            .map_err(|e| ApiError::client(Transport(e.to_string())))?;
-        let request = reqwest::Request::try_from(request).map_err(|e| ApiError::client(Transport(e.to_string())))?;
+        let request = request.body(body).map_err(|e| fail(e.to_string()))?;
+        let request = reqwest::Request::try_from(request).map_err(|e| fail(e.to_string()))?;
         let rsp = self
             .http
             .execute(request)
             .await
-            .map_err(|e| ApiError::client(Transport(crate::core::error_chain(&e))))?;
+            .map_err(|e| fail(crate::core::error_chain(&e)))?;
         let mut out = http::Response::builder().status(rsp.status()).version(rsp.version());
         if let Some(h) = out.headers_mut() {
             for (k, v) in rsp.headers() {
                 h.insert(k, v.clone());
             }
         }
-        let bytes = rsp
-            .bytes()
-            .await
-            .map_err(|e| ApiError::client(Transport(crate::core::error_chain(&e))))?;
-        out.body(bytes).map_err(|e| ApiError::client(Transport(e.to_string())))
+        let bytes = rsp.bytes().await.map_err(|e| fail(crate::core::error_chain(&e)))?;
+        out.body(bytes).map_err(|e| fail(e.to_string()))
     }
 }
 
-fn error(e: ApiError<Transport>, project: &str, mr_iid: u64) -> ForgeError {
-    let api = |status: http::StatusCode, message: String| ForgeError::Api {
+/// The next page: `Link: <…>; rel="next"`, else `x-next-page` put into `page=`.
+fn next_page(h: &http::HeaderMap, current: &Url) -> Option<Url> {
+    if let Some(link) = h.get("link").and_then(|v| v.to_str().ok()) {
+        for part in link.split(',') {
+            let mut bits = part.split(';');
+            let target = bits.next()?.trim();
+            if bits.any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"))
+                && let Some(u) = target.strip_prefix('<').and_then(|t| t.strip_suffix('>'))
+            {
+                return Url::parse(u).ok();
+            }
+        }
+        return None;
+    }
+    let n = h.get("x-next-page").and_then(|v| v.to_str().ok()).map(str::trim)?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut next = current.clone();
+    let kept: Vec<(String, String)> = current
+        .query_pairs()
+        .filter(|(k, _)| k != "page")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    next.query_pairs_mut().clear().extend_pairs(kept).append_pair("page", n);
+    Some(next)
+}
+
+fn paging(message: String) -> Error {
+    Error::Paging {
         forge: FORGE,
-        doing: DOING,
-        status: status.as_u16(),
-        hint: hint(status.as_u16(), project, mr_iid),
+        doing: MEMBERS,
         message,
-    };
+    }
+}
+
+fn api(status: http::StatusCode, message: String, doing: &'static str) -> Error {
+    Error::Api {
+        forge: FORGE,
+        doing,
+        status: status.as_u16(),
+        message,
+        hint: None,
+    }
+}
+
+/// A non-JSON error body: its text, unless empty or an HTML page.
+fn service_message(status: http::StatusCode, data: &[u8]) -> String {
+    let text = String::from_utf8_lossy(data);
+    let text = text.trim();
+    if text.is_empty() || text.starts_with('<') {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text.chars().take(300).collect()
+    }
+}
+
+fn error(e: ApiError<Transport>, doing: &'static str) -> Error {
     match e {
-        ApiError::Client { source } => ForgeError::Transport {
+        ApiError::Client { source } => Error::Transport {
             forge: FORGE,
-            doing: DOING,
+            doing,
             message: source.0,
         },
-        ApiError::GitlabWithStatus { status, msg } => api(status, msg),
+        ApiError::GitlabWithStatus { status, msg } => api(status, msg, doing),
         ApiError::GitlabObjectWithStatus { status, obj } | ApiError::GitlabUnrecognizedWithStatus { status, obj } => {
-            api(status, obj.to_string())
+            api(status, obj.to_string(), doing)
         }
-        ApiError::GitlabService { status, data } => {
-            let text = String::from_utf8_lossy(&data);
-            let text = text.trim();
-            let message = if text.is_empty() || text.starts_with('<') {
-                status.canonical_reason().unwrap_or("error").to_string()
-            } else {
-                text.chars().take(300).collect()
-            };
-            api(status, message)
-        }
+        ApiError::GitlabService { status, data } => api(status, service_message(status, &data), doing),
         ApiError::GitlabRateLimited { retry_after, .. } => api(
             http::StatusCode::TOO_MANY_REQUESTS,
             format!("rate limited; retry after {}s", retry_after.as_secs()),
+            doing,
         ),
         ApiError::MovedPermanently { location } => api(
             http::StatusCode::MOVED_PERMANENTLY,
             format!("moved to {}", location.unwrap_or_default()),
+            doing,
         ),
-        ApiError::Json { source } | ApiError::DataType { source, .. } => ForgeError::Decode {
+        ApiError::Json { source } | ApiError::DataType { source, .. } => Error::Decode {
             forge: FORGE,
-            doing: DOING,
+            doing,
             message: source.to_string(),
         },
-        other => ForgeError::Usage(format!("GitLab note: {other}")),
+        other => Error::Usage(format!("GitLab note: {other}")),
     }
 }
 
-fn hint(status: u16, project: &str, mr_iid: u64) -> Option<String> {
-    Some(match status {
-        401 => "GATE_GITLAB_TOKEN was refused (expired or revoked?)".to_string(),
-        403 => "the token needs the `api` scope and at least the Reporter role in the project (CI_JOB_TOKEN cannot post notes)"
-            .to_string(),
-        404 => format!("project {project} or merge request !{mr_iid} is not there, or not visible to the token"),
-        _ => return None,
-    })
+/// What to fix when the note is refused.
+fn with_hint(e: Error, project: &str, mr_iid: u64) -> Error {
+    let Error::Api {
+        forge,
+        doing,
+        status,
+        message,
+        ..
+    } = e
+    else {
+        return e;
+    };
+    let hint = match status {
+        401 => Some("GATE_GITLAB_TOKEN was refused (expired or revoked?)".to_string()),
+        403 => Some(
+            "the token needs the `api` scope and at least the Reporter role in the project (CI_JOB_TOKEN cannot post notes)"
+                .to_string(),
+        ),
+        404 => Some(format!(
+            "project {project} or merge request !{mr_iid} is not there, or not visible to the token"
+        )),
+        _ => None,
+    };
+    Error::Api {
+        forge,
+        doing,
+        status,
+        message,
+        hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn pagination_headers() {
+        let here = Url::parse("http://h/api/v4/groups/a%2Fb/members/all?per_page=100&page=2").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "link",
+            HeaderValue::from_static(
+                "<http://h/api/v4/x?page=3>; rel=\"next\", <http://h/api/v4/x?page=9>; rel=\"last\"",
+            ),
+        );
+        assert_eq!(next_page(&h, &here).unwrap().as_str(), "http://h/api/v4/x?page=3");
+        h.insert("link", HeaderValue::from_static("<http://h/x?page=1>; rel=\"prev\""));
+        assert_eq!(next_page(&h, &here), None);
+        let mut g = HeaderMap::new();
+        g.insert("x-next-page", HeaderValue::from_static("3"));
+        assert_eq!(
+            next_page(&g, &here).unwrap().as_str(),
+            "http://h/api/v4/groups/a%2Fb/members/all?per_page=100&page=3"
+        );
+        g.insert("x-next-page", HeaderValue::from_static(""));
+        assert_eq!(next_page(&g, &here), None);
+    }
 }

@@ -19,7 +19,7 @@ use super::{Doc, Engine};
 use crate::core::api::VoteMeta;
 use crate::core::decide::{Requirement, State};
 use crate::core::policy::GroupSource;
-use crate::forge::groups::ForgeError;
+use crate::forge::{self, Read};
 use crate::store::VoteRow;
 
 /// Live member lists, one per requirement of a request; `None` for lists of users.
@@ -51,7 +51,7 @@ impl Engine {
             };
             let logins = self
                 .forge
-                .logins_cached(&src)
+                .members(&src, Read::Cached)
                 .await
                 .map_err(|e| unavailable(&e, "the request was not opened; retry"))?;
             r.members = self.users_for_logins(&src, &logins);
@@ -67,7 +67,7 @@ impl Engine {
                 out.push(None);
                 continue;
             };
-            let logins = self.forge.logins(&src, None).await.map_err(|e| {
+            let logins = self.forge.members(&src, Read::Live).await.map_err(|e| {
                 unavailable(
                     &e,
                     "the vote was not counted (membership is checked with the forge at every vote); try again later",
@@ -79,7 +79,7 @@ impl Engine {
     }
 }
 
-fn unavailable(e: &ForgeError, what: &str) -> AppError {
+fn unavailable(e: &forge::Error, what: &str) -> AppError {
     tracing::warn!(error = %e, "forge group membership unavailable");
     AppError::Unavailable(format!("{e}; {what}"))
 }

@@ -61,7 +61,7 @@ pub struct Engine {
     /// Wakes the notification worker when a transaction queued notifications.
     pub notify: std::sync::Arc<crate::notify::Hub>,
     /// GitHub/GitLab access for forge groups and comment votes (see `forge_groups`).
-    pub forge: std::sync::Arc<crate::forge::Forge>,
+    pub forge: std::sync::Arc<dyn crate::forge::Forge>,
 }
 
 type Loaded = (RequestRow, Vec<VoteRow>);
@@ -82,7 +82,7 @@ impl Engine {
             timer_poke: Notify::new(),
             waiting: AtomicI64::new(0),
             notify: Default::default(),
-            forge: Default::default(),
+            forge: std::sync::Arc::new(crate::forge::Forges::default()),
         }
     }
 

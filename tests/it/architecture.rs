@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["core"],
     &["store"],
-    &["auth", "forge", "notify", "ci", "client"],
+    &["auth", "forge", "notify", "client"],
+    // The gate's side: it reports to the forge (check runs, MR notes) through `forge`.
+    &["ci"],
     &["config"],
     &["service"],
     &["http"],

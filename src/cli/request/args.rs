@@ -74,7 +74,7 @@ pub struct RequestArgs {
     pub annotations_file: PathBuf,
     /// --github-check, --gitlab-note and their tokens: reports after the decision.
     #[command(flatten)]
-    pub forge: crate::forge::ForgeArgs,
+    pub forge: crate::ci::report::forge::ForgeArgs,
 }
 
 pub(super) fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {

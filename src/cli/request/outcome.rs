@@ -91,7 +91,7 @@ pub(super) async fn finish(
     );
     report(client, a, &view, decision, &why, record_path.as_deref());
     // Side calls report the outcome; they never change the exit code.
-    crate::forge::report(&a.forge, &view, decision, &why).await;
+    crate::ci::report::forge::report(&a.forge, &view, decision, &why).await;
     Ok(Exit::yes_or_no(approved))
 }
 

@@ -1,11 +1,10 @@
 //! What arrives on `/webhooks/github` and `/webhooks/gitlab`: checking it came from the
-//! forge, and reading a `/approve` or `/deny` command out of a comment. Pure.
+//! forge, the parts of the payloads we read, and a `/approve` or `/deny` command in a
+//! comment. Pure.
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-
-pub use crate::core::crypto::hmac_sha256;
 
 /// GitHub: `X-Hub-Signature-256: sha256=<hex HMAC of the raw body>`, compared in constant time.
 pub fn github_signature_ok(secret: &str, body: &[u8], header: Option<&str>) -> bool {
@@ -136,6 +135,7 @@ pub struct GitlabMergeRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::crypto::hmac_sha256;
 
     #[test]
     fn hmac_rfc4231() {

@@ -14,12 +14,16 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
+mod parse;
+
+use parse::{Command, GithubIssueComment, GitlabNote};
+
 use super::AppState;
 use super::error::{AppError, ErrorCode, Result};
 use crate::auth::Principal;
 use crate::core::api::VoteMeta;
 use crate::core::duration::now_ms;
-use crate::forge::webhook::{self, Command, GithubIssueComment, GitlabNote};
+use crate::forge::{Kind, Thread};
 use crate::service::{Engine, doc_of};
 
 /// How many pending requests are searched for the one a comment is about.
@@ -59,12 +63,12 @@ struct Acted {
 
 pub async fn github(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>> {
     let forge = s.engine.forge.clone();
-    let Some(secret) = forge.github.as_ref().and_then(|e| e.webhook_secret.as_deref()) else {
+    let Some(secret) = forge.webhook_secret(Kind::Github) else {
         return Err(AppError::NotFound(
             "GitHub webhooks are not configured on this server (forge.github.webhook_secret_env)".into(),
         ));
     };
-    if !webhook::github_signature_ok(secret, &body, header(&headers, "x-hub-signature-256")) {
+    if !parse::github_signature_ok(secret, &body, header(&headers, "x-hub-signature-256")) {
         tracing::warn!("GitHub webhook with a missing or wrong signature refused");
         return Err(AppError::Unauthorized(
             "missing or wrong X-Hub-Signature-256: the delivery is not from the configured GitHub webhook".into(),
@@ -90,7 +94,7 @@ pub async fn github(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
     let cmd = match (
         p.action.as_str(),
         &p.issue.pull_request,
-        webhook::parse_command(&p.comment.body),
+        parse::parse_command(&p.comment.body),
     ) {
         ("created", Some(_), Some(cmd)) => cmd,
         _ => {
@@ -116,18 +120,26 @@ pub async fn github(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
     };
     let acted = act(&s.engine, &vote).await;
     let reply = reply_text(&s.engine, &vote, &acted);
-    let replied = forge.github_comment(&vote.repo, vote.number, &reply).await;
+    let replied = forge
+        .reply(
+            Thread::PullRequest {
+                repo: &vote.repo,
+                number: vote.number,
+            },
+            &reply,
+        )
+        .await;
     finish(&s.engine, "github", delivery, &acted, replied).await
 }
 
 pub async fn gitlab(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>> {
     let forge = s.engine.forge.clone();
-    let Some(secret) = forge.gitlab.as_ref().and_then(|e| e.webhook_secret.as_deref()) else {
+    let Some(secret) = forge.webhook_secret(Kind::Gitlab) else {
         return Err(AppError::NotFound(
             "GitLab webhooks are not configured on this server (forge.gitlab.webhook_secret_env)".into(),
         ));
     };
-    if !webhook::gitlab_token_ok(secret, header(&headers, "x-gitlab-token")) {
+    if !parse::gitlab_token_ok(secret, header(&headers, "x-gitlab-token")) {
         tracing::warn!("GitLab webhook with a missing or wrong token refused");
         return Err(AppError::Unauthorized(
             "missing or wrong X-Gitlab-Token: the delivery is not from the configured GitLab webhook".into(),
@@ -145,7 +157,7 @@ pub async fn gitlab(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
         p.object_attributes.noteable_type.as_str(),
         &p.merge_request,
         created,
-        webhook::parse_command(&p.object_attributes.note),
+        parse::parse_command(&p.object_attributes.note),
     ) {
         ("note", "MergeRequest", Some(_), true, Some(cmd)) => cmd,
         _ => return Ok(ignored("not a new /approve or /deny note on a merge request")),
@@ -165,7 +177,16 @@ pub async fn gitlab(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
     };
     let acted = act(&s.engine, &vote).await;
     let reply = reply_text(&s.engine, &vote, &acted);
-    let replied = forge.gitlab_note(&p.project.id.to_string(), vote.number, &reply).await;
+    let project = p.project.id.to_string();
+    let replied = forge
+        .reply(
+            Thread::MergeRequest {
+                project: &project,
+                iid: vote.number,
+            },
+            &reply,
+        )
+        .await;
     finish(&s.engine, "gitlab", &delivery, &acted, replied).await
 }
 
@@ -174,7 +195,7 @@ async fn finish(
     forge: &str,
     delivery: &str,
     acted: &Acted,
-    replied: std::result::Result<(), crate::forge::groups::ForgeError>,
+    replied: std::result::Result<(), crate::forge::Error>,
 ) -> Result<Json<Value>> {
     let result = if acted.counted { "counted" } else { "refused" };
     engine
