@@ -35,6 +35,7 @@ use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use clap::{Parser, Subcommand};
 use jitgate::client::{Client, ClientError};
 use jitgate::core::api::{Context, CreateRequest, RequestView};
+use jitgate::core::decide::Status;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -595,7 +596,7 @@ async fn approve_one(c: &Client, id: &str, stats: &Stats) -> Result<RequestView>
         Err(f) if f.after_500 && f.err.status() == Some(409) => retry(stats, "get", || c.get(id)).await?,
         Err(f) => return Err(f.into()),
     };
-    ensure!(v.status == "approved", "{id} is {} after the approval", v.status);
+    ensure!(v.status == Status::Approved, "{id} is {} after the approval", v.status);
     Ok(v)
 }
 
@@ -669,7 +670,7 @@ async fn open_many(
             let body = create_body(tag, i);
             // After a 500 the retry may replay the request (not new): the key makes that safe.
             let (v, _new) = retry(&stats, "open", || clients[w].create(&body)).await?;
-            ensure!(v.status == "pending", "request {i} opened as {}", v.status);
+            ensure!(v.status == Status::Pending, "request {i} opened as {}", v.status);
             Ok(v)
         }
     })
@@ -911,7 +912,7 @@ async fn waiters(cli: &Cli, server: &Server) -> Result<Value> {
         tasks.push(tokio::spawn(async move {
             loop {
                 let r = retry(&stats, "wait", || c.wait(&id, Some(version), 60)).await?;
-                if r.status != "pending" {
+                if r.status != Status::Pending {
                     return Ok::<_, anyhow::Error>((Instant::now(), r.status));
                 }
                 // Timed out (or a vote that did not decide): wait again from what we saw.
@@ -951,7 +952,10 @@ async fn waiters(cli: &Cli, server: &Server) -> Result<Value> {
     let mut last = t_approve;
     for (i, t) in tasks.into_iter().enumerate() {
         let (at, status) = t.await??;
-        ensure!(status == "approved", "waiter {i} was released with status {status}");
+        ensure!(
+            status == Status::Approved,
+            "waiter {i} was released with status {status}"
+        );
         last = last.max(at);
         released.push(at.saturating_duration_since(approved[i].0));
     }

@@ -347,11 +347,12 @@ pub fn gitlab_annotations(r: &Report) -> String {
 mod tests {
     use super::*;
     use crate::core::api::{Context, VoteView};
+    use crate::core::decide::Status;
 
     fn view() -> RequestView {
         RequestView {
             id: "r-1".into(),
-            status: "denied".into(),
+            status: Status::Denied,
             url: "https://gate.example/r/r-1".into(),
             context: Context {
                 repository: "acme/web".into(),

@@ -3,6 +3,7 @@
 use super::{Ctx, Exit, Failure, Outcome, print_json};
 use crate::client::ClientError;
 use crate::core::api::RequestView;
+use crate::core::decide::Status;
 
 fn refused(e: ClientError) -> Failure {
     match e.status() {
@@ -33,7 +34,7 @@ pub async fn vote(ctx: &Ctx, id: &str, approve: bool, reason: Option<String>) ->
             v.id,
             v.status
         );
-        if v.status == "pending" {
+        if v.status == Status::Pending {
             println!("still needed: {}", v.needs());
         }
     }
@@ -51,7 +52,7 @@ pub async fn cancel(ctx: &Ctx, id: &str, reason: Option<String>) -> Outcome {
 }
 
 pub async fn pending(ctx: &Ctx) -> Outcome {
-    let list = ctx.client()?.list("pending").await?;
+    let list = ctx.client()?.list(Status::Pending.as_str()).await?;
     if ctx.json() {
         print_json(&list);
         return Ok(Exit::Success);

@@ -130,7 +130,7 @@ impl VoteMeta {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RequestView {
     pub id: String,
-    pub status: String,
+    pub status: crate::core::decide::Status,
     pub url: String,
     pub context: Context,
     pub summary: String,

@@ -21,6 +21,7 @@ pub use config::{Event, NotifyConfig};
 pub use error::{ChannelError, DeliveryError};
 
 use crate::core::api::RequestView;
+use crate::core::decide::Status;
 use crate::core::duration::rfc3339;
 use crate::store::NotificationDraft;
 
@@ -154,7 +155,7 @@ pub fn document(server: &str, event: Event, v: &RequestView, people: &[&str], no
         "requester": v.requester,
         "opened_by": v.opened_by,
         "approvers": v.approvers(),
-        "needs": if v.status == "pending" { v.needs() } else { String::new() },
+        "needs": if v.status == Status::Pending { v.needs() } else { String::new() },
         "requirements": v.requirements,
         "votes": v.votes,
         "decided_by": v.decided_by,

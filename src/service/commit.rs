@@ -49,7 +49,7 @@ impl Engine {
             match decide(&state, now) {
                 Err(refusal) => {
                     self.audit_refusal(id, actor, &refusal, now).await;
-                    return Err(Rejected::Refused(refusal, Some(row.status.clone())));
+                    return Err(Rejected::Refused(refusal, Some(row.status)));
                 }
                 Ok((next, vote, event, by, reason)) => {
                     let decides = next.status != state.status;
@@ -83,10 +83,10 @@ impl Engine {
         reason: Option<String>,
         now: i64,
     ) -> Result<RequestView, Failure> {
-        let before = row.status.clone();
+        let before = row.status;
         let mut tx = self.store.begin().await?;
         row.version += 1;
-        row.status = next.status.as_str().to_string();
+        row.status = next.status;
         row.approval_expires_at = next.approval_expires_at;
         let decides = before != row.status;
         if decides && next.status == Status::Consumed {
@@ -122,10 +122,10 @@ impl Engine {
         if decides {
             self.put_record(&mut tx, &row, &votes, now).await?;
         }
-        let event = (decides && before == "pending").then_some(crate::notify::Event::Decided);
+        let event = (decides && before == Status::Pending).then_some(crate::notify::Event::Decided);
         self.commit(tx, &row, &votes, event, now).await?;
-        if decides && before == "pending" {
-            self.metrics.decided(&row.status, now - row.created_at);
+        if decides && before == Status::Pending {
+            self.metrics.decided(row.status, now - row.created_at);
         }
         if decides {
             self.timer_poke.notify_one();
@@ -149,7 +149,7 @@ impl Engine {
             Some(e) => self.enqueue_notifications(&mut tx, e, row, votes, now).await?,
             None => false,
         };
-        tx.notify_change(&row.id, &row.status, row.version).await?;
+        tx.notify_change(&row.id, row.status, row.version).await?;
         tx.commit().await?;
         if queued {
             self.notify.queued();
@@ -163,7 +163,7 @@ impl Engine {
 pub(super) enum Rejected {
     /// The refusal, and the request's status when it was refused.
     #[error("{0}")]
-    Refused(Refusal, Option<String>),
+    Refused(Refusal, Option<Status>),
     #[error(transparent)]
     Failed(#[from] AppError),
 }

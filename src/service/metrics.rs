@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
+use crate::core::decide::Status;
+
 /// Upper bounds (seconds) of the decision-latency histogram.
 const BUCKETS: [f64; 14] = [
     0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 43200.0, 86400.0,
@@ -39,10 +41,10 @@ impl Metrics {
     }
 
     /// A request left `pending` after `ms` milliseconds.
-    pub fn decided(&self, outcome: &str, ms: i64) {
+    pub fn decided(&self, outcome: Status, ms: i64) {
         let secs = ms.max(0) as f64 / 1000.0;
         self.with(|m| {
-            *m.decisions.entry(outcome.to_string()).or_default() += 1;
+            *m.decisions.entry(outcome.as_str().to_string()).or_default() += 1;
             for (i, b) in BUCKETS.iter().enumerate() {
                 if secs <= *b {
                     m.latency_counts[i] += 1;

@@ -138,7 +138,7 @@ impl Engine {
         let mut row = RequestRow {
             id: id.clone(),
             idem_key: key.to_string(),
-            status: "pending".into(),
+            status: Status::Pending,
             version: 1,
             created_at: now,
             expires_at: now.saturating_add(timeout.millis()),
@@ -211,7 +211,7 @@ impl Engine {
             doc.decided_by = Some(format!("policy rule `{}`", doc.rule.name));
             doc.reason = Some(reason);
             doc.decision_event = Some(ev);
-            row.status = status.as_str().into();
+            row.status = status;
             row.version = 2;
             row.decided_at = Some(now);
             if approve {
@@ -222,11 +222,11 @@ impl Engine {
             tx.update_request(&row, deadline).await?;
             self.put_record(&mut tx, &row, &votes, now).await?;
         }
-        let event = (row.status == "pending").then_some(crate::notify::Event::Opened);
+        let event = (row.status == Status::Pending).then_some(crate::notify::Event::Opened);
         self.commit(tx, &row, &votes, event, now).await?;
         self.metrics.opened();
         if row.decided_at.is_some() {
-            self.metrics.decided(&row.status, 0);
+            self.metrics.decided(row.status, 0);
         }
         self.timer_poke.notify_one();
         self.publish(&row);

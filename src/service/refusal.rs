@@ -6,6 +6,7 @@ use super::commit::Rejected;
 use super::error::{AppError, ErrorCode};
 use super::{Engine, MAX_ATTEMPTS};
 use crate::core::decide::Refusal;
+use crate::core::decide::Status;
 use crate::store::AuditDraft;
 
 impl Engine {
@@ -38,7 +39,7 @@ impl Engine {
     pub(super) fn refusal_error(&self, rejected: Rejected, what: &str) -> AppError {
         let (refusal, status) = match rejected {
             Rejected::Failed(e) => return e,
-            Rejected::Refused(r, s) => (r, s.unwrap_or_default()),
+            Rejected::Refused(r, s) => (r, s.unwrap_or(Status::Expired)),
         };
         match refusal {
             Refusal::Requester => AppError::Forbidden(ErrorCode::RequesterCannotVote, refusal.to_string()),
@@ -49,13 +50,9 @@ impl Engine {
                 AppError::Conflict(ErrorCode::NotPending, format!("cannot {what}: the request is {s}"))
             }
             Refusal::OutsideWindow => AppError::Conflict(ErrorCode::OutsideWindow, format!("cannot {what}: {refusal}")),
-            Refusal::Expired => AppError::Conflict(
-                ErrorCode::Expired,
-                format!(
-                    "cannot {what}: the request is {}",
-                    if status.is_empty() { "expired".into() } else { status }
-                ),
-            ),
+            Refusal::Expired => {
+                AppError::Conflict(ErrorCode::Expired, format!("cannot {what}: the request is {status}"))
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The read projection: a request as the API shows it, the machine's state of it, and
 //! listings.
 
-use super::error::{AppError, Result};
+use super::error::Result;
 use super::holder::is_opener;
 use super::validate::requester_identities;
 use super::{Doc, Engine, doc_of, forge_groups};
@@ -45,7 +45,7 @@ impl Engine {
             .collect();
         Ok(RequestView {
             id: row.id.clone(),
-            status: row.status.clone(),
+            status: row.status,
             url: self.request_url(&row.id),
             context: doc.context,
             summary: doc.summary,
@@ -77,9 +77,7 @@ impl Engine {
     /// The machine's view of a request. The requester set is widened with today's user
     /// mapping too, so a login added to the config later still cannot approve its own run.
     pub(super) fn state(&self, row: &RequestRow, doc: &Doc, votes: &[VoteRow]) -> Result<State> {
-        let status = Status::parse(&row.status).ok_or_else(|| {
-            AppError::Internal(anyhow::anyhow!("request {} has unknown status {}", row.id, row.status))
-        })?;
+        let status = row.status;
         let mut requesters = doc.requesters.clone();
         for ident in requester_identities(&doc.context) {
             for u in self.config.users_for_identity(ident) {
@@ -115,14 +113,14 @@ impl Engine {
 
     /// Requests the caller may act on now: for an approver, pending ones where their vote
     /// would count; for a pipeline, the pending ones it opened.
-    pub async fn inbox(&self, who: &Principal, status: &str, limit: i64) -> Result<Vec<RequestView>> {
+    pub async fn inbox(&self, who: &Principal, status: Status, limit: i64) -> Result<Vec<RequestView>> {
         let all = self.listing(who, status, limit).await?;
         Ok(all.into_iter().filter(|(_, mine)| *mine).map(|(v, _)| v).collect())
     }
 
     /// Every request in `status` (oldest first, at most `limit`), each with whether it is
     /// in `who`'s inbox. Two queries, whatever the number of requests.
-    pub async fn listing(&self, who: &Principal, status: &str, limit: i64) -> Result<Vec<(RequestView, bool)>> {
+    pub async fn listing(&self, who: &Principal, status: Status, limit: i64) -> Result<Vec<(RequestView, bool)>> {
         let rows = self.store.list(Some(status), limit).await?;
         let mut all_votes = self.store.votes_by_status(status).await?;
         let mut out = Vec::new();
@@ -132,7 +130,7 @@ impl Engine {
             let mine = match who {
                 Principal::Pipeline { .. } => is_opener(who, &row, &doc),
                 Principal::Approver(u) => {
-                    status != "pending" || {
+                    status != Status::Pending || {
                         let st = self.state(&row, &doc, &votes)?;
                         st.is_eligible(u) && !votes.iter().any(|v| &v.voter == u)
                     }

@@ -6,6 +6,7 @@ use super::error::{AppError, ErrorCode, Result};
 use super::{Engine, doc_of, forge_groups};
 use crate::auth::Principal;
 use crate::core::api::{RequestView, VoteMeta};
+use crate::core::decide::Status;
 use crate::core::duration::rfc3339;
 use crate::store::{AuditDraft, VoteRow};
 
@@ -38,7 +39,7 @@ impl Engine {
         let (row, _) = self.load(id).await?;
         // Forge groups: membership is read live for every vote on a pending request.
         let doc = doc_of(&row)?;
-        let live = if row.status == "pending" {
+        let live = if row.status == Status::Pending {
             self.live_members(&doc).await?
         } else {
             vec![]

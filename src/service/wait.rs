@@ -16,7 +16,7 @@ use crate::store::RequestRow;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change {
     pub id: String,
-    pub status: String,
+    pub status: Status,
     pub version: i64,
 }
 
@@ -41,7 +41,7 @@ impl Engine {
     pub(super) fn publish(&self, row: &RequestRow) {
         self.publish_change(Change {
             id: row.id.clone(),
-            status: row.status.clone(),
+            status: row.status,
             version: row.version,
         });
     }
@@ -91,7 +91,7 @@ impl Engine {
         let (mut row, mut votes) = self.load(id).await?;
         let known = since.unwrap_or(row.version);
         loop {
-            let status = Status::parse(&row.status).unwrap_or(Status::Pending);
+            let status = row.status;
             let news = row.version != known || (since.is_none() && status != Status::Pending);
             if news || status.is_terminal() || *shutdown.borrow() {
                 return self.view(&row, &votes);

@@ -21,6 +21,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::core::audit;
+use crate::core::decide::Status;
 
 /// Which database we talk to; SQL is shared, only a few statements differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +69,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct RequestRow {
     pub id: String,
     pub idem_key: String,
-    pub status: String,
+    pub status: Status,
     pub version: i64,
     pub created_at: i64,
     pub expires_at: i64,
@@ -259,11 +260,11 @@ impl Store {
     }
 
     /// The votes on every request in `status`, by request id, in one query (for listings).
-    pub async fn votes_by_status(&self, status: &str) -> Result<std::collections::HashMap<String, Vec<VoteRow>>> {
+    pub async fn votes_by_status(&self, status: Status) -> Result<std::collections::HashMap<String, Vec<VoteRow>>> {
         let rows = sqlx::query(
             "SELECT v.request_id, v.voter, v.approve, v.reason, v.at, v.via, v.meta FROM gate_votes v JOIN gate_requests r ON r.id = v.request_id WHERE r.status = $1 ORDER BY v.at, v.voter",
         )
-        .bind(status)
+        .bind(status.as_str())
         .fetch_all(&self.pool)
         .await?;
         let mut out: std::collections::HashMap<String, Vec<VoteRow>> = std::collections::HashMap::new();
@@ -275,14 +276,14 @@ impl Store {
     }
 
     /// Requests in a status, oldest first.
-    pub async fn list(&self, status: Option<&str>, limit: i64) -> Result<Vec<RequestRow>> {
+    pub async fn list(&self, status: Option<Status>, limit: i64) -> Result<Vec<RequestRow>> {
         let rows = match status {
             Some(s) => {
                 let sql = format!(
                     "SELECT {REQUEST_COLS} FROM gate_requests WHERE status = $1 ORDER BY created_at, id LIMIT $2"
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(s)
+                    .bind(s.as_str())
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?
@@ -412,7 +413,7 @@ impl Tx {
         )
         .bind(&r.id)
         .bind(&r.idem_key)
-        .bind(&r.status)
+        .bind(r.status.as_str())
         .bind(r.version)
         .bind(r.created_at)
         .bind(r.expires_at)
@@ -435,7 +436,7 @@ impl Tx {
         let done = sqlx::query(
             "UPDATE gate_requests SET status = $1, version = $2, approval_expires_at = $3, decided_at = $4, consumed_at = $5, doc = $6, deadline = $7 WHERE id = $8 AND version = $9",
         )
-        .bind(&r.status)
+        .bind(r.status.as_str())
         .bind(r.version)
         .bind(r.approval_expires_at)
         .bind(r.decided_at)
@@ -499,7 +500,7 @@ impl Tx {
 
     /// Tells other replicas (PostgreSQL LISTEN/NOTIFY, delivered on commit) that a request
     /// changed. SQLite has one server process, so there is no one to tell.
-    pub async fn notify_change(&mut self, id: &str, status: &str, version: i64) -> Result<()> {
+    pub async fn notify_change(&mut self, id: &str, status: Status, version: i64) -> Result<()> {
         if self.backend == Backend::Postgres {
             let payload = serde_json::json!({"id": id, "status": status, "version": version}).to_string();
             sqlx::query("SELECT pg_notify($1, $2)")
@@ -547,10 +548,14 @@ fn vote_row(r: &AnyRow) -> Result<(String, VoteRow)> {
 }
 
 fn request_row(r: &AnyRow) -> Result<RequestRow> {
+    let id: String = r.try_get("id")?;
+    let status: String = r.try_get("status")?;
+    let status = Status::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("request {id} has the unknown status `{status}`")))?;
     Ok(RequestRow {
-        id: r.try_get("id")?,
+        id,
         idem_key: r.try_get("idem_key")?,
-        status: r.try_get("status")?,
+        status,
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
         expires_at: r.try_get("expires_at")?,

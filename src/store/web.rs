@@ -4,6 +4,7 @@
 use sqlx::Row;
 
 use super::{REQUEST_COLS, RequestRow, Result, Store, request_row};
+use crate::core::decide::Status;
 
 /// A signed-in browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +43,7 @@ pub struct SsoLogin {
 pub struct HistoryFilter {
     pub repository: Option<String>,
     pub environment: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
     /// Unix ms, inclusive.
     pub from: Option<i64>,
     /// Unix ms, exclusive.
@@ -178,7 +179,8 @@ impl Store {
         }
         sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT {}", next()));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for s in [&f.repository, &f.environment, &f.status].into_iter().flatten() {
+        let status = f.status.map(|s| s.as_str().to_string());
+        for s in [&f.repository, &f.environment, &status].into_iter().flatten() {
             q = q.bind(s.clone());
         }
         for t in [f.from, f.to].into_iter().flatten() {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use crate::helpers::*;
+use jitgate::core::decide::Status;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -164,7 +165,7 @@ async fn approver_ui_in_headless_chromium() {
     // Each vote carries how it was cast: single sign-on, when, and how (amr).
     let ci = s.client("ci");
     let v = ci.get(&approve_id).await.unwrap();
-    assert_eq!(v.status, "consumed");
+    assert_eq!(v.status, Status::Consumed);
     assert_eq!(v.votes.len(), 1, "{:?}", v.votes);
     assert_eq!(v.votes[0].voter, "alice");
     assert_eq!(v.votes[0].via, "sso");
@@ -172,12 +173,12 @@ async fn approver_ui_in_headless_chromium() {
     assert!(v.votes[0].auth_time.is_some(), "{:?}", v.votes[0]);
     assert_eq!(v.votes[0].amr, vec!["pwd".to_string()]);
     let v = ci.get(&deny_id).await.unwrap();
-    assert_eq!(v.status, "denied");
+    assert_eq!(v.status, Status::Denied);
     assert_eq!(v.votes[0].via, "sso");
     assert_eq!(v.votes[0].reason.as_deref(), Some("not during the freeze"));
     // Refused forms changed nothing: bob's own request is untouched.
     let v = ci.get(&own_id).await.unwrap();
-    assert_eq!(v.status, "pending");
+    assert_eq!(v.status, Status::Pending);
     assert!(v.votes.is_empty(), "{:?}", v.votes);
     let audit = ci.audit(&own_id).await.unwrap();
     assert!(

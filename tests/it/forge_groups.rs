@@ -2,6 +2,7 @@
 //! APIs are wiremock servers, the real `gate` binary waiting on the outcome.
 
 use crate::helpers::*;
+use jitgate::core::decide::Status;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -202,7 +203,7 @@ async fn forge_down_refuses_votes_and_opens() {
     let e = s.client("bob").approve(&w.id, None).await.unwrap_err();
     assert_eq!(e.status(), Some(503), "{e}");
     let v = s.client("ci").get(&w.id).await.unwrap();
-    assert_eq!(v.status, "pending");
+    assert_eq!(v.status, Status::Pending);
     assert!(v.votes.is_empty());
     // A GitLab group that cannot be read: the open is refused (503), so the gate retries.
     Mock::given(method("GET"))
@@ -337,7 +338,7 @@ async fn github_comment_approvals() {
         let (st, _) = post_github(&s, "d-0", &pr_comment("bob-gh", 100, "/approve!"), Some(sign(&body))).await;
         assert_eq!(st, 401);
         assert!(github_replies(&gh).await.is_empty());
-        assert_eq!(s.client("ci").get(&w.id).await.unwrap().status, "pending");
+        assert_eq!(s.client("ci").get(&w.id).await.unwrap().status, Status::Pending);
 
         // The requester.
         let body = pr_comment("alice-gh", 101, "/approve my own");
@@ -397,7 +398,7 @@ async fn github_comment_approvals() {
             vote.source.as_deref(),
             Some("https://github.com/acme/web/pull/7#issuecomment-105")
         );
-        assert_eq!(s.client("ci").get(&other.id).await.unwrap().status, "pending");
+        assert_eq!(s.client("ci").get(&other.id).await.unwrap().status, Status::Pending);
 
         // Replays: the same delivery, and the same comment in another delivery.
         let (st, v) = post_github(&s, "d-5", &body, Some(sign(&body))).await;

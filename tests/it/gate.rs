@@ -2,6 +2,7 @@
 //! on the router in process.
 
 use crate::helpers::*;
+use jitgate::core::decide::Status;
 use serde_json::Value;
 
 #[tokio::test]
@@ -77,7 +78,7 @@ async fn two_of_three_with_the_requester_in_the_group() {
 
     assert_eq!(s.run("bob", &["approve", &w.id, "--reason", "ok"]).await.code, 0);
     let mid = s.client("ci").get(&w.id).await.unwrap();
-    assert_eq!(mid.status, "pending");
+    assert_eq!(mid.status, Status::Pending);
     assert_eq!(s.run("carol", &["approve", &w.id]).await.code, 0);
     let record = w.record_path().to_path_buf();
     let id = w.id.clone();
@@ -88,7 +89,7 @@ async fn two_of_three_with_the_requester_in_the_group() {
     let rec = std::fs::read_to_string(&record).unwrap();
     assert!(rec.contains("payloadType"));
     let after = s.client("ci").get(&id).await.unwrap();
-    assert_eq!(after.status, "consumed");
+    assert_eq!(after.status, Status::Consumed);
 }
 
 #[tokio::test]
@@ -100,7 +101,7 @@ async fn one_person_in_two_required_groups_counts_once() {
     let w = s.open(&["--environment", "production", "--actor", "erin"]).await;
     s.client("alice").approve(&w.id, None).await.unwrap();
     let v = s.client("ci").get(&w.id).await.unwrap();
-    assert_eq!(v.status, "pending", "alice is in both groups but counts once");
+    assert_eq!(v.status, Status::Pending, "alice is in both groups but counts once");
     assert_eq!(v.requirements.iter().filter(|r| r.met).count(), 1);
     // A second vote by alice is refused: one person counts once.
     let again = s.client("alice").approve(&w.id, None).await.unwrap_err();
@@ -179,13 +180,13 @@ async fn approval_ttl_expires_an_unused_approval() {
     let ci = s.client("ci");
     let id = ci.list("pending").await.unwrap()[0].id.clone();
     let approved = s.client("bob").approve(&id, None).await.unwrap();
-    assert_eq!(approved.status, "approved");
+    assert_eq!(approved.status, Status::Approved);
     // Long-wait for the next change: the approval lapsing.
     let mut v = approved;
-    while v.status == "approved" {
+    while v.status == Status::Approved {
         v = ci.wait(&id, Some(v.version), 30).await.unwrap();
     }
-    assert_eq!(v.status, "expired");
+    assert_eq!(v.status, Status::Expired);
     let e = ci.consume(&id).await.unwrap_err();
     assert_eq!(e.status(), Some(409), "{e}");
     let rec = ci.record(&id).await.unwrap();
@@ -225,7 +226,7 @@ async fn race_on(db: Db) {
         assert_eq!(loser.status(), Some(409), "{loser}");
         let now = ci.get(&r.id).await.unwrap();
         assert_eq!(now.status, winner.status);
-        assert!(now.status == "approved" || now.status == "denied");
+        assert!(now.status == Status::Approved || now.status == Status::Denied);
         assert_eq!(now.votes.len(), 1, "only the deciding vote counts");
     }
     let audit = s.run("ci", &["audit", "verify"]).await;
@@ -327,7 +328,7 @@ async fn server_killed_and_restarted_while_a_gate_waits() {
     // Same data, same port: the gate reconnects by itself.
     s.respawn().await;
     let v = s.client("ci").get(&w.id).await.unwrap();
-    assert_eq!(v.status, "pending", "the request survived the crash");
+    assert_eq!(v.status, Status::Pending, "the request survived the crash");
     s.client("carol")
         .approve(&w.id, Some("after restart".into()))
         .await
@@ -336,7 +337,7 @@ async fn server_killed_and_restarted_while_a_gate_waits() {
     let (code, events, err) = w.finish().await;
     assert_eq!(code, 0, "{events:?} {err}");
     assert_eq!(s.run("ci", &["audit", "verify"]).await.code, 0);
-    assert_eq!(s.client("ci").get(&id).await.unwrap().status, "consumed");
+    assert_eq!(s.client("ci").get(&id).await.unwrap().status, Status::Consumed);
 }
 
 #[tokio::test]
@@ -348,7 +349,7 @@ async fn sigterm_to_a_waiting_gate_cancels_its_request() {
     let (code, events, _) = w.finish().await;
     assert_eq!(code, 1);
     assert_eq!(outcome(&events)["decision"], "canceled");
-    assert_eq!(s.client("ci").get(&id).await.unwrap().status, "canceled");
+    assert_eq!(s.client("ci").get(&id).await.unwrap().status, Status::Canceled);
     let late = s.client("bob").approve(&id, None).await.unwrap_err();
     assert_eq!(late.status(), Some(409), "terminal states never change");
 }
@@ -716,7 +717,7 @@ async fn a_request_token_serves_its_own_request_only() {
         "it is a pipeline: no votes"
     );
     s.client("bob").approve(&mine.id, None).await.unwrap();
-    assert_eq!(h.consume(&mine.id).await.unwrap().status, "consumed");
+    assert_eq!(h.consume(&mine.id).await.unwrap().status, Status::Consumed);
     assert!(h.record(&mine.id).await.unwrap().contains("payloadType"));
     // A replay by the same pipeline gets a token of its own; an approver opening gets none.
     let (again, new) = ci.create(&open("one")).await.unwrap();

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 use hmac::{Hmac, Mac};
 use jitgate::core::api::{Context, CreateRequest, NotificationList, NotificationView};
+use jitgate::core::decide::Status;
 use serde_json::Value;
 use sha2::Sha256;
 use wiremock::matchers::{method, path};
@@ -211,7 +212,7 @@ async fn webhook_and_slack_tell_approvers_then_the_requester() {
             })
             .await
             .unwrap();
-        assert_eq!(auto.status, "approved");
+        assert_eq!(auto.status, Status::Approved);
         let none = outbox_until(&s, &auto.id, "nothing", |_| true).await;
         assert!(none.is_empty(), "{none:#?}");
 

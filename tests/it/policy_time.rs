@@ -2,6 +2,7 @@
 
 use crate::helpers::*;
 use jitgate::core::api::NotificationView;
+use jitgate::core::decide::Status;
 use serde_json::Value;
 
 async fn open(s: &TestApp, actor: &str) -> jitgate::core::api::RequestView {
@@ -35,7 +36,7 @@ async fn escalation_adds_voters_notifies_and_survives_a_restart() {
     // Long-wait for the next change: the timer escalating.
     let mut v = v;
     while !v.requirements[0].may_vote.contains(&"erin".to_string()) {
-        assert_eq!(v.status, "pending");
+        assert_eq!(v.status, Status::Pending);
         v = ci.wait(&id, Some(v.version), 30).await.unwrap();
     }
     assert!(v.requirements[0].may_vote.contains(&"frank".to_string()));
@@ -43,7 +44,7 @@ async fn escalation_adds_voters_notifies_and_survives_a_restart() {
     s.kill().await;
     s.respawn().await;
     let v = s.client("erin").approve(&id, None).await.unwrap();
-    assert_eq!(v.status, "approved");
+    assert_eq!(v.status, Status::Approved);
     assert_eq!(v.requirements[0].approved_by, vec!["erin".to_string()]);
     let export = s.run("ci", &["audit", "export"]).await.stdout;
     let k = kinds(&export, &id);
@@ -112,7 +113,7 @@ async fn a_closed_window_refuses_to_use_an_approval() {
     let id = gate.id.clone();
     // Votes are taken while the window is closed; the request becomes approved.
     let v = s.client("bob").approve(&id, None).await.unwrap();
-    assert_eq!(v.status, "approved");
+    assert_eq!(v.status, Status::Approved);
     // The gate cannot use it: it fails, saying why, and the request stays approved.
     let (code, events, stderr) = gate.finish().await;
     assert_ne!(code, 0, "{events:?} {stderr}");
@@ -125,7 +126,7 @@ async fn a_closed_window_refuses_to_use_an_approval() {
         e.to_string().contains("outside_window") || e.to_string().contains("next opens at"),
         "{e}"
     );
-    assert_eq!(ci.get(&id).await.unwrap().status, "approved");
+    assert_eq!(ci.get(&id).await.unwrap().status, Status::Approved);
     let export = s.run("ci", &["audit", "export"]).await.stdout;
     let k = kinds(&export, &id);
     assert!(!k.contains(&"consumed".to_string()), "{k:?}");

@@ -2,6 +2,7 @@
 //! set (each test in a database of its own).
 
 use crate::helpers::{Db, backends, fresh_pg_database};
+use jitgate::core::decide::Status;
 use jitgate::store::{AuditDraft, RequestRow, Store, StoreError, VoteRow};
 
 async fn open(db: Db) -> (Store, String, Option<tempfile::TempDir>) {
@@ -22,7 +23,7 @@ fn row(id: &str, key: &str) -> RequestRow {
     RequestRow {
         id: id.into(),
         idem_key: key.into(),
-        status: "pending".into(),
+        status: Status::Pending,
         version: 1,
         created_at: 1_000,
         expires_at: 5_000,
@@ -68,7 +69,7 @@ async fn compare_and_set_and_unique_keys() {
 
         let mut next = row("r1", "k1");
         next.version = 2;
-        next.status = "approved".into();
+        next.status = Status::Approved;
         let mut tx = s.begin().await.unwrap();
         tx.update_request(&next, None).await.unwrap();
         tx.commit().await.unwrap();

@@ -3,6 +3,7 @@
 //! (tests/it/browser.rs) covers single sign-on and the pages in Chromium.
 
 use crate::helpers::*;
+use jitgate::core::decide::Status;
 use reqwest::StatusCode;
 
 fn hidden(html: &str, name: &str) -> String {
@@ -140,7 +141,7 @@ async fn ui_on(db: Db) {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = vote("deny", vec![("csrf", csrf.clone()), ("reason", " ".into())]).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(s.client("ci").get(&w.id).await.unwrap().status, "pending");
+    assert_eq!(s.client("ci").get(&w.id).await.unwrap().status, Status::Pending);
     let r = vote("approve", vec![("csrf", csrf.clone()), ("reason", "fine".into())]).await;
     let status = r.status;
     assert_eq!(status, StatusCode::SEE_OTHER, "{}", r.text().await);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::core::api::{RequestView, VoteView};
+use crate::core::decide::Status;
 use crate::forge::github::{CheckRun, Conclusion, GitHub};
 use crate::forge::gitlab::GitLab;
 use crate::forge::{Error, Timeouts};
@@ -101,7 +102,7 @@ pub struct Summary {
     pub url: String,
     pub verdict: Verdict,
     /// The status the server holds (`consumed`, `denied`, …).
-    pub status: String,
+    pub status: Status,
     pub environment: String,
     pub action: String,
     pub repository: String,
@@ -122,7 +123,7 @@ impl Summary {
             id: view.id.clone(),
             url: view.url.clone(),
             verdict: Verdict::from_decision(decision),
-            status: view.status.clone(),
+            status: view.status,
             environment: view.context.environment.clone(),
             action: view.context.action.clone(),
             repository: view.context.repository.clone(),
@@ -381,10 +382,10 @@ mod tests {
     use super::*;
     use crate::core::api::Context;
 
-    fn view(status: &str) -> RequestView {
+    fn view(status: Status) -> RequestView {
         RequestView {
             id: "r-1".into(),
-            status: status.into(),
+            status,
             url: "https://gate.example/r/r-1".into(),
             context: Context {
                 repository: "acme/web".into(),
@@ -426,7 +427,7 @@ mod tests {
 
     #[test]
     fn markdown_quotes_what_people_typed() {
-        let s = Summary::new(&view("denied"), "denied", "");
+        let s = Summary::new(&view(Status::Denied), "denied", "");
         assert_eq!(s.title(), "Denied: deploy to production");
         let md = s.markdown();
         assert!(md.contains("- **Why:** `no ticket`"), "{md}");
@@ -442,7 +443,7 @@ mod tests {
     fn verdicts() {
         assert_eq!(Verdict::from_decision("approved"), Verdict::Approved);
         assert_eq!(Verdict::from_decision("consumed"), Verdict::NotApproved);
-        let s = Summary::new(&view("consumed"), "consumed", "the approval could not be used");
+        let s = Summary::new(&view(Status::Consumed), "consumed", "the approval could not be used");
         assert_eq!(s.reason.as_deref(), Some("the approval could not be used"));
     }
 
@@ -453,7 +454,7 @@ mod tests {
             gitlab_note: true,
             ..ForgeArgs::default()
         };
-        let s = Summary::new(&view("denied"), "denied", "");
+        let s = Summary::new(&view(Status::Denied), "denied", "");
         let none = |_: &str| None;
         let e = github_target(&args, &s, &none).err().unwrap();
         assert!(e.contains("GITHUB_TOKEN"), "{e}");

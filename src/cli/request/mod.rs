@@ -26,6 +26,7 @@ use wait::follow;
 use super::{Ctx, Failure, Outcome, print_json};
 use crate::ci;
 use crate::client::Client;
+use crate::core::decide::Status;
 use crate::core::duration::Dur;
 
 #[derive(Clone, Copy)]
@@ -120,7 +121,7 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
             } else {
                 approvers.join(", ")
             },
-            if view.status == "pending" {
+            if view.status == Status::Pending {
                 format!("\n  needs:     {}", view.needs())
             } else {
                 String::new()
@@ -128,7 +129,7 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
         ),
     );
 
-    if view.status == "pending"
+    if view.status == Status::Pending
         && let Some(w) = ci::identity::expiry_warning(&identity, &view.expires_at)
     {
         out.note(&format!("jitgate: warning: {w}"));

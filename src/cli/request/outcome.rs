@@ -9,6 +9,7 @@ use crate::cli::{Exit, Failure, Outcome};
 use crate::client::Client;
 use crate::core::api::RequestView;
 use crate::core::audit::record::{self, Expect};
+use crate::core::decide::Status;
 
 /// Prints the outcome, fetches and (for approvals) verifies the record, writes it.
 pub(super) async fn finish(
@@ -18,7 +19,7 @@ pub(super) async fn finish(
     out: &Printer,
     note: Option<String>,
 ) -> Outcome {
-    let approved = view.status == "consumed" && note.is_none();
+    let approved = view.status == Status::Consumed && note.is_none();
     let record = client.record(&view.id).await;
     let mut record_path = None;
     match &record {
@@ -64,7 +65,7 @@ pub(super) async fn finish(
         .collect();
     let decision = if approved {
         "approved"
-    } else if view.status == "consumed" {
+    } else if view.status == Status::Consumed {
         "already-used"
     } else {
         view.status.as_str()
@@ -115,7 +116,7 @@ pub(super) async fn cancel(client: &Client, a: &RequestArgs, view: &RequestView,
             view.clone()
         }
     };
-    let record_path = if latest.status == "canceled" {
+    let record_path = if latest.status == Status::Canceled {
         save_record(client, a, id).await
     } else {
         None

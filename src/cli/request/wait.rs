@@ -10,6 +10,7 @@ use super::{Printer, RequestArgs, Signals};
 use crate::cli::{Exit, Failure, Outcome};
 use crate::client::Client;
 use crate::core::api::RequestView;
+use crate::core::decide::Status;
 use crate::core::duration::Dur;
 
 /// After the request is open: wait for the decision, use an approval, finish.
@@ -27,11 +28,11 @@ pub(super) async fn follow(
             client,
             a,
             view,
-            &view.status,
+            view.status.as_str(),
             view.reason.as_deref().unwrap_or(""),
             None,
         );
-        return Ok(Exit::yes_or_no(view.status == "approved"));
+        return Ok(Exit::yes_or_no(view.status == Status::Approved));
     }
 
     // Wait.
@@ -39,13 +40,13 @@ pub(super) async fn follow(
     let mut last_line = Instant::now();
     let mut retries = Retries::default();
     let mut last_ok = Instant::now();
-    while view.status == "pending" {
+    while view.status == Status::Pending {
         tokio::select! {
             r = client.wait(&view.id, Some(view.version), 30) => match r {
                 Ok(v) => {
                     retries = Retries::default();
                     last_ok = Instant::now();
-                    if v.version != view.version && v.status == "pending" {
+                    if v.version != view.version && v.status == Status::Pending {
                         for vote in v.votes.iter().filter(|x| !view.votes.contains(x)) {
                             out.event(json!({"event": "vote", "id": v.id, "voter": vote.voter, "decision": vote.decision, "reason": vote.reason}),
                                 format!("jitgate: {} voted {}{}; still needs {}", vote.voter, vote.decision, vote.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(), v.needs()));
@@ -68,7 +69,7 @@ pub(super) async fn follow(
             },
             _ = signals.recv() => return cancel(client, a, view, out).await,
         }
-        if view.status == "pending" && last_line.elapsed() >= every {
+        if view.status == Status::Pending && last_line.elapsed() >= every {
             last_line = Instant::now();
             out.event(
                 json!({"event": "waiting", "id": view.id, "waited_secs": started.elapsed().as_secs(), "needs": view.needs()}),
@@ -77,7 +78,7 @@ pub(super) async fn follow(
         }
     }
 
-    if view.status == "approved" {
+    if view.status == Status::Approved {
         let id = view.id.clone();
         *view = match retry(signals, budget, || client.consume(&id)).await {
             Ok(v) => v,
@@ -99,7 +100,7 @@ pub(super) async fn follow(
     }
     // Only an approval this gate used itself is a yes: a replay of a request another
     // gate already consumed must not pass twice.
-    let note = (view.status == "consumed").then(|| {
+    let note = (view.status == Status::Consumed).then(|| {
         format!(
             "the approval of {} was already used by an earlier gate; approvals are single use",
             view.id

@@ -9,6 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::core::api::PublicKey;
+use crate::core::decide::Status;
 
 pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
@@ -223,7 +224,7 @@ pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<
     let pred = &st["predicate"];
     let outcome = pred["outcome"]["status"].as_str().unwrap_or("").to_string();
     let request_id = pred["request"]["id"].as_str().unwrap_or("").to_string();
-    if outcome != "approved" && outcome != "consumed" {
+    if !matches!(Status::parse(&outcome), Some(Status::Approved | Status::Consumed)) {
         return Err(RecordError::NotApproved { request_id, outcome });
     }
     let subjects = st["subject"].as_array().cloned().unwrap_or_default();

@@ -16,7 +16,9 @@
 use std::fmt;
 
 /// Where a request is in its life. Everything but `Pending` and `Approved` is terminal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// On the wire and in the database it is the lowercase name (`as_str`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     Pending,
     Approved,
@@ -27,6 +29,16 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order of a request's life.
+    pub const ALL: [Status; 6] = [
+        Status::Pending,
+        Status::Approved,
+        Status::Denied,
+        Status::Expired,
+        Status::Canceled,
+        Status::Consumed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::core::api::{CreateRequest, RequestView, VoteBody, VoteMeta};
+use crate::core::decide::Status;
 use crate::core::duration::now_ms;
 use crate::http::AppState;
 use crate::http::error::{AppError, ErrorCode, Result};
@@ -41,15 +42,16 @@ pub(super) async fn list(
     Caller(who): Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<RequestView>>> {
-    let status = q.status.unwrap_or_else(|| "pending".into());
-    if crate::core::decide::Status::parse(&status).is_none() {
-        return Err(AppError::BadRequest(format!(
-            "status: `{status}` is not one of pending, approved, denied, expired, canceled, consumed"
-        )));
-    }
+    let status = match q.status.as_deref() {
+        None => Status::Pending,
+        Some(s) => Status::parse(s).ok_or_else(|| {
+            let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+            AppError::BadRequest(format!("status: `{s}` is not one of {}", all.join(", ")))
+        })?,
+    };
     Ok(Json(
         s.engine
-            .inbox(&who, &status, q.limit.unwrap_or(500).clamp(1, 5000))
+            .inbox(&who, status, q.limit.unwrap_or(500).clamp(1, 5000))
             .await?,
     ))
 }

@@ -14,6 +14,7 @@ use super::page::{Nav, render};
 use super::session::{Session, current, signed_in};
 use super::sso;
 use crate::core::api::RequestView;
+use crate::core::decide::Status;
 use crate::core::duration::{now_ms, rfc3339};
 use crate::http::AppState;
 
@@ -79,7 +80,7 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
     let v = s.engine.view(&row, &votes)?;
     let audit = s.engine.store.audit_for(id).await?;
     let user = sess.user();
-    let pending = v.status == "pending";
+    let pending = v.status == Status::Pending;
     let eligible = v.approvers().iter().any(|a| a == user);
     let is_requester = v.requester.iter().any(|r| r == user);
     let voted = v.votes.iter().any(|x| x.voter == user);

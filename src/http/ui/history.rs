@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::error::UiError;
 use super::page::{Nav, render};
 use super::session::signed_in;
+use crate::core::decide::Status;
 use crate::core::duration::rfc3339;
 use crate::http::AppState;
 use crate::store::HistoryFilter;
@@ -79,11 +80,11 @@ pub(super) async fn history(State(s): State<AppState>, headers: HeaderMap, Query
     };
     let from = date(&q.from, "from", 0);
     let to = date(&q.to, "to", 86_400_000);
-    let status = nonempty(&q.status).filter(|x| crate::core::decide::Status::parse(x).is_some());
+    let status = nonempty(&q.status).and_then(|x| Status::parse(&x));
     let f = HistoryFilter {
         repository: nonempty(&q.repository),
         environment: nonempty(&q.environment),
-        status: status.clone(),
+        status,
         from,
         to,
         limit: 500,
@@ -101,7 +102,7 @@ pub(super) async fn history(State(s): State<AppState>, headers: HeaderMap, Query
         lines.push(HistoryLine {
             id: row.id.clone(),
             created_at: rfc3339(row.created_at),
-            status: row.status.clone(),
+            status: row.status.to_string(),
             environment: row.environment.clone(),
             repository: row.repository.clone(),
             requester: if doc.context.actor.is_empty() {
@@ -112,9 +113,9 @@ pub(super) async fn history(State(s): State<AppState>, headers: HeaderMap, Query
             decided_by: doc.decided_by.unwrap_or_default(),
         });
     }
-    let statuses = ["pending", "approved", "denied", "expired", "canceled", "consumed"]
+    let statuses = Status::ALL
         .into_iter()
-        .map(|x| (x, status.as_deref() == Some(x)))
+        .map(|x| (x.as_str(), status == Some(x)))
         .collect();
     render(&HistoryPage {
         nav: Nav::of(&sess),

@@ -10,6 +10,7 @@ use super::format::{human_age, parse_time};
 use super::page::{Nav, render};
 use super::session::signed_in;
 use crate::core::api::RequestView;
+use crate::core::decide::Status;
 use crate::core::duration::now_ms;
 use crate::http::AppState;
 
@@ -58,7 +59,7 @@ pub(super) async fn inbox(State(s): State<AppState>, headers: HeaderMap) -> Resp
         Err(r) => return r,
     };
     let now = now_ms();
-    let (mine, others): (Vec<_>, Vec<_>) = match s.engine.listing(&sess.principal(), "pending", 500).await {
+    let (mine, others): (Vec<_>, Vec<_>) = match s.engine.listing(&sess.principal(), Status::Pending, 500).await {
         Ok(v) => v.into_iter().partition(|(_, mine)| *mine),
         Err(e) => return UiError::from(e).into_response(),
     };

@@ -22,6 +22,7 @@ use super::AppState;
 use super::error::{AppError, ErrorCode, Result};
 use crate::auth::Principal;
 use crate::core::api::VoteMeta;
+use crate::core::decide::Status;
 use crate::core::duration::now_ms;
 use crate::forge::{Kind, Thread};
 use crate::service::{Engine, doc_of};
@@ -271,11 +272,11 @@ async fn act(engine: &Engine, v: &CommentVote) -> Acted {
     {
         Ok(view) => {
             let kind = if v.cmd.approve { "approval" } else { "denial" };
-            let message = match view.status.as_str() {
-                "approved" => {
+            let message = match view.status {
+                Status::Approved => {
                     format!("{user}'s {kind} counted: request {id} is **approved**; the pipeline may proceed")
                 }
-                "denied" => format!("{user}'s {kind} counted: request {id} is **denied**"),
+                Status::Denied => format!("{user}'s {kind} counted: request {id} is **denied**"),
                 _ => format!(
                     "{user}'s {kind} counted on request {id}; still needed: {}",
                     view.needs()
@@ -304,7 +305,7 @@ fn reply_text(engine: &Engine, v: &CommentVote, a: &Acted) -> String {
 async fn pending_for(engine: &Engine, v: &CommentVote) -> Result<Vec<String>> {
     let n = v.number.to_string();
     let mut out = Vec::new();
-    for row in engine.store.list(Some("pending"), SEARCH_LIMIT).await? {
+    for row in engine.store.list(Some(Status::Pending), SEARCH_LIMIT).await? {
         if !row.repository.eq_ignore_ascii_case(&v.repo) {
             continue;
         }
