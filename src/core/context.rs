@@ -16,13 +16,19 @@ pub fn full_ref(name: &str, kind: &str) -> String {
     }
 }
 
+/// A label given on the command line that is not `key=value`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("label `{0}` is not key=value")]
+pub struct LabelError(pub String);
+
+/// A request's labels, by key.
+pub type Labels = BTreeMap<String, String>;
+
 /// Labels as given on the command line (`k=v`), checked.
-pub fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>, String> {
+pub fn parse_labels(items: &[String]) -> Result<Labels, LabelError> {
     let mut out = BTreeMap::new();
     for i in items {
-        let (k, v) = i
-            .split_once('=')
-            .ok_or_else(|| format!("label `{i}` is not key=value"))?;
+        let (k, v) = i.split_once('=').ok_or_else(|| LabelError(i.clone()))?;
         out.insert(k.trim().to_string(), v.trim().to_string());
     }
     Ok(out)

@@ -1,10 +1,21 @@
 //! URL checks shared by every section of the configuration that names an endpoint.
 
+/// Why [`check_url`] refused a URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("`{0}` has no host")]
+    NoHost(String),
+    #[error("`{0}` must be https:// (http:// only on the loopback)")]
+    HttpOffLoopback(String),
+    #[error("`{0}` must be an https:// URL")]
+    NotHttps(String),
+}
+
 /// An issuer or JWKS URL: https, or http on the loopback only (tests, local issuers).
-pub fn check_url(u: &str) -> Result<(), String> {
+pub fn check_url(u: &str) -> Result<(), UrlError> {
     if let Some(rest) = u.strip_prefix("https://") {
         if rest.is_empty() || rest.starts_with('/') {
-            return Err(format!("`{u}` has no host"));
+            return Err(UrlError::NoHost(u.into()));
         }
         return Ok(());
     }
@@ -19,7 +30,7 @@ pub fn check_url(u: &str) -> Result<(), String> {
         if matches!(host, "localhost" | "[::1]") || host.starts_with("127.") {
             return Ok(());
         }
-        return Err(format!("`{u}` must be https:// (http:// only on the loopback)"));
+        return Err(UrlError::HttpOffLoopback(u.into()));
     }
-    Err(format!("`{u}` must be an https:// URL"))
+    Err(UrlError::NotHttps(u.into()))
 }

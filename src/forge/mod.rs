@@ -12,7 +12,7 @@ mod server;
 
 use std::time::Duration;
 
-pub use server::{DEFAULT_CACHE_TTL, Forges};
+pub use server::{DEFAULT_CACHE_TTL, Forges, SetupError};
 
 use crate::core::policy::GroupSource;
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::config::{ForgeAccess, ForgeConfig};
+use super::config::{ForgeAccess, ForgeConfig, SecretError};
 use super::github::GitHub;
 use super::gitlab::GitLab;
 use super::{Error, Forge, Kind, Read, Thread, Timeouts};
@@ -19,6 +19,16 @@ const TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_secs(5),
     read: Duration::from_secs(10),
 };
+
+/// Why `forge.<key>` cannot be set up. Not a `source` chain: the cause is in the
+/// message already, and a chain would print it twice.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SetupError {
+    #[error("forge.{key}: {reason}")]
+    Secret { key: &'static str, reason: SecretError },
+    #[error("forge.{key}: {reason}")]
+    Client { key: &'static str, reason: Error },
+}
 
 /// One configured forge: its adapter and the secret its webhooks are signed with.
 struct Access<A> {
@@ -49,22 +59,23 @@ impl Default for Forges {
 
 impl Forges {
     /// From `forge:` in the config; secrets named by `*_env` are read from `env`.
-    pub fn from_config(cfg: Option<&ForgeConfig>, env: &dyn Fn(&str) -> Option<String>) -> Result<Forges, String> {
+    pub fn from_config(cfg: Option<&ForgeConfig>, env: &dyn Fn(&str) -> Option<String>) -> Result<Forges, SetupError> {
         let Some(f) = cfg else {
             return Ok(Forges::default());
         };
         fn access<A>(
-            key: &str,
+            key: &'static str,
             a: &ForgeAccess,
             default: &str,
             env: &dyn Fn(&str) -> Option<String>,
             new: fn(&str, &str, Timeouts) -> Result<A, Error>,
-        ) -> Result<Access<A>, String> {
-            let token = a.resolve_token(env).map_err(|m| format!("forge.{key}: {m}"))?;
+        ) -> Result<Access<A>, SetupError> {
+            let secret = |reason| SetupError::Secret { key, reason };
+            let token = a.resolve_token(env).map_err(secret)?;
             let url = a.api_url.as_deref().unwrap_or(default).trim_end_matches('/');
             Ok(Access {
-                api: new(url, &token, TIMEOUTS).map_err(|e| format!("forge.{key}: {e}"))?,
-                webhook_secret: a.resolve_webhook_secret(env).map_err(|m| format!("forge.{key}: {m}"))?,
+                api: new(url, &token, TIMEOUTS).map_err(|reason| SetupError::Client { key, reason })?,
+                webhook_secret: a.resolve_webhook_secret(env).map_err(secret)?,
             })
         }
         let github = f

@@ -313,6 +313,30 @@ fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
 
+/// Why a side call is skipped: what the pipeline lacks for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum TargetError {
+    #[error("no token: set GITHUB_TOKEN (e.g. `env: GITHUB_TOKEN: ${{{{ github.token }}}}`) or --github-token")]
+    GithubNoToken,
+    #[error("no repository: GITHUB_REPOSITORY is unset and the request has none")]
+    NoRepository,
+    #[error("repository `{0}` is not owner/name")]
+    BadRepository(String),
+    #[error("no commit: the request has none and GITHUB_SHA is unset")]
+    NoCommit,
+    #[error("this pipeline has no merge request (CI_MERGE_REQUEST_IID is unset)")]
+    NoMergeRequest,
+    #[error("CI_MERGE_REQUEST_IID `{0}` is not a number")]
+    BadMergeRequestIid(String),
+    /// A variable GitLab CI always sets.
+    #[error("{0} is unset (not in GitLab CI?)")]
+    NotGitlabCi(&'static str),
+    #[error(
+        "no token: set GATE_GITLAB_TOKEN to a project access token with the `api` scope (CI_JOB_TOKEN cannot post notes)"
+    )]
+    GitlabNoToken,
+}
+
 struct GithubTarget {
     api: String,
     token: String,
@@ -322,23 +346,27 @@ struct GithubTarget {
 
 /// Where the check run goes: the workflow's repository (the one its token is for) and
 /// the commit the request was decided for.
-fn github_target(args: &ForgeArgs, s: &Summary, get: &dyn Fn(&str) -> Option<String>) -> Result<GithubTarget, String> {
+fn github_target(
+    args: &ForgeArgs,
+    s: &Summary,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<GithubTarget, TargetError> {
     let token = args
         .github_token
         .clone()
         .filter(|t| !t.is_empty())
         .or_else(|| get("GITHUB_TOKEN"))
-        .ok_or("no token: set GITHUB_TOKEN (e.g. `env: GITHUB_TOKEN: ${{ github.token }}`) or --github-token")?;
+        .ok_or(TargetError::GithubNoToken)?;
     let repository = get("GITHUB_REPOSITORY")
         .or_else(|| Some(s.repository.clone()).filter(|r| !r.is_empty()))
-        .ok_or("no repository: GITHUB_REPOSITORY is unset and the request has none")?;
+        .ok_or(TargetError::NoRepository)?;
     if repository.split('/').count() != 2 || repository.split('/').any(str::is_empty) {
-        return Err(format!("repository `{repository}` is not owner/name"));
+        return Err(TargetError::BadRepository(repository));
     }
     let head_sha = Some(s.commit.clone())
         .filter(|c| !c.is_empty())
         .or_else(|| get("GITHUB_SHA"))
-        .ok_or("no commit: the request has none and GITHUB_SHA is unset")?;
+        .ok_or(TargetError::NoCommit)?;
     let api = get("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into());
     Ok(GithubTarget {
         api,
@@ -355,21 +383,21 @@ struct GitlabTarget {
     mr_iid: u64,
 }
 
-fn gitlab_target(args: &ForgeArgs, get: &dyn Fn(&str) -> Option<String>) -> Result<GitlabTarget, String> {
+fn gitlab_target(args: &ForgeArgs, get: &dyn Fn(&str) -> Option<String>) -> Result<GitlabTarget, TargetError> {
     let Some(iid) = get("CI_MERGE_REQUEST_IID") else {
-        return Err("this pipeline has no merge request (CI_MERGE_REQUEST_IID is unset)".into());
+        return Err(TargetError::NoMergeRequest);
     };
     let mr_iid = iid
         .trim()
         .parse::<u64>()
-        .map_err(|_| format!("CI_MERGE_REQUEST_IID `{iid}` is not a number"))?;
-    let api = get("CI_API_V4_URL").ok_or("CI_API_V4_URL is unset (not in GitLab CI?)")?;
-    let project = get("CI_PROJECT_ID").ok_or("CI_PROJECT_ID is unset (not in GitLab CI?)")?;
+        .map_err(|_| TargetError::BadMergeRequestIid(iid.clone()))?;
+    let api = get("CI_API_V4_URL").ok_or(TargetError::NotGitlabCi("CI_API_V4_URL"))?;
+    let project = get("CI_PROJECT_ID").ok_or(TargetError::NotGitlabCi("CI_PROJECT_ID"))?;
     let token = args
         .gitlab_token
         .clone()
         .filter(|t| !t.is_empty())
-        .ok_or("no token: set GATE_GITLAB_TOKEN to a project access token with the `api` scope (CI_JOB_TOKEN cannot post notes)")?;
+        .ok_or(TargetError::GitlabNoToken)?;
     Ok(GitlabTarget {
         api,
         token,
@@ -456,15 +484,20 @@ mod tests {
         };
         let s = Summary::new(&view(Status::Denied), "denied", "");
         let none = |_: &str| None;
-        let e = github_target(&args, &s, &none).err().unwrap();
+        let e = github_target(&args, &s, &none).err().unwrap().to_string();
         assert!(e.contains("GITHUB_TOKEN"), "{e}");
+        // The workflow syntax in the hint survives the format string's escaping.
+        assert_eq!(
+            e,
+            "no token: set GITHUB_TOKEN (e.g. `env: GITHUB_TOKEN: ${{ github.token }}`) or --github-token"
+        );
         let gh = |k: &str| (k == "GITHUB_TOKEN").then(|| "t".to_string());
         let t = github_target(&args, &s, &gh).unwrap();
         assert_eq!(
             (t.api.as_str(), t.repository.as_str(), t.head_sha.as_str()),
             ("https://api.github.com", "acme/web", s.commit.as_str())
         );
-        let e = gitlab_target(&args, &none).err().unwrap();
+        let e = gitlab_target(&args, &none).err().unwrap().to_string();
         assert!(e.contains("no merge request"), "{e}");
         let gl = |k: &str| match k {
             "CI_MERGE_REQUEST_IID" => Some("7".to_string()),
@@ -472,7 +505,7 @@ mod tests {
             "CI_PROJECT_ID" => Some("42".to_string()),
             _ => None,
         };
-        let e = gitlab_target(&args, &gl).err().unwrap();
+        let e = gitlab_target(&args, &gl).err().unwrap().to_string();
         assert!(e.contains("GATE_GITLAB_TOKEN") && e.contains("CI_JOB_TOKEN"), "{e}");
     }
 }

@@ -97,7 +97,7 @@ pub(super) fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {
     set("run-url", &mut c.run_url, &a.run_url);
     c.environment = a.environment.clone();
     c.action = a.action.clone();
-    let labels = crate::core::context::parse_labels(&a.labels).map_err(Failure::usage)?;
+    let labels = crate::core::context::parse_labels(&a.labels).map_err(|e| Failure::usage(e.to_string()))?;
     c.labels.extend(labels);
     for art in &a.artifacts {
         let ok = art

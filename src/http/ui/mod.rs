@@ -46,7 +46,7 @@ pub struct UiState {
 }
 
 impl UiState {
-    pub fn new(config: &crate::config::Config, public_url: &str) -> Result<UiState, String> {
+    pub fn new(config: &crate::config::Config, public_url: &str) -> Result<UiState, sso::SsoError> {
         let sso = match &config.sso {
             Some(c) => {
                 if c.secret().is_none() {
@@ -98,6 +98,6 @@ fn asset(ctype: &'static str, body: &'static str) -> Response {
 }
 
 /// The UI state for `AppState`.
-pub fn state(config: &crate::config::Config, public_url: &str) -> Result<Arc<UiState>, String> {
+pub fn state(config: &crate::config::Config, public_url: &str) -> Result<Arc<UiState>, sso::SsoError> {
     UiState::new(config, public_url).map(Arc::new)
 }

@@ -15,8 +15,49 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::auth::oidc::{Discovery, KeyError, KeySet, LEEWAY_SECS, MAX_KEY_AGE};
+use crate::auth::oidc::{Discovery, FetchError, KeyError, KeySet, LEEWAY_SECS, MAX_KEY_AGE};
 use crate::config::Sso;
+
+/// Why single sign-on failed. The causes are in the messages, not a `source` chain, so
+/// a log line or page shows each once.
+#[derive(Debug, thiserror::Error)]
+pub enum SsoError {
+    #[error("HTTP client for single sign-on: {0}")]
+    HttpClient(reqwest::Error),
+    /// Discovery or the provider's JWKS could not be fetched or used.
+    #[error("{0}")]
+    Provider(FetchError),
+    #[error("{0}")]
+    Key(Box<KeyError>),
+    #[error("{url}: the provider does not support PKCE with S256")]
+    NoPkce { url: String },
+    #[error("token endpoint: {0}")]
+    TokenEndpoint(reqwest::Error),
+    #[error("token endpoint answered HTTP {status}: {error} {description}")]
+    TokenRefused {
+        status: u16,
+        error: String,
+        description: String,
+    },
+    #[error("the token endpoint returned no id_token (is the `openid` scope allowed?)")]
+    NoIdToken,
+    #[error("malformed ID token: {0}")]
+    MalformedIdToken(jsonwebtoken::errors::Error),
+    #[error("ID token algorithm {0:?} is refused")]
+    Algorithm(Algorithm),
+    #[error("the ID token's key is an encryption key")]
+    EncryptionKey,
+    #[error("unusable provider key: {0}")]
+    UnusableKey(jsonwebtoken::errors::Error),
+    #[error("ID token refused: {0}")]
+    Refused(jsonwebtoken::errors::Error),
+    #[error("ID token refused: its nonce is not this login's")]
+    Nonce,
+    #[error("ID token refused: several audiences and `azp` is not this client")]
+    Azp,
+    #[error("the ID token has no `{0}` claim (check `user_claim` and `scopes`)")]
+    NoClaim(String),
+}
 
 /// What discovery tells us.
 #[derive(Debug, Clone)]
@@ -54,14 +95,14 @@ pub fn pkce_challenge(verifier: &str) -> String {
 }
 
 impl Client {
-    pub fn new(cfg: Sso, public_url: &str) -> Result<Client, String> {
+    pub fn new(cfg: Sso, public_url: &str) -> Result<Client, SsoError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("jitgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("HTTP client for single sign-on: {e}"))?;
+            .map_err(SsoError::HttpClient)?;
         Ok(Client {
             redirect_uri: format!("{}/auth/callback", public_url.trim_end_matches('/')),
             http,
@@ -75,7 +116,7 @@ impl Client {
         self.cfg.display_name.clone().unwrap_or_else(|| "single sign-on".into())
     }
 
-    async fn endpoints(&self) -> Result<Endpoints, String> {
+    async fn endpoints(&self) -> Result<Endpoints, SsoError> {
         let mut cached = self.endpoints.lock().await;
         if let Some((e, at)) = &*cached
             && at.elapsed() < MAX_KEY_AGE
@@ -84,8 +125,8 @@ impl Client {
         }
         let d = Discovery::fetch(&self.http, &self.cfg.issuer)
             .await
-            .map_err(|e| e.to_string())?;
-        let field = |k: &str| d.endpoint(k).map_err(|e| e.to_string());
+            .map_err(SsoError::Provider)?;
+        let field = |k: &str| d.endpoint(k).map_err(SsoError::Provider);
         let e = Endpoints {
             authorization: field("authorization_endpoint")?,
             token: field("token_endpoint")?,
@@ -94,14 +135,14 @@ impl Client {
         if let Some(methods) = d.doc.get("code_challenge_methods_supported").and_then(Value::as_array)
             && !methods.iter().any(|m| m == "S256")
         {
-            return Err(format!("{}: the provider does not support PKCE with S256", d.url));
+            return Err(SsoError::NoPkce { url: d.url });
         }
         *cached = Some((e.clone(), Instant::now()));
         Ok(e)
     }
 
     /// The provider URL the browser is sent to.
-    pub async fn authorize_url(&self, state: &str, nonce: &str, verifier: &str) -> Result<String, String> {
+    pub async fn authorize_url(&self, state: &str, nonce: &str, verifier: &str) -> Result<String, SsoError> {
         let e = self.endpoints().await?;
         let scope = self.cfg.scopes().join(" ");
         let challenge = pkce_challenge(verifier);
@@ -120,7 +161,7 @@ impl Client {
     }
 
     /// Redeems the code and verifies the ID token.
-    pub async fn finish(&self, code: &str, verifier: &str, nonce: &str) -> Result<SignedIn, String> {
+    pub async fn finish(&self, code: &str, verifier: &str, nonce: &str) -> Result<SignedIn, SsoError> {
         let e = self.endpoints().await?;
         let secret = self.cfg.secret();
         let basic = self.cfg.token_auth.as_deref() != Some("client_secret_post");
@@ -147,27 +188,25 @@ impl Client {
             let cred = format!("{}:{}", url_encode(&self.cfg.client_id), url_encode(s));
             req = req.header(reqwest::header::AUTHORIZATION, format!("Basic {}", B64.encode(cred)));
         }
-        let resp = req.send().await.map_err(|e| format!("token endpoint: {e}"))?;
+        let resp = req.send().await.map_err(SsoError::TokenEndpoint)?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| format!("token endpoint: {e}"))?;
+        let body = resp.bytes().await.map_err(SsoError::TokenEndpoint)?;
         let doc: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !status.is_success() {
             let err = doc.get("error").and_then(Value::as_str).unwrap_or("");
             let desc = doc.get("error_description").and_then(Value::as_str).unwrap_or("");
-            return Err(format!(
-                "token endpoint answered HTTP {}: {err} {desc}",
-                status.as_u16()
-            ));
+            return Err(SsoError::TokenRefused {
+                status: status.as_u16(),
+                error: err.into(),
+                description: desc.into(),
+            });
         }
-        let id_token = doc
-            .get("id_token")
-            .and_then(Value::as_str)
-            .ok_or("the token endpoint returned no id_token (is the `openid` scope allowed?)")?;
+        let id_token = doc.get("id_token").and_then(Value::as_str).ok_or(SsoError::NoIdToken)?;
         self.verify_id_token(id_token, nonce).await
     }
 
-    async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<SignedIn, String> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed ID token: {e}"))?;
+    async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<SignedIn, SsoError> {
+        let header = jsonwebtoken::decode_header(token).map_err(SsoError::MalformedIdToken)?;
         let alg = header.alg;
         if !matches!(
             alg,
@@ -180,30 +219,30 @@ impl Client {
                 | Algorithm::ES256
                 | Algorithm::ES384
         ) {
-            return Err(format!("ID token algorithm {alg:?} is refused"));
+            return Err(SsoError::Algorithm(alg));
         }
         let jwk = self.key(header.kid.as_deref()).await?;
         if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-            return Err("the ID token's key is an encryption key".into());
+            return Err(SsoError::EncryptionKey);
         }
-        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable provider key: {e}"))?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(SsoError::UnusableKey)?;
         let mut v = Validation::new(alg);
         v.leeway = LEEWAY_SECS;
         v.set_audience(&[&self.cfg.client_id]);
         v.set_issuer(&[&self.cfg.issuer]);
         v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         let claims = jsonwebtoken::decode::<Value>(token, &key, &v)
-            .map_err(|e| format!("ID token refused: {e}"))?
+            .map_err(SsoError::Refused)?
             .claims;
         let got_nonce = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
         if !super::session::same_secret(got_nonce, nonce) {
-            return Err("ID token refused: its nonce is not this login's".into());
+            return Err(SsoError::Nonce);
         }
         if let Some(Value::Array(aud)) = claims.get("aud")
             && aud.len() > 1
             && claims.get("azp").and_then(Value::as_str) != Some(self.cfg.client_id.as_str())
         {
-            return Err("ID token refused: several audiences and `azp` is not this client".into());
+            return Err(SsoError::Azp);
         }
         let claim = self.cfg.user_claim();
         let identity = claims
@@ -214,7 +253,7 @@ impl Client {
                 _ => None,
             })
             .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| format!("the ID token has no `{claim}` claim (check `user_claim` and `scopes`)"))?;
+            .ok_or_else(|| SsoError::NoClaim(claim.to_string()))?;
         let secs = |k: &str| claims.get(k).and_then(Value::as_i64);
         let auth_time = secs("auth_time")
             .or_else(|| secs("iat"))
@@ -235,13 +274,15 @@ impl Client {
     }
 
     /// The provider key named `kid` (or its only signing key when the token names none).
-    async fn key(&self, kid: Option<&str>) -> Result<Jwk, String> {
+    async fn key(&self, kid: Option<&str>) -> Result<Jwk, SsoError> {
         let e = self.endpoints().await?;
         match self.keys.key_at(&self.http, &e.jwks, kid).await {
             Ok((k, _)) => Ok(k),
             // The provider's own failure, without the wording meant for CI token issuers.
-            Err(KeyError::Unavailable { why, .. } | KeyError::RefetchFailed { why, .. }) => Err(why.to_string()),
-            Err(no_key) => Err(no_key.to_string()),
+            Err(KeyError::Unavailable { why, .. } | KeyError::RefetchFailed { why, .. }) => {
+                Err(SsoError::Provider(why))
+            }
+            Err(no_key) => Err(SsoError::Key(Box::new(no_key))),
         }
     }
 }
