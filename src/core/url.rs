@@ -12,6 +12,20 @@ pub enum UrlError {
 }
 
 /// An issuer or JWKS URL: https, or http on the loopback only (tests, local issuers).
+/// Percent-encodes everything but RFC 3986's unreserved characters (so `/` too): one
+/// path segment, or one form value.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 pub fn check_url(u: &str) -> Result<(), UrlError> {
     if let Some(rest) = u.strip_prefix("https://") {
         if rest.is_empty() || rest.starts_with('/') {

@@ -115,17 +115,7 @@ pub trait Forge: Send + Sync {
 }
 
 /// Percent-encodes one path segment (`/` included).
-pub(crate) fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub(crate) use crate::core::url::percent_encode as encode;
 
 fn origin(u: &str) -> &str {
     let after = u.find("://").map(|i| i + 3).unwrap_or(0);
