@@ -57,7 +57,12 @@ pub async fn build(s: &Settings) -> anyhow::Result<Server> {
     };
     let store = Store::connect(&s.database_url)
         .await
-        .with_context(|| format!("opening the database ({})", redact(&s.database_url)))?;
+        .with_context(|| format!("opening the database ({})", redact(&s.database_url)))?
+        .with_event_key(keys.signing_key().clone());
+    let added = store.log_catch_up().await.context("building the transparency log")?;
+    if added > 0 {
+        tracing::info!(events = added, "added events written before the transparency log to it");
+    }
     let mut engine = Engine::new(store, policy, s.config.clone(), keys, s.public_url.clone());
     engine.forge = Arc::new(forge);
     Ok(Server {
@@ -128,6 +133,9 @@ async fn run_timer(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "timer cannot read the store"),
+        }
+        if let Err(e) = engine.checkpoint_if_due(crate::core::duration::now_ms()).await {
+            tracing::warn!(error = %e, "signing a log checkpoint failed; will retry");
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}

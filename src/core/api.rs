@@ -267,6 +267,12 @@ pub struct AuditEvent {
     pub data: serde_json::Value,
     pub prev_hash: String,
     pub hash: String,
+    /// `at` in milliseconds since the epoch, as the hash covers it.
+    #[serde(default)]
+    pub at_ms: i64,
+    /// The server's Ed25519 signature over `hash` (base64).
+    #[serde(default)]
+    pub sig: Option<String>,
 }
 
 /// One queued notification and where its delivery stands (`GET /api/v1/notifications`).

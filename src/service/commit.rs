@@ -24,7 +24,7 @@ impl Engine {
             let now = now_fn();
             let (row, votes) = self.load(id).await?;
             let doc = doc_of(&row)?;
-            let state = self.state(&row, &doc, &votes)?;
+            let state = self.verified_state(&row, &doc, &votes).await?;
             if state.tick(now).is_some() {
                 // Due to expire: record that first, then refuse.
                 self.expire(id, now).await?;

@@ -14,7 +14,7 @@ impl Engine {
         for _ in 0..MAX_ATTEMPTS {
             let (row, votes) = self.load(id).await?;
             let doc = doc_of(&row)?;
-            let state = self.state(&row, &doc, &votes)?;
+            let state = self.verified_state(&row, &doc, &votes).await?;
             let Some(next) = state.tick(now) else {
                 if state.status != Status::Pending {
                     return Ok(None);

@@ -25,6 +25,8 @@ struct Inner {
     latency_counts: [u64; BUCKETS.len()],
     latency_sum: f64,
     latency_count: u64,
+    tampered: u64,
+    checkpoints: u64,
 }
 
 impl Metrics {
@@ -34,6 +36,16 @@ impl Metrics {
 
     pub fn http(&self, status: u16) {
         self.with(|m| *m.http.entry(status).or_default() += 1);
+    }
+
+    /// A request whose row disagreed with its signed events was refused.
+    pub fn tampered(&self) {
+        self.with(|m| m.tampered += 1);
+    }
+
+    /// The log signed a checkpoint.
+    pub fn checkpoint(&self) {
+        self.with(|m| m.checkpoints += 1);
     }
 
     pub fn opened(&self) {
@@ -96,6 +108,15 @@ impl Metrics {
             let _ = writeln!(s, "# HELP jitgate_waiting_gates Gates in a long-wait right now.");
             let _ = writeln!(s, "# TYPE jitgate_waiting_gates gauge");
             let _ = writeln!(s, "jitgate_waiting_gates {waiting}");
+            let _ = writeln!(
+                s,
+                "# HELP jitgate_tampered_total Actions refused because a request's row disagreed with its signed audit events."
+            );
+            let _ = writeln!(s, "# TYPE jitgate_tampered_total counter");
+            let _ = writeln!(s, "jitgate_tampered_total {}", m.tampered);
+            let _ = writeln!(s, "# HELP jitgate_log_checkpoints_total Transparency log checkpoints this process signed.");
+            let _ = writeln!(s, "# TYPE jitgate_log_checkpoints_total counter");
+            let _ = writeln!(s, "jitgate_log_checkpoints_total {}", m.checkpoints);
             s
         })
     }

@@ -12,11 +12,13 @@ use tokio::sync::{Notify, broadcast, watch};
 mod cancel;
 mod commit;
 mod consume;
+mod derive;
 pub mod error;
 mod escalate;
 mod expire;
 mod forge_groups;
 mod holder;
+mod log;
 pub mod metrics;
 mod notify;
 mod open;
@@ -62,6 +64,10 @@ pub struct Engine {
     pub notify: std::sync::Arc<crate::notify::Hub>,
     /// GitHub/GitLab access for forge groups and comment votes (see `forge_groups`).
     pub forge: std::sync::Arc<dyn crate::forge::Forge>,
+    /// Signs the transparency log's checkpoints (the server's key, under the log's origin).
+    pub log: crate::core::log::LogKey,
+    /// The witnesses whose cosignatures `POST /api/v1/log/cosign` accepts.
+    pub witnesses: Vec<crate::core::log::WitnessVkey>,
 }
 
 type Loaded = (RequestRow, Vec<VoteRow>);
@@ -69,13 +75,28 @@ type Loaded = (RequestRow, Vec<VoteRow>);
 impl Engine {
     pub fn new(store: Store, policy: Policy, config: Config, keys: KeyPair, public_url: String) -> Engine {
         let tokens = crate::auth::Tokens::new(&config.users, &config.pipelines);
+        let public_url = public_url.trim_end_matches('/').to_string();
+        let log_config = config.log.clone().unwrap_or_default();
+        // `Config::parse` checked the origin and the witness keys; a default origin that
+        // is not a valid key name (it cannot hold a space or `+`) falls back to `jitgate`.
+        let origin = log_config.origin.clone().unwrap_or_else(|| default_origin(&public_url));
+        let log = crate::core::log::LogKey::new(&origin, keys.signing_key())
+            .or_else(|_| crate::core::log::LogKey::new("jitgate", keys.signing_key()))
+            .expect("`jitgate` is a valid log origin");
+        let witnesses = log_config
+            .witnesses
+            .iter()
+            .filter_map(|w| crate::core::log::WitnessVkey::parse(&w.vkey).ok())
+            .collect();
         Engine {
+            log,
+            witnesses,
             tokens,
             store,
             policy,
             config,
             keys,
-            public_url: public_url.trim_end_matches('/').to_string(),
+            public_url,
             metrics: Metrics::default(),
             waiters: Mutex::new(HashMap::new()),
             changes: broadcast::channel(1024).0,
@@ -84,6 +105,16 @@ impl Engine {
             notify: Default::default(),
             forge: std::sync::Arc::new(crate::forge::Forges::default()),
         }
+    }
+
+    /// The public keys audit events may be signed with.
+    pub fn event_keys(&self) -> Vec<ed25519_dalek::VerifyingKey> {
+        vec![self.keys.signing_key().verifying_key()]
+    }
+
+    /// The log's settings (`log:` in gate.yaml, or the defaults).
+    pub fn log_config(&self) -> crate::config::LogConfig {
+        self.config.log.clone().unwrap_or_default()
     }
 
     pub fn request_url(&self, id: &str) -> String {
@@ -96,4 +127,10 @@ impl Engine {
             .await?
             .ok_or_else(|| AppError::NotFound(format!("no request `{id}`")))
     }
+}
+
+/// The public URL without its scheme: `https://gate.example.com/` is `gate.example.com`.
+fn default_origin(public_url: &str) -> String {
+    let rest = public_url.split_once("://").map(|(_, r)| r).unwrap_or(public_url);
+    rest.trim_end_matches('/').to_string()
 }

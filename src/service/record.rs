@@ -19,7 +19,10 @@ impl Engine {
         now: i64,
     ) -> Result<(), Failure> {
         let doc: Doc = serde_json::from_str(&row.doc)?;
-        let statement = self.statement(row, &doc, votes, now);
+        let mut statement = self.statement(row, &doc, votes, now);
+        if let Some((seq, _)) = &doc.decision_event {
+            statement["predicate"]["log"] = self.record_log(tx, *seq, now).await?;
+        }
         let env = serde_json::to_string(&self.keys.sign(&statement))?;
         Ok(tx.put_record(&row.id, &env, now).await?)
     }

@@ -111,6 +111,52 @@ FOR EACH STATEMENT EXECUTE FUNCTION gate_audit_append_only();
         sqlite: DELIVERIES,
         postgres: DELIVERIES,
     },
+    Migration {
+        version: 8,
+        name: "signed events and the transparency log",
+        sqlite: concat!(
+            "ALTER TABLE gate_audit ADD COLUMN sig TEXT;",
+            r#"
+CREATE TABLE gate_log_hashes (idx BIGINT PRIMARY KEY, hash TEXT NOT NULL);
+CREATE TABLE gate_checkpoints (size BIGINT PRIMARY KEY, note TEXT NOT NULL, created_at BIGINT NOT NULL);
+CREATE TABLE gate_cosignatures (
+    witness TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    line TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (witness, size)
+);
+CREATE TRIGGER gate_log_hashes_no_update BEFORE UPDATE ON gate_log_hashes
+BEGIN SELECT RAISE(ABORT, 'gate_log_hashes is append-only: UPDATE refused'); END;
+CREATE TRIGGER gate_log_hashes_no_delete BEFORE DELETE ON gate_log_hashes
+BEGIN SELECT RAISE(ABORT, 'gate_log_hashes is append-only: DELETE refused'); END;
+CREATE TRIGGER gate_checkpoints_no_update BEFORE UPDATE ON gate_checkpoints
+BEGIN SELECT RAISE(ABORT, 'gate_checkpoints is append-only: UPDATE refused'); END;
+CREATE TRIGGER gate_checkpoints_no_delete BEFORE DELETE ON gate_checkpoints
+BEGIN SELECT RAISE(ABORT, 'gate_checkpoints is append-only: DELETE refused'); END;
+"#
+        ),
+        postgres: concat!(
+            "ALTER TABLE gate_audit ADD COLUMN sig TEXT;",
+            r#"
+CREATE TABLE gate_log_hashes (idx BIGINT PRIMARY KEY, hash TEXT NOT NULL);
+CREATE TABLE gate_checkpoints (size BIGINT PRIMARY KEY, note TEXT NOT NULL, created_at BIGINT NOT NULL);
+CREATE TABLE gate_cosignatures (
+    witness TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    line TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (witness, size)
+);
+CREATE FUNCTION gate_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP; END $$;
+CREATE TRIGGER gate_log_hashes_no_update BEFORE UPDATE OR DELETE ON gate_log_hashes
+FOR EACH ROW EXECUTE FUNCTION gate_append_only();
+CREATE TRIGGER gate_checkpoints_no_update BEFORE UPDATE OR DELETE ON gate_checkpoints
+FOR EACH ROW EXECUTE FUNCTION gate_append_only();
+"#
+        ),
+    },
 ];
 
 /// Web UI sign-ins and single sign-on logins in flight. Only SHA-256 digests of the

@@ -3,11 +3,14 @@
 //! on the request's `version`, so concurrent votes resolve to one outcome without any
 //! lock held in memory; the audit chain's primary key makes a forked chain impossible.
 
+mod chain;
 mod deliveries;
 pub mod keyfile;
+mod log;
 mod migrate;
 mod web;
 
+pub use log::CheckpointRow;
 pub use web::{HistoryFilter, SessionRow, SsoLogin};
 
 mod outbox;
@@ -20,7 +23,6 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::core::audit;
 use crate::core::decide::Status;
 
 /// Which database we talk to; SQL is shared, only a few statements differ.
@@ -39,6 +41,9 @@ pub enum StoreError {
     Conflict,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Events are signed as they are written; a store opened without the key cannot write them.
+    #[error("this store has no event signing key, so it cannot append audit events")]
+    NoEventKey,
 }
 
 impl StoreError {
@@ -103,17 +108,28 @@ pub struct AuditDraft {
     pub data: serde_json::Value,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
     url: String,
+    /// The key every audit event is signed with as it is appended. It lives in this
+    /// process only (the database never holds it), so a row written straight into the
+    /// database cannot carry a valid signature.
+    event_key: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+    }
 }
 
 /// A write transaction. Dropped without `commit`, it rolls back.
 pub struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,
+    event_key: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
 }
 
 /// The advisory lock key that serializes writers on PostgreSQL (see `Store::begin`).
@@ -170,6 +186,7 @@ impl Store {
             pool,
             backend,
             url: url.to_string(),
+            event_key: None,
         };
         migrate::run(&store).await?;
         Ok(store)
@@ -184,6 +201,12 @@ impl Store {
         let mut l = sqlx::postgres::PgListener::connect(&self.url).await?;
         l.listen(CHANGES_CHANNEL).await?;
         Ok(Some(l))
+    }
+
+    /// The store, signing the audit events it appends with `key`.
+    pub fn with_event_key(mut self, key: ed25519_dalek::SigningKey) -> Store {
+        self.event_key = Some(std::sync::Arc::new(key));
+        self
     }
 
     pub fn backend(&self) -> Backend {
@@ -219,6 +242,7 @@ impl Store {
         Ok(Tx {
             tx,
             backend: self.backend,
+            event_key: self.event_key.clone(),
         })
     }
 
@@ -359,45 +383,6 @@ impl Store {
         )
     }
 
-    /// Audit rows from `after` (exclusive), in order, at most `limit`.
-    pub async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<audit::Row>> {
-        let rows = sqlx::query(
-            "SELECT seq, at, request_id, kind, actor, data, prev_hash, hash FROM gate_audit WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(audit_row).collect()
-    }
-
-    /// Audit rows of one request, in order.
-    pub async fn audit_for(&self, id: &str) -> Result<Vec<audit::Row>> {
-        let rows = sqlx::query(
-            "SELECT seq, at, request_id, kind, actor, data, prev_hash, hash FROM gate_audit WHERE request_id = $1 ORDER BY seq",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(audit_row).collect()
-    }
-
-    /// Walks the whole chain, a page at a time.
-    pub async fn verify_chain(&self) -> Result<audit::ChainCheck> {
-        let mut check = audit::ChainCheck::default();
-        let mut after = 0;
-        loop {
-            let page = self.audit_page(after, 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for r in &page {
-                if !check.push(r) {
-                    return Ok(check);
-                }
-            }
-        }
-        Ok(check)
-    }
 }
 
 impl Tx {
@@ -470,34 +455,6 @@ impl Tx {
         Ok(())
     }
 
-    /// Appends one event to the chain; returns its sequence number and hash.
-    pub async fn append_audit(&mut self, d: &AuditDraft) -> Result<(i64, String)> {
-        let head = sqlx::query("SELECT seq, hash FROM gate_audit ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        let (prev_seq, prev_hash) = match head {
-            Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
-            None => (0, audit::GENESIS.to_string()),
-        };
-        let seq = prev_seq + 1;
-        let data = String::from_utf8(audit::canonical_bytes(&d.data)).unwrap_or_default();
-        let hash = audit::event_hash(seq, d.at, &d.request_id, &d.kind, &d.actor, &data, &prev_hash);
-        sqlx::query(
-            "INSERT INTO gate_audit (seq, at, request_id, kind, actor, data, prev_hash, hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
-        )
-        .bind(seq)
-        .bind(d.at)
-        .bind(&d.request_id)
-        .bind(&d.kind)
-        .bind(&d.actor)
-        .bind(&data)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok((seq, hash))
-    }
-
     /// Tells other replicas (PostgreSQL LISTEN/NOTIFY, delivered on commit) that a request
     /// changed. SQLite has one server process, so there is no one to tell.
     pub async fn notify_change(&mut self, id: &str, status: Status, version: i64) -> Result<()> {
@@ -566,18 +523,5 @@ fn request_row(r: &AnyRow) -> Result<RequestRow> {
         repository: r.try_get("repository")?,
         opened_by: r.try_get("opened_by")?,
         doc: r.try_get("doc")?,
-    })
-}
-
-fn audit_row(r: &AnyRow) -> Result<audit::Row> {
-    Ok(audit::Row {
-        seq: r.try_get("seq")?,
-        at: r.try_get("at")?,
-        request_id: r.try_get("request_id")?,
-        kind: r.try_get("kind")?,
-        actor: r.try_get("actor")?,
-        data: r.try_get("data")?,
-        prev_hash: r.try_get("prev_hash")?,
-        hash: r.try_get("hash")?,
     })
 }

@@ -5,16 +5,20 @@ use crate::helpers::{Db, backends, fresh_pg_database};
 use jitgate::core::decide::Status;
 use jitgate::store::{AuditDraft, RequestRow, Store, StoreError, VoteRow};
 
+fn key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+}
+
 async fn open(db: Db) -> (Store, String, Option<tempfile::TempDir>) {
     match db {
         Db::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
-            (Store::connect(&url).await.unwrap(), url, Some(dir))
+            (Store::connect(&url).await.unwrap().with_event_key(key()), url, Some(dir))
         }
         Db::Postgres => {
             let url = fresh_pg_database().await;
-            (Store::connect(&url).await.unwrap(), url, None)
+            (Store::connect(&url).await.unwrap().with_event_key(key()), url, None)
         }
     }
 }
@@ -144,9 +148,20 @@ async fn audit_chain_is_append_only_and_survives_concurrent_writers() {
         for t in tasks {
             t.await.unwrap();
         }
-        let check = s.verify_chain().await.unwrap();
+        let check = s.verify_chain(vec![key().verifying_key()]).await.unwrap();
         assert!(check.broken.is_none(), "{db:?}: {:?}", check.broken);
         assert_eq!(check.count(), 40);
+        // The transparency log holds every event, in chain order, whoever won each race.
+        assert_eq!(s.log_size().await.unwrap(), 40, "{db:?}");
+        assert_eq!(
+            s.log_root(40).await.unwrap(),
+            jitgate::core::log::tree::root_of(check.leaves()),
+            "{db:?}"
+        );
+        // Signed by the store's key, and by no other.
+        let other = ed25519_dalek::SigningKey::from_bytes(&[2; 32]).verifying_key();
+        let wrong = s.verify_chain(vec![other]).await.unwrap();
+        assert_eq!(wrong.broken.as_ref().map(|b| b.0), Some(1), "{db:?}");
 
         let upd = sqlx::query("UPDATE gate_audit SET actor = 'x' WHERE seq = 1")
             .execute(s.pool())
@@ -160,7 +175,7 @@ async fn audit_chain_is_append_only_and_survives_concurrent_writers() {
             let tr = sqlx::query("TRUNCATE gate_audit").execute(s.pool()).await;
             assert!(tr.unwrap_err().to_string().contains("append-only"));
         }
-        assert_eq!(s.verify_chain().await.unwrap().count(), 40);
+        assert_eq!(s.verify_chain(vec![key().verifying_key()]).await.unwrap().count(), 40);
     }
 }
 

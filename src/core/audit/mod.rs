@@ -3,18 +3,27 @@
 
 pub mod record;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+use crate::core::log::tree::{self, Hash};
 
 use crate::core::api::AuditEvent;
 
 /// `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The hash of one event: SHA-256 over the canonical JSON (sorted keys, no spaces) of
-/// every field but the hash itself, so changing any of them, or the order, breaks the chain.
-pub fn event_hash(seq: i64, at: i64, request_id: &str, kind: &str, actor: &str, data: &str, prev_hash: &str) -> String {
-    let canonical = json!({
+/// What is signed for an event: this context, then the event's hash (hex), so an event
+/// signature can never be mistaken for a record's or a checkpoint's.
+const EVENT_SIG_CONTEXT: &[u8] = b"jitgate audit event v1\n";
+
+/// The bytes of one event as the chain and the transparency log hash them: the canonical
+/// JSON (sorted keys, no spaces) of every field but the hash itself.
+pub fn leaf_bytes(seq: i64, at: i64, request_id: &str, kind: &str, actor: &str, data: &str, prev_hash: &str) -> Vec<u8> {
+    canonical_bytes(&json!({
         "seq": seq,
         "at": at,
         "request_id": request_id,
@@ -22,8 +31,30 @@ pub fn event_hash(seq: i64, at: i64, request_id: &str, kind: &str, actor: &str, 
         "actor": actor,
         "data": data,
         "prev_hash": prev_hash,
-    });
-    hex::encode(Sha256::digest(canonical_bytes(&canonical)))
+    }))
+}
+
+/// The hash of one event: SHA-256 (hex) of its leaf bytes, so changing any field, or the
+/// order, breaks the chain.
+pub fn event_hash(seq: i64, at: i64, request_id: &str, kind: &str, actor: &str, data: &str, prev_hash: &str) -> String {
+    hex::encode(Sha256::digest(leaf_bytes(seq, at, request_id, kind, actor, data, prev_hash)))
+}
+
+/// The signature (base64) of an event with hash `hash`, by the server's key.
+pub fn sign_event(key: &SigningKey, hash: &str) -> String {
+    B64.encode(key.sign(&event_message(hash)).to_bytes())
+}
+
+/// The key among `keys` whose signature `sig` over the event hash `hash` is, if any.
+pub fn event_signer<'k>(keys: &'k [VerifyingKey], hash: &str, sig: &str) -> Option<&'k VerifyingKey> {
+    let raw = B64.decode(sig).ok()?;
+    let sig = Signature::from_slice(&raw).ok()?;
+    let msg = event_message(hash);
+    keys.iter().find(|k| k.verify(&msg, &sig).is_ok())
+}
+
+fn event_message(hash: &str) -> Vec<u8> {
+    [EVENT_SIG_CONTEXT, hash.as_bytes()].concat()
 }
 
 /// serde_json's default map is ordered by key, so this is a stable canonical form.
@@ -42,9 +73,16 @@ pub struct Row {
     pub data: String,
     pub prev_hash: String,
     pub hash: String,
+    /// The server's signature over `hash` (base64); `None` on a row written outside it.
+    pub sig: Option<String>,
 }
 
 impl Row {
+    pub fn leaf_bytes(&self) -> Vec<u8> {
+        leaf_bytes(self.seq, self.at, &self.request_id, &self.kind, &self.actor, &self.data, &self.prev_hash)
+    }
+
+    /// The row as exported: `data` is the stored canonical JSON, parsed.
     pub fn to_event(&self) -> AuditEvent {
         AuditEvent {
             seq: self.seq,
@@ -55,30 +93,60 @@ impl Row {
             data: serde_json::from_str(&self.data).unwrap_or(Value::String(self.data.clone())),
             prev_hash: self.prev_hash.clone(),
             hash: self.hash.clone(),
+            at_ms: self.at,
+            sig: self.sig.clone(),
+        }
+    }
+
+    /// The row back from its export; `None` when the export lacks what the hash covers.
+    pub fn from_event(e: &AuditEvent) -> Row {
+        Row {
+            seq: e.seq,
+            at: e.at_ms,
+            request_id: e.request_id.clone(),
+            kind: e.kind.clone(),
+            actor: e.actor.clone(),
+            data: String::from_utf8(canonical_bytes(&e.data)).unwrap_or_default(),
+            prev_hash: e.prev_hash.clone(),
+            hash: e.hash.clone(),
+            sig: e.sig.clone(),
         }
     }
 }
 
 /// Walks the chain from the start, carrying the last good hash, and reports the first
 /// broken link. Feed rows in `seq` order.
+///
+/// Given keys, it also checks each event's signature, so an event written with correct
+/// hashes but outside the server (where the key is not) is found; and it keeps the leaf
+/// hashes, so the caller can compare the tree's root with a checkpoint.
 #[derive(Debug)]
 pub struct ChainCheck {
     expect_seq: i64,
     prev: String,
+    keys: Vec<VerifyingKey>,
+    leaves: Vec<Hash>,
     pub broken: Option<(i64, String)>,
 }
 
 impl Default for ChainCheck {
     fn default() -> Self {
-        ChainCheck {
-            expect_seq: 1,
-            prev: GENESIS.to_string(),
-            broken: None,
-        }
+        ChainCheck::new(vec![])
     }
 }
 
 impl ChainCheck {
+    /// A check of signatures by `keys` too (none: the chain alone).
+    pub fn new(keys: Vec<VerifyingKey>) -> ChainCheck {
+        ChainCheck {
+            expect_seq: 1,
+            prev: GENESIS.to_string(),
+            keys,
+            leaves: Vec::new(),
+            broken: None,
+        }
+    }
+
     /// Checks one row; returns false once the chain is broken.
     pub fn push(&mut self, r: &Row) -> bool {
         if self.broken.is_some() {
@@ -100,6 +168,16 @@ impl ChainCheck {
                 "event #{} ({} on {}) was altered: its content no longer matches its hash",
                 r.seq, r.kind, r.request_id
             ))
+        } else if !self.keys.is_empty()
+            && r.sig
+                .as_deref()
+                .and_then(|s| event_signer(&self.keys, &r.hash, s))
+                .is_none()
+        {
+            Some(format!(
+                "event #{} ({} on {}) is not signed by the server's key: it was written outside the server",
+                r.seq, r.kind, r.request_id
+            ))
         } else {
             None
         };
@@ -109,7 +187,15 @@ impl ChainCheck {
         }
         self.expect_seq += 1;
         self.prev = r.hash.clone();
+        if !self.keys.is_empty() {
+            self.leaves.push(tree::leaf_hash(&r.leaf_bytes()));
+        }
         true
+    }
+
+    /// The leaf hashes of the events checked so far (kept only when checking signatures).
+    pub fn leaves(&self) -> &[Hash] {
+        &self.leaves
     }
 
     pub fn head(&self) -> &str {
@@ -139,6 +225,7 @@ mod tests {
                     data: "{}".into(),
                     prev_hash: prev.clone(),
                     hash: hash.clone(),
+                    sig: None,
                 };
                 prev = hash;
                 r

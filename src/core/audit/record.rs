@@ -96,6 +96,12 @@ impl KeyPair {
         KeyPair { key, keyid }
     }
 
+    /// The Ed25519 key itself, for what else the server signs with it (audit events,
+    /// log checkpoints).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
     pub fn public(&self) -> PublicKey {
         public_key_view(&self.key.verifying_key())
     }

@@ -13,6 +13,8 @@
 //! open; the caller computes `window_open` for `now`. Outside it, `consume` is refused
 //! and the request stays approved until its approval lapses.
 
+pub mod derive;
+
 use std::fmt;
 
 /// Where a request is in its life. Everything but `Pending` and `Approved` is terminal.

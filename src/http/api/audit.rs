@@ -19,7 +19,7 @@ pub(super) async fn keys(State(s): State<AppState>) -> Json<Keys> {
 }
 
 pub(super) async fn audit_verify(State(s): State<AppState>, _c: Caller) -> Result<Json<AuditVerify>> {
-    let check = s.engine.store.verify_chain().await?;
+    let check = s.engine.store.verify_chain(s.engine.event_keys()).await?;
     Ok(Json(AuditVerify {
         ok: check.broken.is_none(),
         events: check.count(),

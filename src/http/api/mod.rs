@@ -3,6 +3,7 @@
 
 mod audit;
 pub(crate) mod events;
+mod log;
 mod notifications;
 mod requests;
 
@@ -23,6 +24,12 @@ pub fn router() -> Router<AppState> {
         .route("/keys", get(audit::keys))
         .route("/audit/verify", get(audit::audit_verify))
         .route("/audit/export", get(audit::audit_export))
+        .route("/log/checkpoint", get(log::checkpoint))
+        .route("/log/key", get(log::key))
+        .route("/log/leaves/{index}", get(log::leaf))
+        .route("/log/proof/inclusion", get(log::inclusion))
+        .route("/log/proof/consistency", get(log::consistency))
+        .route("/log/cosign", post(log::cosign))
         .route("/events", get(events::events))
         .route("/notifications", get(notifications::list));
     Router::new().nest("/api/v1", v1)

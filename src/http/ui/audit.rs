@@ -28,7 +28,7 @@ pub(super) async fn audit(State(s): State<AppState>, headers: HeaderMap) -> Resp
         Ok(x) => x,
         Err(r) => return r,
     };
-    let check = match s.engine.store.verify_chain().await {
+    let check = match s.engine.store.verify_chain(s.engine.event_keys()).await {
         Ok(c) => c,
         Err(e) => return UiError::from(e).into_response(),
     };

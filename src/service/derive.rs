@@ -1,0 +1,105 @@
+//! Before the server acts on a request (a vote, a consume, a cancel, an expiry) it
+//! checks the row against the request's signed events (`core::decide::derive`): a row
+//! edited in the database is refused, loudly, instead of being used or signed.
+
+use std::collections::BTreeMap;
+
+use super::error::{AppError, ErrorCode, Result};
+use super::{Doc, Engine};
+use crate::core::audit::{self, event_hash};
+use crate::core::decide::State;
+use crate::core::decide::derive::{Event, derive};
+use crate::core::duration::rfc3339;
+use crate::store::{RequestRow, VoteRow};
+
+impl Engine {
+    /// The machine's view of a request, taken from its signed events and checked
+    /// against the row: status, votes and timeout must agree, or the request is
+    /// `tampered` (409). The requester set is widened with today's config as `state` does.
+    pub(super) async fn verified_state(&self, row: &RequestRow, doc: &Doc, votes: &[VoteRow]) -> Result<State> {
+        let rows = self.store.audit_for(&row.id).await?;
+        let keys = self.event_keys();
+        for r in &rows {
+            let hash = event_hash(r.seq, r.at, &r.request_id, &r.kind, &r.actor, &r.data, &r.prev_hash);
+            let signed = r.sig.as_deref().and_then(|s| audit::event_signer(&keys, &hash, s)).is_some();
+            if hash != r.hash || !signed {
+                return Err(self.tampered(
+                    &row.id,
+                    format!("audit event #{} ({}) is not as this server signed it", r.seq, r.kind),
+                ));
+            }
+        }
+        let events: Vec<Event<'_>> = rows
+            .iter()
+            .map(|r| Event {
+                seq: r.seq,
+                at: r.at,
+                kind: &r.kind,
+                actor: &r.actor,
+                data: serde_json::from_str(&r.data).unwrap_or_default(),
+            })
+            .collect();
+        let derived = derive(&events).map_err(|e| self.tampered(&row.id, format!("its signed events do not add up: {e}")))?;
+        if derived.status != row.status {
+            return Err(self.tampered(
+                &row.id,
+                format!("the row says {} but its signed events say {}", row.status, derived.status),
+            ));
+        }
+        let mut stored: BTreeMap<&str, bool> = BTreeMap::new();
+        for v in votes {
+            stored.insert(&v.voter, v.approve);
+        }
+        let signed: BTreeMap<&str, bool> = derived.votes.iter().map(|(v, a)| (v.as_str(), *a)).collect();
+        if stored != signed || votes.len() != derived.votes.len() {
+            return Err(self.tampered(
+                &row.id,
+                format!(
+                    "its votes ({}) are not the signed ones ({})",
+                    describe(&stored),
+                    describe(&signed)
+                ),
+            ));
+        }
+        if derived.expires_at != rfc3339(row.expires_at) {
+            return Err(self.tampered(
+                &row.id,
+                format!(
+                    "its timeout is {} but it was opened with {}",
+                    rfc3339(row.expires_at),
+                    derived.expires_at
+                ),
+            ));
+        }
+        let mut state = self.state(row, doc, votes)?;
+        for r in derived.requesters {
+            if !state.requesters.contains(&r) {
+                state.requesters.push(r);
+            }
+        }
+        state.requirements = derived.state.requirements;
+        state.votes = derived.state.votes;
+        state.extra_voters = derived.state.extra_voters;
+        Ok(state)
+    }
+
+    fn tampered(&self, id: &str, why: String) -> AppError {
+        tracing::error!(request = %id, problem = %why, "request refused: its database row was altered");
+        self.metrics.tampered();
+        AppError::Conflict(
+            ErrorCode::Tampered,
+            format!("request {id} was altered outside the server ({why}); nothing was done. Run `gate audit verify`"),
+        )
+    }
+}
+
+fn describe(votes: &BTreeMap<&str, bool>) -> String {
+    if votes.is_empty() {
+        return "none".into();
+    }
+    votes
+        .iter()
+        .map(|(v, a)| format!("{v} {}", if *a { "approve" } else { "deny" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,248 @@
+//! The transparency log's storage: every stored node hash of the Merkle tree
+//! (`gate_log_hashes`, indexed as `tlog_tiles` lays them out), the signed checkpoints,
+//! and the witnesses' cosignatures. Leaf `i` is audit event `seq = i + 1`; its hashes
+//! are written in the transaction that appends the event.
+
+use sqlx::{AnyConnection, Row};
+
+use super::{Result, Store, StoreError, Tx};
+use crate::core::log::tree::{self, Hash, Known, stored_hash_index};
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone)]
+pub struct CheckpointRow {
+    pub size: i64,
+    pub note: String,
+    pub created_at: i64,
+}
+
+/// Runs a tree computation, fetching the stored hashes it asks for. `tlog_tiles` reads
+/// everything it needs at once, so the second run succeeds unless hashes are missing.
+async fn compute<T>(
+    conn: &mut AnyConnection,
+    f: impl Fn(&Known) -> std::result::Result<T, tree::TreeError>,
+) -> Result<T> {
+    let mut known = Known::default();
+    for _ in 0..3 {
+        match f(&known) {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let missing = known.take_missing();
+                if missing.is_empty() {
+                    return Err(StoreError::Corrupt(format!("transparency log: {e}")));
+                }
+                for (i, h) in fetch(conn, &missing).await? {
+                    known.insert(i, h);
+                }
+            }
+        }
+    }
+    Err(StoreError::Corrupt(
+        "transparency log: stored tree hashes are missing (the log table was altered)".into(),
+    ))
+}
+
+async fn fetch(conn: &mut AnyConnection, indexes: &[u64]) -> Result<Vec<(u64, Hash)>> {
+    let mut out = Vec::with_capacity(indexes.len());
+    for chunk in indexes.chunks(200) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT idx, hash FROM gate_log_hashes WHERE idx IN ({})", marks.join(","));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for i in chunk {
+            q = q.bind(*i as i64);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let idx: i64 = r.try_get("idx")?;
+            let h: String = r.try_get("hash")?;
+            let h = tree::parse_b64(&h)
+                .map_err(|_| StoreError::Corrupt(format!("transparency log: stored hash #{idx} is malformed")))?;
+            out.push((idx as u64, h));
+        }
+    }
+    Ok(out)
+}
+
+async fn root(conn: &mut AnyConnection, size: u64) -> Result<Hash> {
+    compute(conn, |k| tree::root(size, k)).await
+}
+
+async fn latest(conn: &mut AnyConnection) -> Result<Option<CheckpointRow>> {
+    let r = sqlx::query("SELECT size, note, created_at FROM gate_checkpoints ORDER BY size DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    r.map(|r| {
+        Ok(CheckpointRow {
+            size: r.try_get("size")?,
+            note: r.try_get("note")?,
+            created_at: r.try_get("created_at")?,
+        })
+    })
+    .transpose()
+}
+
+impl Tx {
+    /// The number of events in the chain (and leaves in the tree) as this transaction sees it.
+    pub async fn log_head(&mut self) -> Result<u64> {
+        let n: Option<i64> = sqlx::query("SELECT MAX(seq) AS n FROM gate_audit")
+            .fetch_one(&mut *self.tx)
+            .await?
+            .try_get("n")?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+
+    /// Appends leaf `n` (0-based: event `seq = n + 1`) with leaf hash `leaf` to the tree.
+    pub async fn log_append(&mut self, n: u64, leaf: Hash) -> Result<()> {
+        let hashes = compute(&mut *self.tx, |k| tree::appended(n, leaf, k)).await?;
+        let start = stored_hash_index(0, n);
+        let marks: Vec<String> = (0..hashes.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = format!("INSERT INTO gate_log_hashes (idx, hash) VALUES {}", marks.join(","));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (i, h) in hashes.iter().enumerate() {
+            q = q.bind((start + i as u64) as i64).bind(tree::b64(h));
+        }
+        q.execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
+    /// The root of the first `size` leaves, as this transaction sees them.
+    pub async fn log_root(&mut self, size: u64) -> Result<Hash> {
+        root(&mut *self.tx, size).await
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size` leaves.
+    pub async fn log_inclusion(&mut self, size: u64, index: u64) -> Result<Vec<Hash>> {
+        compute(&mut *self.tx, |k| tree::inclusion(size, index, k)).await
+    }
+
+    pub async fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>> {
+        latest(&mut *self.tx).await
+    }
+
+    /// Stores a signed checkpoint; one per tree size (a second for the same size is ignored).
+    pub async fn put_checkpoint(&mut self, size: u64, note: &str, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO gate_checkpoints (size, note, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(size as i64)
+            .bind(note)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The number of leaves in the tree: the events whose hashes are stored.
+    pub async fn log_size(&self) -> Result<u64> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM gate_log_hashes")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        let n = n as u64;
+        // Appending leaf k stores the hashes `stored_hash_index(0, k)..stored_hash_index(0, k+1)`,
+        // so the count is `stored_hash_index(0, size)`; find the size it is the count of.
+        let (mut lo, mut hi) = (0u64, n + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if stored_hash_index(0, mid) < n {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if stored_hash_index(0, lo) != n {
+            return Err(StoreError::Corrupt(format!(
+                "transparency log: {n} stored hashes is not the count of any tree (the log table was altered)"
+            )));
+        }
+        Ok(lo)
+    }
+
+    /// Adds the leaves of events appended before the log existed (databases from before
+    /// migration 8). Their hashes are derived from the events, so nothing is trusted that
+    /// the chain does not already hold; it signs nothing.
+    pub async fn log_catch_up(&self) -> Result<u64> {
+        let size = self.log_size().await?;
+        let mut added = 0;
+        let mut after = size as i64;
+        loop {
+            let page = self.audit_page(after, 1000).await?;
+            if page.is_empty() {
+                return Ok(added);
+            }
+            let mut tx = self.begin().await?;
+            for r in &page {
+                if r.seq != after + 1 {
+                    return Err(StoreError::Corrupt(format!(
+                        "audit event #{} is missing; the transparency log cannot skip it",
+                        after + 1
+                    )));
+                }
+                tx.log_append(after as u64, tree::leaf_hash(&r.leaf_bytes())).await?;
+                after = r.seq;
+                added += 1;
+            }
+            tx.commit().await?;
+        }
+    }
+
+    pub async fn log_root(&self, size: u64) -> Result<Hash> {
+        root(&mut *self.pool.acquire().await?, size).await
+    }
+
+    pub async fn log_inclusion(&self, size: u64, index: u64) -> Result<Vec<Hash>> {
+        compute(&mut *self.pool.acquire().await?, |k| tree::inclusion(size, index, k)).await
+    }
+
+    pub async fn log_consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
+        compute(&mut *self.pool.acquire().await?, |k| tree::consistency(from, to, k)).await
+    }
+
+    pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>> {
+        latest(&mut *self.pool.acquire().await?).await
+    }
+
+    pub async fn checkpoint_at(&self, size: u64) -> Result<Option<String>> {
+        let r = sqlx::query("SELECT note FROM gate_checkpoints WHERE size = $1")
+            .bind(size as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(r.map(|r| r.try_get("note")).transpose()?)
+    }
+
+    /// The cosignature lines witnesses posted for the checkpoint of `size`.
+    pub async fn cosignatures(&self, size: u64) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT line FROM gate_cosignatures WHERE size = $1 ORDER BY witness")
+            .bind(size as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("line")?)).collect()
+    }
+
+    /// Keeps a witness's cosignature of the checkpoint of `size` (the latest per witness
+    /// and size wins).
+    pub async fn put_cosignature(&self, witness: &str, size: u64, line: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO gate_cosignatures (witness, size, line, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (witness, size) DO UPDATE SET line = excluded.line, created_at = excluded.created_at",
+        )
+        .bind(witness)
+        .bind(size as i64)
+        .bind(line)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The bytes of leaf `index`: the canonical JSON of audit event `index + 1`.
+    pub async fn log_leaf(&self, index: u64) -> Result<Option<Vec<u8>>> {
+        let seq = index as i64 + 1;
+        Ok(self
+            .audit_page(seq - 1, 1)
+            .await?
+            .into_iter()
+            .find(|r| r.seq == seq)
+            .map(|r| r.leaf_bytes()))
+    }
+}
