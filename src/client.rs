@@ -226,6 +226,43 @@ impl Client {
             .1)
     }
 
+    /// The log's latest signed checkpoint (`text/plain`, no token needed).
+    pub async fn log_checkpoint(&self) -> Result<String> {
+        Ok(self
+            .send(self.req(reqwest::Method::GET, "/api/v1/log/checkpoint", Self::SHORT))
+            .await?
+            .1)
+    }
+
+    /// The log's verifier key.
+    pub async fn log_key(&self) -> Result<String> {
+        Ok(self
+            .send(self.req(reqwest::Method::GET, "/api/v1/log/key", Self::SHORT))
+            .await?
+            .1
+            .trim()
+            .to_string())
+    }
+
+    /// The consistency proof between two tree sizes (base64 hashes).
+    pub async fn log_consistency(&self, from: u64, to: u64) -> Result<Vec<String>> {
+        let path = format!("/api/v1/log/proof/consistency?from={from}&to={to}");
+        let v: serde_json::Value = self.json(self.req(reqwest::Method::GET, &path, Self::SHORT)).await?;
+        serde_json::from_value(v["hashes"].clone()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Posts a cosigned checkpoint; returns the witnesses the server kept it for.
+    pub async fn log_cosign(&self, note: &str) -> Result<Vec<String>> {
+        let v: serde_json::Value = self
+            .json(
+                self.req(reqwest::Method::POST, "/api/v1/log/cosign", Self::SHORT)
+                    .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .body(note.to_string()),
+            )
+            .await?;
+        serde_json::from_value(v["witnesses"].clone()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     /// GET of an arbitrary URL (a key published elsewhere), no token sent.
     pub async fn fetch_url(url: &str) -> Result<String> {
         let r = reqwest::Client::new()

@@ -2,6 +2,7 @@
 //! carries one, so `main` stays a one-liner.
 
 mod approver;
+mod audit;
 mod exit;
 mod request;
 mod serve;
@@ -136,10 +137,53 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the server's hash chain; names the first broken link.
-    Verify,
+    /// Check the whole audit log here: every event's hash, link and signature, the
+    /// transparency log's tree against its signed checkpoint, and each request row against
+    /// its events. Names the first thing that does not hold.
+    Verify {
+        /// The server's public key(s) (PEM, key file, or SERVER/api/v1/keys); by default
+        /// the server's own, which a pinned key is safer than.
+        #[arg(long, env = "GATE_SERVER_KEY")]
+        key: Option<String>,
+        /// A checkpoint kept earlier (from `--save-checkpoint`, a witness or a SIEM): the
+        /// log must be an append-only extension of it.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// A witness verifier key (or file) the latest checkpoint must be cosigned by; repeatable.
+        #[arg(long = "witness-key")]
+        witness_keys: Vec<String>,
+        /// Save the latest checkpoint here when everything verified.
+        #[arg(long)]
+        save_checkpoint: Option<PathBuf>,
+    },
     /// Print every audit event as JSON lines.
     Export,
+    /// Witness the server's transparency log: check that its checkpoint extends the one
+    /// this witness cosigned last, refuse a fork loudly, and post a cosignature.
+    Witness {
+        /// The jitgate server to witness.
+        #[arg(long, required_unless_present = "generate_key")]
+        server: Option<String>,
+        /// The witness's private key file.
+        #[arg(long, required_unless_present = "generate_key")]
+        key: Option<PathBuf>,
+        /// Where the witness keeps the last checkpoint it cosigned.
+        #[arg(long, required_unless_present = "generate_key")]
+        state: Option<PathBuf>,
+        /// The log's verifier key (`origin+id+key`); by default the one saved in the
+        /// state file, or on the first run the server's.
+        #[arg(long)]
+        log_key: Option<String>,
+        /// Keep witnessing, once every DUR (e.g. `5m`); without it, once (for cron).
+        #[arg(long)]
+        every: Option<String>,
+        /// Make a witness key in FILE and print its verifier key for `log.witnesses`.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["server", "key", "state"])]
+        generate_key: Option<PathBuf>,
+        /// The witness's name (with --generate-key), e.g. `witness.example.com/security`.
+        #[arg(long, requires = "generate_key")]
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,8 +292,62 @@ pub async fn run(cli: Cli) -> Outcome {
             artifacts,
         } => tools::verify(&ctx, &record, &key, commit, artifacts).await,
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => tools::audit_verify(&ctx).await,
+            command:
+                AuditCommand::Verify {
+                    key,
+                    checkpoint,
+                    witness_keys,
+                    save_checkpoint,
+                },
+        } => {
+            audit::verify(
+                &ctx,
+                audit::VerifyArgs {
+                    key,
+                    checkpoint,
+                    witness_keys,
+                    save_checkpoint,
+                },
+            )
+            .await
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Witness {
+                    server,
+                    key,
+                    state,
+                    log_key,
+                    every,
+                    generate_key,
+                    name,
+                },
+        } => match (generate_key, server, key, state) {
+            (Some(file), ..) => audit::generate_key(&file, name.as_deref().unwrap_or("jitgate-witness")),
+            (None, Some(server), Some(key), Some(state)) => {
+                let every = every
+                    .map(|e| {
+                        crate::core::duration::Dur::parse(&e)
+                            .map(|d| d.as_std())
+                            .map_err(|err| Failure::usage(format!("--every {e}: {err}")))
+                    })
+                    .transpose()?;
+                audit::witness(
+                    &ctx,
+                    audit::WitnessArgs {
+                        server,
+                        key,
+                        state,
+                        log_key,
+                        every,
+                    },
+                )
+                .await
+            }
+            _ => Err(Failure::usage(
+                "give --server, --key and --state (or --generate-key FILE)",
+            )),
+        },
         Command::Audit {
             command: AuditCommand::Export,
         } => tools::audit_export(&ctx).await,

@@ -49,26 +49,6 @@ pub async fn verify(ctx: &Ctx, path: &Path, key: &str, commit: Option<String>, a
     }
 }
 
-pub async fn audit_verify(ctx: &Ctx) -> Outcome {
-    let r = ctx.client()?.audit_verify().await?;
-    if ctx.json() {
-        print_json(&r);
-    } else if r.ok {
-        println!(
-            "audit chain intact: {} events, head {}",
-            r.events,
-            r.head.as_deref().unwrap_or("")
-        );
-    } else {
-        println!(
-            "audit chain BROKEN at event #{}: {}",
-            r.first_broken.unwrap_or(0),
-            r.problem.as_deref().unwrap_or("")
-        );
-    }
-    Ok(Exit::yes_or_no(r.ok))
-}
-
 pub async fn audit_export(ctx: &Ctx) -> Outcome {
     let c = ctx.client()?;
     let mut after = 0;

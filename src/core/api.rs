@@ -254,6 +254,19 @@ pub struct AuditVerify {
     pub first_broken: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Request rows checked against their signed events.
+    #[serde(default)]
+    pub requests: i64,
+    /// Requests whose row disagrees with their signed events (edited in the database).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tampered: Vec<TamperedRequest>,
+}
+
+/// A request whose stored row is not what its signed events say.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TamperedRequest {
+    pub id: String,
+    pub problem: String,
 }
 
 /// One audit event as exported.

@@ -18,14 +18,67 @@ impl Engine {
     /// `tampered` (409). The requester set is widened with today's config as `state` does.
     pub(super) async fn verified_state(&self, row: &RequestRow, doc: &Doc, votes: &[VoteRow]) -> Result<State> {
         let rows = self.store.audit_for(&row.id).await?;
+        let derived = self
+            .check_against_events(row, votes, &rows)
+            .map_err(|why| self.tampered(&row.id, why))?;
+        let mut state = self.state(row, doc, votes)?;
+        for r in derived.requesters {
+            if !state.requesters.contains(&r) {
+                state.requesters.push(r);
+            }
+        }
+        state.requirements = derived.state.requirements;
+        state.votes = derived.state.votes;
+        state.extra_voters = derived.state.extra_voters;
+        Ok(state)
+    }
+
+    /// Every request row checked against its signed events (for `gate audit verify`):
+    /// the ids that disagree, each with what is wrong. Rows with no events, and events
+    /// whose request row is gone, are found too.
+    pub async fn scan_requests(&self) -> Result<(i64, Vec<(String, String)>)> {
+        let ids = self.store.request_ids().await?;
+        let mut bad = Vec::new();
+        for id in &ids {
+            let Some((row, votes)) = self.store.get(id).await? else {
+                continue;
+            };
+            let rows = self.store.audit_for(id).await?;
+            if let Err(why) = self.check_against_events(&row, &votes, &rows) {
+                bad.push((id.clone(), why));
+            }
+        }
+        for id in self.store.audited_request_ids().await? {
+            if ids.binary_search(&id).is_err() {
+                bad.push((
+                    id,
+                    "it has signed events but its row is gone (deleted from the database)".into(),
+                ));
+            }
+        }
+        Ok((ids.len() as i64, bad))
+    }
+
+    /// Checks a row and its votes against the request's audit events: each event as this
+    /// server signed it, the events adding up, and the row saying what they say.
+    fn check_against_events(
+        &self,
+        row: &RequestRow,
+        votes: &[VoteRow],
+        rows: &[audit::Row],
+    ) -> std::result::Result<crate::core::decide::derive::Derived, String> {
         let keys = self.event_keys();
-        for r in &rows {
+        for r in rows {
             let hash = event_hash(r.seq, r.at, &r.request_id, &r.kind, &r.actor, &r.data, &r.prev_hash);
-            let signed = r.sig.as_deref().and_then(|s| audit::event_signer(&keys, &hash, s)).is_some();
+            let signed = r
+                .sig
+                .as_deref()
+                .and_then(|s| audit::event_signer(&keys, &hash, s))
+                .is_some();
             if hash != r.hash || !signed {
-                return Err(self.tampered(
-                    &row.id,
-                    format!("audit event #{} ({}) is not as this server signed it", r.seq, r.kind),
+                return Err(format!(
+                    "audit event #{} ({}) is not as this server signed it",
+                    r.seq, r.kind
                 ));
             }
         }
@@ -39,11 +92,11 @@ impl Engine {
                 data: serde_json::from_str(&r.data).unwrap_or_default(),
             })
             .collect();
-        let derived = derive(&events).map_err(|e| self.tampered(&row.id, format!("its signed events do not add up: {e}")))?;
+        let derived = derive(&events).map_err(|e| format!("its signed events do not add up: {e}"))?;
         if derived.status != row.status {
-            return Err(self.tampered(
-                &row.id,
-                format!("the row says {} but its signed events say {}", row.status, derived.status),
+            return Err(format!(
+                "the row says {} but its signed events say {}",
+                row.status, derived.status
             ));
         }
         let mut stored: BTreeMap<&str, bool> = BTreeMap::new();
@@ -52,35 +105,20 @@ impl Engine {
         }
         let signed: BTreeMap<&str, bool> = derived.votes.iter().map(|(v, a)| (v.as_str(), *a)).collect();
         if stored != signed || votes.len() != derived.votes.len() {
-            return Err(self.tampered(
-                &row.id,
-                format!(
-                    "its votes ({}) are not the signed ones ({})",
-                    describe(&stored),
-                    describe(&signed)
-                ),
+            return Err(format!(
+                "its votes ({}) are not the signed ones ({})",
+                describe(&stored),
+                describe(&signed)
             ));
         }
         if derived.expires_at != rfc3339(row.expires_at) {
-            return Err(self.tampered(
-                &row.id,
-                format!(
-                    "its timeout is {} but it was opened with {}",
-                    rfc3339(row.expires_at),
-                    derived.expires_at
-                ),
+            return Err(format!(
+                "its timeout is {} but it was opened with {}",
+                rfc3339(row.expires_at),
+                derived.expires_at
             ));
         }
-        let mut state = self.state(row, doc, votes)?;
-        for r in derived.requesters {
-            if !state.requesters.contains(&r) {
-                state.requesters.push(r);
-            }
-        }
-        state.requirements = derived.state.requirements;
-        state.votes = derived.state.votes;
-        state.extra_voters = derived.state.extra_voters;
-        Ok(state)
+        Ok(derived)
     }
 
     fn tampered(&self, id: &str, why: String) -> AppError {

@@ -83,7 +83,9 @@ impl Engine {
         };
         let body = log::note_body(&ours).map_err(|e| AppError::Internal(e.into()))?;
         if log::note_body(text).ok().as_deref() != Some(body.as_str()) {
-            return Err(bad("the cosigned checkpoint is not the one this log signed at that size".into()));
+            return Err(bad(
+                "the cosigned checkpoint is not the one this log signed at that size".into(),
+            ));
         }
         let mut kept = Vec::new();
         for line in log::note_signature_lines(text) {
@@ -98,7 +100,11 @@ impl Engine {
                 if self.witnesses.is_empty() {
                     "none".to_string()
                 } else {
-                    self.witnesses.iter().map(|w| w.name.as_str()).collect::<Vec<_>>().join(", ")
+                    self.witnesses
+                        .iter()
+                        .map(|w| w.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             )));
         }

@@ -8,6 +8,22 @@ use super::{AuditDraft, Result, Store, StoreError, Tx};
 use crate::core::audit;
 
 impl Store {
+    /// Every request id, sorted.
+    pub async fn request_ids(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM gate_requests ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// Every request id the audit chain has events for, sorted.
+    pub async fn audited_request_ids(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT DISTINCT request_id FROM gate_audit ORDER BY request_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("request_id")?)).collect()
+    }
+
     /// Audit rows from `after` (exclusive), in order, at most `limit`.
     pub async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<audit::Row>> {
         let rows = sqlx::query(

@@ -46,7 +46,10 @@ async fn fetch(conn: &mut AnyConnection, indexes: &[u64]) -> Result<Vec<(u64, Ha
     let mut out = Vec::with_capacity(indexes.len());
     for chunk in indexes.chunks(200) {
         let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT idx, hash FROM gate_log_hashes WHERE idx IN ({})", marks.join(","));
+        let sql = format!(
+            "SELECT idx, hash FROM gate_log_hashes WHERE idx IN ({})",
+            marks.join(",")
+        );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for i in chunk {
             q = q.bind(*i as i64);

@@ -14,7 +14,11 @@ async fn open(db: Db) -> (Store, String, Option<tempfile::TempDir>) {
         Db::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
-            (Store::connect(&url).await.unwrap().with_event_key(key()), url, Some(dir))
+            (
+                Store::connect(&url).await.unwrap().with_event_key(key()),
+                url,
+                Some(dir),
+            )
         }
         Db::Postgres => {
             let url = fresh_pg_database().await;

@@ -22,7 +22,15 @@ const EVENT_SIG_CONTEXT: &[u8] = b"jitgate audit event v1\n";
 
 /// The bytes of one event as the chain and the transparency log hash them: the canonical
 /// JSON (sorted keys, no spaces) of every field but the hash itself.
-pub fn leaf_bytes(seq: i64, at: i64, request_id: &str, kind: &str, actor: &str, data: &str, prev_hash: &str) -> Vec<u8> {
+pub fn leaf_bytes(
+    seq: i64,
+    at: i64,
+    request_id: &str,
+    kind: &str,
+    actor: &str,
+    data: &str,
+    prev_hash: &str,
+) -> Vec<u8> {
     canonical_bytes(&json!({
         "seq": seq,
         "at": at,
@@ -37,7 +45,9 @@ pub fn leaf_bytes(seq: i64, at: i64, request_id: &str, kind: &str, actor: &str, 
 /// The hash of one event: SHA-256 (hex) of its leaf bytes, so changing any field, or the
 /// order, breaks the chain.
 pub fn event_hash(seq: i64, at: i64, request_id: &str, kind: &str, actor: &str, data: &str, prev_hash: &str) -> String {
-    hex::encode(Sha256::digest(leaf_bytes(seq, at, request_id, kind, actor, data, prev_hash)))
+    hex::encode(Sha256::digest(leaf_bytes(
+        seq, at, request_id, kind, actor, data, prev_hash,
+    )))
 }
 
 /// The signature (base64) of an event with hash `hash`, by the server's key.
@@ -79,7 +89,15 @@ pub struct Row {
 
 impl Row {
     pub fn leaf_bytes(&self) -> Vec<u8> {
-        leaf_bytes(self.seq, self.at, &self.request_id, &self.kind, &self.actor, &self.data, &self.prev_hash)
+        leaf_bytes(
+            self.seq,
+            self.at,
+            &self.request_id,
+            &self.kind,
+            &self.actor,
+            &self.data,
+            &self.prev_hash,
+        )
     }
 
     /// The row as exported: `data` is the stored canonical JSON, parsed.

@@ -138,11 +138,18 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
                 }
             }
             "approved" | "denied" => {
-                let s = if e.kind == "approved" { Status::Approved } else { Status::Denied };
+                let s = if e.kind == "approved" {
+                    Status::Approved
+                } else {
+                    Status::Denied
+                };
                 if st.status != Status::Pending || allowed != Some(s) {
                     return Err(bad(
                         e,
-                        format!("no vote before it decides the request {s} (the votes so far leave it {})", allowed.unwrap_or(st.status)),
+                        format!(
+                            "no vote before it decides the request {s} (the votes so far leave it {})",
+                            allowed.unwrap_or(st.status)
+                        ),
                     ));
                 }
                 st.status = s;
@@ -150,13 +157,19 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
             "expired" => st.status = Status::Expired,
             "canceled" => {
                 if st.status != Status::Pending {
-                    return Err(bad(e, format!("only a pending request is canceled, this one was {}", st.status)));
+                    return Err(bad(
+                        e,
+                        format!("only a pending request is canceled, this one was {}", st.status),
+                    ));
                 }
                 st.status = Status::Canceled;
             }
             "consumed" => {
                 if st.status != Status::Approved {
-                    return Err(bad(e, format!("only an approved request is consumed, this one was {}", st.status)));
+                    return Err(bad(
+                        e,
+                        format!("only an approved request is consumed, this one was {}", st.status),
+                    ));
                 }
                 st.status = Status::Consumed;
             }
@@ -238,14 +251,7 @@ mod tests {
         assert!(e.why.contains("already voted"), "{e}");
         // Consumed without approval; anything after a terminal event.
         assert!(derive(&[created(), ev(2, "consumed", "ci", json!({}))]).is_err());
-        assert!(
-            derive(&[
-                created(),
-                ev(2, "canceled", "ci", json!({})),
-                approve(3, "alice"),
-            ])
-            .is_err()
-        );
+        assert!(derive(&[created(), ev(2, "canceled", "ci", json!({})), approve(3, "alice"),]).is_err());
         assert!(derive(&[approve(1, "alice")]).is_err());
         assert!(derive(&[]).is_err());
     }
@@ -254,7 +260,12 @@ mod tests {
     fn policy_decisions_and_escalations_replay() {
         let d = derive(&[
             created(),
-            ev(2, "vote", "policy:auto", json!({"decision": "approve", "automatic": true})),
+            ev(
+                2,
+                "vote",
+                "policy:auto",
+                json!({"decision": "approve", "automatic": true}),
+            ),
             ev(3, "approved", "policy", json!({"automatic": true})),
         ])
         .unwrap();

@@ -62,7 +62,7 @@ impl LogKey {
         let id = signed_note::key_id(origin, &public);
         let skey = format!("PRIVATE+KEY+{origin}+{id:08x}+{}", B64.encode(private));
         let signer = StandardSigner::new(&skey).map_err(|_| LogError::Origin(origin.to_string()))?;
-        let vkey = format!("{origin}+{id:08x}+{}", B64.encode(public));
+        let vkey = vkey_for(origin, &key.verifying_key());
         Ok(LogKey {
             origin: origin.to_string(),
             signer,
@@ -90,6 +90,19 @@ impl LogKey {
     }
 }
 
+/// The signed-note verifier key of a log named `origin` whose key is `key`, so anyone
+/// holding the server's public key can check its checkpoints.
+pub fn vkey_for(origin: &str, key: &VerifyingKey) -> String {
+    let public = [&[ED25519_TYPE][..], key.as_bytes()].concat();
+    let id = signed_note::key_id(origin, &public);
+    format!("{origin}+{id:08x}+{}", B64.encode(public))
+}
+
+/// The origin (first line) of a checkpoint note, unverified: to pick the verifier key.
+pub fn origin_of(note: &str) -> &str {
+    note.lines().next().unwrap_or_default()
+}
+
 /// `origin\nsize\nroot\n`: a checkpoint with no extension lines.
 pub fn checkpoint_body(origin: &str, size: u64, root: Hash) -> String {
     format!("{origin}\n{size}\n{}\n", tree::b64(&root))
@@ -110,7 +123,11 @@ pub struct VerifiedCheckpoint {
 /// Checks a signed checkpoint against the log's verifier key and any witness keys given.
 /// Signatures by keys not given are ignored, as the spec says; a signature by a given
 /// key that does not verify is an error.
-pub fn verify_checkpoint(text: &str, log_vkey: &str, witnesses: &[WitnessVkey]) -> Result<VerifiedCheckpoint, LogError> {
+pub fn verify_checkpoint(
+    text: &str,
+    log_vkey: &str,
+    witnesses: &[WitnessVkey],
+) -> Result<VerifiedCheckpoint, LogError> {
     let log = StandardVerifier::new(log_vkey).map_err(|_| LogError::Vkey(log_vkey.to_string()))?;
     let log_name = log.name().to_string();
     let log_id = log.key_id();
@@ -345,7 +362,12 @@ mod tests {
         assert_eq!(v.cosigned_by, vec!["witness.example/w1".to_string()]);
         assert_eq!(v.cosigned_at[0].1, 1_767_000_000);
         // Without the cosignature, nobody cosigned; a different log key refuses it.
-        assert!(verify_checkpoint(&note, log.vkey(), &[wv]).unwrap().cosigned_by.is_empty());
+        assert!(
+            verify_checkpoint(&note, log.vkey(), &[wv])
+                .unwrap()
+                .cosigned_by
+                .is_empty()
+        );
         let other = LogKey::new("gate.example/log", &SigningKey::from_bytes(&[4; 32])).unwrap();
         assert!(matches!(
             verify_checkpoint(&note, other.vkey(), &[]),

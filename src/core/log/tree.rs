@@ -48,7 +48,11 @@ impl Known {
 
 impl HashReader for Known {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-        let missing: Vec<u64> = indexes.iter().filter(|i| !self.hashes.contains_key(i)).copied().collect();
+        let missing: Vec<u64> = indexes
+            .iter()
+            .filter(|i| !self.hashes.contains_key(i))
+            .copied()
+            .collect();
         if !missing.is_empty() {
             self.missing.borrow_mut().extend(missing);
             return Err(tlog_tiles::Error::IndexesNotInTree);

@@ -20,12 +20,18 @@ pub(super) async fn keys(State(s): State<AppState>) -> Json<Keys> {
 
 pub(super) async fn audit_verify(State(s): State<AppState>, _c: Caller) -> Result<Json<AuditVerify>> {
     let check = s.engine.store.verify_chain(s.engine.event_keys()).await?;
+    let (requests, tampered) = s.engine.scan_requests().await?;
     Ok(Json(AuditVerify {
-        ok: check.broken.is_none(),
+        ok: check.broken.is_none() && tampered.is_empty(),
         events: check.count(),
         head: Some(check.head().to_string()),
         first_broken: check.broken.as_ref().map(|b| b.0),
         problem: check.broken.map(|b| b.1),
+        requests,
+        tampered: tampered
+            .into_iter()
+            .map(|(id, problem)| crate::core::api::TamperedRequest { id, problem })
+            .collect(),
     }))
 }
 
