@@ -37,6 +37,7 @@ pub use crate::core::request::Escalation;
 use self::error::{AppError, Result};
 use self::metrics::Metrics;
 use crate::config::Config;
+use crate::core::audit::keys::Published;
 use crate::core::audit::record::KeyPair;
 use crate::core::policy::Policy;
 use crate::store::{RequestRow, Store, VoteRow};
@@ -48,7 +49,10 @@ pub struct Engine {
     pub store: Store,
     pub policy: Policy,
     pub config: Config,
+    /// The key that signs now.
     pub keys: KeyPair,
+    /// Every key `/api/v1/keys` lists, with its validity window (the current one too).
+    pub published_keys: Vec<Published>,
     pub public_url: String,
     pub metrics: Metrics,
     waiters: Mutex<HashMap<String, watch::Sender<i64>>>,
@@ -74,6 +78,11 @@ impl Engine {
             store,
             policy,
             config,
+            published_keys: vec![Published {
+                key: keys.verifying_key(),
+                not_before: None,
+                not_after: None,
+            }],
             keys,
             public_url: public_url.trim_end_matches('/').to_string(),
             metrics: Metrics::default(),
