@@ -78,9 +78,9 @@ async fn signing_keys(path: &std::path::Path, store: &Store) -> anyhow::Result<K
             let history = store.events_and_records().await.context("counting the audit events")?;
             if history > 0 {
                 anyhow::bail!(
-                    "the signing key {p} is missing, but the database already holds {history} audit events and records \
-                     signed by it: restore {p} from your backup, or, if it is lost for good, make a new signing \
-                     identity with `gate key init --signing-key {p}` (see docs/operations.md#the-signing-key)",
+                    "the signing key {p} is missing, but the database is not new (it holds {history} audit events \
+                     and records): restore {p} from your backup, or, if the key is lost for good, start a new signing \
+                     identity with `gate key init --signing-key {p}` (see \"The signing key\" in docs/operations.md)",
                     p = path.display()
                 );
             }
