@@ -143,26 +143,26 @@ pub struct VerifyArgs {
     #[arg(long = "artifact")]
     pub artifacts: Vec<String>,
     /// The environment the approval must be for.
-    #[arg(long)]
+    #[arg(long, value_name = "E")]
     pub environment: Option<String>,
     /// The repository the approval must be for (a glob such as acme/*).
-    #[arg(long)]
+    #[arg(long, value_name = "GLOB")]
     pub repository: Option<String>,
     /// The ref the approval must be for (a glob such as refs/heads/release/*).
-    #[arg(long = "ref")]
+    #[arg(long = "ref", value_name = "GLOB")]
     pub git_ref: Option<String>,
     /// The policy rule that must have decided.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub rule: Option<String>,
     /// At least this many people approved (automatic policy approvals do not count).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub min_approvals: Option<u32>,
     /// The decision is at most this old (e.g. 30m, 1h).
-    #[arg(long, value_parser = parse_dur)]
+    #[arg(long, value_name = "DUR", value_parser = parse_dur)]
     pub max_age: Option<crate::core::duration::Dur>,
     /// An admission policy (YAML): constraints per environment; the record's
     /// environment must be listed.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
 }
 
