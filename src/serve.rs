@@ -14,9 +14,10 @@ use crate::notify::worker::Channels;
 use crate::service::{self as engine, Engine};
 
 use crate::config::Config;
+use crate::core::audit::keys::KeyRing;
 use crate::core::backoff::Backoff;
 use crate::store::Store;
-use crate::store::keyfile;
+use crate::store::keyfile::{self, KeyFileError};
 
 /// Everything `gate serve` needs, after flags have been merged over the config file.
 #[derive(Debug, Clone)]
@@ -36,7 +37,8 @@ pub struct Server {
     channels: Option<Arc<Channels>>,
 }
 
-/// Opens the store (migrating it), loads and checks the policy, loads or makes the key.
+/// Opens the store (migrating it), loads and checks the policy, loads the keys (or, on
+/// a brand-new database, makes them).
 pub async fn build(s: &Settings) -> anyhow::Result<Server> {
     let policy = crate::config::load_policy(&s.policy)?;
     policy.check_members(&|u| s.config.user(u).is_some())?;
@@ -48,8 +50,6 @@ pub async fn build(s: &Settings) -> anyhow::Result<Server> {
             .map_err(|e| anyhow::anyhow!("policy group `{name}` is a {}, but {e}", src.describe()))?;
     }
     std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating data dir {}", s.data_dir.display()))?;
-    let keys =
-        keyfile::load_or_create(&s.signing_key).with_context(|| format!("signing key {}", s.signing_key.display()))?;
     // Notification secrets come from the environment: a missing one stops the start here.
     let channels = match &s.config.notify {
         Some(n) => Some(Arc::new(Channels::resolve(n).map_err(anyhow::Error::msg)?)),
@@ -57,18 +57,48 @@ pub async fn build(s: &Settings) -> anyhow::Result<Server> {
     };
     let store = Store::connect(&s.database_url)
         .await
-        .with_context(|| format!("opening the database ({})", redact(&s.database_url)))?
-        .with_event_key(keys.signing_key().clone());
+        .with_context(|| format!("opening the database ({})", redact(&s.database_url)))?;
+    let ring = signing_keys(&s.signing_key, &store).await?;
+    let store = store.with_event_key(ring.current.signing_key().clone());
     let added = store.log_catch_up().await.context("building the transparency log")?;
     if added > 0 {
         tracing::info!(events = added, "added events written before the transparency log to it");
     }
-    let mut engine = Engine::new(store, policy, s.config.clone(), keys, s.public_url.clone());
+    let mut engine = Engine::new(store, policy, s.config.clone(), ring.current, s.public_url.clone());
+    engine.published_keys = ring.published;
     engine.forge = Arc::new(forge);
     Ok(Server {
         engine: Arc::new(engine),
         channels,
     })
+}
+
+/// The key file at `path`. A missing one is made only while the database holds no
+/// audit event and no record: later, a new key would be a new identity that no earlier
+/// record verifies against, so the start stops and says how to recover.
+async fn signing_keys(path: &std::path::Path, store: &Store) -> anyhow::Result<KeyRing> {
+    match keyfile::load(path) {
+        Ok(ring) => Ok(ring),
+        Err(KeyFileError::Missing(_)) => {
+            let history = store.events_and_records().await.context("counting the audit events")?;
+            if history > 0 {
+                anyhow::bail!(
+                    "the signing key {p} is missing, but the database is not new (it holds {history} audit events \
+                     and records): restore {p} from your backup, or, if the key is lost for good, start a new signing \
+                     identity with `gate key init --signing-key {p}` (see \"The signing key\" in docs/operations.md)",
+                    p = path.display()
+                );
+            }
+            let ring = match keyfile::create(path, crate::core::duration::now_ms()) {
+                // Another replica starting on the same fresh database made it first.
+                Err(KeyFileError::Exists(_)) => keyfile::load(path)?,
+                made => made?,
+            };
+            tracing::info!(path = %path.display(), keyid = %ring.current.keyid, "first start: made a new signing key");
+            Ok(ring)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish

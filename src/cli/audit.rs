@@ -185,7 +185,7 @@ fn extends(leaves: &[tree::Hash], cp: &VerifiedCheckpoint, what: &str) -> Vec<St
     vec![]
 }
 
-fn parse_witnesses(vkeys: &[String]) -> Result<Vec<WitnessVkey>, Failure> {
+pub(super) fn parse_witnesses(vkeys: &[String]) -> Result<Vec<WitnessVkey>, Failure> {
     vkeys
         .iter()
         .map(|v| {
@@ -211,7 +211,7 @@ pub fn generate_key(path: &Path, name: &str) -> Outcome {
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
     let key = WitnessKey::from_seed(name, seed).map_err(|e| Failure::usage(e.to_string()))?;
-    crate::store::keyfile::write_private(path, key.to_private().as_bytes())
+    crate::store::keyfile::write_private(path, &key.to_private())
         .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
     println!("{}", key.vkey());
     Ok(Exit::Success)
@@ -225,6 +225,79 @@ struct WitnessState {
     size: u64,
     root: String,
     checkpoint: String,
+}
+
+/// Why a record's decision is not vouched for by the witnesses asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessedError {
+    #[error("{0}")]
+    Entry(#[from] log::entry::EntryError),
+    #[error("its log checkpoint is not cosigned by {0}, and no later cosigned one could be fetched: {1}")]
+    Fetch(String, String),
+    #[error("the log's cosigned checkpoint: {0}")]
+    Later(log::LogError),
+    #[error("the log's cosigned checkpoint (size {later}) is older than the record's (size {record})")]
+    Older { later: u64, record: u64 },
+    #[error("the log's cosigned checkpoint is not an extension of the record's: {0}")]
+    Inconsistent(String),
+}
+
+/// Requires each of `witnesses` to vouch for the record's decision: its own checkpoint
+/// cosigned, or a later checkpoint cosigned by them that is a proven extension of it
+/// (witnesses cosign the latest checkpoint they see, usually after the record was made).
+/// Cosignatures prove themselves, so they may come from any server.
+pub async fn witnessed(
+    v: &crate::core::audit::record::Verified,
+    keys: &[VerifyingKey],
+    witnesses: &[WitnessVkey],
+    server: Option<&str>,
+) -> Result<(), WitnessedError> {
+    let pred = &v.statement["predicate"];
+    let key = keys
+        .iter()
+        .find(|k| crate::core::audit::record::keyid(k) == v.keyid)
+        .ok_or(log::entry::EntryError::Missing)?;
+    let own = log::entry::check(pred, key, &[])?;
+    let missing: Vec<&WitnessVkey> = witnesses
+        .iter()
+        .filter(|w| !own.cosigned_by.contains(&w.name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names = missing.iter().map(|w| w.name.as_str()).collect::<Vec<_>>().join(", ");
+    let server = server.or(pred["server"].as_str()).unwrap_or_default();
+    let fetch = |e: crate::client::ClientError| WitnessedError::Fetch(names.clone(), format!("{server}: {e}"));
+    let c = Client::new(server, None).map_err(fetch)?;
+    let note = c.log_checkpoint().await.map_err(fetch)?;
+    let later = log::verify_checkpoint(&note, &log::vkey_for(log::origin_of(&note), key), witnesses)
+        .map_err(WitnessedError::Later)?;
+    if let Some(w) = missing.iter().find(|w| !later.cosigned_by.contains(&w.name)) {
+        return Err(log::entry::EntryError::NotCosigned(w.name.clone()).into());
+    }
+    if later.size < own.size {
+        return Err(WitnessedError::Older {
+            later: later.size,
+            record: own.size,
+        });
+    }
+    if later.size == own.size {
+        return if later.root == own.root {
+            Ok(())
+        } else {
+            Err(WitnessedError::Inconsistent("same size, another root".into()))
+        };
+    }
+    let proof = c
+        .log_consistency(own.size, later.size)
+        .await
+        .map_err(fetch)?
+        .iter()
+        .map(|h| tree::parse_b64(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| WitnessedError::Inconsistent(e.to_string()))?;
+    tree::check_consistency(&proof, own.size, own.root, later.size, later.root)
+        .map_err(|e| WitnessedError::Inconsistent(e.to_string()))
 }
 
 /// What `gate audit witness` takes.

@@ -4,6 +4,7 @@
 mod approver;
 mod audit;
 mod exit;
+mod key;
 mod request;
 mod serve;
 mod tools;
@@ -105,19 +106,7 @@ pub enum Command {
         reason: Option<String>,
     },
     /// Check a signed record offline; exit 0 only if it is valid, approved and matches.
-    Verify {
-        /// The record file (DSSE envelope).
-        record: PathBuf,
-        /// Public key: a PEM or key file, or an https URL such as SERVER/api/v1/keys.
-        #[arg(long, env = "GATE_SERVER_KEY")]
-        key: String,
-        /// The commit the record must be for.
-        #[arg(long)]
-        commit: Option<String>,
-        /// An artifact digest (sha256:HEX) the record must cover; repeatable.
-        #[arg(long = "artifact")]
-        artifacts: Vec<String>,
-    },
+    Verify(VerifyArgs),
     /// The audit chain.
     Audit {
         #[command(subcommand)]
@@ -133,6 +122,70 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The server's signing key file.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+/// What `gate verify` checks; every flag given must match the record.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The record file (DSSE envelope).
+    pub record: PathBuf,
+    /// Public key: a PEM or key file, or an https URL such as SERVER/api/v1/keys.
+    #[arg(long, env = "GATE_SERVER_KEY")]
+    pub key: String,
+    /// The commit the record must be for.
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// An artifact digest (sha256:HEX) the record must cover; repeatable.
+    #[arg(long = "artifact")]
+    pub artifacts: Vec<String>,
+    /// The environment the approval must be for.
+    #[arg(long, value_name = "E")]
+    pub environment: Option<String>,
+    /// The repository the approval must be for (a glob such as acme/*).
+    #[arg(long, value_name = "GLOB")]
+    pub repository: Option<String>,
+    /// The ref the approval must be for (a glob such as refs/heads/release/*).
+    #[arg(long = "ref", value_name = "GLOB")]
+    pub git_ref: Option<String>,
+    /// The policy rule that must have decided.
+    #[arg(long, value_name = "NAME")]
+    pub rule: Option<String>,
+    /// At least this many people approved (automatic policy approvals do not count).
+    #[arg(long, value_name = "N")]
+    pub min_approvals: Option<u32>,
+    /// The decision is at most this old (e.g. 30m, 1h).
+    #[arg(long, value_name = "DUR", value_parser = parse_dur)]
+    pub max_age: Option<crate::core::duration::Dur>,
+    /// An admission policy (YAML): constraints per environment; the record's
+    /// environment must be listed.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// A witness verifier key (or a file holding one): the record's log checkpoint must
+    /// be cosigned by it; repeatable.
+    #[arg(long = "witness-key", value_name = "VKEY")]
+    pub witness_keys: Vec<String>,
+    /// Where to fetch a later cosigned checkpoint when the record's own is not yet
+    /// cosigned (default: the server the record names).
+    #[arg(long, value_name = "URL")]
+    pub log_server: Option<String>,
+}
+
+fn parse_dur(s: &str) -> Result<crate::core::duration::Dur, crate::core::duration::DurationError> {
+    crate::core::duration::Dur::parse(s)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Add a new signing key; the old ones stay published for verification. Offline:
+    /// restart the server afterwards.
+    Rotate(key::KeyFileArgs),
+    /// Make a key file where there is none (a new signing identity).
+    Init(key::KeyFileArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,12 +338,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Pending => approver::pending(&ctx).await,
         Command::Show { id } => approver::show(&ctx, &id).await,
         Command::Cancel { id, reason } => approver::cancel(&ctx, &id, reason).await,
-        Command::Verify {
-            record,
-            key,
-            commit,
-            artifacts,
-        } => tools::verify(&ctx, &record, &key, commit, artifacts).await,
+        Command::Verify(a) => tools::verify(&ctx, a).await,
         Command::Audit {
             command:
                 AuditCommand::Verify {
@@ -363,6 +411,12 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Token {
             command: TokenCommand::New,
         } => tools::token_new(&ctx),
+        Command::Key {
+            command: KeyCommand::Rotate(a),
+        } => key::rotate(&ctx, &a),
+        Command::Key {
+            command: KeyCommand::Init(a),
+        } => key::init(&ctx, &a),
     }
 }
 

@@ -28,7 +28,7 @@ pub struct ServeArgs {
     /// The URL people reach this server at (for approval links).
     #[arg(long, env = "GATE_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Ed25519 signing key file (made on first start if missing).
+    /// Ed25519 signing key file (made on the first start of a new database).
     #[arg(long, env = "GATE_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
     /// Run with a demo config and policy, print tokens, and show a request being approved.
@@ -60,11 +60,7 @@ pub async fn run(a: ServeArgs) -> Outcome {
         Some(p) => Config::load(p).map_err(|e| Failure::usage(e.to_string()))?,
         None => Config::default(),
     };
-    let data_dir = a
-        .data_dir
-        .clone()
-        .or(config.data_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("gate-data"));
+    let data_dir = data_dir(a.data_dir.as_ref(), &config);
     let mut demo_tokens = Vec::new();
     let mut policy = a.policy.clone().or(config.policy.clone());
     if a.demo {
@@ -109,11 +105,7 @@ pub async fn run(a: ServeArgs) -> Outcome {
         .clone()
         .or(config.database_url.clone())
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("gate.db").display()));
-    let signing_key = a
-        .signing_key
-        .clone()
-        .or(config.signing_key.clone())
-        .unwrap_or_else(|| data_dir.join("signing-key"));
+    let signing_key = signing_key(a.signing_key.as_ref(), &config, &data_dir);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| Failure::usage(format!("cannot listen on {listen}: {e}")))?;
@@ -150,6 +142,20 @@ pub async fn run(a: ServeArgs) -> Outcome {
         .await
         .map_err(|e| Failure::usage(format!("{e:#}")))?;
     Ok(Exit::Success)
+}
+
+/// The data dir: the flag, else gate.yaml's `data_dir`, else `gate-data`.
+pub(super) fn data_dir(flag: Option<&PathBuf>, config: &Config) -> PathBuf {
+    flag.or(config.data_dir.as_ref())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("gate-data"))
+}
+
+/// The signing key file: the flag, else gate.yaml's `signing_key`, else in the data dir.
+pub(super) fn signing_key(flag: Option<&PathBuf>, config: &Config, data_dir: &std::path::Path) -> PathBuf {
+    flag.or(config.signing_key.as_ref())
+        .cloned()
+        .unwrap_or_else(|| data_dir.join("signing-key"))
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not

@@ -3,10 +3,10 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use super::{Ctx, Exit, Failure, Outcome, print_json};
+use super::{Ctx, Exit, Failure, Outcome, VerifyArgs, print_json};
 use crate::client::Client;
 use crate::core::api::Context;
-use crate::core::audit::record::{self, Expect};
+use crate::core::audit::record::{self, Admission, Constraints, Expect, RecordError};
 
 /// Loads the public key(s) from a file, a URL, or inline text.
 pub async fn load_keys(spec: &str) -> Result<Vec<ed25519_dalek::VerifyingKey>, Failure> {
@@ -26,11 +26,42 @@ pub async fn load_keys(spec: &str) -> Result<Vec<ed25519_dalek::VerifyingKey>, F
     record::parse_public_keys(&text).map_err(|e| Failure::usage(format!("key {spec}: {e}")))
 }
 
-pub async fn verify(ctx: &Ctx, path: &Path, key: &str, commit: Option<String>, artifacts: Vec<String>) -> Outcome {
-    let keys = load_keys(key).await?;
+pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> Outcome {
+    let keys = load_keys(&a.key).await?;
+    let path = &a.record;
     let text = std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
-    match record::verify(&text, &keys, &Expect { commit, artifacts }) {
+    let policy = match &a.policy {
+        Some(p) => {
+            let file = p.display().to_string();
+            let yaml = std::fs::read_to_string(p).map_err(|e| Failure::usage(format!("{file}: {e}")))?;
+            Some(Admission::parse(&file, &yaml).map_err(|e| Failure::usage(e.to_string()))?)
+        }
+        None => None,
+    };
+    let expect = Expect {
+        commit: a.commit,
+        artifacts: a.artifacts,
+        request_id: None,
+        environment: a.environment,
+        constraints: Constraints {
+            repository: a.repository,
+            git_ref: a.git_ref,
+            rule: a.rule,
+            min_approvals: a.min_approvals,
+            max_age: a.max_age,
+        },
+        policy,
+        now: crate::core::duration::now_ms(),
+        witnesses: vec![],
+    };
+    let witnesses = super::audit::parse_witnesses(&a.witness_keys)?;
+    match record::verify(&text, &keys, &expect) {
         Ok(v) => {
+            if !witnesses.is_empty() {
+                super::audit::witnessed(&v, &keys, &witnesses, a.log_server.as_deref())
+                    .await
+                    .map_err(|e| Failure::no(format!("{}: invalid record: {e}", path.display())))?;
+            }
             if ctx.json() {
                 print_json(
                     &serde_json::json!({"valid": true, "request": v.request_id, "outcome": v.outcome, "keyid": v.keyid}),
@@ -42,9 +73,17 @@ pub async fn verify(ctx: &Ctx, path: &Path, key: &str, commit: Option<String>, a
         }
         Err(why) => {
             if ctx.json() {
-                print_json(&serde_json::json!({"valid": false, "error": why.to_string()}));
+                let field = match &why {
+                    RecordError::Mismatch(m) => Some(m.field),
+                    _ => None,
+                };
+                print_json(&serde_json::json!({"valid": false, "error": why.to_string(), "field": field}));
             }
-            Err(Failure::no(format!("{}: invalid record: {why}", path.display())))
+            let what = match why {
+                RecordError::Mismatch(_) => "refused",
+                _ => "invalid record",
+            };
+            Err(Failure::no(format!("{}: {what}: {why}", path.display())))
         }
     }
 }

@@ -227,15 +227,42 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-/// A public key records are signed with.
+/// A public key records are signed with. Each entry is also a securesystemslib key
+/// (`keyid`, `keytype`, `scheme`, `keyval`), so `SSlibKey.from_dict(k["keyid"], k)`
+/// builds a verifier for our DSSE envelopes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PublicKey {
+    /// securesystemslib's keyid: hex SHA-256 of the canonical JSON of `keytype`,
+    /// `scheme` and `keyval`; the `keyid` of the envelopes this key signs.
     pub keyid: String,
     pub algorithm: String,
     /// Raw 32-byte Ed25519 public key, base64.
     pub public_key: String,
     /// The same key as SubjectPublicKeyInfo PEM.
     pub pem: String,
+    /// `ed25519`.
+    #[serde(default)]
+    pub keytype: String,
+    /// `ed25519`.
+    #[serde(default)]
+    pub scheme: String,
+    #[serde(default)]
+    pub keyval: KeyVal,
+    /// From when the key signs (RFC 3339); `null` for a key made before its creation
+    /// time was recorded.
+    #[serde(default)]
+    pub not_before: Option<String>,
+    /// When the key was rotated out and stopped signing (RFC 3339); `null` while it
+    /// is the current key.
+    #[serde(default)]
+    pub not_after: Option<String>,
+}
+
+/// securesystemslib's `keyval` of an Ed25519 key.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KeyVal {
+    /// The raw 32-byte public key, hex.
+    pub public: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

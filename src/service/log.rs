@@ -33,8 +33,10 @@ impl Engine {
         let (size, note) = self.checkpoint_in(tx, now).await?;
         let index = (seq - 1) as u64;
         let proof = tx.log_inclusion(size, index).await?;
+        let leaf = tx.log_leaf(index).await?;
         Ok(json!({
             "index": index,
+            "leaf": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, leaf),
             "tree_size": size,
             "inclusion_proof": proof.iter().map(tree::b64).collect::<Vec<_>>(),
             "checkpoint": note,

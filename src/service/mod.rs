@@ -39,6 +39,7 @@ pub use crate::core::request::Escalation;
 use self::error::{AppError, Result};
 use self::metrics::Metrics;
 use crate::config::Config;
+use crate::core::audit::keys::Published;
 use crate::core::audit::record::KeyPair;
 use crate::core::policy::Policy;
 use crate::store::{RequestRow, Store, VoteRow};
@@ -50,7 +51,10 @@ pub struct Engine {
     pub store: Store,
     pub policy: Policy,
     pub config: Config,
+    /// The key that signs now.
     pub keys: KeyPair,
+    /// Every key `/api/v1/keys` lists, with its validity window (the current one too).
+    pub published_keys: Vec<Published>,
     pub public_url: String,
     pub metrics: Metrics,
     waiters: Mutex<HashMap<String, watch::Sender<i64>>>,
@@ -95,6 +99,11 @@ impl Engine {
             store,
             policy,
             config,
+            published_keys: vec![Published {
+                key: keys.verifying_key(),
+                not_before: None,
+                not_after: None,
+            }],
             keys,
             public_url,
             metrics: Metrics::default(),
@@ -107,9 +116,10 @@ impl Engine {
         }
     }
 
-    /// The public keys audit events may be signed with.
+    /// The public keys audit events may be signed with: every published key, since
+    /// events before a rotation were signed with a key now retired.
     pub fn event_keys(&self) -> Vec<ed25519_dalek::VerifyingKey> {
-        vec![self.keys.signing_key().verifying_key()]
+        self.published_keys.iter().map(|p| p.key).collect()
     }
 
     /// The log's settings (`log:` in gate.yaml, or the defaults).

@@ -78,6 +78,7 @@ impl Engine {
                 "audit": doc.decision_event.as_ref().map(|(seq, hash)| json!({"seq": seq, "hash": hash})),
                 "issued_at": rfc3339(now),
                 "server": self.public_url,
+                "signed_by": self.keys.keyid,
             }
         })
     }

@@ -103,7 +103,7 @@ impl Tx {
     }
 }
 
-fn audit_row(r: &AnyRow) -> Result<audit::Row> {
+pub(super) fn audit_row(r: &AnyRow) -> Result<audit::Row> {
     Ok(audit::Row {
         seq: r.try_get("seq")?,
         at: r.try_get("at")?,

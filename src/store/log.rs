@@ -123,6 +123,18 @@ impl Tx {
         latest(&mut *self.tx).await
     }
 
+    /// The bytes of leaf `index` (audit event `index + 1`), as this transaction sees them.
+    pub async fn log_leaf(&mut self, index: u64) -> Result<Vec<u8>> {
+        let r = sqlx::query(
+            "SELECT seq, at, request_id, kind, actor, data, prev_hash, hash, sig FROM gate_audit WHERE seq = $1",
+        )
+        .bind(index as i64 + 1)
+        .fetch_optional(&mut *self.tx)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("audit event #{} is missing", index + 1)))?;
+        Ok(super::chain::audit_row(&r)?.leaf_bytes())
+    }
+
     /// Stores a signed checkpoint; one per tree size (a second for the same size is ignored).
     pub async fn put_checkpoint(&mut self, size: u64, note: &str, now: i64) -> Result<()> {
         sqlx::query("INSERT INTO gate_checkpoints (size, note, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")

@@ -78,6 +78,45 @@ async fn checkpoints_proofs_and_cosignatures_verify_and_a_fork_is_refused() {
         let w = witness(&s, s.dir.path()).await;
         assert_eq!(w.code, 0, "{db:?}: {w:?}");
 
+        // Both records are vouched for by the witness. Their own checkpoints were signed
+        // before it ran, so gate verify fetches the cosigned one and proves it extends them.
+        let keys = format!("{}/api/v1/keys", s.url);
+        for rec in [&first, &second] {
+            let v = s
+                .run(
+                    "ci",
+                    &[
+                        "verify",
+                        rec.to_str().unwrap(),
+                        "--key",
+                        &keys,
+                        "--witness-key",
+                        &witness_key().vkey(),
+                    ],
+                )
+                .await;
+            assert_eq!(v.code, 0, "{db:?}: {v:?}");
+        }
+        let stranger = WitnessKey::from_seed("stranger.example", [7; 32]).unwrap();
+        let v = s
+            .run(
+                "ci",
+                &[
+                    "verify",
+                    second.to_str().unwrap(),
+                    "--key",
+                    &keys,
+                    "--witness-key",
+                    &stranger.vkey(),
+                ],
+            )
+            .await;
+        assert_eq!(v.code, 1, "{db:?}: {v:?}");
+        assert!(
+            v.stderr.contains("not cosigned by witness stranger.example"),
+            "{db:?}: {v:?}"
+        );
+
         // An independent verifier agrees with all of it.
         let py = python_with_aics();
         if let Some(py) = &py {
@@ -101,7 +140,6 @@ async fn checkpoints_proofs_and_cosignatures_verify_and_a_fork_is_refused() {
         }
 
         // A cosignature by a witness the server does not list is refused.
-        let stranger = WitnessKey::from_seed("stranger.example", [7; 32]).unwrap();
         let body = jitgate::core::log::note_body(&note).unwrap();
         let log_line = jitgate::core::log::note_signature_lines(&note).remove(0);
         let bare = format!("{body}\n{log_line}");

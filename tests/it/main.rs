@@ -21,6 +21,7 @@ mod notify;
 mod oidc;
 mod pipelines;
 mod policy_time;
+mod records;
 mod request_id;
 mod store;
 mod ui;

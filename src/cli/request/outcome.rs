@@ -8,7 +8,7 @@ use crate::ci;
 use crate::cli::{Exit, Failure, Outcome};
 use crate::client::Client;
 use crate::core::api::RequestView;
-use crate::core::audit::record::{self, Expect};
+use crate::core::audit::record::{self, Constraints, Expect};
 use crate::core::decide::Status;
 
 /// Prints the outcome, fetches and (for approvals) verifies the record, writes it.
@@ -36,9 +36,18 @@ pub(super) async fn finish(
                             .map_err(|e| Failure::usage(e.to_string()))?
                     }
                 };
+                // The record must be this request's decision: for what it asked, where.
                 let expect = Expect {
                     commit: Some(view.context.commit.clone()).filter(|c| !c.is_empty()),
                     artifacts: view.artifacts.clone(),
+                    request_id: Some(view.id.clone()),
+                    environment: Some(view.context.environment.clone()),
+                    constraints: Constraints {
+                        // A name is a glob that matches itself.
+                        repository: Some(view.context.repository.clone()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
                 };
                 if let Err(why) = record::verify(env, &keys, &expect) {
                     // Fail closed: an approval whose record does not check out is no approval.

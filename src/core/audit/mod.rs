@@ -1,6 +1,8 @@
 //! The audit trail: one append-only hash chain of every event, and the signed
 //! record each terminal outcome gets.
 
+pub mod expect;
+pub mod keys;
 pub mod record;
 
 use base64::Engine as _;

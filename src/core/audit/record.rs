@@ -2,21 +2,20 @@
 //! server's Ed25519 key, verifiable offline by `gate verify`.
 
 use base64::Engine;
+use base64::alphabet;
 use base64::engine::general_purpose::STANDARD as B64;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use ed25519_dalek::{Signature, Signer as _, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::core::api::PublicKey;
+pub use super::expect::{Admission, Constraints, Expect, Mismatch};
+pub use super::keys::{KeyError, KeyPair, keyid, parse_public_keys, public_key_view};
 use crate::core::decide::Status;
 
 pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 pub const PREDICATE_TYPE: &str = "https://jitgate.dev/approval/v1";
-
-/// DER prefix of an Ed25519 SubjectPublicKeyInfo; the 32 key bytes follow.
-const SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
@@ -28,36 +27,28 @@ pub struct Envelope {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sig {
-    pub keyid: String,
+    /// The signing key's securesystemslib keyid. DSSE makes it optional and only a
+    /// hint: verification tries every given key whatever it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyid: Option<String>,
     pub sig: String,
 }
 
-/// Why keys do not parse or a record does not verify. The causes are part of the
-/// message, not `source()`s, so that printing an error with its chain says each once.
+/// Why a record does not verify. The causes are part of the message, not `source()`s,
+/// so that printing an error with its chain says each once.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("key JSON is malformed: {0}")]
-    KeyJson(serde_json::Error),
-    #[error("key JSON has no `public_key`")]
-    KeyJsonNoPublicKey,
-    #[error("key JSON lists no keys")]
-    KeyJsonNoKeys,
-    #[error("PEM body is not base64: {0}")]
-    PemBase64(base64::DecodeError),
-    #[error("PEM key is not an Ed25519 public key")]
-    PemNotEd25519,
-    #[error("public key is not base64: {0}")]
-    KeyBase64(base64::DecodeError),
-    #[error("an Ed25519 public key is 32 bytes")]
-    KeyLength,
-    #[error("not a valid Ed25519 public key: {0}")]
-    KeyInvalid(ed25519_dalek::SignatureError),
+    #[error("{0}")]
+    Key(#[from] KeyError),
     #[error("not a DSSE envelope: {0}")]
     NotEnvelope(serde_json::Error),
     #[error("payloadType is `{0}`, expected `{expected}`", expected = PAYLOAD_TYPE)]
     PayloadType(String),
     #[error("payload is not base64: {0}")]
     PayloadBase64(base64::DecodeError),
+    /// The record's place in the transparency log does not hold.
+    #[error("{0}")]
+    Log(crate::core::log::entry::EntryError),
     #[error("signature does not verify with the given key: the record was altered or signed by another server")]
     Signature,
     #[error("payload is not JSON: {0}")]
@@ -67,6 +58,8 @@ pub enum RecordError {
     /// The statement's `predicateType`, as JSON.
     #[error("predicateType is {0}, expected {expected}", expected = PREDICATE_TYPE)]
     PredicateType(Value),
+    #[error("the record says it was signed by {claimed}, but key {actual} signed it")]
+    SignedBy { claimed: String, actual: String },
     #[error("request {request_id} was not approved: its outcome is `{outcome}`")]
     NotApproved { request_id: String, outcome: String },
     /// `found`: the record's commits, `, `-separated, or `(none)`.
@@ -74,6 +67,9 @@ pub enum RecordError {
     WrongCommit { found: String, expected: String },
     #[error("artifact {0} is not a subject of the record")]
     MissingArtifact(String),
+    /// The decision is not the one expected (environment, rule, approvals…).
+    #[error("{0}")]
+    Mismatch(#[from] Mismatch),
 }
 
 /// DSSE pre-authentication encoding: what is actually signed.
@@ -83,143 +79,63 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The server's signing key.
-pub struct KeyPair {
-    key: SigningKey,
-    pub keyid: String,
-}
-
 impl KeyPair {
-    pub fn from_seed(seed: [u8; 32]) -> KeyPair {
-        let key = SigningKey::from_bytes(&seed);
-        let keyid = keyid(&key.verifying_key());
-        KeyPair { key, keyid }
-    }
-
-    /// The Ed25519 key itself, for what else the server signs with it (audit events,
-    /// log checkpoints).
-    pub fn signing_key(&self) -> &SigningKey {
-        &self.key
-    }
-
-    pub fn public(&self) -> PublicKey {
-        public_key_view(&self.key.verifying_key())
-    }
-
     /// Wraps a statement in a signed DSSE envelope.
     pub fn sign(&self, statement: &Value) -> Envelope {
         let payload = crate::core::audit::canonical_bytes(statement);
-        let sig = self.key.sign(&pae(PAYLOAD_TYPE, &payload));
+        let sig = self.signing_key().sign(&pae(PAYLOAD_TYPE, &payload));
         Envelope {
             payload_type: PAYLOAD_TYPE.into(),
             payload: B64.encode(&payload),
             signatures: vec![Sig {
-                keyid: self.keyid.clone(),
+                keyid: Some(self.keyid.clone()),
                 sig: B64.encode(sig.to_bytes()),
             }],
         }
     }
 }
 
-/// `sha256:` and the first 16 hex digits of the SHA-256 of the raw public key.
-pub fn keyid(k: &VerifyingKey) -> String {
-    format!("sha256:{}", &hex::encode(Sha256::digest(k.as_bytes()))[..16])
-}
-
-pub fn public_key_view(k: &VerifyingKey) -> PublicKey {
-    let mut der = SPKI_PREFIX.to_vec();
-    der.extend_from_slice(k.as_bytes());
-    PublicKey {
-        keyid: keyid(k),
-        algorithm: "ed25519".into(),
-        public_key: B64.encode(k.as_bytes()),
-        pem: format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            B64.encode(der)
-        ),
-    }
-}
-
-/// Reads public keys from any of the forms we hand out: PEM, raw base64, or the JSON of
-/// `/api/v1/keys` (or one key of it).
-pub fn parse_public_keys(text: &str) -> Result<Vec<VerifyingKey>, RecordError> {
-    let t = text.trim();
-    if t.starts_with('{') {
-        let v: Value = serde_json::from_str(t).map_err(RecordError::KeyJson)?;
-        let items: Vec<Value> = match v.get("keys") {
-            Some(Value::Array(a)) => a.clone(),
-            _ => vec![v],
-        };
-        let mut out = Vec::new();
-        for k in items {
-            let b = k
-                .get("public_key")
-                .and_then(Value::as_str)
-                .ok_or(RecordError::KeyJsonNoPublicKey)?;
-            out.push(raw_key(b)?);
-        }
-        if out.is_empty() {
-            return Err(RecordError::KeyJsonNoKeys);
-        }
-        return Ok(out);
-    }
-    if t.starts_with("-----BEGIN PUBLIC KEY-----") {
-        let body: String = t.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = B64.decode(body.trim()).map_err(RecordError::PemBase64)?;
-        if der.len() != 44 || der[..12] != SPKI_PREFIX {
-            return Err(RecordError::PemNotEd25519);
-        }
-        return Ok(vec![bytes_key(&der[12..])?]);
-    }
-    Ok(vec![raw_key(t)?])
-}
-
-fn raw_key(b64: &str) -> Result<VerifyingKey, RecordError> {
-    let b = B64.decode(b64.trim()).map_err(RecordError::KeyBase64)?;
-    bytes_key(&b)
-}
-
-fn bytes_key(b: &[u8]) -> Result<VerifyingKey, RecordError> {
-    let arr: [u8; 32] = b.try_into().map_err(|_| RecordError::KeyLength)?;
-    VerifyingKey::from_bytes(&arr).map_err(RecordError::KeyInvalid)
-}
-
-/// What `gate verify` asserts beyond the signature.
-#[derive(Debug, Default, Clone)]
-pub struct Expect {
-    pub commit: Option<String>,
-    pub artifacts: Vec<String>,
+/// Base64 as DSSE allows it: the standard or the URL-safe alphabet, padded or not.
+fn b64_lenient(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    const ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let standard: String = s.trim().replace('-', "+").replace('_', "/");
+    ANY_PADDING.decode(standard)
 }
 
 /// A record that passed verification.
 #[derive(Debug, Clone)]
 pub struct Verified {
+    /// The keyid of the key whose signature verified.
     pub keyid: String,
     pub statement: Value,
     pub outcome: String,
     pub request_id: String,
 }
 
-/// Checks the envelope's signature against `keys`, then the statement's shape, subjects
-/// and outcome. Only an approved (or approved-and-used) record for the expected commit and
-/// artifacts passes.
+/// Checks the envelope's signature against `keys`, then the statement's shape, subjects,
+/// outcome and the decision `expect` asks for. Only an approved (or approved-and-used)
+/// record for the expected commit, artifacts and decision passes.
 pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<Verified, RecordError> {
     let env: Envelope = serde_json::from_str(envelope).map_err(RecordError::NotEnvelope)?;
     if env.payload_type != PAYLOAD_TYPE {
         return Err(RecordError::PayloadType(env.payload_type));
     }
-    let payload = B64.decode(&env.payload).map_err(RecordError::PayloadBase64)?;
+    let payload = b64_lenient(&env.payload).map_err(RecordError::PayloadBase64)?;
     let signed = pae(&env.payload_type, &payload);
     let mut good = None;
     for s in &env.signatures {
-        let Ok(raw) = B64.decode(&s.sig) else { continue };
+        let Ok(raw) = b64_lenient(&s.sig) else { continue };
         let Ok(sig) = Signature::from_slice(&raw) else { continue };
         if let Some(k) = keys.iter().find(|k| k.verify(&signed, &sig).is_ok()) {
-            good = Some(keyid(k));
+            good = Some(*k);
             break;
         }
     }
-    let keyid = good.ok_or(RecordError::Signature)?;
+    let signer = good.ok_or(RecordError::Signature)?;
+    let keyid = keyid(&signer);
     let st: Value = serde_json::from_slice(&payload).map_err(RecordError::PayloadJson)?;
     if st["_type"] != STATEMENT_TYPE {
         return Err(RecordError::NotStatement);
@@ -228,6 +144,14 @@ pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<
         return Err(RecordError::PredicateType(st["predicateType"].clone()));
     }
     let pred = &st["predicate"];
+    if let Some(claimed) = pred["signed_by"].as_str()
+        && claimed != keyid
+    {
+        return Err(RecordError::SignedBy {
+            claimed: claimed.to_string(),
+            actual: keyid,
+        });
+    }
     let outcome = pred["outcome"]["status"].as_str().unwrap_or("").to_string();
     let request_id = pred["request"]["id"].as_str().unwrap_or("").to_string();
     if !matches!(Status::parse(&outcome), Some(Status::Approved | Status::Consumed)) {
@@ -266,6 +190,14 @@ pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<
             return Err(RecordError::MissingArtifact(a.clone()));
         }
     }
+    super::expect::check(pred, expect)?;
+    // Where the decision is in the transparency log. Records from before the log carry
+    // no entry; they still verify, unless a witness's cosignature is required.
+    match crate::core::log::entry::check(pred, &signer, &expect.witnesses) {
+        Ok(_) => {}
+        Err(crate::core::log::entry::EntryError::Missing) if expect.witnesses.is_empty() => {}
+        Err(e) => return Err(RecordError::Log(e)),
+    }
     Ok(Verified {
         keyid,
         statement: st,
@@ -300,6 +232,7 @@ mod tests {
             &Expect {
                 commit: Some("ABC123".into()),
                 artifacts: vec!["sha256:ff00".into()],
+                ..Default::default()
             },
         )
         .unwrap();
@@ -354,5 +287,75 @@ mod tests {
         })
         .unwrap();
         assert_eq!(parse_public_keys(&keys_json).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn accepts_what_dsse_allows() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let kp = KeyPair::from_seed([7; 32]);
+        let keys = vec![kp.verifying_key()];
+        // A statement whose payload and signature contain `+` or `/` in standard base64,
+        // so the URL-safe form really differs.
+        let mut e = (0..64)
+            .map(|i| {
+                let mut st = statement("approved");
+                // `~~~` encodes to `+` at one of three alignments.
+                st["predicate"]["n"] = json!(format!("{}~~~~~~{i}", "x".repeat(i % 3)));
+                kp.sign(&st)
+            })
+            .find(|e| e.payload.contains(['+', '/']) && e.signatures[0].sig.contains(['+', '/']))
+            .unwrap();
+        let payload = B64.decode(&e.payload).unwrap();
+        let sig = B64.decode(&e.signatures[0].sig).unwrap();
+        e.payload = URL_SAFE_NO_PAD.encode(&payload);
+        e.signatures[0].sig = URL_SAFE_NO_PAD.encode(&sig);
+        e.signatures[0].keyid = None;
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(!text.contains("keyid"), "{text}");
+        let ok = verify(&text, &keys, &Expect::default()).unwrap();
+        assert_eq!(ok.keyid, kp.keyid);
+        e.signatures[0].keyid = Some("someone else's".into());
+        verify(&serde_json::to_string(&e).unwrap(), &keys, &Expect::default()).unwrap();
+    }
+
+    #[test]
+    fn the_signer_named_in_the_predicate_must_be_the_one_that_signed() {
+        let kp = KeyPair::from_seed([7; 32]);
+        let mut st = statement("approved");
+        st["predicate"]["signed_by"] = json!(kp.keyid);
+        let env = serde_json::to_string(&kp.sign(&st)).unwrap();
+        verify(&env, &[kp.verifying_key()], &Expect::default()).unwrap();
+        st["predicate"]["signed_by"] = json!("another");
+        let env = serde_json::to_string(&kp.sign(&st)).unwrap();
+        let e = verify(&env, &[kp.verifying_key()], &Expect::default()).unwrap_err();
+        assert!(e.to_string().contains("signed by another"), "{e}");
+    }
+
+    #[test]
+    fn a_valid_record_for_another_decision_is_refused() {
+        let kp = KeyPair::from_seed([7; 32]);
+        let mut st = statement("approved");
+        st["predicate"]["request"]["context"] = json!({"environment": "staging"});
+        let env = serde_json::to_string(&kp.sign(&st)).unwrap();
+        let e = verify(
+            &env,
+            &[kp.verifying_key()],
+            &Expect {
+                environment: Some("production".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            RecordError::Mismatch(Mismatch {
+                field: "environment",
+                ..
+            })
+        ));
+        assert_eq!(
+            e.to_string(),
+            r#"environment: the record is for "staging", expected "production""#
+        );
     }
 }

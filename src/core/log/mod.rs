@@ -7,6 +7,7 @@
 //! The formats are the crates' (`signed_note`, `tlog_tiles`); only the cosignature, which
 //! `signed_note` does not implement, is written here, by its spec.
 
+pub mod entry;
 pub mod tree;
 
 use base64::Engine as _;

@@ -14,7 +14,7 @@ use crate::http::extract::{Caller, Json};
 
 pub(super) async fn keys(State(s): State<AppState>) -> Json<Keys> {
     Json(Keys {
-        keys: vec![s.engine.keys.public()],
+        keys: s.engine.published_keys.iter().map(|k| k.view()).collect(),
     })
 }
 
