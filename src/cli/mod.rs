@@ -208,6 +208,10 @@ pub enum AuditCommand {
         /// Save the latest checkpoint here when everything verified.
         #[arg(long)]
         save_checkpoint: Option<PathBuf>,
+        /// Check a file from `gate audit export` instead of a server: offline, against
+        /// `--key` and `--checkpoint`.
+        #[arg(long, value_name = "FILE", requires_all = ["key", "checkpoint"])]
+        export: Option<PathBuf>,
     },
     /// Print every audit event as JSON lines.
     Export,
@@ -346,6 +350,7 @@ pub async fn run(cli: Cli) -> Outcome {
                     checkpoint,
                     witness_keys,
                     save_checkpoint,
+                    export,
                 },
         } => {
             audit::verify(
@@ -355,6 +360,7 @@ pub async fn run(cli: Cli) -> Outcome {
                     checkpoint,
                     witness_keys,
                     save_checkpoint,
+                    export,
                 },
             )
             .await

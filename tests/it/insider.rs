@@ -156,6 +156,37 @@ async fn a_deleted_tail_fails_against_a_kept_checkpoint() {
         let size: i64 = note.lines().nth(1).unwrap().parse().unwrap();
         assert!(size >= 9, "{db:?}: {note}");
 
+        // An auditor's copy verifies offline against the kept checkpoint and the key
+        // alone; an edited copy does not.
+        let export = s.dir.path().join("period.jsonl");
+        std::fs::write(&export, s.run("ci", &["audit", "export"]).await.stdout).unwrap();
+        let keys = s.dir.path().join("keys.json");
+        std::fs::write(&keys, s.http().get("/api/v1/keys").send().await.text().await).unwrap();
+        let offline = |file: &std::path::Path| {
+            let mut c = std::process::Command::new(crate::helpers::GATE);
+            c.env_clear()
+                .args(["audit", "verify", "--export"])
+                .arg(file)
+                .arg("--key")
+                .arg(&keys)
+                .arg("--checkpoint")
+                .arg(&kept);
+            c.output().unwrap()
+        };
+        let out = offline(&export);
+        assert!(out.status.success(), "{db:?}: {}", String::from_utf8_lossy(&out.stdout));
+        let edited = s.dir.path().join("edited.jsonl");
+        std::fs::write(
+            &edited,
+            std::fs::read_to_string(&export)
+                .unwrap()
+                .replacen("\"actor\":\"bob\"", "\"actor\":\"carol\"", 1),
+        )
+        .unwrap();
+        let out = offline(&edited);
+        assert_eq!(out.status.code(), Some(1), "{db:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("was altered"), "{db:?}");
+
         // Delete the newest two events, their leaves and every checkpoint that covered
         // them: the database now holds a shorter log that agrees with itself.
         as_dba(
