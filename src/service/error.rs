@@ -52,6 +52,7 @@ error_codes! {
     InvalidField = "invalid_field",
     InvalidTimeout = "invalid_timeout",
     NoMatchingRule = "no_matching_rule",
+    RequesterUnknown = "requester_unknown",
     ReasonRequired = "reason_required",
     ReasonTooLong = "reason_too_long",
     Internal = "internal",

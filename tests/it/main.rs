@@ -14,6 +14,7 @@ mod error_codes;
 mod forge;
 mod forge_groups;
 mod gate;
+mod identity;
 mod json_body;
 mod notify;
 mod oidc;

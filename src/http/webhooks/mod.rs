@@ -21,6 +21,7 @@ use parse::{Command, GithubIssueComment, GitlabNote};
 use super::AppState;
 use super::error::{AppError, ErrorCode, Result};
 use crate::auth::Principal;
+use crate::core::identity::Identity;
 use crate::core::api::VoteMeta;
 use crate::core::decide::Status;
 use crate::core::duration::now_ms;
@@ -218,7 +219,12 @@ async fn act(engine: &Engine, v: &CommentVote) -> Acted {
         request,
         message,
     };
-    let Some(user) = engine.config.user_for_login(v.forge, &v.login) else {
+    // The login as the forge gave it is only echoed back; who it is is its normal form.
+    let login = match Identity::parse(&v.login) {
+        Ok(l) => l,
+        Err(e) => return refused(None, format!("@{} is not a jitgate approver: the login {e}", v.login)),
+    };
+    let Some(user) = engine.config.user_for_login(v.forge, &login) else {
         return refused(
             None,
             format!(
