@@ -410,19 +410,40 @@ mod tests {
         assert!(users("carol").is_empty());
         let login = |raw: &str| Identity::parse(raw).unwrap();
         assert_eq!(c.users_for_login(&login("A@X.IO")), vec!["alice"]);
-        assert!(c.users_for_login(&login("bob.j")).is_empty(), "SSO does not read jenkins ids");
-        assert_eq!(c.user_for_login("github", &login("ALICE-gh")).map(|u| u.name.as_str()), Some("alice"));
+        assert!(
+            c.users_for_login(&login("bob.j")).is_empty(),
+            "SSO does not read jenkins ids"
+        );
+        assert_eq!(
+            c.user_for_login("github", &login("ALICE-gh")).map(|u| u.name.as_str()),
+            Some("alice")
+        );
         assert!(c.user_for_login("gitlab", &login("alice-gh")).is_none());
     }
 
     #[test]
     fn a_user_identity_that_is_no_identity_stops_the_load() {
         let cases = [
-            ("  - name: \"alice\\u200B\"\n", "user `alice\\u{200b}`: `name` contains U+200B"),
-            ("  - name: alice\n    email: \"alice@example.com\\uFEFF\"\n", "user `alice`: `email` contains U+FEFF"),
-            ("  - name: alice\n    github: \u{430}lice\n", "user `alice`: `github` `\u{430}lice` mixes scripts (Cyrillic, Latin)"),
-            ("  - name: alice\n    gitlab: \u{251}lice\n", "user `alice`: `gitlab` `\u{251}lice` looks like `alice`"),
-            ("  - name: alice\n    jenkins: \"Al <>\"\n", "user `alice`: `jenkins` `al <>` names no address"),
+            (
+                "  - name: \"alice\\u200B\"\n",
+                "user `alice\\u{200b}`: `name` contains U+200B",
+            ),
+            (
+                "  - name: alice\n    email: \"alice@example.com\\uFEFF\"\n",
+                "user `alice`: `email` contains U+FEFF",
+            ),
+            (
+                "  - name: alice\n    github: \u{430}lice\n",
+                "user `alice`: `github` `\u{430}lice` mixes scripts (Cyrillic, Latin)",
+            ),
+            (
+                "  - name: alice\n    gitlab: \u{251}lice\n",
+                "user `alice`: `gitlab` `\u{251}lice` looks like `alice`",
+            ),
+            (
+                "  - name: alice\n    jenkins: \"Al <>\"\n",
+                "user `alice`: `jenkins` `al <>` names no address",
+            ),
         ];
         for (yaml, want) in cases {
             let e = Config::parse("gate.yaml", &format!("users:\n{yaml}")).unwrap_err();

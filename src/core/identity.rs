@@ -270,14 +270,21 @@ mod tests {
         assert_eq!(ok("Alice Smith <Alice@Example.COM>"), "alice@example.com");
         assert_eq!(ok("<alice@example.com>"), "alice@example.com");
         assert_eq!(ok("Alice < alice@example.com > "), "alice@example.com");
-        assert_eq!(ok("Alice ＜alice@example.com＞"), "alice@example.com", "fullwidth brackets");
+        assert_eq!(
+            ok("Alice ＜alice@example.com＞"),
+            "alice@example.com",
+            "fullwidth brackets"
+        );
         assert_eq!(ok("a>b"), "a>b", "no `<`: not an address form");
         assert_eq!(
             err("Alice <>"),
             IdentityError::NoAddress("alice <>".into()),
             "the name is folded"
         );
-        assert_eq!(err("Alice < >").to_string(), "`alice < >` names no address between `<` and `>`");
+        assert_eq!(
+            err("Alice < >").to_string(),
+            "`alice < >` names no address between `<` and `>`"
+        );
     }
 
     #[test]
@@ -325,10 +332,21 @@ mod tests {
             e.to_string(),
             "`\u{430}lice` mixes scripts (Cyrillic, Latin); a look-alike of a name is not another person"
         );
-        assert!(matches!(err("\u{410}lice"), IdentityError::MixedScript { .. }), "capital Cyrillic A");
-        assert!(matches!(err("alice@ex\u{430}mple.com"), IdentityError::MixedScript { part, .. } if part == "ex\u{430}mple"));
-        assert!(matches!(err("p\u{3bf}stgres"), IdentityError::MixedScript { .. }), "Greek omicron");
-        assert!(matches!(err("alice-\u{13a0}"), IdentityError::MixedScript { .. }), "Cherokee");
+        assert!(
+            matches!(err("\u{410}lice"), IdentityError::MixedScript { .. }),
+            "capital Cyrillic A"
+        );
+        assert!(
+            matches!(err("alice@ex\u{430}mple.com"), IdentityError::MixedScript { part, .. } if part == "ex\u{430}mple")
+        );
+        assert!(
+            matches!(err("p\u{3bf}stgres"), IdentityError::MixedScript { .. }),
+            "Greek omicron"
+        );
+        assert!(
+            matches!(err("alice-\u{13a0}"), IdentityError::MixedScript { .. }),
+            "Cherokee"
+        );
     }
 
     #[test]
@@ -341,9 +359,18 @@ mod tests {
                 looks_like: "aoe".into()
             }
         );
-        assert_eq!(e.to_string(), "`аое` looks like `aoe` but is spelled with other letters");
-        assert!(matches!(err("\u{251}lice"), IdentityError::Confusable { .. }), "Latin alpha");
-        assert!(matches!(err("al\u{131}ce"), IdentityError::Confusable { .. }), "dotless i");
+        assert_eq!(
+            e.to_string(),
+            "`аое` looks like `aoe` but is spelled with other letters"
+        );
+        assert!(
+            matches!(err("\u{251}lice"), IdentityError::Confusable { .. }),
+            "Latin alpha"
+        );
+        assert!(
+            matches!(err("al\u{131}ce"), IdentityError::Confusable { .. }),
+            "dotless i"
+        );
     }
 
     #[test]
@@ -393,7 +420,11 @@ mod tests {
         assert_eq!(err("   "), IdentityError::Empty);
         assert_eq!(ok(&"a".repeat(MAX_CHARS)).len(), MAX_CHARS);
         assert_eq!(err(&"a".repeat(MAX_CHARS + 1)), IdentityError::TooLong);
-        assert_eq!(err(&"é".repeat(MAX_CHARS + 1)), IdentityError::TooLong, "counted in characters");
+        assert_eq!(
+            err(&"é".repeat(MAX_CHARS + 1)),
+            IdentityError::TooLong,
+            "counted in characters"
+        );
     }
 
     #[test]
@@ -420,7 +451,13 @@ mod tests {
 
     #[test]
     fn the_ascii_path_agrees_with_the_full_one() {
-        for raw in ["Alice", "ALICE <A@B.C>", " x  y ", "a-b_c.d@e.f", "~!#$%^&*()[]{}|;:'\",./?"] {
+        for raw in [
+            "Alice",
+            "ALICE <A@B.C>",
+            " x  y ",
+            "a-b_c.d@e.f",
+            "~!#$%^&*()[]{}|;:'\",./?",
+        ] {
             assert_eq!(raw.to_ascii_lowercase(), fold(raw), "{raw:?}");
         }
         for b in 0x20u8..0x7f {

@@ -6,8 +6,8 @@
 //! `PRIVATE-TOKEN`.
 
 use bytes::Bytes;
-use gitlab::api::groups::members::AllGroupMembers;
 use gitlab::api::common::NameOrId;
+use gitlab::api::groups::members::AllGroupMembers;
 use gitlab::api::projects::merge_requests::notes::CreateMergeRequestNote;
 use gitlab::api::projects::repository::commits::{Commit, MergeRequests};
 use gitlab::api::{ApiError, AsyncClient, AsyncQuery, Endpoint, RestClient};

@@ -211,7 +211,10 @@ impl Forge for Forges {
                 what: format!("{what} to ask who wrote commit {commit} of {repository}"),
                 detail: match status {
                     Some(401) => "the API token was refused (HTTP 401)".to_string(),
-                    Some(403) => "HTTP 403 (rate limited, or the token cannot read the repository's contents and pull requests)".to_string(),
+                    Some(403) => {
+                        "HTTP 403 (rate limited, or the token cannot read the repository's contents and pull requests)"
+                            .to_string()
+                    }
                     Some(n) => format!("HTTP {n}"),
                     None => detail(e),
                 },

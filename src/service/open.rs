@@ -81,6 +81,9 @@ impl Engine {
         ))
     }
 
+    /// `given` holds the requester fields that normalising changed, as sent (the record
+    /// keeps them beside their normal form).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn insert_new(
         &self,
         pipeline: &str,

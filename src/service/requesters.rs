@@ -8,9 +8,9 @@
 //! could approve it is exactly what separation of duties forbids, and the pipeline's gate
 //! retries a 503.
 
+use super::Engine;
 use super::error::{AppError, ErrorCode, Result};
 use super::validate::requester_fields;
-use super::Engine;
 use crate::auth::oidc::VerifiedIdentity;
 use crate::core::api::{Context, RequesterOrigin, RequesterSource};
 use crate::core::identity::Identity;

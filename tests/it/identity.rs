@@ -93,23 +93,59 @@ async fn look_alikes_on(db: Db) {
             .and_then(|o| o["given"].as_str());
         assert_eq!(given_kept, (given != normal).then_some(given), "{v}");
         let (st, e) = approve(&s, "alice", id).await;
-        assert_eq!((st, e["error"]["code"].as_str()), (403, Some("requester_cannot_vote")), "{given:?}: {e}");
+        assert_eq!(
+            (st, e["error"]["code"].as_str()),
+            (403, Some("requester_cannot_vote")),
+            "{given:?}: {e}"
+        );
         // Someone else still may: the refusal is alice's alone.
         let (st, e) = approve(&s, "bob", id).await;
         assert_eq!(st, 200, "{e}");
     }
 
     let refused = [
-        ("actor", "alice\u{200B}", "context.actor: contains U+200B at character 6, an invisible format character"),
-        ("actor", "\u{FEFF}alice", "context.actor: contains U+FEFF at character 1"),
-        ("actor", "al\u{200E}ice", "context.actor: contains U+200E at character 3"),
-        ("actor", "\u{430}lice", "context.actor: `\u{430}lice` mixes scripts (Cyrillic, Latin)"),
-        ("commit_author", "\u{251}lice", "context.commit_author: `\u{251}lice` looks like `alice`"),
-        ("triggering_actor", "Alice <>", "context.triggering_actor: `alice <>` names no address"),
+        (
+            "actor",
+            "alice\u{200B}",
+            "context.actor: contains U+200B at character 6, an invisible format character",
+        ),
+        (
+            "actor",
+            "\u{FEFF}alice",
+            "context.actor: contains U+FEFF at character 1",
+        ),
+        (
+            "actor",
+            "al\u{200E}ice",
+            "context.actor: contains U+200E at character 3",
+        ),
+        (
+            "actor",
+            "\u{430}lice",
+            "context.actor: `\u{430}lice` mixes scripts (Cyrillic, Latin)",
+        ),
+        (
+            "commit_author",
+            "\u{251}lice",
+            "context.commit_author: `\u{251}lice` looks like `alice`",
+        ),
+        (
+            "triggering_actor",
+            "Alice <>",
+            "context.triggering_actor: `alice <>` names no address",
+        ),
     ];
     for (field, given, message) in refused {
-        let (st, e) = open(&s, json!({ field: given, "actor": if field == "actor" { given } else { "dave" } })).await;
-        assert_eq!((st, e["error"]["code"].as_str()), (422, Some("invalid_field")), "{given:?}: {e}");
+        let (st, e) = open(
+            &s,
+            json!({ field: given, "actor": if field == "actor" { given } else { "dave" } }),
+        )
+        .await;
+        assert_eq!(
+            (st, e["error"]["code"].as_str()),
+            (422, Some("invalid_field")),
+            "{given:?}: {e}"
+        );
         let got = e["error"]["message"].as_str().unwrap();
         assert!(got.starts_with(message), "{given:?}: {got}");
     }
@@ -128,10 +164,21 @@ async fn look_alike_identities_cannot_vote_on_their_own_request() {
 async fn the_gate_binary_sends_look_alikes_and_the_server_sees_through_them() {
     let s = TestApp::spawn().await;
     let w = s
-        .open(&["--environment", "production", "--actor", "Ａｌｉｃｅ", "--commit", COMMIT])
+        .open(&[
+            "--environment",
+            "production",
+            "--actor",
+            "Ａｌｉｃｅ",
+            "--commit",
+            COMMIT,
+        ])
         .await;
     let (st, e) = approve(&s, "alice", &w.id).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (403, Some("requester_cannot_vote")), "{e}");
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("requester_cannot_vote")),
+        "{e}"
+    );
     s.client("bob").approve(&w.id, None).await.unwrap();
     let record = w.record_path().to_path_buf();
     let (code, _, err) = w.finish().await;
@@ -143,7 +190,10 @@ async fn the_gate_binary_sends_look_alikes_and_the_server_sees_through_them() {
     assert_eq!(req["requester_sources"][0]["given"], "Ａｌｉｃｅ", "{req}");
 
     let out = s
-        .run("ci", &["request", "--environment", "production", "--actor", "alice\u{200B}"])
+        .run(
+            "ci",
+            &["request", "--environment", "production", "--actor", "alice\u{200B}"],
+        )
         .await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
@@ -152,16 +202,25 @@ async fn the_gate_binary_sends_look_alikes_and_the_server_sees_through_them() {
         out.stderr
     );
 
-    let out = s.run("ci", &["request", "--environment", "production", "--actor", ""]).await;
+    let out = s
+        .run("ci", &["request", "--environment", "production", "--actor", ""])
+        .await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("--actor is empty"), "{}", out.stderr);
 }
 
 async fn unknown_requester_on(db: Db) {
     let s = TestApp::builder().backend(db).spawn().await;
-    for ctx in [json!({}), json!({"actor": "", "triggering_actor": "", "commit_author": ""})] {
+    for ctx in [
+        json!({}),
+        json!({"actor": "", "triggering_actor": "", "commit_author": ""}),
+    ] {
         let (st, e) = open(&s, ctx).await;
-        assert_eq!((st, e["error"]["code"].as_str()), (422, Some("requester_unknown")), "{e}");
+        assert_eq!(
+            (st, e["error"]["code"].as_str()),
+            (422, Some("requester_unknown")),
+            "{e}"
+        );
         assert!(e["error"]["message"].as_str().unwrap().contains("--actor"), "{e}");
     }
     // An automatic decision too: a record naming no requester is no evidence.
@@ -174,7 +233,11 @@ async fn unknown_requester_on(db: Db) {
             Some(json!({"context": {"environment": "staging"}})),
         )
         .await;
-    assert_eq!((st, e["error"]["code"].as_str()), (422, Some("requester_unknown")), "{e}");
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (422, Some("requester_unknown")),
+        "{e}"
+    );
 
     // The real gate outside CI with no --actor: refused, with what to pass.
     let out = s.run("ci", &["request", "--environment", "production"]).await;
@@ -230,7 +293,12 @@ async fn a_verified_claim_names_the_requester_when_the_body_does_not() {
     let http = app.http();
     let body = json!({"context": {"environment": "production"}});
     let (st, v) = http
-        .api("POST", "/requests", &oidc_token(iss, Some("Alice-GH")), Some(body.clone()))
+        .api(
+            "POST",
+            "/requests",
+            &oidc_token(iss, Some("Alice-GH")),
+            Some(body.clone()),
+        )
         .await;
     assert_eq!(st, 201, "{v}");
     assert_eq!(v["context"]["actor"], "alice-gh", "{v}");
@@ -245,11 +313,19 @@ async fn a_verified_claim_names_the_requester_when_the_body_does_not() {
             None,
         )
         .await;
-    assert_eq!((st, e["error"]["code"].as_str()), (403, Some("requester_cannot_vote")), "{e}");
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("requester_cannot_vote")),
+        "{e}"
+    );
 
     // A static token with the same body names nobody.
     let (st, e) = http.api("POST", "/requests", &token("ci"), Some(body)).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (422, Some("requester_unknown")), "{e}");
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (422, Some("requester_unknown")),
+        "{e}"
+    );
 }
 
 /// GitHub's answers, trimmed from the REST docs' examples: a commit whose author is erin
@@ -326,23 +402,52 @@ async fn github_authors_on(db: Db) {
     assert_eq!(st, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
     let requester = v["requester"].as_array().unwrap();
-    for who in ["dave", "carol", "erin", "carol-gh", "erin-gh", "erin@example.test", "web-flow"] {
+    for who in [
+        "dave",
+        "carol",
+        "erin",
+        "carol-gh",
+        "erin-gh",
+        "erin@example.test",
+        "web-flow",
+    ] {
         assert!(requester.contains(&json!(who)), "{who} not in {requester:?}");
     }
     // carol wrote the pull request that bob merged: she may not approve its deploy.
     let (st, e) = approve(&s, "carol", &id).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (403, Some("requester_cannot_vote")), "{e}");
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("requester_cannot_vote")),
+        "{e}"
+    );
     let (st, e) = approve(&s, "bob", &id).await;
     assert_eq!((st, e["status"].as_str()), (200, Some("approved")), "{e}");
 
     let st = statement(&s, &id).await;
     let from = sources(&st["predicate"]["request"]["requester_sources"]);
     assert!(has(&from, "dave-gh", "asserted", "context.actor"), "{from:?}");
-    assert!(has(&from, "carol-gh", "forge_api", "github pull request #12 user.login"), "{from:?}");
+    assert!(
+        has(&from, "carol-gh", "forge_api", "github pull request #12 user.login"),
+        "{from:?}"
+    );
     assert!(has(&from, "carol", "config", "carol-gh"), "{from:?}");
-    assert!(has(&from, "erin-gh", "forge_api", "github commit author.login"), "{from:?}");
-    assert!(has(&from, "erin@example.test", "forge_api", "github commit commit.author.email"), "{from:?}");
-    assert!(has(&from, "web-flow", "forge_api", "github commit committer.login"), "{from:?}");
+    assert!(
+        has(&from, "erin-gh", "forge_api", "github commit author.login"),
+        "{from:?}"
+    );
+    assert!(
+        has(
+            &from,
+            "erin@example.test",
+            "forge_api",
+            "github commit commit.author.email"
+        ),
+        "{from:?}"
+    );
+    assert!(
+        has(&from, "web-flow", "forge_api", "github commit committer.login"),
+        "{from:?}"
+    );
     let email = st["predicate"]["request"]["requester_sources"]
         .as_array()
         .unwrap()
@@ -365,10 +470,7 @@ async fn the_github_pull_request_author_cannot_approve_its_deploy() {
 #[tokio::test]
 async fn a_forge_that_cannot_answer_opens_nothing() {
     let gh = MockServer::start().await;
-    let s = TestApp::builder()
-        .config_extra(&github_forge(&gh, ""))
-        .spawn()
-        .await;
+    let s = TestApp::builder().config_extra(&github_forge(&gh, "")).spawn().await;
     let ctx = json!({"platform": "github", "actor": "dave-gh"});
     let body = |key: &str| {
         let mut c = json!({"environment": "production", "repository": "acme/web", "commit": COMMIT});
@@ -386,7 +488,9 @@ async fn a_forge_that_cannot_answer_opens_nothing() {
     assert_eq!((st, e["error"]["code"].as_str()), (503, Some("unavailable")), "{e}");
     let m = e["error"]["message"].as_str().unwrap();
     assert!(
-        m.contains(&format!("who wrote commit {COMMIT} of acme/web")) && m.contains("HTTP 502") && m.contains("not opened"),
+        m.contains(&format!("who wrote commit {COMMIT} of acme/web"))
+            && m.contains("HTTP 502")
+            && m.contains("not opened"),
         "{m}"
     );
     drop(failing);
@@ -400,7 +504,10 @@ async fn a_forge_that_cannot_answer_opens_nothing() {
     let (st, e) = post(&s, body("k1")).await;
     assert_eq!((st, e["error"]["code"].as_str()), (422, Some("invalid_field")), "{e}");
     let m = e["error"]["message"].as_str().unwrap();
-    assert!(m.starts_with("context.commit: GitHub answered 404 reading the commit"), "{m}");
+    assert!(
+        m.starts_with("context.commit: GitHub answered 404 reading the commit"),
+        "{m}"
+    );
     drop(missing);
 
     // Neither attempt opened anything: the same key now opens a new request.
@@ -462,15 +569,38 @@ async fn gitlab_authors_on(db: Db) {
     assert_eq!(st, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
     let (st, e) = approve(&s, "carol", &id).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (403, Some("requester_cannot_vote")), "{e}");
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("requester_cannot_vote")),
+        "{e}"
+    );
     let (st, e) = approve(&s, "bob", &id).await;
     assert_eq!((st, e["status"].as_str()), (200, Some("approved")), "{e}");
     let st = statement(&s, &id).await;
     let from = sources(&st["predicate"]["request"]["requester_sources"]);
-    assert!(has(&from, "carol-gl", "forge_api", "gitlab merge request !7 author.username"), "{from:?}");
+    assert!(
+        has(
+            &from,
+            "carol-gl",
+            "forge_api",
+            "gitlab merge request !7 author.username"
+        ),
+        "{from:?}"
+    );
     assert!(has(&from, "carol", "config", "carol-gl"), "{from:?}");
-    assert!(has(&from, "erin@example.test", "forge_api", "gitlab commit author_email"), "{from:?}");
-    assert!(has(&from, "frank@example.test", "forge_api", "gitlab commit committer_email"), "{from:?}");
+    assert!(
+        has(&from, "erin@example.test", "forge_api", "gitlab commit author_email"),
+        "{from:?}"
+    );
+    assert!(
+        has(
+            &from,
+            "frank@example.test",
+            "forge_api",
+            "gitlab commit committer_email"
+        ),
+        "{from:?}"
+    );
     assert!(has(&from, "frank", "config", "frank@example.test"), "{from:?}");
 }
 

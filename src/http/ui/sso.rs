@@ -59,10 +59,7 @@ pub enum SsoError {
     #[error("the ID token has no `{0}` claim (check `user_claim` and `scopes`)")]
     NoClaim(String),
     #[error("the ID token's `{claim}` claim {problem}")]
-    BadClaim {
-        claim: String,
-        problem: IdentityError,
-    },
+    BadClaim { claim: String, problem: IdentityError },
 }
 
 /// What discovery tells us.

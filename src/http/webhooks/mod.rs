@@ -21,10 +21,10 @@ use parse::{Command, GithubIssueComment, GitlabNote};
 use super::AppState;
 use super::error::{AppError, ErrorCode, Result};
 use crate::auth::Principal;
-use crate::core::identity::Identity;
 use crate::core::api::VoteMeta;
 use crate::core::decide::Status;
 use crate::core::duration::now_ms;
+use crate::core::identity::Identity;
 use crate::forge::{Kind, Thread};
 use crate::service::{Engine, doc_of};
 
