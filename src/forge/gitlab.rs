@@ -10,7 +10,7 @@ use gitlab::api::common::NameOrId;
 use gitlab::api::groups::members::AllGroupMembers;
 use gitlab::api::projects::merge_requests::notes::CreateMergeRequestNote;
 use gitlab::api::projects::repository::commits::{Commit, MergeRequests};
-use gitlab::api::{ApiError, AsyncClient, AsyncQuery, Endpoint, RestClient};
+use gitlab::api::{ApiError, AsyncClient, AsyncQuery, Endpoint, Pagination, RestClient};
 use serde::Deserialize;
 use url::Url;
 
@@ -123,7 +123,7 @@ impl GitLab {
     /// Who wrote `sha` of `project` (its id, or its path): the commit's author and
     /// committer email addresses (`GET /projects/:id/repository/commits/:sha`) and the
     /// authors of the merge requests that contain it (`…/commits/:sha/merge_requests`,
-    /// the first page). The token needs `read_api`.
+    /// the first 100). The token needs `read_api`.
     pub async fn commit_people(&self, project: &str, sha: &str) -> Result<Vec<CommitPerson>, Error> {
         let id = || -> NameOrId<'_> {
             match project.parse::<u64>() {
@@ -139,11 +139,12 @@ impl GitLab {
             .query_async(self)
             .await
             .map_err(|e| error(e, COMMIT))?;
-        let mrs: Vec<CommitMr> = MergeRequests::builder()
+        let mrs_endpoint = MergeRequests::builder()
             .project(id())
             .sha(sha)
             .build()
-            .map_err(|e| Error::Usage(format!("GitLab commit merge requests: {e}")))?
+            .map_err(|e| Error::Usage(format!("GitLab commit merge requests: {e}")))?;
+        let mrs: Vec<CommitMr> = gitlab::api::paged(mrs_endpoint, Pagination::Limit(100))
             .query_async(self)
             .await
             .map_err(|e| error(e, COMMIT_MRS))?;

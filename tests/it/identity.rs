@@ -546,6 +546,7 @@ async fn gitlab_authors_on(db: Db) {
         .await;
     Mock::given(method("GET"))
         .and(path(format!("{base}/merge_requests")))
+        .and(query_param("per_page", "100"))
         .and(header("PRIVATE-TOKEN", GL_TOKEN))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([{
             "id": 45, "iid": 7, "project_id": 42, "title": "Feature", "description": "",
