@@ -11,6 +11,7 @@ use crate::core::policy::{Policy, PolicyError};
 
 use crate::auth::config as auth;
 pub use crate::auth::config::{OidcIssuer, OidcPlatform, Pipeline, Sso, User};
+use crate::core::identity::Identity;
 use crate::core::url::check_url;
 pub use crate::forge::config::{ForgeAccess, ForgeConfig};
 
@@ -196,10 +197,7 @@ impl Config {
     }
 
     /// The `users:` entries a sign-in identity (name, email, GitHub or GitLab login) names.
-    pub fn users_for_login(&self, ident: &str) -> Vec<String> {
-        if ident.trim().is_empty() {
-            return vec![];
-        }
+    pub fn users_for_login(&self, ident: &Identity) -> Vec<String> {
         self.users
             .iter()
             .filter(|u| {
@@ -207,17 +205,17 @@ impl Config {
                     .chain(u.email.as_deref())
                     .chain(u.github.as_deref())
                     .chain(u.gitlab.as_deref())
-                    .any(|i| i.eq_ignore_ascii_case(ident))
+                    .any(|i| ident.is(i))
             })
             .map(|u| u.name.clone())
             .collect()
     }
 
     /// The configured user whose `github` (or `gitlab`) login is `login`, if exactly one.
-    pub fn user_for_login(&self, forge: &str, login: &str) -> Option<&User> {
+    pub fn user_for_login(&self, forge: &str, login: &Identity) -> Option<&User> {
         let mut found = self.users.iter().filter(|u| {
             let l = if forge == "github" { &u.github } else { &u.gitlab };
-            l.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(login))
+            l.as_deref().is_some_and(|l| login.is(l))
         });
         let first = found.next()?;
         found.next().is_none().then_some(first)
@@ -227,14 +225,13 @@ impl Config {
         self.users.iter().find(|u| u.name == name)
     }
 
-    /// The configured users that a request identity (actor, login, email) belongs to.
-    pub fn users_for_identity(&self, identity: &str) -> Vec<String> {
-        if identity.is_empty() {
-            return vec![];
-        }
+    /// The configured users that a request identity (actor, login, email) belongs to:
+    /// those with a name or login of the same normal form (checked when the config
+    /// loaded, so each has one).
+    pub fn users_for_identity(&self, identity: &Identity) -> Vec<String> {
         self.users
             .iter()
-            .filter(|u| u.identities().any(|i| i.eq_ignore_ascii_case(identity)))
+            .filter(|u| u.identities().any(|i| identity.is(i)))
             .map(|u| u.name.clone())
             .collect()
     }
@@ -473,9 +470,10 @@ mod tests {
                 .to_string()
                 .contains("`GH_T`, which is not set")
         );
-        assert_eq!(c.user_for_login("github", "Alice-GH").unwrap().name, "alice");
-        assert_eq!(c.user_for_login("gitlab", "al").unwrap().name, "alice");
-        assert!(c.user_for_login("gitlab", "alice-gh").is_none());
+        let login = |l: &str| Identity::parse(l).unwrap();
+        assert_eq!(c.user_for_login("github", &login("Alice-GH")).unwrap().name, "alice");
+        assert_eq!(c.user_for_login("gitlab", &login("al")).unwrap().name, "alice");
+        assert!(c.user_for_login("gitlab", &login("alice-gh")).is_none());
 
         let e = Config::parse("gate.yaml", "forge:\n  github:\n    token_env: X\n    tokn: y\n").unwrap_err();
         assert_eq!(e.line, 4, "{e}");
@@ -496,13 +494,60 @@ mod tests {
     fn identities_map_to_users() {
         let c = Config::parse(
             "gate.yaml",
-            "users:\n  - name: alice\n    github: alice-gh\n    email: a@x.io\n  - name: bob\n",
+            "users:\n  - name: alice\n    github: alice-gh\n    email: A@x.io\n  - name: Bob\n    jenkins: bob.j\n",
         )
         .unwrap();
-        assert_eq!(c.users_for_identity("Alice-GH"), vec!["alice"]);
-        assert_eq!(c.users_for_identity("a@x.io"), vec!["alice"]);
-        assert_eq!(c.users_for_identity("bob"), vec!["bob"]);
-        assert!(c.users_for_identity("").is_empty());
+        let users = |raw: &str| c.users_for_identity(&Identity::parse(raw).unwrap());
+        assert_eq!(users("Alice-GH"), vec!["alice"]);
+        assert_eq!(users("a@x.io"), vec!["alice"]);
+        assert_eq!(users("Alice <a@X.io>"), vec!["alice"]);
+        assert_eq!(users("ａｌｉｃｅ"), vec!["alice"]);
+        assert_eq!(users("bob"), vec!["Bob"], "the user's name as written");
+        assert_eq!(users("BOB.J"), vec!["Bob"]);
+        assert!(users("carol").is_empty());
+        let login = |raw: &str| Identity::parse(raw).unwrap();
+        assert_eq!(c.users_for_login(&login("A@X.IO")), vec!["alice"]);
+        assert!(
+            c.users_for_login(&login("bob.j")).is_empty(),
+            "SSO does not read jenkins ids"
+        );
+        assert_eq!(
+            c.user_for_login("github", &login("ALICE-gh")).map(|u| u.name.as_str()),
+            Some("alice")
+        );
+        assert!(c.user_for_login("gitlab", &login("alice-gh")).is_none());
+    }
+
+    #[test]
+    fn a_user_identity_that_is_no_identity_stops_the_load() {
+        let cases = [
+            (
+                "  - name: \"alice\\u200B\"\n",
+                "user `alice\\u{200b}`: `name` contains U+200B",
+            ),
+            (
+                "  - name: alice\n    email: \"alice@example.com\\uFEFF\"\n",
+                "user `alice`: `email` contains U+FEFF",
+            ),
+            (
+                "  - name: alice\n    github: \u{430}lice\n",
+                "user `alice`: `github` `\u{430}lice` mixes scripts (Cyrillic, Latin)",
+            ),
+            (
+                "  - name: alice\n    gitlab: \u{251}lice\n",
+                "user `alice`: `gitlab` `\u{251}lice` looks like `alice`",
+            ),
+            (
+                "  - name: alice\n    jenkins: \"Al <>\"\n",
+                "user `alice`: `jenkins` `al <>` names no address",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let e = Config::parse("gate.yaml", &format!("users:\n{yaml}")).unwrap_err();
+            assert!(e.message.starts_with(want), "{yaml}: {}", e.message);
+        }
+        let e = Config::parse("gate.yaml", "users:\n  - name: alice\n    github: \u{430}lice\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 13), "located at the value");
     }
 
     #[test]

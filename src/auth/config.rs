@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::identity::{Identity, IdentityError};
 use crate::core::url::check_url;
 
 /// An approver.
@@ -31,11 +32,16 @@ pub struct User {
 impl User {
     /// Every identity under which this user can appear as a requester.
     pub fn identities(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.name.as_str())
-            .chain(self.email.as_deref())
-            .chain(self.github.as_deref())
-            .chain(self.gitlab.as_deref())
-            .chain(self.jenkins.as_deref())
+        self.identity_fields().map(|(_, v)| v)
+    }
+
+    /// The identities with the key each is written under.
+    pub fn identity_fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        std::iter::once(("name", self.name.as_str()))
+            .chain(self.email.as_deref().map(|v| ("email", v)))
+            .chain(self.github.as_deref().map(|v| ("github", v)))
+            .chain(self.gitlab.as_deref().map(|v| ("gitlab", v)))
+            .chain(self.jenkins.as_deref().map(|v| ("jenkins", v)))
     }
 }
 
@@ -183,6 +189,13 @@ pub enum AuthConfigError {
     EmptyUserName,
     #[error("user `{0}` is listed twice")]
     UserTwice(String),
+    /// A name or login that is no identity (invisible characters, mixed scripts, …).
+    #[error("user `{}`: `{field}` {problem}", user.escape_debug())]
+    UserIdentity {
+        user: String,
+        field: &'static str,
+        problem: IdentityError,
+    },
     #[error("user `{user}`: token_sha256 {problem}")]
     UserDigest { user: String, problem: NotADigest },
     #[error("`{0}` names both a user and a pipeline, or two pipelines")]
@@ -249,6 +262,20 @@ pub fn validate_principals<'a, E>(
         }
         if !names.insert(u.name.as_str()) {
             return Err(at(&u.name, Bad::UserTwice(u.name.clone())));
+        }
+        // Requester checks compare normal forms; one that cannot be made would let a
+        // look-alike through, so the server does not start.
+        for (field, value) in u.identity_fields() {
+            Identity::parse(value).map_err(|problem| {
+                at(
+                    value,
+                    Bad::UserIdentity {
+                        user: u.name.clone(),
+                        field,
+                        problem,
+                    },
+                )
+            })?;
         }
         if let Some(h) = &u.token_sha256 {
             check_digest(h).map_err(|problem| {

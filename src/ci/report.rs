@@ -368,6 +368,7 @@ mod tests {
             summary: String::new(),
             artifacts: vec![],
             requester: vec!["erin".into()],
+            requester_sources: vec![],
             opened_by: "ci".into(),
             rule: "production".into(),
             policy_digest: "sha256:00".into(),

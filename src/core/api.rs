@@ -126,6 +126,36 @@ impl VoteMeta {
     }
 }
 
+/// Where a requester identity came from.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RequesterSource {
+    /// An OIDC token the server verified says so.
+    VerifiedClaim,
+    /// The forge's API says so (a commit's author or committer, a pull or merge
+    /// request's author), asked by the server when the request opened.
+    ForgeApi,
+    /// The request body says so, unverified (a static pipeline token).
+    Asserted,
+    /// A `users:` entry of the server config has one of the other identities.
+    Config,
+}
+
+/// One requester identity and where it came from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequesterOrigin {
+    /// In its normal form (`core::identity`); for `config`, the user's name.
+    pub identity: String,
+    pub source: RequesterSource,
+    /// What said so: `context.actor`; `github commit author.login`, `github pull request
+    /// #12 user.login`, `gitlab merge request !7 author.username`, …; for `config`, the
+    /// identity that names the user.
+    pub from: String,
+    /// The value as given, where normalising changed it (`Alice <alice@example.com>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given: Option<String>,
+}
+
 /// A request as the API returns it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RequestView {
@@ -137,6 +167,9 @@ pub struct RequestView {
     pub artifacts: Vec<String>,
     /// Every identity that can never approve this request.
     pub requester: Vec<String>,
+    /// Where each requester identity came from (absent for requests opened before it was kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requester_sources: Vec<RequesterOrigin>,
     pub opened_by: String,
     pub rule: String,
     pub policy_digest: String,

@@ -9,6 +9,7 @@ pub mod context;
 pub mod crypto;
 pub mod decide;
 pub mod duration;
+pub mod identity;
 pub mod log;
 pub mod policy;
 pub mod request;

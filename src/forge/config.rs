@@ -21,6 +21,12 @@ pub struct ForgeAccess {
     pub webhook_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_env: Option<String>,
+    /// When a request on this forge opens, ask who wrote its commit (author, committer)
+    /// and its pull or merge requests (their authors), and count them as requesters; if
+    /// the forge cannot answer, the request is not opened. Default `true`; the token then
+    /// needs read access to the repository's contents and pull (merge) requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requesters: Option<bool>,
 }
 
 /// Why a forge secret cannot be had.

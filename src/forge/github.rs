@@ -1,4 +1,5 @@
-//! The GitHub adapter, on octocrab: check runs, team members and pull request comments.
+//! The GitHub adapter, on octocrab: check runs, team members, pull request comments, and
+//! who wrote a commit.
 //! `api` is `https://api.github.com` or a GitHub Enterprise Server's `https://HOST/api/v3`
 //! (what `GITHUB_API_URL` holds in a workflow). Team members and comments go through
 //! octocrab's generic calls: its typed models want more fields than those we read.
@@ -9,12 +10,14 @@ use octocrab::params::checks::{CheckRunConclusion, CheckRunOutput, CheckRunStatu
 use octocrab::{Octocrab, Page};
 use serde::Deserialize;
 
-use super::{Error, Timeouts, encode, same_origin};
+use super::{CommitPerson, Error, Timeouts, encode, same_origin};
 
 const FORGE: &str = "GitHub";
 const CHECK_RUN: &str = "creating the check run";
 const TEAM: &str = "listing team members";
 const COMMENT: &str = "answering the comment";
+const COMMIT: &str = "reading the commit";
+const PULLS: &str = "listing the commit's pull requests";
 /// At most this many pages (of 100) are read for one team.
 const MAX_PAGES: usize = 200;
 
@@ -70,6 +73,34 @@ pub struct Created {
 #[derive(Deserialize)]
 struct Member {
     login: String,
+}
+
+/// `GET /repos/{owner}/{repo}/commits/{ref}`, the fields we read. `author` and
+/// `committer` are the GitHub accounts, null when the email is linked to none.
+#[derive(Deserialize)]
+struct Commit {
+    author: Option<Member>,
+    committer: Option<Member>,
+    commit: GitCommit,
+}
+
+#[derive(Deserialize)]
+struct GitCommit {
+    author: Option<GitPerson>,
+    committer: Option<GitPerson>,
+}
+
+#[derive(Deserialize)]
+struct GitPerson {
+    #[serde(default)]
+    email: Option<String>,
+}
+
+/// One of `GET /repos/{owner}/{repo}/commits/{sha}/pulls`.
+#[derive(Deserialize)]
+struct Pull {
+    number: u64,
+    user: Option<Member>,
 }
 
 /// One GitHub API with one token.
@@ -202,6 +233,44 @@ impl GitHub {
             .await
             .map(drop)
             .map_err(|e| error(e, COMMENT))
+    }
+
+    /// Who wrote `sha` of `repository` (`owner/name`): the commit's author and committer
+    /// (accounts and email addresses, `GET /repos/{owner}/{repo}/commits/{sha}`) and the
+    /// authors of the pull requests that contain it (`GET …/commits/{sha}/pulls`, the
+    /// first 100). The token needs `contents: read` and `pull-requests: read`.
+    pub async fn commit_people(&self, repository: &str, sha: &str) -> Result<Vec<CommitPerson>, Error> {
+        let (owner, repo) = owner_name(repository)?;
+        let base = format!("/repos/{}/{}/commits/{}", encode(owner), encode(repo), encode(sha));
+        let c: Commit = self.crab.get(&base, None::<&()>).await.map_err(|e| error(e, COMMIT))?;
+        let pulls: Vec<Pull> = self
+            .crab
+            .get(format!("{base}/pulls"), Some(&[("per_page", "100")]))
+            .await
+            .map_err(|e| error(e, PULLS))?;
+        let mut out = Vec::new();
+        let mut add = |identity: Option<String>, from: String| {
+            if let Some(identity) = identity.filter(|i| !i.is_empty()) {
+                out.push(CommitPerson { identity, from });
+            }
+        };
+        add(c.author.map(|m| m.login), "github commit author.login".into());
+        add(c.committer.map(|m| m.login), "github commit committer.login".into());
+        add(
+            c.commit.author.and_then(|p| p.email),
+            "github commit commit.author.email".into(),
+        );
+        add(
+            c.commit.committer.and_then(|p| p.email),
+            "github commit commit.committer.email".into(),
+        );
+        for p in pulls {
+            add(
+                p.user.map(|m| m.login),
+                format!("github pull request #{} user.login", p.number),
+            );
+        }
+        Ok(out)
     }
 }
 

@@ -1,21 +1,26 @@
-//! The GitLab adapter: the `gitlab` crate's endpoints (merge request notes, group members)
+//! The GitLab adapter: the `gitlab` crate's endpoints (merge request notes, group members,
+//! a commit and its merge requests)
 //! over one `AsyncClient` of our own on reqwest, so that the base is the configured API URL
 //! as given (`CI_API_V4_URL`, a self-managed instance under a relative root, a plain-http
 //! mock) and no extra call is made to check the token first. Authenticated with
 //! `PRIVATE-TOKEN`.
 
 use bytes::Bytes;
+use gitlab::api::common::NameOrId;
 use gitlab::api::groups::members::AllGroupMembers;
 use gitlab::api::projects::merge_requests::notes::CreateMergeRequestNote;
-use gitlab::api::{ApiError, AsyncClient, AsyncQuery, Endpoint, RestClient};
+use gitlab::api::projects::repository::commits::{Commit, MergeRequests};
+use gitlab::api::{ApiError, AsyncClient, AsyncQuery, Endpoint, Pagination, RestClient};
 use serde::Deserialize;
 use url::Url;
 
-use super::{Error, Timeouts, same_origin};
+use super::{CommitPerson, Error, Timeouts, same_origin};
 
 const FORGE: &str = "GitLab";
 const NOTE: &str = "posting the merge request note";
 const MEMBERS: &str = "listing group members";
+const COMMIT: &str = "reading the commit";
+const COMMIT_MRS: &str = "listing the commit's merge requests";
 /// At most this many pages (of 100) are read for one group.
 const MAX_PAGES: usize = 200;
 
@@ -32,6 +37,27 @@ pub struct Member {
     /// `active`, `blocked`, `awaiting`…
     #[serde(default)]
     pub state: Option<String>,
+}
+
+/// `GET /projects/:id/repository/commits/:sha`, the fields we read.
+#[derive(Debug, Clone, Deserialize)]
+struct CommitAnswer {
+    #[serde(default)]
+    author_email: Option<String>,
+    #[serde(default)]
+    committer_email: Option<String>,
+}
+
+/// One of `GET /projects/:id/repository/commits/:sha/merge_requests`.
+#[derive(Debug, Clone, Deserialize)]
+struct CommitMr {
+    iid: u64,
+    author: Option<MrAuthor>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct MrAuthor {
+    username: String,
 }
 
 /// The transport error of our client.
@@ -92,6 +118,51 @@ impl GitLab {
             .query_async(self)
             .await
             .map_err(|e| with_hint(error(e, NOTE), project, mr_iid))
+    }
+
+    /// Who wrote `sha` of `project` (its id, or its path): the commit's author and
+    /// committer email addresses (`GET /projects/:id/repository/commits/:sha`) and the
+    /// authors of the merge requests that contain it (`…/commits/:sha/merge_requests`,
+    /// the first 100). The token needs `read_api`.
+    pub async fn commit_people(&self, project: &str, sha: &str) -> Result<Vec<CommitPerson>, Error> {
+        let id = || -> NameOrId<'_> {
+            match project.parse::<u64>() {
+                Ok(n) => n.into(),
+                Err(_) => project.into(),
+            }
+        };
+        let c: CommitAnswer = Commit::builder()
+            .project(id())
+            .commit(sha)
+            .build()
+            .map_err(|e| Error::Usage(format!("GitLab commit: {e}")))?
+            .query_async(self)
+            .await
+            .map_err(|e| error(e, COMMIT))?;
+        let mrs_endpoint = MergeRequests::builder()
+            .project(id())
+            .sha(sha)
+            .build()
+            .map_err(|e| Error::Usage(format!("GitLab commit merge requests: {e}")))?;
+        let mrs: Vec<CommitMr> = gitlab::api::paged(mrs_endpoint, Pagination::Limit(100))
+            .query_async(self)
+            .await
+            .map_err(|e| error(e, COMMIT_MRS))?;
+        let mut out = Vec::new();
+        let mut add = |identity: Option<String>, from: String| {
+            if let Some(identity) = identity.filter(|i| !i.is_empty()) {
+                out.push(CommitPerson { identity, from });
+            }
+        };
+        add(c.author_email, "gitlab commit author_email".into());
+        add(c.committer_email, "gitlab commit committer_email".into());
+        for mr in mrs {
+            add(
+                mr.author.map(|a| a.username),
+                format!("gitlab merge request !{} author.username", mr.iid),
+            );
+        }
+        Ok(out)
     }
 
     /// Everyone in a group, inherited members included (`GET /groups/{path}/members/all`),
@@ -262,7 +333,7 @@ fn error(e: ApiError<Transport>, doing: &'static str) -> Error {
             doing,
             message: source.to_string(),
         },
-        other => Error::Usage(format!("GitLab note: {other}")),
+        other => Error::Usage(format!("GitLab {doing}: {other}")),
     }
 }
 

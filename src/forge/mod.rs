@@ -1,6 +1,7 @@
 //! GitHub and GitLab: one adapter each ([`github`] on octocrab, [`gitlab`] on the `gitlab`
 //! crate's endpoints), one error type, and the [`Forge`] trait the server reaches them
-//! through (team and group members, replies to comments), implemented by [`Forges`].
+//! through (team and group members, replies to comments, who wrote a commit),
+//! implemented by [`Forges`].
 //!
 //! Layer rule: imports only `core`. The CLI's check run and merge request note are
 //! decided in `ci::report`; the webhooks are read in `http::webhooks`.
@@ -103,6 +104,16 @@ pub enum Thread<'a> {
     MergeRequest { project: &'a str, iid: u64 },
 }
 
+/// Someone the forge says had a hand in a commit, and which field of which answer said so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitPerson {
+    /// A login or an email address, as the forge gave it.
+    pub identity: String,
+    /// `github commit author.login`, `github pull request #12 user.login`,
+    /// `gitlab commit author_email`, `gitlab merge request !7 author.username`, …
+    pub from: String,
+}
+
 /// What the server needs of the forges; a trait so tests can stand in a fake.
 #[async_trait::async_trait]
 pub trait Forge: Send + Sync {
@@ -112,6 +123,18 @@ pub trait Forge: Send + Sync {
     async fn members(&self, group: &GroupSource, read: Read) -> Result<Vec<String>, Error>;
     /// Answers a comment on a pull or merge request.
     async fn reply(&self, to: Thread<'_>, body: &str) -> Result<(), Error>;
+    /// Whether requests on `kind` have their commit's people looked up when they open.
+    fn looks_up_requesters(&self, _kind: Kind) -> bool {
+        false
+    }
+    /// Who wrote `commit` of `repository` (`owner/name`, a GitLab path or id): its author
+    /// and committer, and the authors of the pull or merge requests that contain it.
+    async fn commit_people(&self, kind: Kind, _repository: &str, _commit: &str) -> Result<Vec<CommitPerson>, Error> {
+        Err(match kind {
+            Kind::Github => Error::NotConfigured("GitHub", "github"),
+            Kind::Gitlab => Error::NotConfigured("GitLab", "gitlab"),
+        })
+    }
 }
 
 /// Percent-encodes one path segment (`/` included).

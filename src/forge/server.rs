@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::config::{ForgeAccess, ForgeConfig, SecretError};
 use super::github::GitHub;
 use super::gitlab::GitLab;
-use super::{Error, Forge, Kind, Read, Thread, Timeouts};
+use super::{CommitPerson, Error, Forge, Kind, Read, Thread, Timeouts};
 use crate::core::policy::GroupSource;
 
 /// The default `forge.cache_ttl`.
@@ -30,10 +30,12 @@ pub enum SetupError {
     Client { key: &'static str, reason: Error },
 }
 
-/// One configured forge: its adapter and the secret its webhooks are signed with.
+/// One configured forge: its adapter, the secret its webhooks are signed with, and
+/// whether requests on it have their commit's people looked up.
 struct Access<A> {
     api: A,
     webhook_secret: Option<String>,
+    requesters: bool,
 }
 
 /// GitHub and GitLab as configured, shared by every request.
@@ -76,6 +78,7 @@ impl Forges {
             Ok(Access {
                 api: new(url, &token, TIMEOUTS).map_err(|reason| SetupError::Client { key, reason })?,
                 webhook_secret: a.resolve_webhook_secret(env).map_err(secret)?,
+                requesters: a.requesters.unwrap_or(true),
             })
         }
         let github = f
@@ -185,6 +188,38 @@ impl Forge for Forges {
             .unwrap_or_else(|e| e.into_inner())
             .insert(s.clone(), (Instant::now(), logins.clone()));
         Ok(logins)
+    }
+
+    fn looks_up_requesters(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Github => self.github.as_ref().is_some_and(|a| a.requesters),
+            Kind::Gitlab => self.gitlab.as_ref().is_some_and(|a| a.requesters),
+        }
+    }
+
+    /// A forge that answered that it knows no such commit keeps its `Api` error (the
+    /// request names a commit the forge cannot show: the caller's to fix); anything else
+    /// is `Unreachable`.
+    async fn commit_people(&self, kind: Kind, repository: &str, commit: &str) -> Result<Vec<CommitPerson>, Error> {
+        let (what, got) = match kind {
+            Kind::Github => ("GitHub", self.github()?.commit_people(repository, commit).await),
+            Kind::Gitlab => ("GitLab", self.gitlab()?.commit_people(repository, commit).await),
+        };
+        got.map_err(|e| match e.status() {
+            Some(404 | 422) => e,
+            status => Error::Unreachable {
+                what: format!("{what} to ask who wrote commit {commit} of {repository}"),
+                detail: match status {
+                    Some(401) => "the API token was refused (HTTP 401)".to_string(),
+                    Some(403) => {
+                        "HTTP 403 (rate limited, or the token cannot read the repository's contents and pull requests)"
+                            .to_string()
+                    }
+                    Some(n) => format!("HTTP {n}"),
+                    None => detail(e),
+                },
+            },
+        })
     }
 
     async fn reply(&self, to: Thread<'_>, body: &str) -> Result<(), Error> {

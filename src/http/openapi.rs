@@ -6,7 +6,7 @@ pub const SPEC: &str = r##"{
   "components": {
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     "schemas": {
-      "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string", "enum": ["bad_request", "unauthorized", "approver_cannot_request", "pipeline_cannot_vote", "approver_cannot_consume", "requester_cannot_vote", "not_eligible", "not_yours", "approvers_only", "oidc_not_allowed", "not_found", "idempotency_mismatch", "already_voted", "not_pending", "expired", "outside_window", "tampered", "no_record_yet", "replayed_delivery", "payload_too_large", "invalid_body", "invalid_field", "bad_cosignature", "invalid_timeout", "no_matching_rule", "reason_required", "reason_too_long", "internal", "unavailable"]}, "message": {"type": "string"}}}}},
+      "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string", "enum": ["bad_request", "unauthorized", "approver_cannot_request", "pipeline_cannot_vote", "approver_cannot_consume", "requester_cannot_vote", "not_eligible", "not_yours", "approvers_only", "oidc_not_allowed", "not_found", "idempotency_mismatch", "already_voted", "not_pending", "expired", "outside_window", "tampered", "no_record_yet", "replayed_delivery", "payload_too_large", "invalid_body", "invalid_field", "bad_cosignature", "invalid_timeout", "no_matching_rule", "requester_unknown", "reason_required", "reason_too_long", "internal", "unavailable"]}, "message": {"type": "string"}}}}},
       "Context": {"type": "object", "required": ["environment"], "additionalProperties": false, "properties": {
         "platform": {"type": "string", "enum": ["github", "gitlab", "jenkins", "generic", ""]},
         "repository": {"type": "string"}, "ref": {"type": "string"}, "commit": {"type": "string"},
@@ -26,6 +26,7 @@ pub const SPEC: &str = r##"{
         "id": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "approved", "denied", "expired", "canceled", "consumed"]},
         "url": {"type": "string"}, "context": {"$ref": "#/components/schemas/Context"}, "summary": {"type": "string"},
         "artifacts": {"type": "array", "items": {"type": "string"}}, "requester": {"type": "array", "items": {"type": "string"}},
+        "requester_sources": {"type": "array", "description": "where each requester identity came from", "items": {"type": "object", "required": ["identity", "source", "from"], "properties": {"identity": {"type": "string"}, "source": {"type": "string", "enum": ["verified_claim", "forge_api", "asserted", "config"]}, "from": {"type": "string"}, "given": {"type": "string"}}}},
         "opened_by": {"type": "string"}, "rule": {"type": "string"}, "policy_digest": {"type": "string"},
         "requirements": {"type": "array", "items": {"$ref": "#/components/schemas/Requirement"}},
         "votes": {"type": "array", "items": {"type": "object", "properties": {"voter": {"type": "string"}, "decision": {"type": "string"}, "reason": {"type": "string"}, "at": {"type": "string"}, "via": {"type": "string"}}}},

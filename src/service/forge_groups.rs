@@ -18,6 +18,7 @@ use super::error::{AppError, Result};
 use super::{Doc, Engine};
 use crate::core::api::VoteMeta;
 use crate::core::decide::{Requirement, State};
+use crate::core::identity::Identity;
 use crate::core::policy::GroupSource;
 use crate::forge::{self, Read};
 use crate::store::VoteRow;
@@ -33,8 +34,8 @@ impl Engine {
             GroupSource::GitlabGroup { .. } => "gitlab",
         };
         let mut out: Vec<String> = Vec::new();
-        for l in logins {
-            if let Some(u) = self.config.user_for_login(forge, l)
+        for l in logins.iter().filter_map(|l| Identity::parse(l).ok()) {
+            if let Some(u) = self.config.user_for_login(forge, &l)
                 && !out.contains(&u.name)
             {
                 out.push(u.name.clone());

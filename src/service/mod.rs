@@ -25,6 +25,7 @@ mod open;
 mod record;
 mod refusal;
 mod request;
+mod requesters;
 mod validate;
 mod view;
 mod vote;

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::commit::Failure;
 use super::error::{AppError, ErrorCode, Result};
-use super::validate::{new_id, requester_identities, run_identity, validate_create};
+use super::validate::{new_id, normalise_requester, require_requester, run_identity, validate_create};
 use super::{Doc, Engine, MAX_ATTEMPTS, deadline_of, doc_of};
 use crate::auth::Principal;
 use crate::auth::oidc::VerifiedIdentity;
@@ -35,6 +35,8 @@ impl Engine {
                 .map_err(|e| AppError::Unauthorized(e.to_string()))?;
         }
         validate_create(&body)?;
+        let given = normalise_requester(&mut body.context)?;
+        require_requester(&body.context)?;
         let fingerprint = crate::core::policy::digest(&crate::core::audit::canonical_bytes(&json!({
             "context": body.context, "summary": body.summary, "artifacts": body.artifacts, "timeout": body.timeout,
         })));
@@ -65,7 +67,7 @@ impl Engine {
                 return Ok((self.view(&row, &votes)?, false));
             }
             match self
-                .insert_new(pipeline, verified.as_deref(), &body, &key, &fingerprint, now)
+                .insert_new(pipeline, verified.as_deref(), &body, &given, &key, &fingerprint, now)
                 .await
             {
                 Ok(v) => return Ok((v, true)),
@@ -79,11 +81,15 @@ impl Engine {
         ))
     }
 
+    /// `given` holds the requester fields that normalising changed, as sent (the record
+    /// keeps them beside their normal form).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn insert_new(
         &self,
         pipeline: &str,
         verified: Option<&VerifiedIdentity>,
         body: &CreateRequest,
+        given: &[(&'static str, String)],
         key: &str,
         fingerprint: &str,
         now: i64,
@@ -110,20 +116,14 @@ impl Engine {
             }
             timeout = timeout.min(asked);
         }
-        let mut requesters: Vec<String> = Vec::new();
-        for ident in requester_identities(ctx) {
-            for who in std::iter::once(ident.to_string()).chain(self.config.users_for_identity(ident)) {
-                if !requesters.contains(&who) {
-                    requesters.push(who);
-                }
-            }
-        }
+        let requesters = self.requesters(ctx, verified, given).await?;
         let id = new_id();
         let mut doc = Doc {
             context: ctx.clone(),
             summary: body.summary.clone(),
             artifacts: body.artifacts.clone(),
-            requesters,
+            requesters: requesters.ids,
+            requester_sources: requesters.origins,
             requirements: self.resolve_requirements(self.policy.requirements(&rule)).await?,
             approval_ttl_ms: rule.approval_ttl().millis(),
             rule,
@@ -154,7 +154,7 @@ impl Engine {
         let mut data = json!({
             "context": ctx, "summary": body.summary, "artifacts": body.artifacts,
             "rule": doc.rule.name, "policy_digest": doc.policy_digest,
-            "requirements": doc.requirements, "requester": doc.requesters,
+            "requirements": doc.requirements, "requester": doc.requesters, "requester_sources": doc.requester_sources,
             "expires_at": rfc3339(row.expires_at),
         });
         if let Some(v) = &doc.verified {

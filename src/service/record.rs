@@ -52,6 +52,7 @@ impl Engine {
                     "context": doc.context,
                     "summary": doc.summary,
                     "requester": doc.requesters,
+                    "requester_sources": doc.requester_sources,
                     "verified_claims": doc.verified,
                     "created_at": rfc3339(row.created_at),
                 },

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{AppError, Result};
 use crate::auth::oidc::VerifiedIdentity;
-use crate::core::api::Context;
+use crate::core::api::{Context, RequesterOrigin};
 use crate::core::decide::{Requirement, Status};
 use crate::core::policy::Rule;
 use crate::core::request::Escalation;
@@ -19,6 +19,9 @@ pub struct Doc {
     pub summary: String,
     pub artifacts: Vec<String>,
     pub requesters: Vec<String>,
+    /// Where each requester identity came from; empty for requests opened before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requester_sources: Vec<RequesterOrigin>,
     pub rule: Rule,
     pub policy_digest: String,
     pub requirements: Vec<Requirement>,

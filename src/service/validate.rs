@@ -1,16 +1,75 @@
 //! Checks on a create body, and the identities a request is known by.
 
+use super::Doc;
 use super::error::{AppError, ErrorCode, Result};
-use crate::core::api::{Context, CreateRequest};
+use crate::core::api::{Context, CreateRequest, RequesterSource};
+use crate::core::identity::Identity;
 
-pub(super) fn requester_identities(ctx: &Context) -> impl Iterator<Item = &str> {
+/// The request context's fields that name the requester, with their keys.
+pub(super) fn requester_fields(ctx: &Context) -> [(&'static str, &str); 3] {
     [
-        ctx.actor.as_str(),
-        ctx.triggering_actor.as_str(),
-        ctx.commit_author.as_str(),
+        ("actor", ctx.actor.as_str()),
+        ("triggering_actor", ctx.triggering_actor.as_str()),
+        ("commit_author", ctx.commit_author.as_str()),
     ]
-    .into_iter()
-    .filter(|s| !s.is_empty())
+}
+
+/// Every identity a stored request is known by: its context's requester fields and the
+/// identities the forge named when it opened, in their normal form. (Users mapped from
+/// them are looked up again by the caller, with today's config.)
+pub(super) fn requester_identities(doc: &Doc) -> Vec<Identity> {
+    let from_context = requester_fields(&doc.context).into_iter().map(|(_, v)| v);
+    let from_forge = doc
+        .requester_sources
+        .iter()
+        .filter(|o| o.source == RequesterSource::ForgeApi)
+        .map(|o| o.identity.as_str());
+    let mut out: Vec<Identity> = Vec::new();
+    for i in from_context.chain(from_forge).filter(|v| !v.is_empty()) {
+        if let Ok(i) = Identity::parse(i)
+            && !out.contains(&i)
+        {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Puts the context's requester fields in their normal form, refusing one that is no
+/// identity (422 naming it). Returns the fields normalising changed, as given.
+pub(super) fn normalise_requester(ctx: &mut Context) -> Result<Vec<(&'static str, String)>> {
+    let mut changed = Vec::new();
+    for (name, slot) in [
+        ("actor", &mut ctx.actor),
+        ("triggering_actor", &mut ctx.triggering_actor),
+        ("commit_author", &mut ctx.commit_author),
+    ] {
+        if slot.is_empty() {
+            continue;
+        }
+        let id = Identity::parse(slot)
+            .map_err(|e| AppError::Invalid(ErrorCode::InvalidField, format!("context.{name}: {e}")))?;
+        if id.as_str() != slot.as_str() {
+            changed.push((name, std::mem::replace(slot, id.into())));
+        }
+    }
+    Ok(changed)
+}
+
+/// Refuses a request that names nobody as its requester: it would exclude no one from
+/// approving it.
+pub(super) fn require_requester(ctx: &Context) -> Result<()> {
+    if requester_fields(ctx).iter().any(|(_, v)| !v.is_empty()) {
+        return Ok(());
+    }
+    Err(AppError::Invalid(
+        ErrorCode::RequesterUnknown,
+        "the request names no requester (context.actor, triggering_actor and commit_author are empty), so \
+         separation of duties could exclude no one: pass `--actor NAME` (GATE_ACTOR) to `gate request`, run it \
+         where the platform's variables name the actor (GITHUB_ACTOR, GITLAB_USER_LOGIN, BUILD_USER_ID), or \
+         open with an OIDC token whose claims name it"
+            .into(),
+    ))
 }
 
 /// The identity of one run of one job for one environment; a retry of the same job

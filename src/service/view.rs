@@ -51,6 +51,7 @@ impl Engine {
             summary: doc.summary,
             artifacts: doc.artifacts,
             requester: doc.requesters,
+            requester_sources: doc.requester_sources,
             opened_by: row.opened_by.clone(),
             rule: doc.rule.name,
             policy_digest: doc.policy_digest,
@@ -79,8 +80,8 @@ impl Engine {
     pub(super) fn state(&self, row: &RequestRow, doc: &Doc, votes: &[VoteRow]) -> Result<State> {
         let status = row.status;
         let mut requesters = doc.requesters.clone();
-        for ident in requester_identities(&doc.context) {
-            for u in self.config.users_for_identity(ident) {
+        for ident in requester_identities(doc) {
+            for u in self.config.users_for_identity(&ident) {
                 if !requesters.contains(&u) {
                     requesters.push(u);
                 }

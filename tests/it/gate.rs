@@ -517,7 +517,7 @@ async fn bad_http_input_gets_our_error_shape() {
     error_shape(&r.json().await, "unauthorized");
     let (status, _) = http.api("POST", "/requests", "nope", Some(serde_json::json!({}))).await;
     assert_eq!(status, 401);
-    let body = serde_json::json!({"context": {"environment": "production"}});
+    let body = serde_json::json!({"context": {"environment": "production", "actor": "erin"}});
     let (status, _) = http.api("POST", "/requests", &token("alice"), Some(body.clone())).await;
     assert_eq!(status, 403, "an approver token cannot open requests");
     let (_, v) = http.api("POST", "/requests", &token("ci"), Some(body)).await;

@@ -19,7 +19,7 @@ async fn refused_bodies_keep_their_answers() {
     let app = TestApp::builder().in_process().await;
     let http = app.http();
     let ci = token("ci");
-    let ctx = json!({"environment": "production"});
+    let ctx = json!({"environment": "production", "actor": "erin"});
 
     let (status, v) = http
         .api("POST", "/requests", &ci, Some(json!({"context": ctx, "bogus": 1})))

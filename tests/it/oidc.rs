@@ -501,7 +501,7 @@ async fn an_unreachable_jwks_is_unavailable_not_unauthorized() {
         "{msg}"
     );
     // Static tokens are unaffected.
-    let (st, _) = open(&s, &token("ci"), json!({"environment": "staging"})).await;
+    let (st, _) = open(&s, &token("ci"), json!({"environment": "staging", "actor": "erin"})).await;
     assert_eq!(st, 201);
 }
 

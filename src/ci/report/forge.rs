@@ -425,6 +425,7 @@ mod tests {
             summary: String::new(),
             artifacts: vec![],
             requester: vec![],
+            requester_sources: vec![],
             opened_by: "ci".into(),
             rule: "production".into(),
             policy_digest: String::new(),

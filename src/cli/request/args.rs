@@ -78,6 +78,13 @@ pub struct RequestArgs {
 }
 
 pub(super) fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {
+    // An empty `--actor "$USER"` must not quietly become "no requester".
+    if a.actor.as_deref().is_some_and(|v| v.trim().is_empty()) {
+        return Err(Failure::usage(
+            "--actor is empty (is the variable it was given, such as $USER, unset here?): name who started \
+             this run, or leave --actor out where the platform's variables name them",
+        ));
+    }
     let (platform, mut c) = ci::detect(&|k| std::env::var(k).ok());
     let set = |name: &str, slot: &mut String, flag: &Option<String>| {
         if let Some(v) = flag.as_ref().filter(|v| !v.is_empty()) {

@@ -235,7 +235,7 @@ pub(super) async fn sso_callback(
         if !domain_ok {
             return Err(UiError::forbidden(format!(
                 "`{}` may not sign in here: a verified email in {} is needed",
-                who.email.as_deref().unwrap_or(&who.identity),
+                who.email.as_deref().unwrap_or(who.identity.as_str()),
                 cfg.allowed_domains.join(", ")
             )));
         }
@@ -243,7 +243,7 @@ pub(super) async fn sso_callback(
     let users = s.engine.config.users_for_login(&who.identity);
     let (user, can_vote) = match users.as_slice() {
         [one] => (one.clone(), true),
-        [] if !cfg.allowed_domains.is_empty() => (who.identity.clone(), false),
+        [] if !cfg.allowed_domains.is_empty() => (who.identity.to_string(), false),
         [] => {
             return Err(UiError::forbidden(format!(
                 "`{}` ({}) matches no user in the server config",

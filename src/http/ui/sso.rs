@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::auth::oidc::{Discovery, FetchError, KeyError, KeySet, LEEWAY_SECS, MAX_KEY_AGE};
 use crate::config::Sso;
+use crate::core::identity::{Identity, IdentityError};
 
 /// Why single sign-on failed. The causes are in the messages, not a `source` chain, so
 /// a log line or page shows each once.
@@ -57,6 +58,8 @@ pub enum SsoError {
     Azp,
     #[error("the ID token has no `{0}` claim (check `user_claim` and `scopes`)")]
     NoClaim(String),
+    #[error("the ID token's `{claim}` claim {problem}")]
+    BadClaim { claim: String, problem: IdentityError },
 }
 
 /// What discovery tells us.
@@ -70,8 +73,8 @@ pub struct Endpoints {
 /// Who signed in, from a verified ID token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedIn {
-    /// The value of the configured `user_claim`.
-    pub identity: String,
+    /// The value of the configured `user_claim`, in its normal form.
+    pub identity: Identity,
     pub email: Option<String>,
     /// False when the provider says the email is not verified.
     pub email_verified: bool,
@@ -254,6 +257,10 @@ impl Client {
             })
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| SsoError::NoClaim(claim.to_string()))?;
+        let identity = Identity::parse(&identity).map_err(|problem| SsoError::BadClaim {
+            claim: claim.to_string(),
+            problem,
+        })?;
         let secs = |k: &str| claims.get(k).and_then(Value::as_i64);
         let auth_time = secs("auth_time")
             .or_else(|| secs("iat"))

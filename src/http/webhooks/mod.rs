@@ -24,6 +24,7 @@ use crate::auth::Principal;
 use crate::core::api::VoteMeta;
 use crate::core::decide::Status;
 use crate::core::duration::now_ms;
+use crate::core::identity::Identity;
 use crate::forge::{Kind, Thread};
 use crate::service::{Engine, doc_of};
 
@@ -218,7 +219,12 @@ async fn act(engine: &Engine, v: &CommentVote) -> Acted {
         request,
         message,
     };
-    let Some(user) = engine.config.user_for_login(v.forge, &v.login) else {
+    // The login as the forge gave it is only echoed back; who it is is its normal form.
+    let login = match Identity::parse(&v.login) {
+        Ok(l) => l,
+        Err(e) => return refused(None, format!("@{} is not a jitgate approver: the login {e}", v.login)),
+    };
+    let Some(user) = engine.config.user_for_login(v.forge, &login) else {
         return refused(
             None,
             format!(
