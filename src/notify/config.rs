@@ -14,6 +14,9 @@ pub enum Event {
     Decided,
     /// Reserved for escalation (a request waited too long and more approvers are asked).
     Escalated,
+    /// The transparency log signed a checkpoint. Only webhooks that list it get it (a
+    /// SIEM keeping its own copy of the log's heads), never Slack or email.
+    Checkpoint,
 }
 
 impl Event {
@@ -22,6 +25,7 @@ impl Event {
             Event::Opened => "opened",
             Event::Decided => "decided",
             Event::Escalated => "escalated",
+            Event::Checkpoint => "checkpoint",
         }
     }
 
@@ -30,6 +34,7 @@ impl Event {
             "opened" => Event::Opened,
             "decided" => Event::Decided,
             "escalated" => Event::Escalated,
+            "checkpoint" => Event::Checkpoint,
             _ => return None,
         })
     }
@@ -123,7 +128,11 @@ pub struct Email {
 }
 
 pub fn wants(events: &Option<Vec<Event>>, e: Event) -> bool {
-    events.as_ref().is_none_or(|v| v.contains(&e))
+    match e {
+        // Not a request's event: only where asked for by name.
+        Event::Checkpoint => events.as_ref().is_some_and(|v| v.contains(&e)),
+        _ => events.as_ref().is_none_or(|v| v.contains(&e)),
+    }
 }
 
 impl NotifyConfig {
@@ -192,6 +201,9 @@ impl NotifyConfig {
                     },
                 ));
             }
+            if s.events.as_ref().is_some_and(|v| v.contains(&Event::Checkpoint)) {
+                return Err(at("checkpoint", bad(ChannelProblem::CheckpointToWebhooks)));
+            }
             match (&s.url, &s.url_env) {
                 (Some(u), None) => {
                     crate::core::url::check_url(u).map_err(|m| at(u, bad(ChannelProblem::Url(m.to_string()))))?
@@ -203,6 +215,9 @@ impl NotifyConfig {
         if let Some(e) = &self.email {
             if e.host.trim().is_empty() {
                 return Err(at("host:", Bad::EmailHostEmpty));
+            }
+            if e.events.as_ref().is_some_and(|v| v.contains(&Event::Checkpoint)) {
+                return Err(at("checkpoint", Bad::EmailCheckpoint));
             }
             if e.port == Some(0) {
                 return Err(at("port:", Bad::EmailPortZero));
@@ -255,6 +270,8 @@ pub enum NotifyConfigError {
     EmailPasswordEnv(NotAnEnvName),
     #[error("notify.email.password_env needs a `username`")]
     EmailPasswordNeedsUsername,
+    #[error("notify.email: `checkpoint` events go to webhooks only (a log's heads are not a message for people)")]
+    EmailCheckpoint,
 }
 
 /// What is wrong with one webhook or Slack channel.
@@ -270,6 +287,8 @@ pub enum ChannelProblem {
     UrlEnv(NotAnEnvName),
     #[error("give exactly one of `url` and `url_env`")]
     UrlOrUrlEnv,
+    #[error("`checkpoint` events go to webhooks only (a log's heads are not a message for people)")]
+    CheckpointToWebhooks,
 }
 
 /// A `*_env` value that cannot name an environment variable.

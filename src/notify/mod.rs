@@ -136,6 +136,38 @@ pub fn drafts(
     out
 }
 
+/// The webhook notifications of a new transparency log checkpoint: to each webhook that
+/// lists the `checkpoint` event, the signed note and what it says.
+pub fn checkpoint_drafts(n: &NotifyConfig, server: &str, size: u64, root: &str, note: &str, now: i64) -> Vec<NotificationDraft> {
+    let origin = note.lines().next().unwrap_or_default();
+    n.webhooks
+        .iter()
+        .filter(|w| config::wants(&w.events, Event::Checkpoint))
+        .map(|w| {
+            let key = format!("log:checkpoint-{size}:{WEBHOOK}:{}", w.name);
+            let doc = json!({
+                "event": Event::Checkpoint.as_str(),
+                "delivery": key,
+                "occurred_at": rfc3339(now),
+                "server": server,
+                "origin": origin,
+                "tree_size": size,
+                "root": root,
+                "checkpoint": note,
+            });
+            NotificationDraft {
+                key,
+                request_id: String::new(),
+                event: Event::Checkpoint.as_str().into(),
+                channel: WEBHOOK.into(),
+                recipient: w.name.clone(),
+                payload: doc.to_string(),
+                created_at: now,
+            }
+        })
+        .collect()
+}
+
 /// The JSON document of one notification: the webhook body as sent, and what Slack and
 /// email messages are rendered from. See docs/notifications.md.
 pub fn document(server: &str, event: Event, v: &RequestView, people: &[&str], now: i64) -> Value {

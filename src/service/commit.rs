@@ -145,10 +145,11 @@ impl Engine {
         event: Option<crate::notify::Event>,
         now: i64,
     ) -> Result<(), Failure> {
-        let queued = match event {
-            Some(e) => self.enqueue_notifications(&mut tx, e, row, votes, now).await?,
-            None => false,
-        };
+        if let Some(e) = event {
+            self.enqueue_notifications(&mut tx, e, row, votes, now).await?;
+        }
+        // A checkpoint signed in this transaction may have queued notifications too.
+        let queued = tx.queued_notifications();
         tx.notify_change(&row.id, row.status, row.version).await?;
         tx.commit().await?;
         if queued {

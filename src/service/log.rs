@@ -23,6 +23,11 @@ impl Engine {
         let root = tx.log_root(size).await?;
         let note = self.log.sign_checkpoint(size, root);
         tx.put_checkpoint(size, &note, now).await?;
+        if let Some(n) = &self.config.notify {
+            for d in crate::notify::checkpoint_drafts(n, &self.public_url, size, &tree::b64(&root), &note, now) {
+                tx.enqueue_notification(&d).await?;
+            }
+        }
         self.metrics.checkpoint();
         // A copy for whoever ships the logs off this machine (a SIEM keeps its own).
         tracing::info!(size, root = %tree::b64(&root), origin = self.log.origin(), "log checkpoint signed");
@@ -64,7 +69,11 @@ impl Engine {
     pub async fn checkpoint_now(&self, now: i64) -> Result<(u64, String)> {
         let mut tx = self.store.begin().await?;
         let cp = self.checkpoint_in(&mut tx, now).await.map_err(AppError::from)?;
+        let queued = tx.queued_notifications();
         tx.commit().await?;
+        if queued {
+            self.notify.queued();
+        }
         Ok(cp)
     }
 

@@ -42,6 +42,8 @@ impl Engine {
                 }
                 people
             }
+            // Not about a request: queued by the log (`checkpoint_in`).
+            Event::Checkpoint => return Ok(false),
         };
         let recipients: Vec<Recipient> = people
             .iter()

@@ -132,6 +132,8 @@ pub struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,
     event_key: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
+    /// Set when a notification is queued in this transaction.
+    queued: bool,
 }
 
 /// The advisory lock key that serializes writers on PostgreSQL (see `Store::begin`).
@@ -245,6 +247,7 @@ impl Store {
             tx,
             backend: self.backend,
             event_key: self.event_key.clone(),
+            queued: false,
         })
     }
 

@@ -63,7 +63,15 @@ impl Tx {
         .bind(n.created_at)
         .execute(&mut *self.tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let new = done.rows_affected() == 1;
+        self.queued |= new;
+        Ok(new)
+    }
+
+    /// Whether this transaction queued any notification, so whoever commits it wakes
+    /// the worker.
+    pub fn queued_notifications(&self) -> bool {
+        self.queued
     }
 }
 
