@@ -506,3 +506,50 @@ async fn a_missing_secret_stops_the_server_naming_the_variable() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn checkpoints_go_to_a_webhook_that_asks_for_them() {
+    for db in backends() {
+        let hook = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/siem"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&hook)
+            .await;
+        let s = start(
+            db,
+            &webhook_yaml(&format!("{}/siem", hook.uri()), "      events: [checkpoint]\n"),
+        )
+        .await;
+        // Staging is approved by the policy at once: its record signs a checkpoint.
+        let body = CreateRequest {
+            context: Context {
+                repository: "acme/app".into(),
+                environment: "staging".into(),
+                actor: "erin".into(),
+                ..Default::default()
+            },
+            summary: "staging deploy".into(),
+            ..Default::default()
+        };
+        let (v, _) = s.client("ci").create(&body).await.unwrap();
+        assert_eq!(v.status, Status::Approved);
+        let rows = outbox_until(&s, "", "the checkpoint delivered", all_delivered(1)).await;
+        assert_eq!(rows[0].event, "checkpoint", "{db:?}");
+        // Only the checkpoint went there: the webhook did not ask for request events.
+        assert!(
+            outbox_until(&s, &v.id, "the request's outbox", |_| true)
+                .await
+                .is_empty()
+        );
+        let got = hook.received_requests().await.unwrap();
+        assert_eq!(got.len(), 1, "{db:?}");
+        let doc: Value = serde_json::from_slice(&got[0].body).unwrap();
+        assert_eq!(doc["event"], "checkpoint");
+        let note = doc["checkpoint"].as_str().unwrap();
+        let key = s.http().get("/api/v1/log/key").send().await.text().await;
+        let cp = jitgate::core::log::verify_checkpoint(note, key.trim(), &[]).unwrap();
+        assert_eq!(doc["tree_size"], cp.size, "{db:?}");
+        assert!(cp.size >= 3, "created, the policy's vote and the decision: {cp:?}");
+    }
+}
