@@ -380,10 +380,10 @@ pub async fn run(cli: Cli) -> Outcome {
             (Some(file), ..) => audit::generate_key(&file, name.as_deref().unwrap_or("jitgate-witness")),
             (None, Some(server), Some(key), Some(state)) => {
                 let every = every
-                    .map(|e| {
-                        crate::core::duration::Dur::parse(&e)
-                            .map(|d| d.as_std())
-                            .map_err(|err| Failure::usage(format!("--every {e}: {err}")))
+                    .map(|e| match crate::core::duration::Dur::parse(&e) {
+                        Ok(d) if d.millis() > 0 => Ok(d.as_std()),
+                        Ok(_) => Err(Failure::usage(format!("--every {e}: must be longer than zero"))),
+                        Err(err) => Err(Failure::usage(format!("--every {e}: {err}"))),
                     })
                     .transpose()?;
                 audit::witness(

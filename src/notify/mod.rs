@@ -138,7 +138,14 @@ pub fn drafts(
 
 /// The webhook notifications of a new transparency log checkpoint: to each webhook that
 /// lists the `checkpoint` event, the signed note and what it says.
-pub fn checkpoint_drafts(n: &NotifyConfig, server: &str, size: u64, root: &str, note: &str, now: i64) -> Vec<NotificationDraft> {
+pub fn checkpoint_drafts(
+    n: &NotifyConfig,
+    server: &str,
+    size: u64,
+    root: &str,
+    note: &str,
+    now: i64,
+) -> Vec<NotificationDraft> {
     let origin = note.lines().next().unwrap_or_default();
     n.webhooks
         .iter()

@@ -150,13 +150,14 @@ impl Tx {
 impl Store {
     /// The number of leaves in the tree: the events whose hashes are stored.
     pub async fn log_size(&self) -> Result<u64> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM gate_log_hashes")
+        // Appending leaf k stores the hashes `stored_hash_index(0, k)..stored_hash_index(0, k+1)`,
+        // so the stored indexes are exactly `0..stored_hash_index(0, size)`. The largest is
+        // one primary-key lookup, where a COUNT(*) would read the whole table.
+        let max: Option<i64> = sqlx::query("SELECT MAX(idx) AS n FROM gate_log_hashes")
             .fetch_one(&self.pool)
             .await?
             .try_get("n")?;
-        let n = n as u64;
-        // Appending leaf k stores the hashes `stored_hash_index(0, k)..stored_hash_index(0, k+1)`,
-        // so the count is `stored_hash_index(0, size)`; find the size it is the count of.
+        let n = max.map_or(0, |m| m as u64 + 1);
         let (mut lo, mut hi) = (0u64, n + 1);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -168,7 +169,8 @@ impl Store {
         }
         if stored_hash_index(0, lo) != n {
             return Err(StoreError::Corrupt(format!(
-                "transparency log: {n} stored hashes is not the count of any tree (the log table was altered)"
+                "transparency log: stored hashes end at #{} which ends no tree (the log table was altered)",
+                n.saturating_sub(1)
             )));
         }
         Ok(lo)

@@ -56,6 +56,24 @@ CREATE TABLE gate_records (
 );
 "#;
 
+/// The transparency log's tables (migration 8), the same on both databases. A macro
+/// rather than a const so `concat!` can put it between each dialect's statements.
+macro_rules! log_tables {
+    () => {
+        r#"
+CREATE TABLE gate_log_hashes (idx BIGINT PRIMARY KEY, hash TEXT NOT NULL);
+CREATE TABLE gate_checkpoints (size BIGINT PRIMARY KEY, note TEXT NOT NULL, created_at BIGINT NOT NULL);
+CREATE TABLE gate_cosignatures (
+    witness TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    line TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (witness, size)
+);
+"#
+    };
+}
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -116,16 +134,8 @@ FOR EACH STATEMENT EXECUTE FUNCTION gate_audit_append_only();
         name: "signed events and the transparency log",
         sqlite: concat!(
             "ALTER TABLE gate_audit ADD COLUMN sig TEXT;",
+            log_tables!(),
             r#"
-CREATE TABLE gate_log_hashes (idx BIGINT PRIMARY KEY, hash TEXT NOT NULL);
-CREATE TABLE gate_checkpoints (size BIGINT PRIMARY KEY, note TEXT NOT NULL, created_at BIGINT NOT NULL);
-CREATE TABLE gate_cosignatures (
-    witness TEXT NOT NULL,
-    size BIGINT NOT NULL,
-    line TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    PRIMARY KEY (witness, size)
-);
 CREATE TRIGGER gate_log_hashes_no_update BEFORE UPDATE ON gate_log_hashes
 BEGIN SELECT RAISE(ABORT, 'gate_log_hashes is append-only: UPDATE refused'); END;
 CREATE TRIGGER gate_log_hashes_no_delete BEFORE DELETE ON gate_log_hashes
@@ -138,16 +148,8 @@ BEGIN SELECT RAISE(ABORT, 'gate_checkpoints is append-only: DELETE refused'); EN
         ),
         postgres: concat!(
             "ALTER TABLE gate_audit ADD COLUMN sig TEXT;",
+            log_tables!(),
             r#"
-CREATE TABLE gate_log_hashes (idx BIGINT PRIMARY KEY, hash TEXT NOT NULL);
-CREATE TABLE gate_checkpoints (size BIGINT PRIMARY KEY, note TEXT NOT NULL, created_at BIGINT NOT NULL);
-CREATE TABLE gate_cosignatures (
-    witness TEXT NOT NULL,
-    size BIGINT NOT NULL,
-    line TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    PRIMARY KEY (witness, size)
-);
 CREATE FUNCTION gate_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP; END $$;
 CREATE TRIGGER gate_log_hashes_no_update BEFORE UPDATE OR DELETE ON gate_log_hashes
