@@ -122,8 +122,19 @@ impl Engine {
     }
 
     fn tampered(&self, id: &str, why: String) -> AppError {
-        tracing::error!(request = %id, problem = %why, "request refused: its database row was altered");
-        self.metrics.tampered();
+        // Counted and logged at error level once per request and process: the timer
+        // meets an altered request again at every tick until someone looks.
+        let first = self
+            .tampered_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string());
+        if first {
+            tracing::error!(request = %id, problem = %why, "request refused: its database row was altered");
+            self.metrics.tampered();
+        } else {
+            tracing::debug!(request = %id, problem = %why, "request refused again: its database row was altered");
+        }
         AppError::Conflict(
             ErrorCode::Tampered,
             format!("request {id} was altered outside the server ({why}); nothing was done. Run `gate audit verify`"),

@@ -73,6 +73,8 @@ pub struct Engine {
     pub log: crate::core::log::LogKey,
     /// The witnesses whose cosignatures `POST /api/v1/log/cosign` accepts.
     pub witnesses: Vec<crate::core::log::WitnessVkey>,
+    /// Requests already reported as altered in the database (see `derive.rs`).
+    tampered_seen: Mutex<std::collections::HashSet<String>>,
 }
 
 type Loaded = (RequestRow, Vec<VoteRow>);
@@ -96,6 +98,7 @@ impl Engine {
         Engine {
             log,
             witnesses,
+            tampered_seen: Mutex::new(Default::default()),
             tokens,
             store,
             policy,
