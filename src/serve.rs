@@ -156,8 +156,11 @@ async fn run_timer(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
         match engine.store.due(now).await {
             Ok((ids, next)) => {
                 for id in ids {
-                    if let Err(e) = engine.expire(&id, crate::core::duration::now_ms()).await {
-                        tracing::warn!(request = %id, error = %e, "expiring failed; will retry");
+                    match engine.expire(&id, crate::core::duration::now_ms()).await {
+                        Ok(_) => {}
+                        // Already reported once, at error level, by the engine.
+                        Err(crate::service::error::AppError::Conflict(crate::service::error::ErrorCode::Tampered, _)) => {}
+                        Err(e) => tracing::warn!(request = %id, error = %e, "expiring failed; will retry"),
                     }
                 }
                 if let Some(n) = next {
