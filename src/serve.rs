@@ -159,7 +159,10 @@ async fn run_timer(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
                     match engine.expire(&id, crate::core::duration::now_ms()).await {
                         Ok(_) => {}
                         // Already reported once, at error level, by the engine.
-                        Err(crate::service::error::AppError::Conflict(crate::service::error::ErrorCode::Tampered, _)) => {}
+                        Err(crate::service::error::AppError::Conflict(
+                            crate::service::error::ErrorCode::Tampered,
+                            _,
+                        )) => {}
                         Err(e) => tracing::warn!(request = %id, error = %e, "expiring failed; will retry"),
                     }
                 }

@@ -15,7 +15,9 @@ impl Engine {
     /// latest stored is older; returns its size and note.
     pub(super) async fn checkpoint_in(&self, tx: &mut Tx, now: i64) -> Result<(u64, String), Failure> {
         let size = tx.log_head().await?;
-        if let Some(cp) = tx.latest_checkpoint().await?
+        // A transaction that appended events sees a tree no checkpoint covers yet.
+        if !tx.log_appended()
+            && let Some(cp) = tx.latest_checkpoint().await?
             && cp.size as u64 == size
         {
             return Ok((size, cp.note));

@@ -97,8 +97,7 @@ impl Tx {
         .bind(&sig)
         .execute(&mut *self.tx)
         .await?;
-        self.log_append(prev_seq as u64, crate::core::log::tree::leaf_hash(&leaf))
-            .await?;
+        self.log_append(prev_seq as u64, leaf).await?;
         Ok((seq, hash))
     }
 }

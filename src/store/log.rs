@@ -8,6 +8,19 @@ use sqlx::{AnyConnection, Row};
 use super::{Result, Store, StoreError, Tx};
 use crate::core::log::tree::{self, Hash, Known, stored_hash_index};
 
+/// What a write transaction knows of the tree: every stored hash it read or wrote (it
+/// holds the write lock, so none changes under it), and the events it appended. A
+/// decision appends two events, then needs the root and the decision's inclusion proof,
+/// all from the tree's right edge: with this, that is one read of stored hashes, not five.
+#[derive(Default)]
+pub(super) struct TxLog {
+    hashes: Known,
+    /// The last event appended here: its `seq`.
+    head: Option<u64>,
+    /// The leaf bytes of the events appended here, by leaf index.
+    leaves: std::collections::HashMap<u64, Vec<u8>>,
+}
+
 /// A signed checkpoint as stored.
 #[derive(Debug, Clone)]
 pub struct CheckpointRow {
@@ -65,6 +78,34 @@ async fn fetch(conn: &mut AnyConnection, indexes: &[u64]) -> Result<Vec<(u64, Ha
     Ok(out)
 }
 
+/// The number of leaves whose hashes are stored. Appending leaf k stores the hashes
+/// `stored_hash_index(0, k)..stored_hash_index(0, k+1)`, so the stored indexes are exactly
+/// `0..stored_hash_index(0, size)`: the largest is one primary-key lookup, where a
+/// COUNT(*) would read the whole table.
+async fn tree_size(conn: &mut AnyConnection) -> Result<u64> {
+    let max: Option<i64> = sqlx::query("SELECT MAX(idx) AS n FROM gate_log_hashes")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("n")?;
+    let n = max.map_or(0, |m| m as u64 + 1);
+    let (mut lo, mut hi) = (0u64, n + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if stored_hash_index(0, mid) < n {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if stored_hash_index(0, lo) != n {
+        return Err(StoreError::Corrupt(format!(
+            "transparency log: stored hashes end at #{} which ends no tree (the log table was altered)",
+            n.saturating_sub(1)
+        )));
+    }
+    Ok(lo)
+}
+
 async fn root(conn: &mut AnyConnection, size: u64) -> Result<Hash> {
     compute(conn, |k| tree::root(size, k)).await
 }
@@ -84,19 +125,47 @@ async fn latest(conn: &mut AnyConnection) -> Result<Option<CheckpointRow>> {
 }
 
 impl Tx {
-    /// The number of events in the chain (and leaves in the tree) as this transaction sees it.
-    pub async fn log_head(&mut self) -> Result<u64> {
-        let n: Option<i64> = sqlx::query("SELECT MAX(seq) AS n FROM gate_audit")
-            .fetch_one(&mut *self.tx)
-            .await?
-            .try_get("n")?;
-        Ok(n.unwrap_or(0) as u64)
+    /// A tree computation over the hashes this transaction knows, reading the rest.
+    async fn compute<T>(&mut self, f: impl Fn(&Known) -> std::result::Result<T, tree::TreeError>) -> Result<T> {
+        for _ in 0..3 {
+            match f(&self.log.hashes) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let missing = self.log.hashes.take_missing();
+                    if missing.is_empty() {
+                        return Err(StoreError::Corrupt(format!("transparency log: {e}")));
+                    }
+                    for (i, h) in fetch(&mut self.tx, &missing).await? {
+                        self.log.hashes.insert(i, h);
+                    }
+                }
+            }
+        }
+        Err(StoreError::Corrupt(
+            "transparency log: stored tree hashes are missing (the log table was altered)".into(),
+        ))
     }
 
-    /// Appends leaf `n` (0-based: event `seq = n + 1`) with leaf hash `leaf` to the tree.
-    pub async fn log_append(&mut self, n: u64, leaf: Hash) -> Result<()> {
-        let hashes = compute(&mut *self.tx, |k| tree::appended(n, leaf, k)).await?;
+    /// The number of leaves in the tree as this transaction sees it: after its own
+    /// appends, the last event's `seq`; otherwise the leaves whose hashes are stored (an
+    /// event written straight into the database has none, and is not in the tree).
+    pub async fn log_head(&mut self) -> Result<u64> {
+        if let Some(h) = self.log.head {
+            return Ok(h);
+        }
+        tree_size(&mut self.tx).await
+    }
+
+    /// Appends leaf `n` (0-based: event `seq = n + 1`), whose bytes are `bytes`, to the tree.
+    pub async fn log_append(&mut self, n: u64, bytes: Vec<u8>) -> Result<()> {
+        let leaf = tree::leaf_hash(&bytes);
+        let hashes = self.compute(|k| tree::appended(n, leaf, k)).await?;
         let start = stored_hash_index(0, n);
+        for (i, h) in hashes.iter().enumerate() {
+            self.log.hashes.insert(start + i as u64, *h);
+        }
+        self.log.head = Some(n + 1);
+        self.log.leaves.insert(n, bytes);
         let marks: Vec<String> = (0..hashes.len())
             .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
             .collect();
@@ -111,12 +180,18 @@ impl Tx {
 
     /// The root of the first `size` leaves, as this transaction sees them.
     pub async fn log_root(&mut self, size: u64) -> Result<Hash> {
-        root(&mut *self.tx, size).await
+        self.compute(|k| tree::root(size, k)).await
     }
 
     /// The inclusion proof of leaf `index` in the tree of `size` leaves.
     pub async fn log_inclusion(&mut self, size: u64, index: u64) -> Result<Vec<Hash>> {
-        compute(&mut *self.tx, |k| tree::inclusion(size, index, k)).await
+        self.compute(|k| tree::inclusion(size, index, k)).await
+    }
+
+    /// Whether this transaction appended events (so the tree it sees is newer than any
+    /// stored checkpoint).
+    pub fn log_appended(&self) -> bool {
+        self.log.head.is_some()
     }
 
     pub async fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>> {
@@ -125,6 +200,9 @@ impl Tx {
 
     /// The bytes of leaf `index` (audit event `index + 1`), as this transaction sees them.
     pub async fn log_leaf(&mut self, index: u64) -> Result<Vec<u8>> {
+        if let Some(b) = self.log.leaves.get(&index) {
+            return Ok(b.clone());
+        }
         let r = sqlx::query(
             "SELECT seq, at, request_id, kind, actor, data, prev_hash, hash, sig FROM gate_audit WHERE seq = $1",
         )
@@ -150,30 +228,7 @@ impl Tx {
 impl Store {
     /// The number of leaves in the tree: the events whose hashes are stored.
     pub async fn log_size(&self) -> Result<u64> {
-        // Appending leaf k stores the hashes `stored_hash_index(0, k)..stored_hash_index(0, k+1)`,
-        // so the stored indexes are exactly `0..stored_hash_index(0, size)`. The largest is
-        // one primary-key lookup, where a COUNT(*) would read the whole table.
-        let max: Option<i64> = sqlx::query("SELECT MAX(idx) AS n FROM gate_log_hashes")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?;
-        let n = max.map_or(0, |m| m as u64 + 1);
-        let (mut lo, mut hi) = (0u64, n + 1);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if stored_hash_index(0, mid) < n {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        if stored_hash_index(0, lo) != n {
-            return Err(StoreError::Corrupt(format!(
-                "transparency log: stored hashes end at #{} which ends no tree (the log table was altered)",
-                n.saturating_sub(1)
-            )));
-        }
-        Ok(lo)
+        tree_size(&mut *self.pool.acquire().await?).await
     }
 
     /// Adds the leaves of events appended before the log existed (databases from before
@@ -196,7 +251,7 @@ impl Store {
                         after + 1
                     )));
                 }
-                tx.log_append(after as u64, tree::leaf_hash(&r.leaf_bytes())).await?;
+                tx.log_append(after as u64, r.leaf_bytes()).await?;
                 after = r.seq;
                 added += 1;
             }

@@ -134,6 +134,8 @@ pub struct Tx {
     event_key: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
     /// Set when a notification is queued in this transaction.
     queued: bool,
+    /// The transparency log as this transaction has read and written it (see `log.rs`).
+    log: log::TxLog,
 }
 
 /// The advisory lock key that serializes writers on PostgreSQL (see `Store::begin`).
@@ -248,6 +250,7 @@ impl Store {
             backend: self.backend,
             event_key: self.event_key.clone(),
             queued: false,
+            log: Default::default(),
         })
     }
 

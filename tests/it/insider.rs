@@ -126,7 +126,7 @@ async fn a_correctly_hashed_fake_event_is_found() {
         )
         .await;
         let v = s.run("ci", &["audit", "verify"]).await;
-        assert_eq!(v.code, 1, "{db:?}: {v:?}");
+        assert_eq!(v.code, 1, "{db:?}: {v:?} {}", s.log());
         assert!(
             v.stdout.contains(&format!(
                 "event #{seq} (vote on {}) is not signed by the server's key",

@@ -77,6 +77,23 @@ async fn checkpoints_proofs_and_cosignatures_verify_and_a_fork_is_refused() {
         let second = approved_record(&s).await;
         let w = witness(&s, s.dir.path()).await;
         assert_eq!(w.code, 0, "{db:?}: {w:?}");
+        // The auditor can require the witness's cosignature on the log's latest head.
+        let v = s
+            .run(
+                "ci",
+                &[
+                    "--output",
+                    "json",
+                    "audit",
+                    "verify",
+                    "--witness-key",
+                    &witness_key().vkey(),
+                ],
+            )
+            .await;
+        assert_eq!(v.code, 0, "{db:?}: {v:?}");
+        let report: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
+        assert_eq!(report["cosigned_by"], serde_json::json!([WITNESS]), "{db:?}: {report}");
 
         // Both records are vouched for by the witness. Their own checkpoints were signed
         // before it ran, so gate verify fetches the cosigned one and proves it extends them.
@@ -214,4 +231,32 @@ fn python_with_aics() -> Option<String> {
     }
     eprintln!("aics-tlog is not installed: the independent verifier check is skipped");
     None
+}
+
+#[tokio::test]
+async fn a_witness_key_is_made_once_and_kept_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("w.key");
+    let run = || {
+        std::process::Command::new(crate::helpers::GATE)
+            .env_clear()
+            .args(["audit", "witness", "--generate-key"])
+            .arg(&key)
+            .args(["--name", "witness.example/ops"])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(out.status.success(), "{out:?}");
+    let vkey = String::from_utf8(out.stdout).unwrap();
+    let parsed = WitnessVkey::parse(vkey.trim()).unwrap();
+    assert_eq!(parsed.name, "witness.example/ops");
+    let private = WitnessKey::parse(&std::fs::read_to_string(&key).unwrap()).unwrap();
+    assert_eq!(private.vkey(), vkey.trim());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    // A second run never overwrites the key.
+    let again = run();
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not overwriting"));
 }
