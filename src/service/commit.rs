@@ -117,6 +117,12 @@ impl Engine {
             // Expiry and cancelation are outcomes; using an approval is not a new decision.
             doc.decision_event = Some(ev);
         }
+        if decides
+            && next.status != Status::Consumed
+            && let Some((seq, _)) = doc.decision_event
+        {
+            doc.decision_log = Some(self.record_log(&mut tx, seq, now).await?);
+        }
         row.doc = serde_json::to_string(&doc)?;
         tx.update_request(&row, deadline_of(next.status, &row, &doc)).await?;
         if decides {

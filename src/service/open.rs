@@ -132,6 +132,7 @@ impl Engine {
             decided_by: None,
             reason: None,
             decision_event: None,
+            decision_log: None,
             verified: verified.cloned(),
             escalations: vec![],
         };
@@ -210,6 +211,7 @@ impl Engine {
                 .await?;
             doc.decided_by = Some(format!("policy rule `{}`", doc.rule.name));
             doc.reason = Some(reason);
+            doc.decision_log = Some(self.record_log(&mut tx, ev.0, now).await?);
             doc.decision_event = Some(ev);
             row.status = status;
             row.version = 2;

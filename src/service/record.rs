@@ -21,7 +21,22 @@ impl Engine {
         let doc: Doc = serde_json::from_str(&row.doc)?;
         let mut statement = self.statement(row, &doc, votes, now);
         if let Some((seq, _)) = &doc.decision_event {
-            statement["predicate"]["log"] = self.record_log(tx, *seq, now).await?;
+            statement["predicate"]["log"] = match &doc.decision_log {
+                // Kept from the decision (a consumption reuses it), if it still proves
+                // what it says: it came back from the database, which is not trusted.
+                Some(log) => {
+                    statement["predicate"]["log"] = log.clone();
+                    let key = self.keys.verifying_key();
+                    match crate::core::log::entry::check(&statement["predicate"], &key, &[]) {
+                        Ok(_) => log.clone(),
+                        Err(e) => {
+                            tracing::warn!(request = %row.id, error = %e, "the kept log entry does not hold; proving the decision again");
+                            self.record_log(tx, *seq, now).await?
+                        }
+                    }
+                }
+                None => self.record_log(tx, *seq, now).await?,
+            };
         }
         let env = serde_json::to_string(&self.keys.sign(&statement))?;
         Ok(tx.put_record(&row.id, &env, now).await?)

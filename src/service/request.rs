@@ -35,6 +35,11 @@ pub struct Doc {
     /// Sequence number and hash of the audit event that decided.
     #[serde(default)]
     pub decision_event: Option<(i64, String)>,
+    /// The decision event's place in the transparency log (the record's `log`), kept so
+    /// the record signed again at consumption reuses it. It proves itself: it is checked
+    /// before it is signed again (see `record.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_log: Option<serde_json::Value>,
     /// What the opener's OIDC token vouched for; the context already holds those values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<VerifiedIdentity>,

@@ -71,12 +71,18 @@ impl Tx {
     /// event key; returns its sequence number and hash.
     pub async fn append_audit(&mut self, d: &AuditDraft) -> Result<(i64, String)> {
         let key = self.event_key.clone().ok_or(StoreError::NoEventKey)?;
-        let head = sqlx::query("SELECT seq, hash FROM gate_audit ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        let (prev_seq, prev_hash) = match head {
-            Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
-            None => (0, audit::GENESIS.to_string()),
+        let (prev_seq, prev_hash) = match self.log.chain_head.take() {
+            // This transaction appended before, holding the write lock: that is the head.
+            Some(h) => h,
+            None => {
+                let head = sqlx::query("SELECT seq, hash FROM gate_audit ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+                match head {
+                    Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
+                    None => (0, audit::GENESIS.to_string()),
+                }
+            }
         };
         let seq = prev_seq + 1;
         let data = String::from_utf8(audit::canonical_bytes(&d.data)).unwrap_or_default();
@@ -98,6 +104,7 @@ impl Tx {
         .execute(&mut *self.tx)
         .await?;
         self.log_append(prev_seq as u64, leaf).await?;
+        self.log.chain_head = Some((seq, hash.clone()));
         Ok((seq, hash))
     }
 }

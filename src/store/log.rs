@@ -19,6 +19,10 @@ pub(super) struct TxLog {
     head: Option<u64>,
     /// The leaf bytes of the events appended here, by leaf index.
     leaves: std::collections::HashMap<u64, Vec<u8>>,
+    /// The chain's head (`seq`, `hash`) after this transaction's last append.
+    pub(super) chain_head: Option<(i64, String)>,
+    /// Hashes appended here, written in one statement when the transaction commits.
+    pending: Vec<(u64, Hash)>,
 }
 
 /// A signed checkpoint as stored.
@@ -163,18 +167,27 @@ impl Tx {
         let start = stored_hash_index(0, n);
         for (i, h) in hashes.iter().enumerate() {
             self.log.hashes.insert(start + i as u64, *h);
+            self.log.pending.push((start + i as u64, *h));
         }
         self.log.head = Some(n + 1);
         self.log.leaves.insert(n, bytes);
-        let marks: Vec<String> = (0..hashes.len())
-            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-            .collect();
-        let sql = format!("INSERT INTO gate_log_hashes (idx, hash) VALUES {}", marks.join(","));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (i, h) in hashes.iter().enumerate() {
-            q = q.bind((start + i as u64) as i64).bind(tree::b64(h));
+        Ok(())
+    }
+
+    /// Writes the hashes appended in this transaction (before it commits).
+    pub(super) async fn log_flush(&mut self) -> Result<()> {
+        let pending = std::mem::take(&mut self.log.pending);
+        for chunk in pending.chunks(400) {
+            let marks: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let sql = format!("INSERT INTO gate_log_hashes (idx, hash) VALUES {}", marks.join(","));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (i, h) in chunk {
+                q = q.bind(*i as i64).bind(tree::b64(h));
+            }
+            q.execute(&mut *self.tx).await?;
         }
-        q.execute(&mut *self.tx).await?;
         Ok(())
     }
 

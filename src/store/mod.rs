@@ -393,7 +393,8 @@ impl Store {
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<()> {
+    pub async fn commit(mut self) -> Result<()> {
+        self.log_flush().await?;
         self.tx.commit().await?;
         Ok(())
     }
