@@ -208,7 +208,7 @@ impl Tx {
     }
 
     pub async fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>> {
-        latest(&mut *self.tx).await
+        latest(&mut self.tx).await
     }
 
     /// The bytes of leaf `index` (audit event `index + 1`), as this transaction sees them.
