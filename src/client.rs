@@ -96,6 +96,11 @@ impl Client {
             .send()
             .await
             .map_err(|e| ClientError::Transport(crate::core::error_chain(&e)))?;
+        Self::read(resp).await
+    }
+
+    /// An answer's status and body; a 4xx or 5xx as the error it carries.
+    async fn read(resp: reqwest::Response) -> Result<(u16, String)> {
         let status = resp.status().as_u16();
         let text = resp
             .text()
@@ -190,13 +195,35 @@ impl Client {
             .1)
     }
 
+    /// Every request in `status` the caller may act on: follows the server's
+    /// `Link: <…>; rel="next"` pages to the end.
     pub async fn list(&self, status: &str) -> Result<Vec<RequestView>> {
-        self.json(self.req(
-            reqwest::Method::GET,
-            &format!("/api/v1/requests?status={status}"),
-            Self::SHORT,
-        ))
-        .await
+        let mut out = Vec::new();
+        let mut path = format!("/api/v1/requests?status={status}");
+        // A server that kept answering the same link would loop forever; no inbox has a
+        // million pages.
+        for _ in 0..1_000_000 {
+            let resp = self
+                .req(reqwest::Method::GET, &path, Self::SHORT)
+                .send()
+                .await
+                .map_err(|e| ClientError::Transport(crate::core::error_chain(&e)))?;
+            let next = resp
+                .headers()
+                .get_all(reqwest::header::LINK)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(next_link);
+            let (_, text) = Self::read(resp).await?;
+            let page: Vec<RequestView> =
+                serde_json::from_str(&text).map_err(|e| ClientError::Decode(e.to_string()))?;
+            out.extend(page);
+            match next {
+                Some(n) if n.starts_with('/') && n != path => path = n,
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     pub async fn audit(&self, id: &str) -> Result<Vec<crate::core::api::AuditEvent>> {
@@ -285,4 +312,16 @@ impl Client {
         }
         Ok(text)
     }
+}
+
+/// The target of the `rel="next"` entry of a `Link` header, if any.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|entry| {
+        let (target, params) = entry.trim().split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        params
+            .split(';')
+            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"))
+            .then(|| target.to_string())
+    })
 }

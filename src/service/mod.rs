@@ -34,6 +34,7 @@ mod wait;
 pub use self::holder::HOLDER_PREFIX;
 use self::request::deadline_of;
 pub use self::request::{Doc, doc_of};
+pub use self::view::{decode_cursor, encode_cursor};
 pub use self::wait::Change;
 pub use crate::core::request::Escalation;
 

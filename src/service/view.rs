@@ -1,7 +1,10 @@
 //! The read projection: a request as the API shows it, the machine's state of it, and
 //! listings.
 
-use super::error::Result;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+
+use super::error::{AppError, Result};
 use super::holder::is_opener;
 use super::validate::requester_identities;
 use super::{Doc, Engine, doc_of, forge_groups};
@@ -9,7 +12,7 @@ use crate::auth::Principal;
 use crate::core::api::{RequestView, RequirementView, VoteMeta, VoteView};
 use crate::core::decide::{State, Status, Vote};
 use crate::core::duration::rfc3339;
-use crate::store::{RequestRow, VoteRow};
+use crate::store::{Position, RequestRow, VoteRow};
 
 impl Engine {
     pub fn view(&self, row: &RequestRow, votes: &[VoteRow]) -> Result<RequestView> {
@@ -113,10 +116,61 @@ impl Engine {
     }
 
     /// Requests the caller may act on now: for an approver, pending ones where their vote
-    /// would count; for a pipeline, the pending ones it opened.
-    pub async fn inbox(&self, who: &Principal, status: Status, limit: i64) -> Result<Vec<RequestView>> {
-        let all = self.listing(who, status, limit).await?;
-        Ok(all.into_iter().filter(|(_, mine)| *mine).map(|(v, _)| v).collect())
+    /// would count; for a pipeline, the pending ones it opened. Oldest first, at most
+    /// `limit`, resuming after `after`; with the position of the last one when more follow.
+    ///
+    /// The caller's filter applies before the limit: the store is read in batches, in
+    /// order, until `limit` requests of the caller's are found (and one more, so a next
+    /// page is announced only when it has something on it).
+    pub async fn inbox(
+        &self,
+        who: &Principal,
+        status: Status,
+        after: Option<Position>,
+        limit: i64,
+    ) -> Result<(Vec<RequestView>, Option<Position>)> {
+        const BATCH: i64 = 200;
+        let mut out = Vec::new();
+        let mut last: Option<Position> = None;
+        let mut scanned = after;
+        loop {
+            let rows = self.store.list_after(Some(status), scanned.as_ref(), BATCH).await?;
+            let exhausted = (rows.len() as i64) < BATCH;
+            let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+            let mut all_votes = self.store.votes_for(&ids).await?;
+            for row in rows {
+                let pos = Position {
+                    created_at: row.created_at,
+                    id: row.id.clone(),
+                };
+                let votes = all_votes.remove(&row.id).unwrap_or_default();
+                if self.is_mine(who, status, &row, &votes)? {
+                    if out.len() as i64 >= limit {
+                        return Ok((out, last));
+                    }
+                    out.push(self.view(&row, &votes)?);
+                    last = Some(pos.clone());
+                }
+                scanned = Some(pos);
+            }
+            if exhausted {
+                return Ok((out, None));
+            }
+        }
+    }
+
+    /// Whether `row` is in `who`'s inbox.
+    fn is_mine(&self, who: &Principal, status: Status, row: &RequestRow, votes: &[VoteRow]) -> Result<bool> {
+        let doc = doc_of(row)?;
+        Ok(match who {
+            Principal::Pipeline { .. } => is_opener(who, row, &doc),
+            Principal::Approver(u) => {
+                status != Status::Pending || {
+                    let st = self.state(row, &doc, votes)?;
+                    st.is_eligible(u) && !votes.iter().any(|v| &v.voter == u)
+                }
+            }
+        })
     }
 
     /// Every request in `status` (oldest first, at most `limit`), each with whether it is
@@ -127,19 +181,48 @@ impl Engine {
         let mut out = Vec::new();
         for row in rows {
             let votes = all_votes.remove(&row.id).unwrap_or_default();
-            let doc = doc_of(&row)?;
-            let mine = match who {
-                Principal::Pipeline { .. } => is_opener(who, &row, &doc),
-                Principal::Approver(u) => {
-                    status != Status::Pending || {
-                        let st = self.state(&row, &doc, &votes)?;
-                        st.is_eligible(u) && !votes.iter().any(|v| &v.voter == u)
-                    }
-                }
-            };
+            let mine = self.is_mine(who, status, &row, &votes)?;
             out.push((self.view(&row, &votes)?, mine));
         }
         Ok(out)
+    }
+}
+
+/// The opaque token a listing's `next` link carries: where the page ended.
+pub fn encode_cursor(p: &Position) -> String {
+    B64URL.encode(format!("{}.{}", p.created_at, p.id))
+}
+
+/// Reads a token [`encode_cursor`] made; anything else is a 400 naming the parameter.
+pub fn decode_cursor(param: &str, token: &str) -> Result<Position> {
+    let bad = || AppError::BadRequest(format!("{param}: `{token}` is not a cursor this server issued"));
+    let text = B64URL.decode(token).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(bad)?;
+    let (at, id) = text.split_once('.').ok_or_else(bad)?;
+    let created_at = at.parse().map_err(|_| bad())?;
+    if id.is_empty() || id.chars().any(char::is_control) {
+        return Err(bad());
+    }
+    Ok(Position {
+        created_at,
+        id: id.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_forgeries() {
+        let p = Position {
+            created_at: 1_700_000_000_123,
+            id: "01HX.y".into(),
+        };
+        assert_eq!(decode_cursor("cursor", &encode_cursor(&p)).unwrap(), p);
+        for bad in ["", "!!", "bm9kb3Q", "eC55", "MTIz"] {
+            let e = decode_cursor("cursor", bad).unwrap_err().to_string();
+            assert!(e.contains("cursor: `"), "{bad}: {e}");
+        }
     }
 }
 

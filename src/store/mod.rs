@@ -68,6 +68,14 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Where a page of a listing ended: the `created_at` and id of its last row. Listings are
+/// ordered by (`created_at`, id), so this is a stable place to resume from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: i64,
+    pub id: String,
+}
+
 /// A request row. `doc` holds the JSON of everything that never changes after creation
 /// plus the decision's who and why.
 #[derive(Debug, Clone)]
@@ -307,28 +315,67 @@ impl Store {
         Ok(out)
     }
 
-    /// Requests in a status, oldest first.
+    /// Requests in a status, oldest first; without a status, newest first.
     pub async fn list(&self, status: Option<Status>, limit: i64) -> Result<Vec<RequestRow>> {
+        self.list_after(status, None, limit).await
+    }
+
+    /// One page of [`Store::list`]: the rows that come after `after` (the `created_at` and
+    /// id of the last row of the previous page) in the listing's order. Keyset paging, so a
+    /// page costs the same however deep it is and rows added meanwhile are not skipped.
+    pub async fn list_after(&self, status: Option<Status>, after: Option<&Position>, limit: i64) -> Result<Vec<RequestRow>> {
+        // With no position, one before every row: no request is created at or before the
+        // epoch, nor at or after the end of time.
+        let start = if status.is_some() { i64::MIN } else { i64::MAX };
+        let (at, id) = after.map(|p| (p.created_at, p.id.clone())).unwrap_or((start, String::new()));
         let rows = match status {
             Some(s) => {
                 let sql = format!(
-                    "SELECT {REQUEST_COLS} FROM gate_requests WHERE status = $1 ORDER BY created_at, id LIMIT $2"
+                    "SELECT {REQUEST_COLS} FROM gate_requests WHERE status = $1 AND (created_at > $2 OR (created_at = $2 AND id > $3)) ORDER BY created_at, id LIMIT $4"
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(s.as_str())
+                    .bind(at)
+                    .bind(id)
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?
             }
             None => {
-                let sql = format!("SELECT {REQUEST_COLS} FROM gate_requests ORDER BY created_at DESC, id LIMIT $1");
+                let sql = format!(
+                    "SELECT {REQUEST_COLS} FROM gate_requests WHERE (created_at < $1 OR (created_at = $1 AND id > $2)) ORDER BY created_at DESC, id LIMIT $3"
+                );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(at)
+                    .bind(id)
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?
             }
         };
         rows.iter().map(request_row).collect()
+    }
+
+    /// The votes on these requests, by request id, in one query (for a page of a listing).
+    pub async fn votes_for(&self, ids: &[String]) -> Result<std::collections::HashMap<String, Vec<VoteRow>>> {
+        let mut out: std::collections::HashMap<String, Vec<VoteRow>> = std::collections::HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let marks: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT request_id, voter, approve, reason, at, via, meta FROM gate_votes WHERE request_id IN ({}) ORDER BY at, voter",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(id.clone());
+        }
+        for r in &q.fetch_all(&self.pool).await? {
+            let (id, v) = vote_row(r)?;
+            out.entry(id).or_default().push(v);
+        }
+        Ok(out)
     }
 
     /// Ids of requests whose deadline (timeout, or end of the approval window) has passed,

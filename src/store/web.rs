@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{REQUEST_COLS, RequestRow, Result, Store, request_row};
+use super::{Position, REQUEST_COLS, RequestRow, Result, Store, request_row};
 use crate::core::decide::Status;
 
 /// A signed-in browser.
@@ -48,6 +48,8 @@ pub struct HistoryFilter {
     pub from: Option<i64>,
     /// Unix ms, exclusive.
     pub to: Option<i64>,
+    /// Resume after this row of the previous page.
+    pub after: Option<Position>,
     pub limit: i64,
 }
 
@@ -154,7 +156,7 @@ impl Store {
         Ok((gone == 1 && l.expires_at > now).then_some(l))
     }
 
-    /// Requests matching the filter, newest first.
+    /// Requests matching the filter, newest first (then by id), at most `limit`.
     pub async fn history(&self, f: &HistoryFilter) -> Result<Vec<RequestRow>> {
         let mut sql = format!("SELECT {REQUEST_COLS} FROM gate_requests WHERE 1 = 1");
         let mut n = 0;
@@ -177,6 +179,10 @@ impl Store {
         if f.to.is_some() {
             sql.push_str(&format!(" AND created_at < {}", next()));
         }
+        if f.after.is_some() {
+            let (at, id) = (next(), next());
+            sql.push_str(&format!(" AND (created_at < {at} OR (created_at = {at} AND id > {id}))"));
+        }
         sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT {}", next()));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         let status = f.status.map(|s| s.as_str().to_string());
@@ -185,6 +191,9 @@ impl Store {
         }
         for t in [f.from, f.to].into_iter().flatten() {
             q = q.bind(t);
+        }
+        if let Some(p) = &f.after {
+            q = q.bind(p.created_at).bind(p.id.clone());
         }
         let rows = q.bind(f.limit).fetch_all(&self.pool).await?;
         rows.iter().map(request_row).collect()

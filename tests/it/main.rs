@@ -17,6 +17,7 @@ mod gate;
 mod identity;
 mod insider;
 mod json_body;
+mod listings;
 mod log;
 mod notify;
 mod oidc;

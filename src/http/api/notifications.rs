@@ -51,7 +51,7 @@ pub(super) async fn list(
     }
     // Read the version before the rows, so a change between the two is never missed.
     let version = hub.version();
-    let limit = q.limit.unwrap_or(500).clamp(1, 5000);
+    let limit = super::requests::limit_of(q.limit)?;
     let rows = s.engine.store.notifications(q.request.as_deref(), limit).await?;
     Ok(Json(NotificationList {
         version,

@@ -12,6 +12,7 @@ use crate::core::api::{CreateRequest, RequestView, VoteBody, VoteMeta};
 use crate::core::decide::Status;
 use crate::core::duration::now_ms;
 use crate::http::AppState;
+use crate::service::{decode_cursor, encode_cursor};
 use crate::http::error::{AppError, ErrorCode, Result};
 use crate::http::extract::{Caller, Json};
 
@@ -35,13 +36,35 @@ pub(super) async fn create(
 pub(super) struct ListQuery {
     status: Option<String>,
     limit: Option<i64>,
+    /// The `cursor` of a previous answer's `Link: <…>; rel="next"`.
+    cursor: Option<String>,
 }
 
+/// The bounds of `limit` on listings.
+pub(super) const LIMIT_RANGE: std::ops::RangeInclusive<i64> = 1..=5000;
+
+/// `limit`, or the default; outside [`LIMIT_RANGE`] is a 400 naming the range, never a
+/// silently shorter list.
+pub(super) fn limit_of(limit: Option<i64>) -> Result<i64> {
+    match limit {
+        None => Ok(500),
+        Some(n) if LIMIT_RANGE.contains(&n) => Ok(n),
+        Some(n) => Err(AppError::BadRequest(format!(
+            "limit: {n} is out of range; use {} to {}",
+            LIMIT_RANGE.start(),
+            LIMIT_RANGE.end()
+        ))),
+    }
+}
+
+/// A page of the caller's requests, oldest first. The body stays a bare array (what every
+/// client already reads); when more follow, a `Link: </api/v1/requests?…&cursor=…>;
+/// rel="next"` header (RFC 8288) says where.
 pub(super) async fn list(
     State(s): State<AppState>,
     Caller(who): Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<RequestView>>> {
+) -> Result<Response> {
     let status = match q.status.as_deref() {
         None => Status::Pending,
         Some(s) => Status::parse(s).ok_or_else(|| {
@@ -49,11 +72,21 @@ pub(super) async fn list(
             AppError::BadRequest(format!("status: `{s}` is not one of {}", all.join(", ")))
         })?,
     };
-    Ok(Json(
-        s.engine
-            .inbox(&who, status, q.limit.unwrap_or(500).clamp(1, 5000))
-            .await?,
-    ))
+    let limit = limit_of(q.limit)?;
+    let after = q.cursor.as_deref().map(|c| decode_cursor("cursor", c)).transpose()?;
+    let (views, next) = s.engine.inbox(&who, status, after, limit).await?;
+    let mut resp = Json(views).into_response();
+    if let Some(p) = next {
+        let link = format!(
+            "</api/v1/requests?status={}&limit={limit}&cursor={}>; rel=\"next\"",
+            status.as_str(),
+            encode_cursor(&p)
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&link) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(resp)
 }
 
 pub(super) async fn show(State(s): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<RequestView>> {

@@ -13,7 +13,26 @@ use super::session::signed_in;
 use crate::core::decide::Status;
 use crate::core::duration::rfc3339;
 use crate::http::AppState;
-use crate::store::HistoryFilter;
+use crate::service::{decode_cursor, encode_cursor};
+use crate::store::{HistoryFilter, Position};
+
+/// This page's filters with the cursor of the next page.
+fn next_link(q: &HistoryQuery, cursor: &str) -> String {
+    let mut w = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [
+        ("repository", &q.repository),
+        ("environment", &q.environment),
+        ("status", &q.status),
+        ("from", &q.from),
+        ("to", &q.to),
+    ] {
+        if let Some(v) = v.as_deref().filter(|v| !v.trim().is_empty()) {
+            w.append_pair(k, v);
+        }
+    }
+    w.append_pair("after", cursor);
+    format!("/history?{}", w.finish())
+}
 
 #[derive(Deserialize, Default)]
 pub(super) struct HistoryQuery {
@@ -22,7 +41,12 @@ pub(super) struct HistoryQuery {
     status: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    /// The cursor of the "next page" link.
+    after: Option<String>,
 }
+
+/// Requests per history page; the rest is a "next page" link away.
+const PAGE: i64 = 200;
 
 struct HistoryLine {
     id: String,
@@ -43,6 +67,8 @@ struct HistoryPage<'a> {
     statuses: Vec<(&'static str, bool)>,
     lines: Vec<HistoryLine>,
     problem: String,
+    /// The link to the next page, if there is one.
+    next: String,
 }
 
 fn day_ms(d: &str) -> Option<i64> {
@@ -87,11 +113,28 @@ pub(super) async fn history(State(s): State<AppState>, headers: HeaderMap, Query
         status,
         from,
         to,
-        limit: 500,
+        after: None,
+        // One more than shown, to know whether a next page has anything on it.
+        limit: PAGE + 1,
     };
-    let rows = match s.engine.store.history(&f).await {
+    let f = match q.after.as_deref().map(|c| decode_cursor("after", c)).transpose() {
+        Ok(after) => HistoryFilter { after, ..f },
+        Err(e) => return UiError::from(e).into_response(),
+    };
+    let mut rows = match s.engine.store.history(&f).await {
         Ok(r) => r,
         Err(e) => return UiError::from(e).into_response(),
+    };
+    let next = if rows.len() as i64 > PAGE {
+        rows.truncate(PAGE as usize);
+        let last = &rows[rows.len() - 1];
+        let p = Position {
+            created_at: last.created_at,
+            id: last.id.clone(),
+        };
+        next_link(&q, &encode_cursor(&p))
+    } else {
+        String::new()
     };
     let mut lines = Vec::new();
     for row in rows {
@@ -124,5 +167,6 @@ pub(super) async fn history(State(s): State<AppState>, headers: HeaderMap, Query
         statuses,
         lines,
         problem,
+        next,
     })
 }

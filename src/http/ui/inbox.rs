@@ -1,7 +1,7 @@
 //! `GET /`: the inbox, pending requests the signed-in person may act on, then the rest.
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
@@ -13,6 +13,18 @@ use crate::core::api::RequestView;
 use crate::core::decide::Status;
 use crate::core::duration::now_ms;
 use crate::http::AppState;
+use crate::service::{decode_cursor, encode_cursor};
+
+/// Requests of one's own per inbox page; the rest is a "next page" link away.
+const PAGE: i64 = 100;
+/// Other people's pending requests shown for context, oldest first.
+const OTHERS: i64 = 200;
+
+#[derive(serde::Deserialize, Default)]
+pub(super) struct InboxQuery {
+    /// The cursor of the "next page" link.
+    after: Option<String>,
+}
 
 struct InboxItem {
     id: String,
@@ -32,6 +44,10 @@ struct InboxPage<'a> {
     watch: &'a str,
     items: Vec<InboxItem>,
     others: Vec<InboxItem>,
+    /// More pending requests than the `others` shown.
+    others_more: bool,
+    /// The link to the next page of one's own, if there is one.
+    next: String,
 }
 
 fn item(v: &RequestView, now: i64) -> InboxItem {
@@ -53,22 +69,40 @@ fn item(v: &RequestView, now: i64) -> InboxItem {
     }
 }
 
-pub(super) async fn inbox(State(s): State<AppState>, headers: HeaderMap) -> Response {
+pub(super) async fn inbox(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<InboxQuery>) -> Response {
     let sess = match signed_in(&s, &headers, "/").await {
         Ok(x) => x,
         Err(r) => return r,
     };
     let now = now_ms();
-    let (mine, others): (Vec<_>, Vec<_>) = match s.engine.listing(&sess.principal(), Status::Pending, 500).await {
-        Ok(v) => v.into_iter().partition(|(_, mine)| *mine),
+    let who = sess.principal();
+    let after = match q.after.as_deref().map(|c| decode_cursor("after", c)).transpose() {
+        Ok(a) => a,
         Err(e) => return UiError::from(e).into_response(),
     };
-    // Everything else pending is shown too, for context (read-only here).
-    let others: Vec<_> = others.iter().map(|(v, _)| item(v, now)).collect();
+    let first_page = after.is_none();
+    let (mine, next) = match s.engine.inbox(&who, Status::Pending, after, PAGE).await {
+        Ok(x) => x,
+        Err(e) => return UiError::from(e).into_response(),
+    };
+    // Everything else pending is shown too, for context (read-only here), on the first page.
+    let mut others = Vec::new();
+    let mut others_more = false;
+    if first_page {
+        match s.engine.listing(&who, Status::Pending, OTHERS).await {
+            Ok(v) => {
+                others_more = v.len() as i64 >= OTHERS;
+                others = v.iter().filter(|(_, m)| !*m).map(|(v, _)| item(v, now)).collect();
+            }
+            Err(e) => return UiError::from(e).into_response(),
+        }
+    }
     render(&InboxPage {
         watch: "all",
-        items: mine.iter().map(|(v, _)| item(v, now)).collect(),
+        items: mine.iter().map(|v| item(v, now)).collect(),
         others,
+        others_more,
+        next: next.map(|p| format!("/?after={}", encode_cursor(&p))).unwrap_or_default(),
         nav: Nav::of(&sess),
     })
 }

@@ -1,0 +1,246 @@
+//! Listings that are correct at any size: the inbox filters before it limits, lists page
+//! with a cursor (`Link: <…>; rel="next"`), an out-of-range `limit` is a 400, `gate
+//! pending` follows the pages, and the web inbox and history link to their next page. On
+//! SQLite and PostgreSQL.
+
+use crate::helpers::*;
+use jitgate::core::api::{Context, CreateRequest};
+use reqwest::StatusCode;
+
+/// `ops` requests need one of ops (erin, frank); `production` ones one of sre (alice, …).
+fn two_rules() -> String {
+    "version: 1
+groups:
+  sre: [alice, bob, carol]
+  ops: [erin, frank]
+rules:
+  - name: ops
+    match: { environment: ops }
+    require: [{ group: ops, count: 1 }]
+  - name: production
+    match: { environment: production }
+    require: [{ group: sre, count: 1 }]
+"
+    .into()
+}
+
+async fn open(s: &TestApp, environment: &str, n: usize) -> String {
+    let body = CreateRequest {
+        context: Context {
+            repository: format!("acme/app{n}"),
+            git_ref: "refs/heads/main".into(),
+            commit: COMMIT.into(),
+            actor: "dave".into(),
+            environment: environment.into(),
+            action: "deploy".into(),
+            ..Default::default()
+        },
+        summary: format!("release {n}"),
+        ..Default::default()
+    };
+    s.client("ci").create(&body).await.unwrap().0.id
+}
+
+fn next_of(h: &reqwest::header::HeaderMap) -> Option<String> {
+    let link = h.get("link")?.to_str().unwrap();
+    let target = link.strip_prefix('<')?.split_once(">; rel=\"next\"")?.0;
+    Some(target.to_string())
+}
+
+/// More requests alice cannot vote on than one batch of the server's scan (200), all older
+/// than the one she can.
+async fn seeded(db: Db) -> (TestApp, Vec<String>, String) {
+    let s = TestApp::builder().backend(db).policy(two_rules()).spawn().await;
+    let mut ops = Vec::new();
+    for n in 0..230 {
+        ops.push(open(&s, "ops", n).await);
+    }
+    let hers = open(&s, "production", 999).await;
+    (s, ops, hers)
+}
+
+async fn inbox_and_paging_on(db: Db) {
+    let (s, ops, hers) = seeded(db).await;
+    let http = s.http();
+
+    // Filter, then limit: alice's one request comes back, and nothing more is announced.
+    let r = http
+        .get("/api/v1/requests?status=pending&limit=1")
+        .bearer(&token("alice"))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(next_of(&r.headers), None, "{:?}", r.headers);
+    let page = r.json().await;
+    let ids: Vec<&str> = page.as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [hers.as_str()]);
+
+    let out = s.run("alice", &["pending"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(&hers), "{}", out.stdout);
+    assert!(!out.stdout.contains(&ops[0]), "{}", out.stdout);
+
+    // erin's 230, 100 at a time: each page links the next, the last links nothing, and
+    // together they are every request once, oldest first.
+    let mut path = "/api/v1/requests?status=pending&limit=100".to_string();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let r = http.get(&path).bearer(&token("erin")).send().await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        let next = next_of(&r.headers);
+        let page = r.json().await;
+        pages += 1;
+        for v in page.as_array().unwrap() {
+            seen.push(v["id"].as_str().unwrap().to_string());
+        }
+        match next {
+            Some(n) => {
+                assert!(n.starts_with("/api/v1/requests?status=pending&limit=100&cursor="), "{n}");
+                path = n;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, ops);
+
+    // `gate pending` follows the pages: all 230 of erin's (500 is the default page).
+    let out = s.run("erin", &["--output", "json", "pending"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 230);
+
+    // A page exactly as long as what is left announces no empty next page.
+    let r = http
+        .get("/api/v1/requests?status=pending&limit=230")
+        .bearer(&token("erin"))
+        .send()
+        .await;
+    assert_eq!(next_of(&r.headers), None);
+    assert_eq!(r.json().await.as_array().unwrap().len(), 230);
+}
+
+#[tokio::test]
+async fn the_inbox_filters_before_it_limits_and_pages_with_a_cursor() {
+    for db in backends() {
+        inbox_and_paging_on(db).await;
+    }
+}
+
+/// More of erin's than one default page (500): `gate pending` follows the `next` link.
+#[tokio::test]
+async fn gate_pending_follows_the_cursor_past_one_page() {
+    let s = TestApp::builder().policy(two_rules()).spawn().await;
+    let mut ops = Vec::new();
+    for n in 0..505 {
+        ops.push(open(&s, "ops", n).await);
+    }
+    let r = s.http().get("/api/v1/requests").bearer(&token("erin")).send().await;
+    assert!(next_of(&r.headers).is_some(), "the first page links a second");
+    assert_eq!(r.json().await.as_array().unwrap().len(), 500);
+    let out = s.run("erin", &["--output", "json", "pending"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    let ids: Vec<&str> = listed.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ops);
+}
+
+#[tokio::test]
+async fn out_of_range_limits_and_forged_cursors_are_400s() {
+    let s = TestApp::builder().policy(two_rules()).spawn().await;
+    let http = s.http();
+    for (path, needle) in [
+        ("/requests?limit=0", "limit: 0 is out of range; use 1 to 5000"),
+        ("/requests?limit=5001", "limit: 5001 is out of range; use 1 to 5000"),
+        ("/requests?limit=-3", "limit: -3 is out of range; use 1 to 5000"),
+        ("/notifications?limit=9999", "limit: 9999 is out of range; use 1 to 5000"),
+        ("/requests?cursor=bm9kb3Q", "cursor: `bm9kb3Q` is not a cursor this server issued"),
+        ("/requests?cursor=%21%21", "cursor: `!!` is not a cursor this server issued"),
+    ] {
+        let (status, body) = http.api("GET", path, &token("alice"), None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{path}: {body}");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{path}: {msg}");
+    }
+    for ok in ["/requests?limit=1", "/requests?limit=5000"] {
+        assert_eq!(http.api("GET", ok, &token("alice"), None).await.0, 200, "{ok}");
+    }
+}
+
+async fn sign_in(c: &Http, who: &str) -> String {
+    let r = c.get("/login").send().await;
+    let (pre, _) = r.cookie("gate_prelogin").unwrap();
+    let html = r.text().await;
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = html[at..at + html[at..].find('"').unwrap()].to_string();
+    let r = c
+        .post("/login")
+        .header("cookie", format!("gate_prelogin={pre}"))
+        .form(&[("csrf", csrf.as_str()), ("token", &token(who)), ("next", "/")])
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    format!("gate_session={}", r.cookie("gate_session").unwrap().0)
+}
+
+/// The `href` of the page's "Next page" link, unescaped.
+fn next_href(html: &str) -> Option<String> {
+    let at = html.find("<a rel=\"next\" href=\"")? + 20;
+    Some(html[at..at + html[at..].find('"')?].replace("&amp;", "&").replace("&#38;", "&").replace("&#x3d;", "="))
+}
+
+async fn ui_pages_on(db: Db) {
+    let (s, ops, hers) = seeded(db).await;
+    let c = s.http();
+
+    // alice's inbox: hers, however many others are older; one page.
+    let alice = sign_in(&c, "alice").await;
+    let html = c.get("/").header("cookie", &alice).send().await.text().await;
+    assert!(html.contains(&format!("/requests/{hers}")), "{html}");
+    assert_eq!(next_href(&html), None);
+
+    // erin's: 100 per page, then a next page with the rest.
+    let erin = sign_in(&c, "erin").await;
+    let mut path = "/".to_string();
+    let mut seen = 0;
+    let mut pages = 0;
+    loop {
+        let r = c.get(&path).header("cookie", &erin).send().await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        let html = r.text().await;
+        let mine = &html[..html.find("Other pending requests").unwrap_or(html.len())];
+        seen += ops.iter().filter(|id| mine.contains(&format!("/requests/{id}\""))).count();
+        pages += 1;
+        match next_href(&html) {
+            Some(n) => path = n,
+            None => break,
+        }
+    }
+    assert_eq!((pages, seen), (3, 230));
+
+    // History: 200 per page, newest first, the filter kept on the next page.
+    let r = c.get("/history?status=pending").header("cookie", &erin).send().await;
+    let html = r.text().await;
+    assert!(html.contains(&format!("/requests/{hers}\"")));
+    assert!(!html.contains(&format!("/requests/{}\"", ops[0])));
+    let next = next_href(&html).expect("a next page link");
+    assert!(next.starts_with("/history?status=pending&after="), "{next}");
+    let html = c.get(&next).header("cookie", &erin).send().await.text().await;
+    let rest = ops[..31].iter().filter(|id| html.contains(&format!("/requests/{id}\""))).count();
+    assert_eq!(rest, 31, "the oldest 31 are on page two");
+    assert!(!html.contains(&format!("/requests/{hers}\"")));
+    assert_eq!(next_href(&html), None);
+
+    let r = c.get("/?after=nonsense").header("cookie", &erin).send().await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().await.contains("after: `nonsense` is not a cursor"));
+}
+
+#[tokio::test]
+async fn the_web_inbox_and_history_link_their_next_page() {
+    for db in backends() {
+        ui_pages_on(db).await;
+    }
+}
