@@ -215,8 +215,7 @@ impl Client {
                 .filter_map(|v| v.to_str().ok())
                 .find_map(next_link);
             let (_, text) = Self::read(resp).await?;
-            let page: Vec<RequestView> =
-                serde_json::from_str(&text).map_err(|e| ClientError::Decode(e.to_string()))?;
+            let page: Vec<RequestView> = serde_json::from_str(&text).map_err(|e| ClientError::Decode(e.to_string()))?;
             out.extend(page);
             match next {
                 Some(n) if n.starts_with('/') && n != path => path = n,

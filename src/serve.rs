@@ -122,7 +122,11 @@ pub async fn serve(
         ))
     });
     let mut stopped = stop_rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         let _ = stopped.wait_for(|s| *s).await;
     });
     tokio::spawn(async move {

@@ -316,16 +316,24 @@ pub fn without_empty_env(cmd: clap::Command) -> clap::Command {
     cmd.mut_subcommands(without_empty_env)
 }
 
+/// Logs to stderr, filtered by `GATE_LOG`; `GATE_LOG_FORMAT=json` writes one JSON object
+/// per line (with the current span's fields, such as the request id) instead of text.
 fn init_tracing(server: bool) {
     let default = if server { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let format = std::env::var("GATE_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format.trim() {
+        "json" => builder.json().with_current_span(true).with_span_list(false).try_init(),
+        _ => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
+    if !matches!(format.trim(), "" | "text" | "json") {
+        tracing::warn!("GATE_LOG_FORMAT: `{format}` is not `text` or `json`; logging text");
+    }
 }
 
 pub async fn run(cli: Cli) -> Outcome {

@@ -1,7 +1,13 @@
 //! Extractors of the API: [`Caller`], who is calling, and [`Json`], a JSON body whose
-//! rejection answers in our error shape.
+//! rejection answers in our error shape. A refused credential is logged with the client's
+//! address, at most once a minute per address.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, OriginalUri};
 
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::header;
@@ -30,64 +36,144 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 /// them (a pipeline carrying its verified claims).
 pub struct Caller(pub Principal);
 
+/// Where [`Caller`] leaves the caller's name for the access log (see
+/// `layers::count_responses`, which puts one in every request).
+#[derive(Clone, Default)]
+pub(super) struct CallerSlot(Arc<OnceLock<String>>);
+
+impl CallerSlot {
+    pub(super) fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| AppError::Unauthorized("missing `Authorization: Bearer <token>`".into()))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| AppError::Unauthorized("the Authorization header is not `Bearer <token>`".into()))?;
-        if let Some(p) = s.engine.tokens.authenticate(token) {
-            return Ok(Caller(p));
+        let got = authenticate(parts, s).await;
+        match &got {
+            Ok(Caller(p)) => {
+                if let Some(slot) = parts.extensions.get::<CallerSlot>() {
+                    let _ = slot.0.set(p.name().to_owned());
+                }
+            }
+            Err(AppError::Unauthorized(why)) => {
+                let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+                // Nested routers see the path without their prefix; the log names it whole.
+                let path = parts
+                    .extensions
+                    .get::<OriginalUri>()
+                    .map_or(parts.uri.path(), |u| u.0.path());
+                log_refused(client, path, why);
+            }
+            Err(_) => {}
         }
-        if token.starts_with(&format!("{}_", crate::service::HOLDER_PREFIX)) {
-            // A holder token is good for its own request's routes only.
-            // Nested under /api/v1, the router sees the path without that prefix.
-            let path = parts.uri.path();
-            let id = path
-                .strip_prefix("/api/v1/requests/")
-                .or_else(|| path.strip_prefix("/requests/"))
-                .and_then(|rest| rest.split('/').next())
-                .filter(|id| !id.is_empty());
-            let Some(id) = id else {
-                return Err(AppError::Unauthorized(
-                    "a request token only works on its own request".into(),
-                ));
-            };
-            return match s.engine.holder(id, token).await {
-                Ok(Some(p)) => Ok(Caller(p)),
-                Ok(None) | Err(AppError::NotFound(_)) => Err(AppError::Unauthorized(
-                    "this request token is not valid for this request".into(),
-                )),
-                Err(e) => Err(e),
-            };
+        got
+    }
+}
+
+/// One line per client address per this long; the ones in between are counted.
+const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at most; past it, the ones whose window ended are forgotten.
+const REFUSAL_LOG_ADDRESSES: usize = 10_000;
+
+/// Per client address: when its window began, and the refusals not logged since.
+static REFUSALS: LazyLock<Mutex<HashMap<Option<IpAddr>, (Instant, u64)>>> = LazyLock::new(Default::default);
+
+/// Logs a refused credential with the client's address and the reason (which never
+/// contains the token), unless this address was logged less than a window ago; then the
+/// next line says how many were left out.
+fn log_refused(client: Option<IpAddr>, path: &str, why: &str) {
+    let now = Instant::now();
+    let suppressed = {
+        let Ok(mut seen) = REFUSALS.lock() else { return };
+        if seen.len() >= REFUSAL_LOG_ADDRESSES {
+            seen.retain(|_, (at, _)| now.duration_since(*at) < REFUSAL_LOG_WINDOW);
         }
-        if !crate::auth::oidc::looks_like_jwt(token) {
-            return Err(AppError::Unauthorized("unknown token".into()));
+        let full = seen.len() >= REFUSAL_LOG_ADDRESSES;
+        match seen.get_mut(&client) {
+            Some((at, n)) if now.duration_since(*at) < REFUSAL_LOG_WINDOW => {
+                *n += 1;
+                return;
+            }
+            Some((at, n)) => {
+                *at = now;
+                std::mem::take(n)
+            }
+            None if full => return,
+            None => {
+                seen.insert(client, (now, 0));
+                0
+            }
         }
-        let Some(verifier) = &s.oidc else {
+    };
+    let client = client.map_or_else(|| "unknown".to_string(), |c| c.to_string());
+    tracing::warn!(
+        target: "jitgate::auth",
+        client,
+        path,
+        reason = why,
+        suppressed,
+        "API authentication failed"
+    );
+}
+
+/// Who the `Authorization` header says is calling.
+async fn authenticate(parts: &Parts, s: &AppState) -> Result<Caller> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| AppError::Unauthorized("missing `Authorization: Bearer <token>`".into()))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| AppError::Unauthorized("the Authorization header is not `Bearer <token>`".into()))?;
+    if let Some(p) = s.engine.tokens.authenticate(token) {
+        return Ok(Caller(p));
+    }
+    if token.starts_with(&format!("{}_", crate::service::HOLDER_PREFIX)) {
+        // A holder token is good for its own request's routes only.
+        // Nested under /api/v1, the router sees the path without that prefix.
+        let path = parts.uri.path();
+        let id = path
+            .strip_prefix("/api/v1/requests/")
+            .or_else(|| path.strip_prefix("/requests/"))
+            .and_then(|rest| rest.split('/').next())
+            .filter(|id| !id.is_empty());
+        let Some(id) = id else {
             return Err(AppError::Unauthorized(
-                "unknown token: it looks like an OIDC token, but this server trusts no OIDC issuer (`oidc:` in gate.yaml)"
-                    .into(),
+                "a request token only works on its own request".into(),
             ));
         };
-        match verifier.verify(token).await {
-            Ok((name, identity)) => Ok(Caller(Principal::Pipeline {
-                name,
-                verified: Some(Arc::new(identity)),
-            })),
-            Err(e) => {
-                tracing::info!(error = %e, "OIDC token not accepted");
-                Err(e.into())
-            }
+        return match s.engine.holder(id, token).await {
+            Ok(Some(p)) => Ok(Caller(p)),
+            Ok(None) | Err(AppError::NotFound(_)) => Err(AppError::Unauthorized(
+                "this request token is not valid for this request".into(),
+            )),
+            Err(e) => Err(e),
+        };
+    }
+    if !crate::auth::oidc::looks_like_jwt(token) {
+        return Err(AppError::Unauthorized("unknown token".into()));
+    }
+    let Some(verifier) = &s.oidc else {
+        return Err(AppError::Unauthorized(
+            "unknown token: it looks like an OIDC token, but this server trusts no OIDC issuer (`oidc:` in gate.yaml)"
+                .into(),
+        ));
+    };
+    match verifier.verify(token).await {
+        Ok((name, identity)) => Ok(Caller(Principal::Pipeline {
+            name,
+            verified: Some(Arc::new(identity)),
+        })),
+        Err(e) => {
+            tracing::info!(error = %e, "OIDC token not accepted");
+            Err(e.into())
         }
     }
 }

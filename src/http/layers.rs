@@ -1,18 +1,51 @@
 //! What wraps every route (see [`super::router`] for the order): body limits, response
-//! counting, and the span that carries each request's id.
+//! counting with the access log, and the span that carries each request's id.
 
-use axum::extract::{Request, State};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Span;
 
 use super::error::AppError;
+use super::extract::CallerSlot;
 use super::{AppState, WEBHOOK_BODY_LIMIT};
 
-pub(super) async fn count_responses(State(s): State<AppState>, req: Request, next: Next) -> Response {
+/// Counts the answer and writes the access log: one `jitgate::access` line per request
+/// with its id, method, route (the router's pattern, `/api/v1/requests/{id}`, so ids and
+/// query strings stay out), status, latency and the authenticated caller's name (never a
+/// credential). Inside the request's span, so the line also carries the span's fields.
+pub(super) async fn count_responses(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "(no route)".into());
+    let method = req.method().clone();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let caller = CallerSlot::default();
+    req.extensions_mut().insert(caller.clone());
     let resp = next.run(req).await;
-    s.engine.metrics.http(resp.status().as_u16());
+    let status = resp.status().as_u16();
+    s.engine.metrics.http(status);
+    tracing::info!(
+        target: "jitgate::access",
+        request_id,
+        method = %method,
+        route,
+        status,
+        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+        caller = caller.get().unwrap_or("-"),
+        "request"
+    );
     resp
 }
 

@@ -196,7 +196,11 @@ pub fn encode_cursor(p: &Position) -> String {
 /// Reads a token [`encode_cursor`] made; anything else is a 400 naming the parameter.
 pub fn decode_cursor(param: &str, token: &str) -> Result<Position> {
     let bad = || AppError::BadRequest(format!("{param}: `{token}` is not a cursor this server issued"));
-    let text = B64URL.decode(token).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(bad)?;
+    let text = B64URL
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
     let (at, id) = text.split_once('.').ok_or_else(bad)?;
     let created_at = at.parse().map_err(|_| bad())?;
     if id.is_empty() || id.chars().any(char::is_control) {

@@ -323,11 +323,18 @@ impl Store {
     /// One page of [`Store::list`]: the rows that come after `after` (the `created_at` and
     /// id of the last row of the previous page) in the listing's order. Keyset paging, so a
     /// page costs the same however deep it is and rows added meanwhile are not skipped.
-    pub async fn list_after(&self, status: Option<Status>, after: Option<&Position>, limit: i64) -> Result<Vec<RequestRow>> {
+    pub async fn list_after(
+        &self,
+        status: Option<Status>,
+        after: Option<&Position>,
+        limit: i64,
+    ) -> Result<Vec<RequestRow>> {
         // With no position, one before every row: no request is created at or before the
         // epoch, nor at or after the end of time.
         let start = if status.is_some() { i64::MIN } else { i64::MAX };
-        let (at, id) = after.map(|p| (p.created_at, p.id.clone())).unwrap_or((start, String::new()));
+        let (at, id) = after
+            .map(|p| (p.created_at, p.id.clone()))
+            .unwrap_or((start, String::new()));
         let rows = match status {
             Some(s) => {
                 let sql = format!(

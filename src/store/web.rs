@@ -181,7 +181,9 @@ impl Store {
         }
         if f.after.is_some() {
             let (at, id) = (next(), next());
-            sql.push_str(&format!(" AND (created_at < {at} OR (created_at = {at} AND id > {id}))"));
+            sql.push_str(&format!(
+                " AND (created_at < {at} OR (created_at = {at} AND id > {id}))"
+            ));
         }
         sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT {}", next()));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));

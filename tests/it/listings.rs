@@ -72,7 +72,12 @@ async fn inbox_and_paging_on(db: Db) {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(next_of(&r.headers), None, "{:?}", r.headers);
     let page = r.json().await;
-    let ids: Vec<&str> = page.as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [hers.as_str()]);
 
     let out = s.run("alice", &["pending"]).await;
@@ -96,7 +101,10 @@ async fn inbox_and_paging_on(db: Db) {
         }
         match next {
             Some(n) => {
-                assert!(n.starts_with("/api/v1/requests?status=pending&limit=100&cursor="), "{n}");
+                assert!(
+                    n.starts_with("/api/v1/requests?status=pending&limit=100&cursor="),
+                    "{n}"
+                );
                 path = n;
             }
             None => break,
@@ -154,9 +162,18 @@ async fn out_of_range_limits_and_forged_cursors_are_400s() {
         ("/requests?limit=0", "limit: 0 is out of range; use 1 to 5000"),
         ("/requests?limit=5001", "limit: 5001 is out of range; use 1 to 5000"),
         ("/requests?limit=-3", "limit: -3 is out of range; use 1 to 5000"),
-        ("/notifications?limit=9999", "limit: 9999 is out of range; use 1 to 5000"),
-        ("/requests?cursor=bm9kb3Q", "cursor: `bm9kb3Q` is not a cursor this server issued"),
-        ("/requests?cursor=%21%21", "cursor: `!!` is not a cursor this server issued"),
+        (
+            "/notifications?limit=9999",
+            "limit: 9999 is out of range; use 1 to 5000",
+        ),
+        (
+            "/requests?cursor=bm9kb3Q",
+            "cursor: `bm9kb3Q` is not a cursor this server issued",
+        ),
+        (
+            "/requests?cursor=%21%21",
+            "cursor: `!!` is not a cursor this server issued",
+        ),
     ] {
         let (status, body) = http.api("GET", path, &token("alice"), None).await;
         assert_eq!(status, 400, "{path}: {body}");
@@ -188,7 +205,12 @@ async fn sign_in(c: &Http, who: &str) -> String {
 /// The `href` of the page's "Next page" link, unescaped.
 fn next_href(html: &str) -> Option<String> {
     let at = html.find("<a rel=\"next\" href=\"")? + 20;
-    Some(html[at..at + html[at..].find('"')?].replace("&amp;", "&").replace("&#38;", "&").replace("&#x3d;", "="))
+    Some(
+        html[at..at + html[at..].find('"')?]
+            .replace("&amp;", "&")
+            .replace("&#38;", "&")
+            .replace("&#x3d;", "="),
+    )
 }
 
 async fn ui_pages_on(db: Db) {
@@ -211,7 +233,10 @@ async fn ui_pages_on(db: Db) {
         assert_eq!(r.status, StatusCode::OK, "{path}");
         let html = r.text().await;
         let mine = &html[..html.find("Other pending requests").unwrap_or(html.len())];
-        seen += ops.iter().filter(|id| mine.contains(&format!("/requests/{id}\""))).count();
+        seen += ops
+            .iter()
+            .filter(|id| mine.contains(&format!("/requests/{id}\"")))
+            .count();
         pages += 1;
         match next_href(&html) {
             Some(n) => path = n,
@@ -228,7 +253,10 @@ async fn ui_pages_on(db: Db) {
     let next = next_href(&html).expect("a next page link");
     assert!(next.starts_with("/history?status=pending&after="), "{next}");
     let html = c.get(&next).header("cookie", &erin).send().await.text().await;
-    let rest = ops[..31].iter().filter(|id| html.contains(&format!("/requests/{id}\""))).count();
+    let rest = ops[..31]
+        .iter()
+        .filter(|id| html.contains(&format!("/requests/{id}\"")))
+        .count();
     assert_eq!(rest, 31, "the oldest 31 are on page two");
     assert!(!html.contains(&format!("/requests/{hers}\"")));
     assert_eq!(next_href(&html), None);

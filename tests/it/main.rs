@@ -21,6 +21,7 @@ mod listings;
 mod log;
 mod notify;
 mod oidc;
+mod ops_logs;
 mod pipelines;
 mod policy_time;
 mod records;

@@ -12,9 +12,9 @@ use crate::core::api::{CreateRequest, RequestView, VoteBody, VoteMeta};
 use crate::core::decide::Status;
 use crate::core::duration::now_ms;
 use crate::http::AppState;
-use crate::service::{decode_cursor, encode_cursor};
 use crate::http::error::{AppError, ErrorCode, Result};
 use crate::http::extract::{Caller, Json};
+use crate::service::{decode_cursor, encode_cursor};
 
 pub(super) async fn create(
     State(s): State<AppState>,

@@ -102,7 +102,9 @@ pub(super) async fn inbox(State(s): State<AppState>, headers: HeaderMap, Query(q
         items: mine.iter().map(|v| item(v, now)).collect(),
         others,
         others_more,
-        next: next.map(|p| format!("/?after={}", encode_cursor(&p))).unwrap_or_default(),
+        next: next
+            .map(|p| format!("/?after={}", encode_cursor(&p)))
+            .unwrap_or_default(),
         nav: Nav::of(&sess),
     })
 }
