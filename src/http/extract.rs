@@ -79,7 +79,10 @@ const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
 const REFUSAL_LOG_ADDRESSES: usize = 10_000;
 
 /// Per client address: when its window began, and the refusals not logged since.
-static REFUSALS: LazyLock<Mutex<HashMap<Option<IpAddr>, (Instant, u64)>>> = LazyLock::new(Default::default);
+type Refusals = HashMap<Option<IpAddr>, (Instant, u64)>;
+
+/// Process-wide, as the log is: one server per process.
+static REFUSALS: LazyLock<Mutex<Refusals>> = LazyLock::new(Default::default);
 
 /// Logs a refused credential with the client's address and the reason (which never
 /// contains the token), unless this address was logged less than a window ago; then the

@@ -212,24 +212,6 @@ pub fn decode_cursor(param: &str, token: &str) -> Result<Position> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_rejects_forgeries() {
-        let p = Position {
-            created_at: 1_700_000_000_123,
-            id: "01HX.y".into(),
-        };
-        assert_eq!(decode_cursor("cursor", &encode_cursor(&p)).unwrap(), p);
-        for bad in ["", "!!", "bm9kb3Q", "eC55", "MTIz"] {
-            let e = decode_cursor("cursor", bad).unwrap_err().to_string();
-            assert!(e.contains("cursor: `"), "{bad}: {e}");
-        }
-    }
-}
-
 pub(super) fn vote_view(v: &VoteRow) -> VoteView {
     let meta: VoteMeta = v
         .meta
@@ -245,5 +227,23 @@ pub(super) fn vote_view(v: &VoteRow) -> VoteView {
         auth_time: meta.auth_time.map(rfc3339),
         amr: meta.amr,
         source: meta.source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_forgeries() {
+        let p = Position {
+            created_at: 1_700_000_000_123,
+            id: "01HX.y".into(),
+        };
+        assert_eq!(decode_cursor("cursor", &encode_cursor(&p)).unwrap(), p);
+        for bad in ["", "!!", "bm9kb3Q", "eC55", "MTIz"] {
+            let e = decode_cursor("cursor", bad).unwrap_err().to_string();
+            assert!(e.contains("cursor: `"), "{bad}: {e}");
+        }
     }
 }
