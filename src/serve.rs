@@ -121,20 +121,28 @@ pub async fn serve(
             stop_rx.clone(),
         ))
     });
-    let mut stopped = stop_rx.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    });
+    let open_files = crate::http::listen::raise_open_file_limit();
+    let limits = crate::http::listen::Limits::for_open_files(
+        open_files,
+        engine.config.max_connections,
+        engine
+            .config
+            .header_read_timeout
+            .map_or(Duration::from_secs(10), |d| d.as_std()),
+    );
+    tracing::info!(
+        open_files,
+        max_connections = limits.max_connections,
+        overflow = limits.overflow,
+        header_read_timeout = ?limits.header_read_timeout,
+        "connection limits"
+    );
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    server.await.context("serving HTTP")?;
+    crate::http::listen::run(listener, app, limits, stop_rx.clone()).await;
     timer.abort();
     listener_task.abort();
     if let Some(mut n) = notifier {

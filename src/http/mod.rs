@@ -6,6 +6,7 @@ pub mod api;
 pub mod error;
 pub mod extract;
 mod layers;
+pub mod listen;
 mod openapi;
 mod ops;
 pub mod ui;

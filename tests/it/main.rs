@@ -10,6 +10,7 @@ mod support;
 
 mod architecture;
 mod browser;
+mod connections;
 mod error_codes;
 mod forge;
 mod forge_groups;

@@ -18,9 +18,17 @@ pub struct TestAppBuilder {
     policy: String,
     extra: String,
     env: Vec<(String, String)>,
+    open_files: Option<u64>,
 }
 
 impl TestAppBuilder {
+    /// Starts the server with this soft open-file limit (the hard limit unchanged), as a
+    /// service manager's default of 1024 would.
+    pub fn open_files(mut self, soft: u64) -> Self {
+        self.open_files = Some(soft);
+        self
+    }
+
     /// SQLite (the default) or a fresh PostgreSQL database.
     pub fn backend(mut self, db: Db) -> Self {
         self.db = db;
@@ -79,6 +87,7 @@ impl TestAppBuilder {
             policy: p.policy,
             config: p.config,
             env: self.env,
+            open_files: self.open_files,
         };
         s.respawn().await;
         s
@@ -115,6 +124,8 @@ pub struct TestApp {
     pub data_dir: PathBuf,
     /// Extra environment for the server process (e.g. secrets named by gate.yaml).
     pub env: Vec<(String, String)>,
+    /// The soft open-file limit the server starts with, if not the test's own.
+    pub open_files: Option<u64>,
 }
 
 impl TestApp {
@@ -124,6 +135,7 @@ impl TestApp {
             policy: policy(ONE_SRE),
             extra: String::new(),
             env: Vec::new(),
+            open_files: None,
         }
     }
 
@@ -147,13 +159,26 @@ impl TestApp {
             listen: self.addr.clone(),
             database_url: Some(self.database_url.clone()),
         };
-        let mut child = files
-            .command(std::path::Path::new(GATE))
-            .env("GATE_LOG", "info")
+        let mut cmd = files.command(std::path::Path::new(GATE));
+        cmd.env("GATE_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn gate serve");
+            .stderr(Stdio::from(log));
+        if let Some(soft) = self.open_files {
+            // SAFETY: only async-signal-safe calls (getrlimit, setrlimit) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                    lim.rlim_cur = soft.min(lim.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn gate serve");
         let url = listening(&mut child)
             .await
             .unwrap_or_else(|e| panic!("{e}: {}", self.log()));
@@ -174,6 +199,7 @@ impl TestApp {
             config: self.config.clone(),
             data_dir: self.data_dir.clone(),
             env: self.env.clone(),
+            open_files: self.open_files,
         };
         r.respawn().await;
         r

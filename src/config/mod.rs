@@ -9,11 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::policy::{Policy, PolicyError};
 
+pub use self::log::{CheckpointEvery, LogConfig, WitnessEntry};
 use crate::auth::config as auth;
 pub use crate::auth::config::{OidcIssuer, OidcPlatform, Pipeline, Sso, User};
 use crate::core::identity::Identity;
 use crate::core::url::check_url;
 pub use crate::forge::config::{ForgeAccess, ForgeConfig};
+
+mod log;
 
 /// `gate.yaml`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -39,6 +42,14 @@ pub struct Config {
     /// Longest a single `/wait` call may hold (seconds, default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_wait_secs: Option<u64>,
+    /// Most connections served at once; past it, new ones get 503 (default: from the
+    /// open-file limit, see docs/operations.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// A connection that has not sent a whole request head this long after it opened,
+    /// or after its last answer, is closed (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout: Option<crate::core::duration::Dur>,
     #[serde(default)]
     pub users: Vec<User>,
     #[serde(default)]
@@ -62,56 +73,6 @@ pub struct Config {
     /// checkpoint, and the witnesses whose cosignatures it accepts (docs/audit.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<LogConfig>,
-}
-
-/// `log:` in gate.yaml.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// The checkpoint's first line and the log key's name (default: the public URL
-    /// without its scheme, e.g. `gate.example.com`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint_every: Option<CheckpointEvery>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub witnesses: Vec<WitnessEntry>,
-}
-
-/// A checkpoint is signed once this many events are unsigned, or this long after the
-/// last one when any are (whichever comes first); records sign one when they need it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckpointEvery {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub events: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<crate::core::duration::Dur>,
-}
-
-/// One witness the server accepts cosignatures from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WitnessEntry {
-    pub name: String,
-    /// Its verifier key, as `gate audit witness --generate-key` prints it.
-    pub vkey: String,
-}
-
-impl LogConfig {
-    /// Checkpoints every 100 events by default.
-    pub fn every_events(&self) -> u64 {
-        self.checkpoint_every.as_ref().and_then(|c| c.events).unwrap_or(100)
-    }
-
-    /// And at least every minute while events arrive, by default (milliseconds).
-    pub fn every_ms(&self) -> i64 {
-        self.checkpoint_every
-            .as_ref()
-            .and_then(|c| c.interval)
-            .map(|d| d.millis())
-            .unwrap_or(60_000)
-    }
 }
 
 /// A config that cannot be used, with where it is wrong.
@@ -176,6 +137,12 @@ impl Config {
         if let Some(sso) = &cfg.sso {
             auth::validate_sso(sso, &|n, e| fail(n, &e))?;
         }
+        if cfg.max_connections == Some(0) {
+            return Err(fail("max_connections", &Invalid::MaxConnections));
+        }
+        if cfg.header_read_timeout.is_some_and(|d| d.millis() <= 0) {
+            return Err(fail("header_read_timeout", &Invalid::HeaderReadTimeout));
+        }
         if cfg.session_ttl.is_some_and(|d| d.millis() <= 0) {
             return Err(fail("session_ttl", &Invalid::SessionTtl));
         }
@@ -186,7 +153,7 @@ impl Config {
             validate_forge(f, &|n, e| fail(n, &e))?;
         }
         if let Some(l) = &cfg.log {
-            validate_log(l, &|n, e| fail(n, &e))?;
+            log::validate(l, &|n, e| fail(n, &e))?;
         }
         Ok(cfg)
     }
@@ -237,38 +204,6 @@ impl Config {
     }
 }
 
-fn validate_log(l: &LogConfig, fail: &dyn Fn(&str, Invalid) -> ConfigError) -> Result<(), ConfigError> {
-    if let Some(o) = &l.origin
-        && crate::core::log::LogKey::new(o, &ed25519_dalek::SigningKey::from_bytes(&[0; 32])).is_err()
-    {
-        return Err(fail("origin", Invalid::LogOrigin(o.clone())));
-    }
-    if let Some(c) = &l.checkpoint_every {
-        if c.events == Some(0) {
-            return Err(fail("events", Invalid::LogEvery));
-        }
-        if c.interval.is_some_and(|d| d.millis() <= 0) {
-            return Err(fail("interval", Invalid::LogEvery));
-        }
-    }
-    for w in &l.witnesses {
-        match crate::core::log::WitnessVkey::parse(&w.vkey) {
-            Ok(v) if v.name == w.name => {}
-            Ok(v) => {
-                return Err(fail(
-                    &w.vkey,
-                    Invalid::WitnessName {
-                        name: w.name.clone(),
-                        key: v.name,
-                    },
-                ));
-            }
-            Err(e) => return Err(fail(&w.vkey, Invalid::WitnessVkey(w.name.clone(), e.to_string()))),
-        }
-    }
-    Ok(())
-}
-
 /// What is wrong with the config outside the adapters' sections.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 enum Invalid {
@@ -282,6 +217,10 @@ enum Invalid {
     WitnessVkey(String, String),
     #[error("session_ttl must be longer than zero")]
     SessionTtl,
+    #[error("max_connections must be at least 1")]
+    MaxConnections,
+    #[error("header_read_timeout must be longer than zero")]
+    HeaderReadTimeout,
     #[error("forge.{0}: give `token` or `token_env`, not both")]
     ForgeBothTokens(&'static str),
     #[error("forge.{0}: needs `token_env` (or `token`)")]
