@@ -14,6 +14,7 @@ mod error_codes;
 mod forge;
 mod forge_groups;
 mod gate;
+mod hostile;
 mod identity;
 mod insider;
 mod json_body;
