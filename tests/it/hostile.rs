@@ -263,3 +263,17 @@ async fn sign_in_never_redirects_off_site_nor_fails_on_next() {
     }
     assert!(!s.log().contains("panicked"), "{}", s.log());
 }
+
+/// A second `sre:` in a policy is an error at its line and column, not a silent
+/// replacement of the group (here it would have let mallory approve production).
+#[tokio::test]
+async fn a_policy_key_given_twice_is_refused_with_its_place() {
+    let s = TestApp::spawn().await;
+    let bad = s.dir.path().join("dup.yaml");
+    let text = policy(ONE_SRE).replace("  ops: [erin, frank]\n", "  ops: [erin, frank]\n  sre: [mallory]\n");
+    std::fs::write(&bad, text).unwrap();
+    let r = s.run("ci", &["policy", "check", bad.to_str().unwrap()]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("dup.yaml:6:3:"), "{r:?}");
+    assert!(r.stderr.contains("duplicate entry with key \"sre\""), "{r:?}");
+}
