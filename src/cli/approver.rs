@@ -4,6 +4,13 @@ use super::{Ctx, Exit, Failure, Outcome, print_json};
 use crate::client::ClientError;
 use crate::core::api::RequestView;
 use crate::core::decide::Status;
+use crate::core::text::for_terminal;
+
+/// Text from the network, one line, safe to print: control characters (escape
+/// sequences, carriage returns, newlines) are shown as `\u{..}` escapes.
+fn t(s: &str) -> String {
+    for_terminal(s, false)
+}
 
 fn refused(e: ClientError) -> Failure {
     match e.status() {
@@ -27,15 +34,15 @@ pub async fn vote(ctx: &Ctx, id: &str, approve: bool, reason: Option<String>) ->
     if ctx.json() {
         print_json(&v);
     } else {
-        println!(
+        outln!(
             "{} {}: request {} is now {}",
             if approve { "approved" } else { "denied" },
-            id,
-            v.id,
+            t(id),
+            t(&v.id),
             v.status
         );
         if v.status == Status::Pending {
-            println!("still needed: {}", v.needs());
+            outln!("still needed: {}", t(&v.needs()));
         }
     }
     Ok(Exit::Success)
@@ -46,7 +53,7 @@ pub async fn cancel(ctx: &Ctx, id: &str, reason: Option<String>) -> Outcome {
     if ctx.json() {
         print_json(&v);
     } else {
-        println!("request {} is {}", v.id, v.status);
+        outln!("request {} is {}", t(&v.id), v.status);
     }
     Ok(Exit::Success)
 }
@@ -58,21 +65,24 @@ pub async fn pending(ctx: &Ctx) -> Outcome {
         return Ok(Exit::Success);
     }
     if list.is_empty() {
-        println!("nothing waits for you");
+        outln!("nothing waits for you");
         return Ok(Exit::Success);
     }
-    println!(
+    outln!(
         "{:<26} {:<12} {:<28} {:<14} NEEDS",
-        "ID", "ENVIRONMENT", "REPOSITORY", "REQUESTER"
+        "ID",
+        "ENVIRONMENT",
+        "REPOSITORY",
+        "REQUESTER"
     );
     for r in &list {
-        println!(
+        outln!(
             "{:<26} {:<12} {:<28} {:<14} {}",
-            r.id,
-            r.context.environment,
-            r.context.repository,
-            r.requester.first().cloned().unwrap_or_default(),
-            r.needs()
+            t(&r.id),
+            t(&r.context.environment),
+            t(&r.context.repository),
+            t(r.requester.first().map(String::as_str).unwrap_or_default()),
+            t(&r.needs())
         );
     }
     Ok(Exit::Success)
@@ -87,9 +97,16 @@ pub async fn show(ctx: &Ctx, id: &str) -> Outcome {
     }
     print_view(&v);
     if let Ok(events) = c.audit(id).await {
-        println!("timeline:");
+        outln!("timeline:");
         for e in events {
-            println!("  #{:<6} {} {:<9} by {} {}", e.seq, e.at, e.kind, e.actor, e.data);
+            outln!(
+                "  #{:<6} {} {:<9} by {} {}",
+                e.seq,
+                t(&e.at),
+                t(&e.kind),
+                t(&e.actor),
+                e.data
+            );
         }
     }
     Ok(Exit::Success)
@@ -97,61 +114,62 @@ pub async fn show(ctx: &Ctx, id: &str) -> Outcome {
 
 pub fn print_view(v: &RequestView) {
     let c = &v.context;
-    println!("request     {} ({})", v.id, v.status);
-    println!("link        {}", v.url);
-    println!(
+    outln!("request     {} ({})", t(&v.id), v.status);
+    outln!("link        {}", t(&v.url));
+    outln!(
         "environment {}{}",
-        c.environment,
+        t(&c.environment),
         if c.action.is_empty() {
             String::new()
         } else {
-            format!(" / {}", c.action)
+            format!(" / {}", t(&c.action))
         }
     );
-    println!("repository  {} @ {} {}", c.repository, c.git_ref, c.commit);
-    println!("requester   {}", v.requester.join(", "));
+    outln!("repository  {} @ {} {}", t(&c.repository), t(&c.git_ref), t(&c.commit));
+    outln!("requester   {}", t(&v.requester.join(", ")));
     if !c.run_url.is_empty() {
-        println!("run         {}", c.run_url);
+        outln!("run         {}", t(&c.run_url));
     }
     if !v.summary.is_empty() {
-        println!("summary     {}", v.summary);
+        outln!("summary     {}", t(&v.summary));
     }
     for a in &v.artifacts {
-        println!("artifact    {a}");
+        outln!("artifact    {}", t(a));
     }
-    println!("rule        {} ({})", v.rule, v.policy_digest);
+    outln!("rule        {} ({})", t(&v.rule), t(&v.policy_digest));
     for r in &v.requirements {
-        println!(
+        outln!(
             "  {} {} of {}: approved by [{}]{}",
             if r.met { "✓" } else { "·" },
             r.count,
-            r.group,
-            r.approved_by.join(", "),
+            t(&r.group),
+            t(&r.approved_by.join(", ")),
             if r.may_vote.is_empty() {
                 String::new()
             } else {
-                format!(", may vote: {}", r.may_vote.join(", "))
+                format!(", may vote: {}", t(&r.may_vote.join(", ")))
             }
         );
     }
     for vote in &v.votes {
-        println!(
+        outln!(
             "vote        {} {} at {} via {}{}",
-            vote.voter,
-            vote.decision,
-            vote.at,
-            vote.via,
-            vote.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            t(&vote.voter),
+            t(&vote.decision),
+            t(&vote.at),
+            t(&vote.via),
+            vote.reason.as_ref().map(|r| format!(": {}", t(r))).unwrap_or_default()
         );
     }
     if let Some(by) = &v.decided_by {
-        println!(
-            "decided     by {by}{}",
-            v.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+        outln!(
+            "decided     by {}{}",
+            t(by),
+            v.reason.as_ref().map(|r| format!(": {}", t(r))).unwrap_or_default()
         );
     }
-    println!(
+    outln!(
         "expires     {}",
-        v.approval_expires_at.as_ref().unwrap_or(&v.expires_at)
+        t(v.approval_expires_at.as_ref().unwrap_or(&v.expires_at))
     );
 }

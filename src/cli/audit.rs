@@ -126,7 +126,7 @@ pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> Outcome {
     if ctx.json() {
         print_json(&report);
     } else if ok {
-        println!(
+        outln!(
             "audit log intact: {} events, each signed by the server; tree of {} matches the signed checkpoint{}; {} requests match their events",
             report.events,
             report.checkpoint_size.unwrap_or(0),
@@ -138,9 +138,9 @@ pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> Outcome {
             report.requests
         );
     } else {
-        println!("audit log BROKEN:");
+        outln!("audit log BROKEN:");
         for p in &report.problems {
-            println!("  {p}");
+            outln!("  {p}");
         }
     }
     Ok(Exit::yes_or_no(ok))
@@ -194,16 +194,16 @@ async fn verify_offline(ctx: &Ctx, file: &Path, a: &VerifyArgs) -> Outcome {
             problems: problems.clone(),
         });
     } else if ok {
-        println!(
+        outln!(
             "export intact: {} events, each signed by the server; its first {} are the tree of {}",
             check.count(),
             leaves.len().min(check.count() as usize),
             cp_path.display()
         );
     } else {
-        println!("audit log BROKEN:");
+        outln!("audit log BROKEN:");
         for p in &problems {
-            println!("  {p}");
+            outln!("  {p}");
         }
     }
     Ok(Exit::yes_or_no(ok))
@@ -285,7 +285,7 @@ pub fn generate_key(path: &Path, name: &str) -> Outcome {
     let key = WitnessKey::from_seed(name, seed).map_err(|e| Failure::usage(e.to_string()))?;
     crate::store::keyfile::write_private(path, &key.to_private())
         .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
-    println!("{}", key.vkey());
+    outln!("{}", key.vkey());
     Ok(Exit::Success)
 }
 
@@ -471,7 +471,7 @@ async fn witness_once(ctx: &Ctx, c: &Client, key: &WitnessKey, a: &WitnessArgs) 
     if ctx.json() {
         print_json(&serde_json::json!({"cosigned": true, "size": cp.size, "root": state.root, "kept_by": kept}));
     } else {
-        println!("cosigned checkpoint {} of {} as {}", cp.size, cp.origin, key.name());
+        outln!("cosigned checkpoint {} of {} as {}", cp.size, cp.origin, key.name());
     }
     Ok(Exit::Success)
 }

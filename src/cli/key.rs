@@ -42,14 +42,14 @@ pub fn rotate(ctx: &Ctx, a: &KeyFileArgs) -> Outcome {
     if ctx.json() {
         print_json(&summary(&path, &ring, Some(&before.current.keyid)));
     } else {
-        println!(
+        outln!(
             "{}: key {} signs from now on; {} is retired and stays published ({} keys in all)",
             path.display(),
             ring.current.keyid,
             before.current.keyid,
             ring.published.len()
         );
-        println!("restart every server that uses this key file so that it signs with the new key");
+        outln!("restart every server that uses this key file so that it signs with the new key");
     }
     Ok(Exit::Success)
 }
@@ -60,7 +60,7 @@ pub fn init(ctx: &Ctx, a: &KeyFileArgs) -> Outcome {
     if ctx.json() {
         print_json(&summary(&path, &ring, None));
     } else {
-        println!("{}: made a new signing key {}", path.display(), ring.current.keyid);
+        outln!("{}: made a new signing key {}", path.display(), ring.current.keyid);
     }
     Ok(Exit::Success)
 }

@@ -1,6 +1,15 @@
 //! Command-line interface. Each command returns an [`Exit`] or a [`Failure`] that
 //! carries one, so `main` stays a one-liner.
 
+/// `println!` that stops quietly on a closed stdout (`gate show … | head`) instead of
+/// panicking; the command still ends with its own exit code.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 mod approver;
 mod audit;
 mod exit;
@@ -456,5 +465,5 @@ impl Ctx {
 
 /// Prints a JSON value on one line.
 pub fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
+    outln!("{}", serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
 }

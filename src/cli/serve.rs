@@ -128,7 +128,7 @@ pub async fn run(a: ServeArgs) -> Outcome {
         .map_err(|e| Failure::usage(format!("{e:#}")))?;
     let stop = shutdown_signal();
     // Tests and scripts read this line to learn the port.
-    println!("jitgate listening on http://{addr}");
+    outln!("jitgate listening on http://{addr}");
     if a.demo {
         let base = format!("http://{addr}");
         let demo = demo_walkthrough(base.clone(), demo_tokens.clone());
@@ -206,7 +206,7 @@ async fn demo_walkthrough(base: String, tokens: Vec<(String, String)>) -> anyhow
         ..Default::default()
     };
     let (r, _) = pipeline.create(&body).await?;
-    println!(
+    outln!(
         "\n== demo: dave's pipeline opened {} ({}), rule `{}`, needs {}",
         r.id,
         r.status,
@@ -215,7 +215,7 @@ async fn demo_walkthrough(base: String, tokens: Vec<(String, String)>) -> anyhow
     );
     let refused = Client::new(&base, tok("dave"))?.approve(&r.id, None).await;
     if let Err(e) = refused {
-        println!("== demo: dave tries to approve his own request: refused ({e})");
+        outln!("== demo: dave tries to approve his own request: refused ({e})");
     }
     Client::new(&base, tok("alice"))?
         .approve(&r.id, Some("change CHG-1 reviewed".into()))
@@ -223,38 +223,39 @@ async fn demo_walkthrough(base: String, tokens: Vec<(String, String)>) -> anyhow
     let v = Client::new(&base, tok("bob"))?
         .approve(&r.id, Some("looks good".into()))
         .await?;
-    println!("== demo: alice and bob approved: {} is {}", v.id, v.status);
+    outln!("== demo: alice and bob approved: {} is {}", v.id, v.status);
     let used = pipeline.consume(&r.id).await?;
     let env = pipeline.record(&r.id).await?;
     let keys = crate::core::audit::record::parse_public_keys(&serde_json::to_string(&pipeline.keys().await?)?)
         .map_err(anyhow::Error::msg)?;
     let ok = crate::core::audit::record::verify(&env, &keys, &Default::default()).map_err(anyhow::Error::msg)?;
-    println!(
+    outln!(
         "== demo: the pipeline used the approval ({}) and verified its signed record (key {})",
-        used.status, ok.keyid
+        used.status,
+        ok.keyid
     );
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "gate".into());
-    println!("\nTry it yourself in another terminal:\n");
-    println!("  export GATE_SERVER={base}");
-    println!(
+    outln!("\nTry it yourself in another terminal:\n");
+    outln!("  export GATE_SERVER={base}");
+    outln!(
         "  GATE_TOKEN={} {exe} request --environment production --repository acme/web --commit 4b825dc642cb6eb9a060e54bf8d69288fbee4904 --actor dave --summary 'deploy web 1.2.4'",
         tok("demo-pipeline").unwrap_or_default()
     );
-    println!("  GATE_TOKEN={} {exe} pending", tok("alice").unwrap_or_default());
-    println!(
+    outln!("  GATE_TOKEN={} {exe} pending", tok("alice").unwrap_or_default());
+    outln!(
         "  GATE_TOKEN={} {exe} approve <ID> --reason 'ok'",
         tok("alice").unwrap_or_default()
     );
-    println!(
+    outln!(
         "  GATE_TOKEN={} {exe} approve <ID> --reason 'ok'",
         tok("bob").unwrap_or_default()
     );
-    println!("\nOr approve in the browser: open {base}/login and sign in with alice's or bob's token.");
-    println!("\nApprover tokens: alice, bob, carol (sre), dave (the requester here):");
+    outln!("\nOr approve in the browser: open {base}/login and sign in with alice's or bob's token.");
+    outln!("\nApprover tokens: alice, bob, carol (sre), dave (the requester here):");
     for (n, t) in &tokens {
-        println!("  {n:<14} {t}");
+        outln!("  {n:<14} {t}");
     }
     Ok(())
 }

@@ -67,7 +67,7 @@ pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> Outcome {
                     &serde_json::json!({"valid": true, "request": v.request_id, "outcome": v.outcome, "keyid": v.keyid}),
                 );
             } else {
-                println!("valid: request {} {} (signed by {})", v.request_id, v.outcome, v.keyid);
+                outln!("valid: request {} {} (signed by {})", v.request_id, v.outcome, v.keyid);
             }
             Ok(Exit::Success)
         }
@@ -123,7 +123,7 @@ pub fn policy_check(ctx: &Ctx, file: &Path, config: Option<&Path>) -> Outcome {
             &serde_json::json!({"valid": true, "rules": p.rules.len(), "groups": p.groups.len() + p.forge_groups.len(), "digest": p.digest}),
         );
     } else {
-        println!(
+        outln!(
             "{}: valid, {} rules, {} groups, digest {}",
             file.display(),
             p.rules.len(),
@@ -160,18 +160,18 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
                         .collect::<Vec<_>>()
                         .join(" AND "),
                 };
-                println!(
+                outln!(
                     "MATCH  {}: {what}; timeout {}, approval valid {}",
                     v.rule,
                     rule.timeout(),
                     rule.approval_ttl()
                 );
             } else {
-                println!("skip   {}: {}", v.rule, v.mismatches.join("; "));
+                outln!("skip   {}: {}", v.rule, v.mismatches.join("; "));
             }
         }
         if matched.is_none() {
-            println!("no rule matches: the request would be refused");
+            outln!("no rule matches: the request would be refused");
         }
     }
     Ok(Exit::yes_or_no(matched.is_some()))
@@ -186,7 +186,7 @@ pub fn token_hash() -> Outcome {
     if t.is_empty() {
         return Err(Failure::usage("no token on stdin"));
     }
-    println!("{}", crate::auth::hash_token(t));
+    outln!("{}", crate::auth::hash_token(t));
     Ok(Exit::Success)
 }
 
@@ -196,7 +196,7 @@ pub fn token_new(ctx: &Ctx) -> Outcome {
     if ctx.json() {
         print_json(&serde_json::json!({"token": t, "token_sha256": h}));
     } else {
-        println!("token:        {t}\ntoken_sha256: {h}");
+        outln!("token:        {t}\ntoken_sha256: {h}");
     }
     Ok(Exit::Success)
 }

@@ -109,9 +109,10 @@ impl Config {
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = serde_norway::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        let cfg: Config = crate::core::text::yaml_strict(text).map_err(|e| {
+            let at = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
             let msg = e.to_string();
+            let (line, column) = crate::core::text::yaml_duplicate_key_at(text, &msg, at);
             ConfigError {
                 file: file.into(),
                 line,
@@ -280,6 +281,13 @@ pub fn load_policy(path: &Path) -> Result<Policy, PolicyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_given_twice_is_refused_with_its_place() {
+        let e = Config::parse("gate.yaml", "listen: x\nsession_ttl: 2h\nlisten: y\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 1), "{e}");
+        assert!(e.message.contains("duplicate entry with key \"listen\""), "{e}");
+    }
 
     #[test]
     fn unknown_key_located() {

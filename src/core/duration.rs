@@ -26,8 +26,14 @@ pub enum DurationError {
 pub struct Dur(pub i64);
 
 impl Dur {
+    /// `s` seconds, saturating at the largest span a `Dur` holds (so a huge number can
+    /// never wrap round to a short one); parsing refuses such numbers instead.
     pub fn from_secs(s: i64) -> Self {
-        Dur(s * 1000)
+        Dur(s.saturating_mul(1000))
+    }
+    /// `s` seconds, or `None` where that many milliseconds do not fit.
+    pub fn checked_from_secs(s: i64) -> Option<Self> {
+        s.checked_mul(1000).map(Dur)
     }
     pub fn millis(self) -> i64 {
         self.0
@@ -46,7 +52,7 @@ impl Dur {
             if n < 0 {
                 return Err(DurationError::Negative(s.into()));
             }
-            return Ok(Dur::from_secs(n));
+            return Dur::checked_from_secs(n).ok_or_else(|| DurationError::TooLarge(s.into()));
         }
         let mut total: i64 = 0;
         let mut rest = t;
@@ -125,14 +131,15 @@ impl<'de> serde::Deserialize<'de> for Dur {
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dur, E> {
                 i64::try_from(v)
-                    .map(Dur::from_secs)
-                    .map_err(|_| E::custom("duration too large"))
+                    .ok()
+                    .and_then(Dur::checked_from_secs)
+                    .ok_or_else(|| E::custom(format!("duration too large: {v} seconds")))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
                 if v < 0 {
                     return Err(E::custom("negative duration"));
                 }
-                Ok(Dur::from_secs(v))
+                Dur::checked_from_secs(v).ok_or_else(|| E::custom(format!("duration too large: {v} seconds")))
             }
         }
         d.deserialize_any(V)
@@ -184,6 +191,27 @@ mod tests {
         assert!(Dur::parse("h").is_err());
         assert!(Dur::parse("").is_err());
         assert!(Dur::parse("-3").is_err());
+    }
+
+    #[test]
+    fn huge_numbers_of_seconds_are_refused_not_wrapped() {
+        let max_secs = i64::MAX / 1000;
+        assert_eq!(Dur::parse(&max_secs.to_string()).unwrap(), Dur(max_secs * 1000));
+        let over = (max_secs + 1).to_string();
+        assert_eq!(Dur::parse(&over), Err(DurationError::TooLarge(over.clone())));
+        assert_eq!(
+            Dur::parse("18446744073709552"),
+            Err(DurationError::TooLarge("18446744073709552".into()))
+        );
+        assert_eq!(Dur::from_secs(i64::MAX), Dur(i64::MAX));
+        assert_eq!(Dur::from_secs(max_secs + 1), Dur(i64::MAX));
+        assert_eq!(Dur::checked_from_secs(max_secs + 1), None);
+        let e = serde_norway::from_str::<Dur>(&over).unwrap_err().to_string();
+        assert!(e.contains("duration too large"), "{e}");
+        let e = serde_norway::from_str::<Dur>("18446744073709551615")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duration too large"), "{e}");
     }
 
     #[test]

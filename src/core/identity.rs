@@ -152,6 +152,12 @@ fn first_invisible(s: &str) -> Option<(usize, char, &'static str)> {
         .find_map(|(i, c)| invisible(c).map(|what| (i + 1, c, what)))
 }
 
+/// Whether nobody sees `c`: a control, format, private-use, unassigned or otherwise
+/// default-ignorable character, or a line or paragraph separator.
+pub fn is_invisible(c: char) -> bool {
+    invisible(c).is_some()
+}
+
 fn invisible(c: char) -> Option<&'static str> {
     if c.is_ascii() {
         return c.is_ascii_control().then_some("a control character");

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod log;
 pub mod policy;
 pub mod request;
+pub mod text;
 pub mod url;
 
 /// An error's message followed by each cause it does not already say, `: `-separated

@@ -31,9 +31,14 @@ impl Engine {
             ));
         }
         let actor = who.name().to_string();
-        let reason = reason
-            .filter(|r| !r.trim().is_empty())
-            .or_else(|| Some("canceled by the requester".into()));
+        let reason = reason.filter(|r| !crate::core::text::is_blank(r));
+        if let Some(m) = reason
+            .as_deref()
+            .and_then(|r| crate::core::text::control_message(r, true))
+        {
+            return Err(AppError::Invalid(ErrorCode::InvalidField, format!("reason: {m}")));
+        }
+        let reason = reason.or_else(|| Some("canceled by the requester".into()));
         self.transition(id, now_fn, &actor, |state, now| {
             let next = state.cancel(now)?;
             let event = AuditDraft {

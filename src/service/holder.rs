@@ -21,6 +21,7 @@ impl Engine {
     /// The opener of request `id`, if `token` is one of its holder tokens.
     pub async fn holder(&self, id: &str, token: &str) -> Result<Option<Principal>> {
         use subtle::ConstantTimeEq;
+        super::check_id(id)?;
         let want = crate::auth::hash_token(token);
         let mut found = false;
         for h in self.store.holders(id).await? {

@@ -136,11 +136,22 @@ impl Engine {
         format!("{}/requests/{id}", self.public_url)
     }
 
+    /// Request `id` and its votes; an id with a control character (which PostgreSQL's text
+    /// columns refuse) is a 422 naming it, an unknown one a 404.
     pub async fn load(&self, id: &str) -> Result<Loaded> {
+        check_id(id)?;
         self.store
             .get(id)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("no request `{id}`")))
+    }
+}
+
+/// Refuses a request id no request could have, before it reaches the database.
+pub(crate) fn check_id(id: &str) -> Result<()> {
+    match crate::core::text::control_message(id, false) {
+        Some(m) => Err(AppError::Invalid(error::ErrorCode::InvalidField, format!("id: {m}"))),
+        None => Ok(()),
     }
 }
 

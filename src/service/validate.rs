@@ -4,6 +4,7 @@ use super::Doc;
 use super::error::{AppError, ErrorCode, Result};
 use crate::core::api::{Context, CreateRequest, RequesterSource};
 use crate::core::identity::Identity;
+use crate::core::text::control_message;
 
 /// The request context's fields that name the requester, with their keys.
 pub(super) fn requester_fields(ctx: &Context) -> [(&'static str, &str); 3] {
@@ -120,6 +121,9 @@ pub(super) fn validate_create(b: &CreateRequest) -> Result<()> {
     if c.run_url.len() > 2048 {
         return bad("context.run_url", "at most 2048 characters".into());
     }
+    if let Some(m) = control_message(&c.run_url, false) {
+        return bad("context.run_url", m);
+    }
     let commit_ok = (7..=64).contains(&c.commit.len()) && c.commit.bytes().all(|b| b.is_ascii_hexdigit());
     if !c.commit.is_empty() && !commit_ok {
         return bad(
@@ -137,9 +141,15 @@ pub(super) fn validate_create(b: &CreateRequest) -> Result<()> {
                 "keys 1 to 128 characters, values at most 512".into(),
             );
         }
+        if let Some(m) = control_message(k, false).or_else(|| control_message(v, false)) {
+            return bad(&format!("context.labels.{}", k.escape_debug()), m);
+        }
     }
     if b.summary.len() > 8192 {
         return bad("summary", "at most 8192 characters".into());
+    }
+    if let Some(m) = control_message(&b.summary, true) {
+        return bad("summary", m);
     }
     if b.artifacts.len() > 256 {
         return bad("artifacts", "at most 256 digests".into());
@@ -159,6 +169,12 @@ pub(super) fn validate_create(b: &CreateRequest) -> Result<()> {
         && (k.is_empty() || k.len() > 256)
     {
         return bad("idempotency_key", "1 to 256 characters".into());
+    }
+    if let Some(m) = b.idempotency_key.as_deref().and_then(|k| control_message(k, false)) {
+        return bad("idempotency_key", m);
+    }
+    if let Some(m) = b.timeout.as_deref().and_then(|t| control_message(t, false)) {
+        return bad("timeout", m);
     }
     Ok(())
 }

@@ -27,7 +27,15 @@ impl Engine {
                 "pipeline tokens (static or OIDC) cannot vote; use an approver's token".into(),
             ));
         };
-        let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        let reason = reason
+            .map(|r| r.trim().to_string())
+            .filter(|r| !crate::core::text::is_blank(r));
+        if let Some(m) = reason
+            .as_deref()
+            .and_then(|r| crate::core::text::control_message(r, true))
+        {
+            return Err(AppError::Invalid(ErrorCode::InvalidField, format!("reason: {m}")));
+        }
         if reason.as_ref().is_some_and(|r| r.len() > 2000) {
             return Err(AppError::Invalid(
                 ErrorCode::ReasonTooLong,

@@ -15,6 +15,7 @@ mod error_codes;
 mod forge;
 mod forge_groups;
 mod gate;
+mod hostile;
 mod identity;
 mod insider;
 mod json_body;

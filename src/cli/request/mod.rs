@@ -39,17 +39,19 @@ impl Printer {
         if self.json {
             print_json(&value);
         } else {
-            println!("{text}");
+            // The gate's lines carry the server's text (summary, reasons): never raw.
+            outln!("{}", crate::core::text::for_terminal(&text, true));
         }
     }
 
     /// A log line that is not an event: stdout in text mode, stderr with `--output json`
     /// (stdout then holds JSON lines only; runners read workflow commands on both).
     fn note(&self, text: &str) {
+        let text = crate::core::text::for_terminal(text, true);
         if self.json {
             eprintln!("{text}");
         } else {
-            println!("{text}");
+            outln!("{text}");
         }
     }
 }

@@ -189,7 +189,8 @@ impl State {
         if self.has_voted(voter) {
             return Err(Refusal::AlreadyVoted);
         }
-        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+        // A reason nobody can see (only whitespace, U+200B, NUL...) is no reason.
+        let reason = reason.map(str::trim).filter(|r| !crate::core::text::is_blank(r));
         if !approve && reason.is_none() {
             return Err(Refusal::ReasonRequired);
         }

@@ -83,6 +83,13 @@ fn deny_needs_reason_and_denies() {
     let s = state(vec![req("sre", 2, &["alice", "bob"])], &[]);
     assert_eq!(s.vote("alice", false, None, 1), Err(Refusal::ReasonRequired));
     assert_eq!(s.vote("alice", false, Some("   "), 1), Err(Refusal::ReasonRequired));
+    for invisible in ["\u{200B}", "\0", " \u{200B}\u{FEFF} \0 "] {
+        assert_eq!(
+            s.vote("alice", false, Some(invisible), 1),
+            Err(Refusal::ReasonRequired),
+            "{invisible:?}"
+        );
+    }
     assert_eq!(s.vote("alice", false, Some("no"), 1).unwrap().status, Status::Denied);
 }
 

@@ -50,6 +50,16 @@ fn first_match_wins() {
 }
 
 #[test]
+fn a_key_given_twice_is_an_error_with_its_place() {
+    let bad = GOOD.replacen("groups:\n", "groups:\n  sre: [mallory]\n", 1);
+    assert_ne!(bad, GOOD);
+    let e = Policy::parse("p.yaml", &bad).unwrap_err();
+    assert!(e.message.contains("duplicate entry with key \"sre\""), "{e}");
+    assert_eq!((e.line, e.column), (4, 3), "{e}");
+    assert!(e.to_string().starts_with("p.yaml:4:3"), "{e}");
+}
+
+#[test]
 fn unknown_key_names_line_and_column() {
     let bad = GOOD.replace("    timeout: 4h", "    timout: 4h");
     let e = Policy::parse("p.yaml", &bad).unwrap_err();

@@ -265,7 +265,8 @@ pub(super) async fn sso_callback(
     let mut resp = render(&ContinuePage {
         nav: Nav::default(),
         watch: "",
-        next: login.next,
+        // Checked again: a login started before this rule may hold any `next`.
+        next: local_next(Some(&login.next)),
     });
     resp.headers_mut().append(header::SET_COOKIE, cookie);
     resp.headers_mut().append(

@@ -153,11 +153,45 @@ pub(super) async fn start_session(
 /// A local path to return to after signing in; anything else becomes `/`.
 pub(super) fn local_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.starts_with("/login") => {
-            n.to_string()
-        }
+        Some(n) if is_local_path(n) && is_local_path(&percent_decoded(n)) && !n.starts_with("/login") => n.to_string(),
         _ => "/".into(),
     }
+}
+
+/// `/` and a path a browser cannot read as another site: no `//` and no backslash
+/// (`/\evil` is `//evil` to a browser), and no control or whitespace character (a browser
+/// drops tabs and newlines, so `/\t/evil` is `//evil`; a newline is no header value).
+fn is_local_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.contains("//")
+        && !p.contains('\\')
+        && !p.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// `s` with its `%XX` escapes decoded (bytes that are no UTF-8 shown as U+FFFD), so a
+/// check sees what an escaped path could turn into.
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -171,6 +205,22 @@ mod tests {
         assert_eq!(local_next(Some("https://evil.example")), "/");
         assert_eq!(local_next(Some("/\\evil")), "/");
         assert_eq!(local_next(None), "/");
+        for hostile in [
+            "/\t/evil.example",
+            "/%09/evil.example",
+            "/\n/evil",
+            "/x\r\nSet-Cookie: a=b",
+            "/ /evil",
+            "/a//evil",
+            "/%2F/evil",
+            "/%5Cevil",
+            "/%0d%0aX: y",
+            "/\u{0}",
+            "/\u{2028}",
+        ] {
+            assert_eq!(local_next(Some(hostile)), "/", "{hostile:?}");
+        }
+        assert_eq!(local_next(Some("/requests/req_1?x=%41")), "/requests/req_1?x=%41");
     }
 
     #[test]
