@@ -7,7 +7,6 @@
 //! out, and they can never use up the file descriptors the database needs.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -163,11 +162,6 @@ fn overloaded(limit: usize) -> Response<Body> {
         .header(header::CONNECTION, "close")
         .body(Body::from(body.to_string()))
         .unwrap_or_default()
-}
-
-/// The peer address of the connection a request came on, if the server put it there.
-pub fn peer(req_extensions: &axum::http::Extensions) -> Option<SocketAddr> {
-    req_extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::error::{AppError, ErrorCode, Result};
 use super::{Doc, Engine};
-use crate::core::audit::{self, event_hash};
+use crate::core::audit;
 use crate::core::decide::State;
 use crate::core::decide::derive::{Event, derive};
 use crate::core::duration::rfc3339;
@@ -69,13 +69,7 @@ impl Engine {
     ) -> std::result::Result<crate::core::decide::derive::Derived, String> {
         let keys = self.event_keys();
         for r in rows {
-            let hash = event_hash(r.seq, r.at, &r.request_id, &r.kind, &r.actor, &r.data, &r.prev_hash);
-            let signed = r
-                .sig
-                .as_deref()
-                .and_then(|s| audit::event_signer(&keys, &hash, s))
-                .is_some();
-            if hash != r.hash || !signed {
+            if !r.hash_holds() || !r.signed_by_one_of(&keys) {
                 return Err(format!(
                     "audit event #{} ({}) is not as this server signed it",
                     r.seq, r.kind

@@ -21,20 +21,18 @@ impl Engine {
         let doc: Doc = serde_json::from_str(&row.doc)?;
         let mut statement = self.statement(row, &doc, votes, now);
         if let Some((seq, _)) = &doc.decision_event {
-            statement["predicate"]["log"] = match &doc.decision_log {
-                // Kept from the decision (a consumption reuses it), if it still proves
-                // what it says: it came back from the database, which is not trusted.
-                Some(log) => {
-                    statement["predicate"]["log"] = log.clone();
-                    let key = self.keys.verifying_key();
-                    match crate::core::log::entry::check(&statement["predicate"], &key, &[]) {
-                        Ok(_) => log.clone(),
-                        Err(e) => {
-                            tracing::warn!(request = %row.id, error = %e, "the kept log entry does not hold; proving the decision again");
-                            self.record_log(tx, *seq, now).await?
-                        }
-                    }
+            // The decision's entry, kept in the request (a consumption reuses it), if it
+            // still proves what it says: it came back from the database, which is not trusted.
+            let kept = doc.decision_log.clone().filter(|log| {
+                statement["predicate"]["log"] = log.clone();
+                let held = crate::core::log::entry::check(&statement["predicate"], &self.keys.verifying_key(), &[]);
+                if let Err(e) = &held {
+                    tracing::warn!(request = %row.id, error = %e, "the kept log entry does not hold; proving the decision again");
                 }
+                held.is_ok()
+            });
+            statement["predicate"]["log"] = match kept {
+                Some(log) => log,
                 None => self.record_log(tx, *seq, now).await?,
             };
         }

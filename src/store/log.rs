@@ -39,9 +39,17 @@ async fn compute<T>(
     conn: &mut AnyConnection,
     f: impl Fn(&Known) -> std::result::Result<T, tree::TreeError>,
 ) -> Result<T> {
-    let mut known = Known::default();
+    compute_with(conn, &mut Known::default(), f).await
+}
+
+/// [`compute`] over hashes already known (a transaction's), keeping what it reads.
+async fn compute_with<T>(
+    conn: &mut AnyConnection,
+    known: &mut Known,
+    f: impl Fn(&Known) -> std::result::Result<T, tree::TreeError>,
+) -> Result<T> {
     for _ in 0..3 {
-        match f(&known) {
+        match f(known) {
             Ok(v) => return Ok(v),
             Err(e) => {
                 let missing = known.take_missing();
@@ -131,23 +139,7 @@ async fn latest(conn: &mut AnyConnection) -> Result<Option<CheckpointRow>> {
 impl Tx {
     /// A tree computation over the hashes this transaction knows, reading the rest.
     async fn compute<T>(&mut self, f: impl Fn(&Known) -> std::result::Result<T, tree::TreeError>) -> Result<T> {
-        for _ in 0..3 {
-            match f(&self.log.hashes) {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    let missing = self.log.hashes.take_missing();
-                    if missing.is_empty() {
-                        return Err(StoreError::Corrupt(format!("transparency log: {e}")));
-                    }
-                    for (i, h) in fetch(&mut self.tx, &missing).await? {
-                        self.log.hashes.insert(i, h);
-                    }
-                }
-            }
-        }
-        Err(StoreError::Corrupt(
-            "transparency log: stored tree hashes are missing (the log table was altered)".into(),
-        ))
+        compute_with(&mut self.tx, &mut self.log.hashes, f).await
     }
 
     /// The number of leaves in the tree as this transaction sees it: after its own

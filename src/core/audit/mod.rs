@@ -90,6 +90,27 @@ pub struct Row {
 }
 
 impl Row {
+    /// Whether the row's content still matches its hash.
+    pub fn hash_holds(&self) -> bool {
+        event_hash(
+            self.seq,
+            self.at,
+            &self.request_id,
+            &self.kind,
+            &self.actor,
+            &self.data,
+            &self.prev_hash,
+        ) == self.hash
+    }
+
+    /// Whether one of `keys` signed the row's hash.
+    pub fn signed_by_one_of(&self, keys: &[VerifyingKey]) -> bool {
+        self.sig
+            .as_deref()
+            .and_then(|s| event_signer(keys, &self.hash, s))
+            .is_some()
+    }
+
     pub fn leaf_bytes(&self) -> Vec<u8> {
         leaf_bytes(
             self.seq,
@@ -183,17 +204,12 @@ impl ChainCheck {
                 r.seq,
                 r.seq - 1
             ))
-        } else if event_hash(r.seq, r.at, &r.request_id, &r.kind, &r.actor, &r.data, &r.prev_hash) != r.hash {
+        } else if !r.hash_holds() {
             Some(format!(
                 "event #{} ({} on {}) was altered: its content no longer matches its hash",
                 r.seq, r.kind, r.request_id
             ))
-        } else if !self.keys.is_empty()
-            && r.sig
-                .as_deref()
-                .and_then(|s| event_signer(&self.keys, &r.hash, s))
-                .is_none()
-        {
+        } else if !self.keys.is_empty() && !r.signed_by_one_of(&self.keys) {
             Some(format!(
                 "event #{} ({} on {}) is not signed by the server's key: it was written outside the server",
                 r.seq, r.kind, r.request_id
