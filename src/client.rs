@@ -11,7 +11,13 @@ use crate::core::api::{AuditVerify, CreateRequest, ErrorBody, Keys, RequestView,
 pub enum ClientError {
     /// The server answered with an error.
     #[error("{message} (HTTP {status}, {code})")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        /// The answer's `Retry-After`, in seconds, if it had one.
+        retry_after: Option<u64>,
+    },
     /// We could not reach the server, or the connection broke.
     #[error("cannot reach the server: {0}")]
     Transport(String),
@@ -26,6 +32,14 @@ impl ClientError {
             ClientError::Transport(_) => true,
             ClientError::Api { status, .. } => matches!(status, 502..=504 | 429),
             ClientError::Decode(_) => false,
+        }
+    }
+
+    /// How long the server asked us to wait before retrying (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Api { retry_after, .. } => retry_after.map(Duration::from_secs),
+            _ => None,
         }
     }
 
@@ -102,6 +116,11 @@ impl Client {
     /// An answer's status and body; a 4xx or 5xx as the error it carries.
     async fn read(resp: reqwest::Response) -> Result<(u16, String)> {
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let text = resp
             .text()
             .await
@@ -112,11 +131,13 @@ impl Client {
                     status,
                     code: b.error.code,
                     message: b.error.message,
+                    retry_after,
                 },
                 Err(_) => ClientError::Api {
                     status,
                     code: "http".into(),
                     message: text.chars().take(200).collect(),
+                    retry_after,
                 },
             });
         }
@@ -307,6 +328,7 @@ impl Client {
                 status,
                 code: "http".into(),
                 message: format!("GET {url}"),
+                retry_after: None,
             });
         }
         Ok(text)

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::policy::{Policy, PolicyError};
 
+pub use self::limits::ThrottleConfig;
 pub use self::log::{CheckpointEvery, LogConfig, WitnessEntry};
 use crate::auth::config as auth;
 pub use crate::auth::config::{OidcIssuer, OidcPlatform, Pipeline, Sso, User};
@@ -16,6 +17,7 @@ use crate::core::identity::Identity;
 use crate::core::url::check_url;
 pub use crate::forge::config::{ForgeAccess, ForgeConfig};
 
+pub mod limits;
 mod log;
 
 /// `gate.yaml`.
@@ -50,6 +52,12 @@ pub struct Config {
     /// or after its last answer, is closed (default `10s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_read_timeout: Option<crate::core::duration::Dur>,
+    /// Concurrent long-waits one caller may hold; past it, `429` (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_waits_per_caller: Option<usize>,
+    /// Rate limits on failed authentications and refused actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleConfig>,
     #[serde(default)]
     pub users: Vec<User>,
     #[serde(default)]
@@ -144,6 +152,7 @@ impl Config {
         if cfg.header_read_timeout.is_some_and(|d| d.millis() <= 0) {
             return Err(fail("header_read_timeout", &Invalid::HeaderReadTimeout));
         }
+        limits::validate(cfg.throttle.as_ref(), cfg.max_waits_per_caller, &|n, e| fail(n, &e))?;
         if cfg.session_ttl.is_some_and(|d| d.millis() <= 0) {
             return Err(fail("session_ttl", &Invalid::SessionTtl));
         }
@@ -222,6 +231,10 @@ enum Invalid {
     MaxConnections,
     #[error("header_read_timeout must be longer than zero")]
     HeaderReadTimeout,
+    #[error("max_waits_per_caller must be at least 1")]
+    MaxWaits,
+    #[error("{0}")]
+    Throttle(String),
     #[error("forge.{0}: give `token` or `token_env`, not both")]
     ForgeBothTokens(&'static str),
     #[error("forge.{0}: needs `token_env` (or `token`)")]

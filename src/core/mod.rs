@@ -14,6 +14,7 @@ pub mod log;
 pub mod policy;
 pub mod request;
 pub mod text;
+pub mod throttle;
 pub mod url;
 
 /// An error's message followed by each cause it does not already say, `: `-separated

@@ -13,6 +13,10 @@ pub use crate::service::error::{AppError, ErrorCode, Result};
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            AppError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let message = match &self {
             AppError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
@@ -30,6 +34,9 @@ impl IntoResponse for AppError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = retry_after {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         resp
     }

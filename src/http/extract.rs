@@ -51,6 +51,17 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self> {
+        let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        if let Err(limited) = s.throttle.failed_auth.check(&client) {
+            // An address that keeps failing gets 429, but a static token (checked in
+            // memory) still works from it: a pipeline behind the same NAT as a flood
+            // keeps deploying. Holder tokens and OIDC tokens, which cost a lookup or a
+            // signature check, wait until the address has a token again.
+            let known = bearer(parts).is_ok_and(|t| s.engine.tokens.authenticate(t).is_some());
+            if !known {
+                return Err(limited);
+            }
+        }
         let got = authenticate(parts, s).await;
         match &got {
             Ok(Caller(p)) => {
@@ -59,7 +70,7 @@ impl FromRequestParts<AppState> for Caller {
                 }
             }
             Err(AppError::Unauthorized(why)) => {
-                let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+                s.throttle.failed_auth.spend(client);
                 // Nested routers see the path without their prefix; the log names it whole.
                 let path = parts
                     .extensions
@@ -122,19 +133,24 @@ fn log_refused(client: Option<IpAddr>, path: &str, why: &str) {
     );
 }
 
-/// Who the `Authorization` header says is calling.
-async fn authenticate(parts: &Parts, s: &AppState) -> Result<Caller> {
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(parts: &Parts) -> Result<&str> {
     let header = parts
         .headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| AppError::Unauthorized("missing `Authorization: Bearer <token>`".into()))?;
-    let token = header
+    header
         .to_str()
         .ok()
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| AppError::Unauthorized("the Authorization header is not `Bearer <token>`".into()))?;
+        .ok_or_else(|| AppError::Unauthorized("the Authorization header is not `Bearer <token>`".into()))
+}
+
+/// Who the `Authorization` header says is calling.
+async fn authenticate(parts: &Parts, s: &AppState) -> Result<Caller> {
+    let token = bearer(parts)?;
     if let Some(p) = s.engine.tokens.authenticate(token) {
         return Ok(Caller(p));
     }

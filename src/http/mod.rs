@@ -9,6 +9,7 @@ mod layers;
 pub mod listen;
 mod openapi;
 mod ops;
+pub mod throttle;
 pub mod ui;
 mod webhooks;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub oidc: Option<Arc<crate::auth::oidc::Verifier>>,
     /// The web UI's single sign-on client and cookie settings.
     pub ui: Arc<ui::UiState>,
+    /// `429`s: failed authentications, refused actions, long-waits per caller.
+    pub throttle: Arc<throttle::Throttle>,
 }
 
 /// The whole HTTP application over `engine`: the API, the web UI, webhooks and
@@ -56,8 +59,10 @@ pub fn app(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> anyhow::Resu
         ))
     };
     let ui = ui::state(&engine.config, &engine.public_url).map_err(anyhow::Error::msg)?;
+    let throttle = Arc::new(throttle::Throttle::new(&engine.config));
     let state = AppState {
         ui,
+        throttle,
         engine,
         shutdown,
         max_wait,

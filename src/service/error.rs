@@ -57,6 +57,7 @@ error_codes! {
     RequesterUnknown = "requester_unknown",
     ReasonRequired = "reason_required",
     ReasonTooLong = "reason_too_long",
+    TooManyRequests = "too_many_requests",
     Internal = "internal",
     Unavailable = "unavailable",
 }
@@ -90,6 +91,9 @@ pub enum AppError {
     /// 422: well-formed but invalid.
     #[error("{1}")]
     Invalid(ErrorCode, String),
+    /// 429: this client or caller has to slow down; `Retry-After: retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     /// 503: the store is unreachable or overloaded; retry.
     #[error("{0}")]
     Unavailable(String),
@@ -110,6 +114,7 @@ impl AppError {
             AppError::Conflict(..) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Invalid(..) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -122,6 +127,7 @@ impl AppError {
             AppError::Forbidden(c, _) | AppError::Conflict(c, _) | AppError::Invalid(c, _) => *c,
             AppError::NotFound(_) => ErrorCode::NotFound,
             AppError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            AppError::TooManyRequests { .. } => ErrorCode::TooManyRequests,
             AppError::Unavailable(_) => ErrorCode::Unavailable,
             AppError::Internal(_) => ErrorCode::Internal,
         }

@@ -29,4 +29,5 @@ mod policy_time;
 mod records;
 mod request_id;
 mod store;
+mod throttle;
 mod ui;

@@ -34,8 +34,11 @@ where
         match f().await {
             Ok(v) => return Ok(v),
             Err(e) if e.is_transient() && start.elapsed() < budget => {
+                // A server that says how long to wait (429, 503) is believed, up to a
+                // minute: its limit will not have lifted sooner.
+                let asked = e.retry_after().unwrap_or_default().min(Duration::from_secs(60));
                 tokio::select! {
-                    _ = tokio::time::sleep(retries.next()) => {}
+                    _ = tokio::time::sleep(retries.next().max(asked)) => {}
                     _ = signals.recv() => return Err(None),
                 }
             }

@@ -102,10 +102,11 @@ pub(super) struct WaitQuery {
 
 pub(super) async fn wait(
     State(s): State<AppState>,
-    _c: Caller,
+    Caller(who): Caller,
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> Result<Json<RequestView>> {
+    let _slot = s.throttle.waits.take(who.name())?;
     let timeout = Duration::from_secs(q.timeout.unwrap_or(30)).min(s.max_wait);
     let mut stop = s.shutdown.clone();
     Ok(Json(s.engine.wait(&id, q.version, timeout, &mut stop).await?))
@@ -131,18 +132,18 @@ pub(super) async fn act(
 ) -> Result<Json<RequestView>> {
     let reason = optional_body(req, s.body_limit).await?.reason;
     let e = &s.engine;
-    let view = match verb.as_str() {
-        "approve" => e.vote(&who, &id, true, reason, VoteMeta::token(), now_ms).await?,
-        "deny" => e.vote(&who, &id, false, reason, VoteMeta::token(), now_ms).await?,
-        "cancel" => e.cancel(&who, &id, reason, now_ms).await?,
-        "consume" => e.consume(&who, &id, now_ms).await?,
-        other => {
-            return Err(AppError::NotFound(format!(
+    let act = async {
+        match verb.as_str() {
+            "approve" => e.vote(&who, &id, true, reason, VoteMeta::token(), now_ms).await,
+            "deny" => e.vote(&who, &id, false, reason, VoteMeta::token(), now_ms).await,
+            "cancel" => e.cancel(&who, &id, reason, now_ms).await,
+            "consume" => e.consume(&who, &id, now_ms).await,
+            other => Err(AppError::NotFound(format!(
                 "no action `{other}`: use approve, deny, cancel or consume"
-            )));
+            ))),
         }
     };
-    Ok(Json(view))
+    Ok(Json(s.throttle.action(who.name(), act).await?))
 }
 
 pub(super) async fn record(State(s): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Response> {

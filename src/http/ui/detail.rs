@@ -219,8 +219,8 @@ pub(super) async fn vote(
     if !approve && reason.is_none() {
         return Err(UiError::new(StatusCode::BAD_REQUEST, "a deny needs a reason"));
     }
-    s.engine
-        .vote(&sess.principal(), &id, approve, reason, sess.vote_meta(), now_ms)
-        .await?;
+    let who = sess.principal();
+    let vote = s.engine.vote(&who, &id, approve, reason, sess.vote_meta(), now_ms);
+    s.throttle.action(who.name(), vote).await?;
     Ok(Redirect::to(&format!("/requests/{}", sso::url_encode(&id))).into_response())
 }
