@@ -117,16 +117,11 @@ impl Config {
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = crate::core::text::yaml_strict(text).map_err(|e| {
-            let at = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-            let msg = e.to_string();
-            let (line, column) = crate::core::text::yaml_duplicate_key_at(text, &msg, at);
-            ConfigError {
-                file: file.into(),
-                line,
-                column,
-                message: msg.split(" at line ").next().unwrap_or(&msg).to_string(),
-            }
+        let cfg: Config = crate::core::yaml::strict(text).map_err(|e| ConfigError {
+            file: file.into(),
+            line: e.line,
+            column: e.column,
+            message: e.message,
         })?;
         let fail = |needle: &str, problem: &dyn std::fmt::Display| {
             let (line, column) = text

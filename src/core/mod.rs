@@ -16,6 +16,7 @@ pub mod request;
 pub mod text;
 pub mod throttle;
 pub mod url;
+pub mod yaml;
 
 /// An error's message followed by each cause it does not already say, `: `-separated
 /// (reqwest and octocrab put the useful part in the causes).

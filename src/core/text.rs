@@ -48,38 +48,6 @@ pub fn for_terminal(s: &str, keep_newlines: bool) -> String {
     out
 }
 
-/// Deserialises YAML, read first as plain YAML so that a key given twice in a mapping
-/// is an error (typed maps would let the last one win silently).
-pub fn yaml_strict<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, serde_norway::Error> {
-    serde_norway::from_str::<serde_norway::Value>(text).and_then(|_| serde_norway::from_str(text))
-}
-
-/// Where the second `key:` of a YAML block mapping is, given the parser's error for a
-/// key given twice (`duplicate entry with key "key"`, located at the mapping's start):
-/// the line and column of the repeated key, or `at` unchanged when it cannot be found
-/// (a flow mapping, a quoted key).
-pub fn yaml_duplicate_key_at(text: &str, message: &str, at: (usize, usize)) -> (usize, usize) {
-    let Some(key) = message
-        .split("duplicate entry with key \"")
-        .nth(1)
-        .and_then(|k| k.split('"').next())
-    else {
-        return at;
-    };
-    let (line, column) = at;
-    let want = format!("{key}:");
-    text.lines()
-        .enumerate()
-        .skip(line.saturating_sub(1))
-        .filter(|(_, l)| {
-            l.get(column.saturating_sub(1)..)
-                .is_some_and(|rest| rest.starts_with(&want))
-        })
-        .nth(1)
-        .map(|(i, _)| (i + 1, column))
-        .unwrap_or(at)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,18 +70,6 @@ mod tests {
         assert_eq!(first_control("a\u{1b}[2J", true), Some((2, '\u{1b}')));
         assert_eq!(first_control("a\u{85}", true), Some((2, '\u{85}')));
         assert!(control_message("a\0", true).unwrap().contains("U+0000 at character 2"));
-    }
-
-    #[test]
-    fn a_repeated_yaml_key_is_found_where_it_repeats() {
-        let text = "a: 1\ngroups:\n  sre: [x]\n  ops: [y]\n  sre: [z]\n";
-        let msg = "groups: duplicate entry with key \"sre\"";
-        assert_eq!(yaml_duplicate_key_at(text, msg, (3, 3)), (5, 3));
-        assert_eq!(yaml_duplicate_key_at(text, "something else", (3, 3)), (3, 3));
-        assert_eq!(
-            yaml_duplicate_key_at("x: {a: 1, a: 2}", "duplicate entry with key \"a\"", (1, 4)),
-            (1, 4)
-        );
     }
 
     #[test]

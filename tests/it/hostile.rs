@@ -277,3 +277,40 @@ async fn a_policy_key_given_twice_is_refused_with_its_place() {
     assert!(r.stderr.contains("dup.yaml:6:3:"), "{r:?}");
     assert!(r.stderr.contains("duplicate entry with key \"sre\""), "{r:?}");
 }
+
+/// Hostile YAML fails at once with its place, in the policy and in gate.yaml alike:
+/// nesting 100,000 deep (17 s to reject before), aliases that expand a small file into
+/// gigabytes (a crash on a failed allocation before), and a file too large to read.
+#[tokio::test]
+async fn hostile_yaml_is_refused_fast_with_its_place() {
+    let s = TestApp::spawn().await;
+    let deep = format!(
+        "version: 1\ngroups:\n  sre: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let mut laughs = String::from("version: 1\nx0: &x0 [");
+    laughs.push_str(&vec!["alice"; 4000].join(", "));
+    laughs.push_str("]\ngroups:\n  sre: [");
+    laughs.push_str(&vec!["*x0"; 2000].join(", "));
+    laughs.push_str("]\n");
+    let huge = format!("version: 1\n# {}\n", "x".repeat(2 << 20));
+    for (name, text, want) in [
+        ("deep.yaml", deep, "deep.yaml:3:72: nested deeper than 64 levels"),
+        ("laughs.yaml", laughs, "aliases (`*name`) are expanded"),
+        ("huge.yaml", huge, "at most 1048576 are read"),
+    ] {
+        let path = s.dir.path().join(name);
+        std::fs::write(&path, &text).unwrap();
+        let r = s.run("ci", &["policy", "check", path.to_str().unwrap()]).await;
+        assert_eq!(r.code, 1, "{name}: {r:?}");
+        assert!(r.stderr.contains(want), "{name}: {}", r.stderr);
+        // The same text as gate.yaml stops the server before it serves.
+        let cfg = s.dir.path().join(format!("gate-{name}"));
+        std::fs::write(&cfg, text.replacen("version: 1\n", "listen: 127.0.0.1:0\n", 1)).unwrap();
+        let r = s.run("ci", &["serve", "--config", cfg.to_str().unwrap()]).await;
+        assert_ne!(r.code, 0, "{name}: {r:?}");
+        let want_cfg = want.replace(name, &format!("gate-{name}"));
+        assert!(r.stderr.contains(&want_cfg), "gate-{name}: {}", r.stderr);
+    }
+}

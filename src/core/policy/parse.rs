@@ -68,14 +68,7 @@ pub fn digest(bytes: &[u8]) -> String {
 /// The YAML, with the parser's own location.
 fn read(src: Source) -> Result<PolicyFile, PolicyError> {
     // A second `sre:` must be an error, not a silent replacement of the first.
-    crate::core::text::yaml_strict(src.text).map_err(|e| {
-        let at = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        // serde_norway appends " at line L column C"; we print the location up front instead.
-        let msg = e.to_string();
-        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-        let at = crate::core::text::yaml_duplicate_key_at(src.text, &msg, at);
-        src.err(at, msg)
-    })
+    crate::core::yaml::strict(src.text).map_err(|e| src.err((e.line, e.column), e.message))
 }
 
 /// `version` and a non-empty `rules`.
