@@ -7,14 +7,17 @@ use crate::store::RequestRow;
 
 impl Engine {
     /// Gives the opener of request `id` a token for that request alone (see
-    /// `RequestView::holder_token`). Only its SHA-256 is stored.
+    /// `RequestView::holder_token`). Only its SHA-256 is stored. Each replay of the
+    /// create gets a new one (the gate that lost the answer needs one); only the newest
+    /// [`HOLDERS_PER_REQUEST`] work, so replays cannot pile up tokens.
     pub async fn issue_holder(&self, who: &Principal, id: &str, now: i64) -> Result<Option<String>> {
         let (row, _) = self.load(id).await?;
         if !is_opener(who, &row, &doc_of(&row)?) {
             return Ok(None);
         }
         let token = crate::auth::new_token(HOLDER_PREFIX);
-        self.store.add_holder(id, &crate::auth::hash_token(&token), now).await?;
+        let hash = crate::auth::hash_token(&token);
+        self.store.add_holder(id, &hash, now, HOLDERS_PER_REQUEST).await?;
         Ok(Some(token))
     }
 
@@ -38,6 +41,10 @@ impl Engine {
         }))
     }
 }
+
+/// Holder tokens kept per request: a gate retrying its create that many times in a row
+/// still holds a working one.
+pub const HOLDERS_PER_REQUEST: i64 = 8;
 
 /// Holder tokens start with this, so the server knows to look them up per request.
 pub const HOLDER_PREFIX: &str = "gtr";

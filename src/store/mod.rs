@@ -408,13 +408,16 @@ impl Store {
     }
 
     /// Remembers a holder token (its digest) for a request.
-    pub async fn add_holder(&self, id: &str, token_sha256: &str, now: i64) -> Result<()> {
+    pub async fn add_holder(&self, id: &str, token_sha256: &str, now: i64, keep: i64) -> Result<()> {
         sqlx::query("INSERT INTO gate_holders (request_id, token_sha256, created_at) VALUES ($1, $2, $3)")
             .bind(id)
             .bind(token_sha256)
             .bind(now)
             .execute(&self.pool)
             .await?;
+        // The new one and the `keep - 1` newest before it stay; older ones stop working.
+        sqlx::query("DELETE FROM gate_holders WHERE request_id = $1 AND token_sha256 <> $2 AND token_sha256 NOT IN (SELECT token_sha256 FROM gate_holders WHERE request_id = $1 AND token_sha256 <> $2 ORDER BY created_at DESC, token_sha256 LIMIT $3)")
+            .bind(id).bind(token_sha256).bind(keep - 1).execute(&self.pool).await?;
         Ok(())
     }
 

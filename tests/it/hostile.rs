@@ -124,6 +124,27 @@ async fn control_characters_on(db: Db) {
         )
         .await;
     assert_eq!((st, v["status"].as_str()), (200, Some("denied")), "{db:?}: {v}");
+    // Listing filters too: a NUL in a query parameter is a 400 naming it, never a 500.
+    let (st, v) = http.api("GET", "/notifications?request=r%00x", &bob, None).await;
+    assert_eq!((st, code(&v)), (400, "bad_request"), "{db:?}: {v}");
+    assert!(
+        message(&v).starts_with("request: contains the control character U+0000"),
+        "{v}"
+    );
+    let (cookie, _) = crate::ui::sign_in(&http, "bob").await;
+    for q in ["repository=acme%00app", "environment=prod%1Bx"] {
+        let r = http
+            .get(&format!("/history?{q}"))
+            .header("cookie", &cookie)
+            .send()
+            .await;
+        assert_eq!(r.status.as_u16(), 400, "{db:?} {q}");
+        let page = r.text().await;
+        assert!(
+            page.contains(": contains the control character U+00"),
+            "{db:?} {q}: {page}"
+        );
+    }
     assert!(!s.log().contains("panicked"), "{}", s.log());
 }
 

@@ -187,3 +187,43 @@ async fn a_caller_holding_too_many_long_waits_gets_429_until_one_ends() {
     s.client("bob").approve(&b.id, None).await.unwrap();
     waits.next().unwrap().await.unwrap().unwrap();
 }
+
+async fn replay(s: &TestApp) -> jitgate::core::api::RequestView {
+    let body = CreateRequest {
+        context: Context {
+            repository: "acme/app".into(),
+            actor: "dave".into(),
+            environment: "production".into(),
+            ..Default::default()
+        },
+        idempotency_key: Some("deploy-42".into()),
+        ..Default::default()
+    };
+    s.client("ci").create(&body).await.unwrap().0
+}
+
+/// Each replay of a create gives the opener a new holder token (the gate that lost the
+/// first answer needs one), but only the newest eight work: replays cannot pile them up.
+#[tokio::test]
+async fn replayed_creates_keep_only_the_newest_holder_tokens() {
+    for db in backends() {
+        let s = TestApp::builder().backend(db).spawn().await;
+        let mut tokens = Vec::new();
+        let mut id = String::new();
+        for _ in 0..12 {
+            let v = replay(&s).await;
+            assert!(id.is_empty() || id == v.id, "a replay opens no second request");
+            id = v.id;
+            tokens.push(v.holder_token.expect("a holder token on every replay"));
+        }
+        let http = s.http();
+        let mut working = Vec::new();
+        for t in &tokens {
+            let (status, body) = http.api("GET", &format!("/requests/{id}"), t, None).await;
+            assert!(status == 200 || status == 401, "{db:?}: {status} {body}");
+            working.push(status == 200);
+        }
+        assert_eq!(working.iter().filter(|w| **w).count(), 8, "{db:?}: {working:?}");
+        assert!(working[11], "{db:?}: the newest token works");
+    }
+}

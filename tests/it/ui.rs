@@ -15,7 +15,7 @@ fn hidden(html: &str, name: &str) -> String {
 }
 
 /// Signs in with `who`'s token; returns the session cookie header and the CSRF token.
-async fn sign_in(c: &Http, who: &str) -> (String, String) {
+pub(crate) async fn sign_in(c: &Http, who: &str) -> (String, String) {
     let r = c.get("/login").send().await;
     let (pre, _) = r.cookie("gate_prelogin").unwrap();
     let csrf = hidden(&r.text().await, "csrf");

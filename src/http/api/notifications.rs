@@ -36,6 +36,13 @@ pub(super) async fn list(
             "the notification outbox is visible to approvers only".into(),
         ));
     }
+    if let Some(m) = q
+        .request
+        .as_deref()
+        .and_then(|r| crate::core::text::control_message(r, false))
+    {
+        return Err(AppError::BadRequest(format!("request: {m}")));
+    }
     let hub = &s.engine.notify;
     let mut rx = hub.subscribe();
     if let (Some(wait), Some(v)) = (q.wait, q.version)

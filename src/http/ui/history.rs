@@ -93,6 +93,11 @@ pub(super) async fn history(State(s): State<AppState>, headers: HeaderMap, Query
         Ok(x) => x,
         Err(r) => return r,
     };
+    for (name, v) in [("repository", &q.repository), ("environment", &q.environment)] {
+        if let Some(m) = v.as_deref().and_then(|v| crate::core::text::control_message(v, false)) {
+            return UiError::new(axum::http::StatusCode::BAD_REQUEST, format!("{name}: {m}")).into_response();
+        }
+    }
     let mut problem = String::new();
     let mut date = |v: &Option<String>, what: &str, plus: i64| match nonempty(v) {
         None => None,
