@@ -14,6 +14,7 @@ mod connections;
 mod error_codes;
 mod forge;
 mod forge_groups;
+mod fuzz_inputs;
 mod gate;
 mod hostile;
 mod identity;
