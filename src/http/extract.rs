@@ -36,15 +36,30 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 /// them (a pipeline carrying its verified claims).
 pub struct Caller(pub Principal);
 
-/// Where [`Caller`] leaves the caller's name for the access log (see
-/// `layers::count_responses`, which puts one in every request).
+/// The caller's name for the access log: set once per request by whoever
+/// authenticated it ([`Caller`], a web UI session), read by `layers::count_responses`,
+/// which scopes one around every request.
 #[derive(Clone, Default)]
 pub(super) struct CallerSlot(Arc<OnceLock<String>>);
+
+tokio::task_local! {
+    static CALLER: CallerSlot;
+}
 
 impl CallerSlot {
     pub(super) fn get(&self) -> Option<&str> {
         self.0.get().map(String::as_str)
     }
+
+    /// Runs `f` (a request's handling) with this slot as the one [`note_caller`] fills.
+    pub(super) async fn scope<F: Future>(self, f: F) -> F::Output {
+        CALLER.scope(self, f).await
+    }
+}
+
+/// Names the authenticated caller of the request being handled, for the access log.
+pub(crate) fn note_caller(name: &str) {
+    let _ = CALLER.try_with(|slot| slot.0.set(name.to_owned()));
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -64,11 +79,7 @@ impl FromRequestParts<AppState> for Caller {
         }
         let got = authenticate(parts, s).await;
         match &got {
-            Ok(Caller(p)) => {
-                if let Some(slot) = parts.extensions.get::<CallerSlot>() {
-                    let _ = slot.0.set(p.name().to_owned());
-                }
-            }
+            Ok(Caller(p)) => note_caller(p.name()),
             Err(AppError::Unauthorized(why)) => {
                 s.throttle.failed_auth.spend(client);
                 // Nested routers see the path without their prefix; the log names it whole.

@@ -17,7 +17,7 @@ use super::{AppState, WEBHOOK_BODY_LIMIT};
 /// with its id, method, route (the router's pattern, `/api/v1/requests/{id}`, so ids and
 /// query strings stay out), status, latency and the authenticated caller's name (never a
 /// credential). Inside the request's span, so the line also carries the span's fields.
-pub(super) async fn count_responses(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+pub(super) async fn count_responses(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = req
         .extensions()
@@ -32,8 +32,7 @@ pub(super) async fn count_responses(State(s): State<AppState>, mut req: Request,
         .unwrap_or("-")
         .to_owned();
     let caller = CallerSlot::default();
-    req.extensions_mut().insert(caller.clone());
-    let resp = next.run(req).await;
+    let resp = caller.clone().scope(next.run(req)).await;
     let status = resp.status().as_u16();
     s.engine.metrics.http(status);
     tracing::info!(

@@ -6,9 +6,12 @@
 #[path = "../../fuzz/harness.rs"]
 mod harness;
 
+/// A target: whether it accepted the input (it panics when a property fails).
+type Target = fn(&[u8]) -> bool;
+
 #[test]
 fn every_kept_fuzz_input_still_passes_its_target() {
-    let targets: [(&str, fn(&[u8]) -> bool); 5] = [
+    let targets: [(&str, Target); 5] = [
         ("policy", harness::policy),
         ("config", harness::config),
         ("record", harness::record),

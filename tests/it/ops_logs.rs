@@ -34,8 +34,27 @@ async fn json_logs_carry_one_access_line_per_request() {
         .send()
         .await;
     assert_eq!(r.status, 200);
+    // A web UI page names its signed-in user too.
+    let (cookie, _) = crate::ui::sign_in(&s.http(), "bob").await;
+    let page = s
+        .http()
+        .get("/")
+        .header("cookie", &cookie)
+        .header("x-request-id", "probe-ui")
+        .send()
+        .await;
+    assert_eq!(page.status, 200);
     let lines = json_lines(&s);
     let access = of_target(&lines, "jitgate::access");
+    let ui: Vec<_> = access
+        .iter()
+        .filter(|l| l["fields"]["request_id"] == "probe-ui")
+        .collect();
+    assert_eq!(
+        (ui.len(), &ui[0]["fields"]["caller"]),
+        (1, &Value::from("bob")),
+        "{ui:?}"
+    );
     let mine: Vec<_> = access
         .iter()
         .filter(|l| l["fields"]["request_id"] == "probe-7f3a")

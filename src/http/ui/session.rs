@@ -103,11 +103,11 @@ pub(super) async fn current(s: &AppState, headers: &HeaderMap) -> UiResult<Optio
     let Some(id) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    Ok(s.engine
-        .store
-        .session(&digest(&id), now_ms())
-        .await?
-        .map(|row| Session { row }))
+    let row = s.engine.store.session(&digest(&id), now_ms()).await?;
+    if let Some(r) = &row {
+        crate::http::extract::note_caller(&r.user_name);
+    }
+    Ok(row.map(|row| Session { row }))
 }
 
 /// The session, or a redirect to the sign-in page that comes back to `here`.
