@@ -151,27 +151,31 @@ impl Store {
         Ok(row.try_get("d")?)
     }
 
-    /// Notifications, newest first; of one request when `request_id` is given.
-    pub async fn notifications(&self, request_id: Option<&str>, limit: i64) -> Result<Vec<NotificationRow>> {
-        let rows = match request_id {
-            Some(id) => {
-                let sql = format!(
-                    "SELECT {COLS} FROM gate_outbox WHERE request_id = $1 ORDER BY created_at, idem_key LIMIT $2"
-                );
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .bind(limit)
-                    .fetch_all(self.pool())
-                    .await?
-            }
-            None => {
-                let sql = format!("SELECT {COLS} FROM gate_outbox ORDER BY created_at DESC, idem_key LIMIT $1");
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(limit)
-                    .fetch_all(self.pool())
-                    .await?
-            }
+    /// Notifications, newest first; of one request, oldest first, when `request_id` is
+    /// given; only those past `after` (a row's position on the previous page).
+    pub async fn notifications(
+        &self,
+        request_id: Option<&str>,
+        after: Option<&super::Position>,
+        limit: i64,
+    ) -> Result<Vec<NotificationRow>> {
+        // Keyset pages: one request's oldest first, everyone's newest first; the position
+        // is a row's (created_at, idem_key), so a page never repeats or skips a row.
+        let (at, key) = after.map_or((None, None), |p| (Some(p.created_at), Some(p.id.as_str())));
+        let (filter, order, past) = match request_id {
+            Some(_) => ("request_id = $1", "created_at, idem_key", ">"),
+            None => ("$1 IS NULL", "created_at DESC, idem_key DESC", "<"),
         };
+        let sql = format!(
+            "SELECT {COLS} FROM gate_outbox WHERE {filter} AND ($2 IS NULL OR created_at {past} $2 OR (created_at = $2 AND idem_key {past} $3)) ORDER BY {order} LIMIT $4"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(request_id)
+            .bind(at)
+            .bind(key)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(notification_row).collect()
     }
 }

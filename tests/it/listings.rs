@@ -272,3 +272,73 @@ async fn the_web_inbox_and_history_link_their_next_page() {
         ui_pages_on(db).await;
     }
 }
+
+/// The outbox pages with a cursor like every listing: following `Link: rel="next"` at
+/// `limit=1` gives every row once, in the order one big page gives them, for everyone's
+/// (newest first) and for one request's (oldest first).
+#[tokio::test]
+async fn the_outbox_pages_with_a_cursor_and_never_repeats_or_skips() {
+    for db in backends() {
+        // A webhook nobody answers: the rows stay in the outbox, which is all this needs.
+        let s = TestApp::builder()
+            .backend(db)
+            .config_extra("notify:\n  webhooks:\n    - name: audit\n      url: http://127.0.0.1:9/hook\n      secret_env: HOOK_SECRET\n")
+            .env("HOOK_SECRET", "whsec-listings-0123456789")
+            .spawn()
+            .await;
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            let body = CreateRequest {
+                context: Context {
+                    repository: format!("acme/app{n}"),
+                    actor: "dave".into(),
+                    environment: "production".into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            ids.push(s.client("ci").create(&body).await.unwrap().0.id);
+        }
+        for filter in [String::new(), format!("&request={}", ids[1])] {
+            let keys = |v: &serde_json::Value| -> Vec<String> {
+                let list: jitgate::core::api::NotificationList = serde_json::from_value(v.clone()).unwrap();
+                list.notifications.into_iter().map(|n| n.delivery).collect()
+            };
+            let (status, all) = s
+                .http()
+                .api(
+                    "GET",
+                    &format!("/notifications?limit=5000{filter}"),
+                    &token("alice"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{all}");
+            let all = keys(&all);
+            assert!(all.len() >= if filter.is_empty() { 3 } else { 1 }, "{db:?}: {all:?}");
+            let mut paged = Vec::new();
+            let mut next = Some(format!("/api/v1/notifications?limit=1{filter}"));
+            while let Some(url) = next.take() {
+                let r = s.http().get(&url).bearer(&token("alice")).send().await;
+                assert_eq!(r.status, 200, "{url}");
+                next = r.headers.get("link").map(|l| {
+                    let l = l.to_str().unwrap();
+                    l.strip_prefix('<')
+                        .unwrap()
+                        .split_once(">; rel=\"next\"")
+                        .unwrap()
+                        .0
+                        .to_string()
+                });
+                let page = keys(&r.json().await);
+                assert!(page.len() == 1, "{db:?} {url}: {page:?}");
+                paged.extend(page);
+                assert!(
+                    paged.len() <= all.len(),
+                    "{db:?}: the pages go on past the rows: {paged:?}"
+                );
+            }
+            assert_eq!(paged, all, "{db:?} {filter}");
+        }
+    }
+}

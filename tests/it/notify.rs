@@ -343,7 +343,7 @@ async fn claims_never_overlap_and_rollback_queues_nothing() {
         let mut tx = a.begin().await.unwrap();
         assert!(tx.enqueue_notification(&draft(999)).await.unwrap());
         drop(tx);
-        assert!(a.notifications(Some("req_999"), 10).await.unwrap().is_empty());
+        assert!(a.notifications(Some("req_999"), None, 10).await.unwrap().is_empty());
 
         let mut tx = a.begin().await.unwrap();
         for i in 0..120 {

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::auth::Principal;
@@ -11,13 +13,16 @@ use crate::core::duration::rfc3339;
 use crate::http::AppState;
 use crate::http::error::{AppError, ErrorCode, Result};
 use crate::http::extract::{Caller, Json};
-use crate::store::NotificationRow;
+use crate::service::{decode_cursor, encode_cursor};
+use crate::store::{NotificationRow, Position};
 
 #[derive(Deserialize)]
 pub(super) struct ListQuery {
     /// Only this request's notifications (oldest first); without it, the newest first.
     request: Option<String>,
     limit: Option<i64>,
+    /// The `cursor` of a previous answer's `Link: <…>; rel="next"`.
+    cursor: Option<String>,
     /// Long-poll: with `version`, answer when the outbox changed from it, or after this
     /// many seconds (bounded by the server's `max_wait_secs`).
     wait: Option<u64>,
@@ -29,7 +34,7 @@ pub(super) async fn list(
     State(s): State<AppState>,
     Caller(who): Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<NotificationList>> {
+) -> Result<Response> {
     if !matches!(who, Principal::Approver(_)) {
         return Err(AppError::Forbidden(
             ErrorCode::ApproversOnly,
@@ -59,11 +64,35 @@ pub(super) async fn list(
     // Read the version before the rows, so a change between the two is never missed.
     let version = hub.version();
     let limit = super::requests::limit_of(q.limit)?;
-    let rows = s.engine.store.notifications(q.request.as_deref(), limit).await?;
-    Ok(Json(NotificationList {
+    let after = q.cursor.as_deref().map(|c| decode_cursor("cursor", c)).transpose()?;
+    // One more than asked, to know whether a next page has anything on it.
+    let mut rows = s
+        .engine
+        .store
+        .notifications(q.request.as_deref(), after.as_ref(), limit + 1)
+        .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let mut resp = Json(NotificationList {
         version,
         notifications: rows.iter().map(view).collect(),
-    }))
+    })
+    .into_response();
+    if let (true, Some(last)) = (more, rows.last()) {
+        let mut next = format!("/api/v1/notifications?limit={limit}&cursor=");
+        next.push_str(&encode_cursor(&Position {
+            created_at: last.created_at,
+            id: last.key.clone(),
+        }));
+        if let Some(r) = &q.request {
+            next.push_str("&request=");
+            next.extend(url::form_urlencoded::byte_serialize(r.as_bytes()));
+        }
+        if let Ok(v) = header::HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(resp)
 }
 
 fn view(r: &NotificationRow) -> NotificationView {
