@@ -12,6 +12,7 @@ mod architecture;
 mod browser;
 mod connections;
 mod error_codes;
+mod faults;
 mod forge;
 mod forge_groups;
 mod gate;
