@@ -13,6 +13,8 @@ mod browser;
 mod connections;
 mod error_codes;
 mod faults;
+mod faults_disk;
+mod faults_pg;
 mod forge;
 mod forge_groups;
 mod gate;
