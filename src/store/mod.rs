@@ -5,6 +5,7 @@
 
 mod chain;
 mod deliveries;
+mod health;
 pub mod keyfile;
 mod log;
 mod migrate;
@@ -62,32 +63,6 @@ impl StoreError {
             }
             StoreError::Db(sqlx::Error::PoolTimedOut) => true,
             _ => false,
-        }
-    }
-
-    /// Why the database cannot serve right now, when that is the trouble: it is out of
-    /// reach (down, restarting, the connection dropped) or its disk is full. Such an error
-    /// is the client's to retry later (503), not a failure inside the server.
-    pub fn unavailable(&self) -> Option<&'static str> {
-        let StoreError::Db(e) = self else { return None };
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Some("the database is unavailable; retry")
-            }
-            sqlx::Error::Database(e) => {
-                let code = e.code().map(|c| c.to_string()).unwrap_or_default();
-                match code.as_str() {
-                    // SQLite's SQLITE_FULL; PostgreSQL's disk_full.
-                    "13" | "53100" => Some("the database's disk is full; retry once there is room"),
-                    // PostgreSQL: connection exceptions (class 08), the server shutting
-                    // down or restarting (57P01-57P03), too many connections (53300).
-                    c if c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300") => {
-                        Some("the database is unavailable; retry")
-                    }
-                    _ => None,
-                }
-            }
-            _ => None,
         }
     }
 }
@@ -211,12 +186,7 @@ impl Store {
                             Ok(())
                         })
                     })
-                    // A statement that fails with SQLITE_FULL (or an I/O error) can make
-                    // SQLite roll the transaction back by itself; sqlx's own ROLLBACK then
-                    // fails and the connection stays "in a transaction" for sqlx, refusing
-                    // every later BEGIN. Such a connection is dropped, not handed out
-                    // (found by tests/it/faults_disk.rs). The release ping has flushed any
-                    // queued rollback by then, so a healthy connection is never dropped.
+                    // See `health.rs`: a connection SQLite left "in a transaction" is dropped.
                     .before_acquire(|conn, _| {
                         Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
                     })

@@ -15,6 +15,7 @@ mod error_codes;
 mod faults;
 mod faults_disk;
 mod faults_pg;
+mod faults_replicas;
 mod forge;
 mod forge_groups;
 mod gate;

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 /// The proxy's shared state, read by its tasks and set by the test.
 struct Shared {
-    upstream: SocketAddr,
+    upstream: std::sync::Mutex<SocketAddr>,
     refusing: AtomicBool,
     /// Bumped by [`Proxy::cut`]: every live connection closes when it changes.
     cuts: watch::Sender<u64>,
@@ -39,7 +39,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            upstream,
+            upstream: std::sync::Mutex::new(upstream),
             refusing: AtomicBool::new(false),
             cuts: watch::channel(0).0,
             accepted: AtomicU64::new(0),
@@ -82,6 +82,12 @@ impl Proxy {
         self.shared.refusing.store(false, Ordering::SeqCst);
     }
 
+    /// Sends new connections to `upstream` from now on (a load balancer failing over);
+    /// live ones stay where they are until cut.
+    pub fn redirect(&self, upstream: SocketAddr) {
+        *self.shared.upstream.lock().unwrap() = upstream;
+    }
+
     /// Connections passed through so far.
     pub fn accepted(&self) -> u64 {
         self.shared.accepted.load(Ordering::SeqCst)
@@ -110,7 +116,8 @@ impl Drop for Proxy {
 async fn pass(s: Arc<Shared>, mut client: TcpStream) {
     let mut cuts = s.cuts.subscribe();
     cuts.mark_unchanged();
-    let Ok(mut upstream) = TcpStream::connect(s.upstream).await else {
+    let to = *s.upstream.lock().unwrap();
+    let Ok(mut upstream) = TcpStream::connect(to).await else {
         return;
     };
     s.live.fetch_add(1, Ordering::SeqCst);
