@@ -76,7 +76,7 @@ async fn replicas_release_every_gate_once_through_a_sigkill() {
     let mut replicas = vec![primary.replica().await, primary.replica().await];
     let addr = |s: &TestApp| -> std::net::SocketAddr { s.addr.parse().unwrap() };
     // One "load balancer" per replica; the third one's fails over to the primary.
-    let lbs = vec![
+    let lbs = [
         Proxy::start(addr(&primary)).await.unwrap(),
         Proxy::start(addr(&replicas[0])).await.unwrap(),
         Proxy::start(addr(&replicas[1])).await.unwrap(),
