@@ -64,6 +64,7 @@ pub async fn build(s: &Settings) -> anyhow::Result<Server> {
     if added > 0 {
         tracing::info!(events = added, "added events written before the transparency log to it");
     }
+    follow_database_clock(&store).await;
     let mut engine = Engine::new(store, policy, s.config.clone(), ring.current, s.public_url.clone());
     engine.published_keys = ring.published;
     engine.forge = Arc::new(forge);
@@ -156,12 +157,35 @@ pub async fn serve(
     Ok(())
 }
 
+/// On PostgreSQL, takes the database's clock as this replica's (see `now_ms`): measured
+/// against this machine's clock at start and once a minute by the timer.
+async fn follow_database_clock(store: &Store) {
+    use crate::core::duration::{set_clock_offset, system_now_ms};
+    let before = system_now_ms();
+    match store.clock_ms().await {
+        Ok(Some(db)) => {
+            let after = system_now_ms();
+            let offset = db - (before + after) / 2;
+            if offset.abs() > 1000 {
+                tracing::warn!(
+                    offset_ms = offset,
+                    "this machine's clock is off from the database's; following the database's"
+                );
+            }
+            set_clock_offset(offset);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the database's clock; keeping the last offset"),
+    }
+}
+
 /// Expires requests whose deadline passed, and signs a log checkpoint when one is due
 /// (`log.checkpoint_every`). Sleeps until the next deadline (at most a
 /// second, so a deadline written by another replica is never missed for long), or until
 /// poked by a write that may have brought a deadline closer.
 async fn run_timer(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
     let mut last_checkpoint_look = 0;
+    let mut last_clock_look = crate::core::duration::now_ms();
     loop {
         let now = crate::core::duration::now_ms();
         let mut sleep_ms = 1000;
@@ -187,6 +211,10 @@ async fn run_timer(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
         // The timer may tick every millisecond when deadlines crowd; the log is looked
         // at once a second at most.
         let now = crate::core::duration::now_ms();
+        if now - last_clock_look >= 60_000 {
+            last_clock_look = now;
+            follow_database_clock(&engine.store).await;
+        }
         if now - last_checkpoint_look >= 1000 {
             last_checkpoint_look = now;
             if let Err(e) = engine.checkpoint_if_due(now).await {

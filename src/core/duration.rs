@@ -152,12 +152,26 @@ impl serde::Serialize for Dur {
     }
 }
 
-/// Milliseconds since the Unix epoch, the one clock reading the server takes.
+/// Milliseconds since the Unix epoch, the one clock reading the server takes: this
+/// machine's clock corrected by [`set_clock_offset`] (replicas on PostgreSQL follow the
+/// database's clock, so a replica whose clock is off cannot expire a request early).
 pub fn now_ms() -> i64 {
+    system_now_ms().saturating_add(CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// This machine's clock, uncorrected.
+pub fn system_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// What [`now_ms`] adds to this machine's clock: the shared clock minus this one's.
+pub fn set_clock_offset(ms: i64) {
+    CLOCK_OFFSET_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// RFC 3339 text for a millisecond timestamp, as shown to people and in records: UTC

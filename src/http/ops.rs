@@ -22,11 +22,19 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], super::openapi::SPEC).into_response()
 }
 
+/// How long `/readyz` waits for the database. The pool itself keeps retrying a refused
+/// connection for its 30 s acquire timeout; a probe must answer sooner than that.
+const READY_PROBE: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn readyz(State(s): State<AppState>) -> Response {
-    match s.engine.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => {
+    match tokio::time::timeout(READY_PROBE, s.engine.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready");
+            AppError::Unavailable("the database is not reachable".into()).into_response()
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the database did not answer within {READY_PROBE:?}");
             AppError::Unavailable("the database is not reachable".into()).into_response()
         }
     }

@@ -136,12 +136,12 @@ impl AppError {
 
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
-        match &e {
-            crate::store::StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+        match e.unavailable() {
+            Some(why) => {
                 tracing::warn!(error = %e, "store unavailable");
-                AppError::Unavailable("the database is unavailable; retry".into())
+                AppError::Unavailable(why.into())
             }
-            _ => AppError::Internal(anyhow::Error::new(e)),
+            None => AppError::Internal(anyhow::Error::new(e)),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod chain;
 mod deliveries;
+mod health;
 pub mod keyfile;
 mod log;
 mod migrate;
@@ -184,6 +185,10 @@ impl Store {
                             .await?;
                             Ok(())
                         })
+                    })
+                    // See `health.rs`: a connection SQLite left "in a transaction" is dropped.
+                    .before_acquire(|conn, _| {
+                        Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
                     })
                     .connect_with(opts)
                     .await?

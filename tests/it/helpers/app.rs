@@ -19,9 +19,16 @@ pub struct TestAppBuilder {
     extra: String,
     env: Vec<(String, String)>,
     open_files: Option<u64>,
+    database_url: Option<String>,
 }
 
 impl TestAppBuilder {
+    /// This database URL instead of a fresh one for the backend (e.g. through a proxy).
+    pub fn database_url(mut self, url: &str) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
     /// Starts the server with this soft open-file limit (the hard limit unchanged), as a
     /// service manager's default of 1024 would.
     pub fn open_files(mut self, soft: u64) -> Self {
@@ -61,7 +68,10 @@ impl TestAppBuilder {
     /// Writes the files in a fresh temp dir and makes the database.
     async fn prepare(&self) -> Prepared {
         let dir = tempfile::tempdir().expect("tempdir");
-        let database_url = database_url(self.db, dir.path()).await;
+        let database_url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => database_url(self.db, dir.path()).await,
+        };
         let policy = dir.path().join("policy.yaml");
         std::fs::write(&policy, &self.policy).unwrap();
         let config = dir.path().join("gate.yaml");
@@ -136,6 +146,7 @@ impl TestApp {
             extra: String::new(),
             env: Vec::new(),
             open_files: None,
+            database_url: None,
         }
     }
 

@@ -2,5 +2,6 @@
 //! no test-only dependencies, nothing from the rest of the harness.
 
 pub mod pg;
+pub mod proxy;
 pub mod serve;
 pub mod tokens;
