@@ -3,7 +3,7 @@
 //! body axum refuses becomes one too.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -49,5 +49,32 @@ impl From<JsonRejection> for AppError {
             }
             _ => AppError::BadRequest(text),
         }
+    }
+}
+
+/// What [`super::extract::Query`] answers when the query string does not parse.
+impl From<QueryRejection> for AppError {
+    fn from(r: QueryRejection) -> Self {
+        AppError::BadRequest(r.body_text())
+    }
+}
+
+/// What [`super::extract::Path`] answers when a path parameter does not parse.
+impl From<PathRejection> for AppError {
+    fn from(r: PathRejection) -> Self {
+        if r.status().is_server_error() {
+            return AppError::Internal(anyhow::anyhow!("path extraction: {}", r.body_text()));
+        }
+        AppError::BadRequest(r.body_text())
+    }
+}
+
+/// What [`super::extract::RawBody`] answers when the body cannot be read.
+impl From<BytesRejection> for AppError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return AppError::TooLarge("request body is larger than the server accepts".into());
+        }
+        AppError::BadRequest(r.body_text())
     }
 }

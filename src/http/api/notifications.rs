@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 
 use crate::auth::Principal;
@@ -10,7 +10,7 @@ use crate::core::api::{NotificationList, NotificationView};
 use crate::core::duration::rfc3339;
 use crate::http::AppState;
 use crate::http::error::{AppError, ErrorCode, Result};
-use crate::http::extract::{Caller, Json};
+use crate::http::extract::{Caller, Json, Query};
 use crate::store::NotificationRow;
 
 #[derive(Deserialize)]
@@ -36,6 +36,7 @@ pub(super) async fn list(
             "the notification outbox is visible to approvers only".into(),
         ));
     }
+    let limit = super::requests::limit_of(q.limit)?;
     let hub = &s.engine.notify;
     let mut rx = hub.subscribe();
     if let (Some(wait), Some(v)) = (q.wait, q.version)
@@ -51,7 +52,6 @@ pub(super) async fn list(
     }
     // Read the version before the rows, so a change between the two is never missed.
     let version = hub.version();
-    let limit = super::requests::limit_of(q.limit)?;
     let rows = s.engine.store.notifications(q.request.as_deref(), limit).await?;
     Ok(Json(NotificationList {
         version,

@@ -9,7 +9,6 @@
 //! the project's path and it has the label `merge_request` = the MR iid.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
@@ -20,6 +19,7 @@ use parse::{Command, GithubIssueComment, GitlabNote};
 
 use super::AppState;
 use super::error::{AppError, ErrorCode, Result};
+use super::extract::RawBody;
 use crate::auth::Principal;
 use crate::core::api::VoteMeta;
 use crate::core::decide::Status;
@@ -63,7 +63,7 @@ struct Acted {
     message: String,
 }
 
-pub async fn github(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>> {
+pub async fn github(State(s): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Json<Value>> {
     let forge = s.engine.forge.clone();
     let Some(secret) = forge.webhook_secret(Kind::Github) else {
         return Err(AppError::NotFound(
@@ -134,7 +134,7 @@ pub async fn github(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
     finish(&s.engine, "github", delivery, &acted, replied).await
 }
 
-pub async fn gitlab(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>> {
+pub async fn gitlab(State(s): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Json<Value>> {
     let forge = s.engine.forge.clone();
     let Some(secret) = forge.webhook_secret(Kind::Gitlab) else {
         return Err(AppError::NotFound(
