@@ -58,9 +58,10 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 /// `invalid_body`, as [`Json`] answers.
 pub fn json_from_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => {
-            AppError::Invalid(crate::service::error::ErrorCode::InvalidBody, format!("invalid JSON body: {e}"))
-        }
+        serde_json::error::Category::Data => AppError::Invalid(
+            crate::service::error::ErrorCode::InvalidBody,
+            format!("invalid JSON body: {e}"),
+        ),
         _ => AppError::BadRequest(format!("malformed JSON body: {e}")),
     })
 }
