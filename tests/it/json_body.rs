@@ -151,6 +151,18 @@ async fn every_kind_of_refusal_is_in_the_error_shape() {
     let r = http.get("/api/v1/log/leaves/first").bearer(&ci).send().await;
     assert_eq!(refusal(r).await.0, 400);
 
+    // A request id with a control character, as a query parameter as in a path: 422
+    // naming it, before the database sees it (PostgreSQL's text cannot hold NUL: this
+    // was a 500 there, found by schemathesis).
+    let r = http
+        .get("/api/v1/notifications?request=%00")
+        .bearer(&token("bob"))
+        .send()
+        .await;
+    let (status, code, message) = refusal(r).await;
+    assert_eq!((status, code.as_str()), (422, "invalid_field"), "{message}");
+    assert!(message.starts_with("request: "), "{message}");
+
     // No such route, under the API or anywhere.
     for path in ["/api/v1/nothing", "/api/v2/requests", "/api"] {
         let r = http.get(path).bearer(&ci).send().await;

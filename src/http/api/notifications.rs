@@ -37,6 +37,14 @@ pub(super) async fn list(
         ));
     }
     let limit = super::requests::limit_of(q.limit)?;
+    // No request id holds a control character (PostgreSQL's text cannot even hold NUL).
+    if let Some(m) = q
+        .request
+        .as_deref()
+        .and_then(|r| crate::core::text::control_message(r, false))
+    {
+        return Err(AppError::Invalid(ErrorCode::InvalidField, format!("request: {m}")));
+    }
     let hub = &s.engine.notify;
     let mut rx = hub.subscribe();
     if let (Some(wait), Some(v)) = (q.wait, q.version)
