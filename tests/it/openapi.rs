@@ -8,7 +8,7 @@ use std::path::Path;
 
 use http::Method;
 
-use crate::helpers::{TestApp, token};
+use crate::helpers::{Db, TestApp, backends, token};
 
 /// The schemathesis release `.ci/run` installs; the flags below are this version's.
 const SCHEMATHESIS: &str = "4.32.5";
@@ -140,15 +140,15 @@ fn schemathesis() -> Option<&'static str> {
 
 /// Runs `st run` with every check against `url`'s document as `caller`; fails the test on
 /// a non-zero exit (any server error, or any answer the document does not allow).
-async fn run_schemathesis(st: &str, s: &TestApp, caller: &str) {
+async fn run_schemathesis(st: &str, s: &TestApp, caller: &str, db: Db) {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
     let out = tokio::process::Command::new(st)
         .args(["--config-file", config, "--no-color", "run"])
         .arg(format!("{}/api/v1/openapi.json", s.url))
         .args(["--checks", "all"])
         .args(["--header", &format!("Authorization: Bearer {}", token(caller))])
-        // Bounded and reproducible: about 30 s per token on two cores.
-        .args(["--max-examples", "30", "--seed", "1"])
+        // Bounded and reproducible: about 30 s per token and backend on two cores.
+        .args(["--max-examples", "20", "--seed", "1"])
         .args(["--generation-database", "none", "--request-timeout", "10"])
         // The only operation left out: `GET /api/v1/events` is a server-sent event stream
         // that never ends while the server runs, so no answer to it is ever complete; it
@@ -162,7 +162,7 @@ async fn run_schemathesis(st: &str, s: &TestApp, caller: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "schemathesis as {caller} found problems (exit {:?}):\n{stdout}\n{}",
+        "schemathesis as {caller} on {db:?} found problems (exit {:?}):\n{stdout}\n{}",
         out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -173,14 +173,20 @@ async fn run_schemathesis(st: &str, s: &TestApp, caller: &str) {
 #[tokio::test]
 async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     let Some(st) = schemathesis() else { return };
-    // Long-waits end within a second, so fuzzed `timeout`s do not stall the run.
-    let s = TestApp::builder().config_extra("max_wait_secs: 1\n").spawn().await;
-    // The pipeline first (it opens requests), then an approver (who can see and vote on them).
-    run_schemathesis(st, &s, "ci").await;
-    run_schemathesis(st, &s, "bob").await;
-    let log = s.log();
-    assert!(
-        !log.contains("internal error"),
-        "the server logged an internal error:\n{log}"
-    );
+    for db in backends() {
+        // Long-waits end within a second, so fuzzed `timeout`s do not stall the run.
+        let s = TestApp::builder()
+            .backend(db)
+            .config_extra("max_wait_secs: 1\n")
+            .spawn()
+            .await;
+        // The pipeline first (it opens requests), then an approver (who sees and votes on them).
+        run_schemathesis(st, &s, "ci", db).await;
+        run_schemathesis(st, &s, "bob", db).await;
+        let log = s.log();
+        assert!(
+            !log.contains("internal error"),
+            "{db:?}: the server logged an internal error:\n{log}"
+        );
+    }
 }
