@@ -35,6 +35,17 @@ impl IntoResponse for AppError {
     }
 }
 
+impl AppError {
+    /// The same refusal, its message prefixed with what was being read (`context: …`).
+    pub fn context(self, what: &str) -> AppError {
+        match self {
+            AppError::BadRequest(m) => AppError::BadRequest(format!("{what}: {m}")),
+            AppError::Invalid(c, m) => AppError::Invalid(c, format!("{what}: {m}")),
+            other => other,
+        }
+    }
+}
+
 /// What [`super::extract::Json`] answers when the body is not the JSON it expects.
 impl From<JsonRejection> for AppError {
     fn from(r: JsonRejection) -> Self {

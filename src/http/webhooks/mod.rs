@@ -19,7 +19,7 @@ use parse::{Command, GithubIssueComment, GitlabNote};
 
 use super::AppState;
 use super::error::{AppError, ErrorCode, Result};
-use super::extract::RawBody;
+use super::extract::{RawBody, json_from_slice};
 use crate::auth::Principal;
 use crate::core::api::VoteMeta;
 use crate::core::decide::Status;
@@ -91,8 +91,7 @@ pub async fn github(State(s): State<AppState>, headers: HeaderMap, RawBody(body)
         store.finish_delivery("github", delivery, None, "ignored").await?;
         return Ok(ignored(&format!("`{event}` events are not used")));
     }
-    let p: GithubIssueComment =
-        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("not an issue_comment event: {e}")))?;
+    let p: GithubIssueComment = json_from_slice(&body).map_err(|e| e.context("not an issue_comment event"))?;
     let cmd = match (
         p.action.as_str(),
         &p.issue.pull_request,
@@ -151,8 +150,7 @@ pub async fn gitlab(State(s): State<AppState>, headers: HeaderMap, RawBody(body)
     if event != "Note Hook" {
         return Ok(ignored(&format!("`{event}` events are not used")));
     }
-    let p: GitlabNote =
-        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("not a note event: {e}")))?;
+    let p: GitlabNote = json_from_slice(&body).map_err(|e| e.context("not a note event"))?;
     let created = p.object_attributes.action.as_deref().is_none_or(|a| a == "create");
     let cmd = match (
         p.object_kind.as_str(),
