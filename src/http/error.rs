@@ -3,7 +3,7 @@
 //! body axum refuses becomes one too.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -42,6 +42,17 @@ impl IntoResponse for AppError {
     }
 }
 
+impl AppError {
+    /// The same refusal, its message prefixed with what was being read (`context: …`).
+    pub fn context(self, what: &str) -> AppError {
+        match self {
+            AppError::BadRequest(m) => AppError::BadRequest(format!("{what}: {m}")),
+            AppError::Invalid(c, m) => AppError::Invalid(c, format!("{what}: {m}")),
+            other => other,
+        }
+    }
+}
+
 /// What [`super::extract::Json`] answers when the body is not the JSON it expects.
 impl From<JsonRejection> for AppError {
     fn from(r: JsonRejection) -> Self {
@@ -56,5 +67,32 @@ impl From<JsonRejection> for AppError {
             }
             _ => AppError::BadRequest(text),
         }
+    }
+}
+
+/// What [`super::extract::Query`] answers when the query string does not parse.
+impl From<QueryRejection> for AppError {
+    fn from(r: QueryRejection) -> Self {
+        AppError::BadRequest(r.body_text())
+    }
+}
+
+/// What [`super::extract::Path`] answers when a path parameter does not parse.
+impl From<PathRejection> for AppError {
+    fn from(r: PathRejection) -> Self {
+        if r.status().is_server_error() {
+            return AppError::Internal(anyhow::anyhow!("path extraction: {}", r.body_text()));
+        }
+        AppError::BadRequest(r.body_text())
+    }
+}
+
+/// What [`super::extract::RawBody`] answers when the body cannot be read.
+impl From<BytesRejection> for AppError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return AppError::TooLarge("request body is larger than the server accepts".into());
+        }
+        AppError::BadRequest(r.body_text())
     }
 }

@@ -1,5 +1,5 @@
-//! Extractors of the API: [`Caller`], who is calling, and [`Json`], a JSON body whose
-//! rejection answers in our error shape. A refused credential is logged with the client's
+//! Extractors of the API: [`Caller`], who is calling, and [`Json`], [`Query`] and
+//! [`Path`], whose rejections answer in our error shape (see `super::error`). A refused credential is logged with the client's
 //! address, at most once a minute per address.
 
 use std::collections::HashMap;
@@ -28,6 +28,42 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
     }
+}
+
+/// `axum::extract::Query`, rejected with an [`AppError`]: a query string that does not
+/// parse is a 400 `bad_request` in the error shape, naming the parameter.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(AppError))]
+pub struct Query<T>(pub T);
+
+/// `axum::extract::Path`, rejected with an [`AppError`] (400 `bad_request`).
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(AppError))]
+pub struct Path<T>(pub T);
+
+/// The raw body, rejected with an [`AppError`]: 413 `payload_too_large` past the body
+/// limit, in the error shape like every other refusal.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self> {
+        Ok(RawBody(axum::body::Bytes::from_request(req, state).await?))
+    }
+}
+
+/// A JSON body read by hand (one that may be empty): syntax errors are 400
+/// `bad_request`, a body of the wrong shape (an unknown or mistyped field) 422
+/// `invalid_body`, as [`Json`] answers.
+pub fn json_from_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => AppError::Invalid(
+            crate::service::error::ErrorCode::InvalidBody,
+            format!("invalid JSON body: {e}"),
+        ),
+        _ => AppError::BadRequest(format!("malformed JSON body: {e}")),
+    })
 }
 
 /// The authenticated caller, from `Authorization: Bearer …`: a static token (approver or

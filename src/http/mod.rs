@@ -84,6 +84,9 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::router())
         .merge(webhooks::router())
         .fallback(|| async { AppError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|req: axum::extract::Request| async move {
+            AppError::MethodNotAllowed(format!("{} is not allowed on {}", req.method(), req.uri().path()))
+        })
         .layer(middleware::from_fn_with_state(body_limit, layers::reject_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), layers::count_responses))
         .layer(DefaultBodyLimit::max(body_limit))

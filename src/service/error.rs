@@ -40,6 +40,7 @@ error_codes! {
     ApproversOnly = "approvers_only",
     OidcNotAllowed = "oidc_not_allowed",
     NotFound = "not_found",
+    MethodNotAllowed = "method_not_allowed",
     IdempotencyMismatch = "idempotency_mismatch",
     AlreadyVoted = "already_voted",
     NotPending = "not_pending",
@@ -82,6 +83,9 @@ pub enum AppError {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 405: the route exists, but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// 409: the request is not in a state that allows this.
     #[error("{1}")]
     Conflict(ErrorCode, String),
@@ -111,6 +115,7 @@ impl AppError {
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(..) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(..) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Invalid(..) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -126,6 +131,7 @@ impl AppError {
             AppError::Unauthorized(_) => ErrorCode::Unauthorized,
             AppError::Forbidden(c, _) | AppError::Conflict(c, _) | AppError::Invalid(c, _) => *c,
             AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             AppError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             AppError::TooManyRequests { .. } => ErrorCode::TooManyRequests,
             AppError::Unavailable(_) => ErrorCode::Unavailable,

@@ -126,7 +126,7 @@ async fn control_characters_on(db: Db) {
     assert_eq!((st, v["status"].as_str()), (200, Some("denied")), "{db:?}: {v}");
     // Listing filters too: a NUL in a query parameter is a 400 naming it, never a 500.
     let (st, v) = http.api("GET", "/notifications?request=r%00x", &bob, None).await;
-    assert_eq!((st, code(&v)), (400, "bad_request"), "{db:?}: {v}");
+    assert_eq!((st, code(&v)), (422, "invalid_field"), "{db:?}: {v}");
     assert!(
         message(&v).starts_with("request: contains the control character U+0000"),
         "{v}"

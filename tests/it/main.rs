@@ -28,6 +28,7 @@ mod listings;
 mod log;
 mod notify;
 mod oidc;
+mod openapi;
 mod ops_logs;
 mod pipelines;
 mod policy_time;

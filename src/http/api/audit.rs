@@ -2,7 +2,7 @@
 //! (`/api/v1/keys`, no token), the audit chain's check (`/api/v1/audit/verify`) and the
 //! audit log as JSON lines (`/api/v1/audit/export`).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::core::api::{AuditVerify, Keys};
 use crate::http::AppState;
 use crate::http::error::Result;
-use crate::http::extract::{Caller, Json};
+use crate::http::extract::{Caller, Json, Query};
 
 pub(super) async fn keys(State(s): State<AppState>) -> Json<Keys> {
     Json(Keys {
@@ -41,17 +41,18 @@ pub(super) struct ExportQuery {
     limit: Option<i64>,
 }
 
-/// JSON lines, one event each, from `after` (exclusive).
+/// The bounds of `limit` on the export (default 10 000).
+const EXPORT_LIMIT_RANGE: std::ops::RangeInclusive<i64> = 1..=100_000;
+
+/// JSON lines, one event each, from `after` (exclusive); `limit` outside
+/// [`EXPORT_LIMIT_RANGE`] is a 400 naming the range.
 pub(super) async fn audit_export(
     State(s): State<AppState>,
     _c: Caller,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response> {
-    let rows = s
-        .engine
-        .store
-        .audit_page(q.after.unwrap_or(0), q.limit.unwrap_or(10_000).clamp(1, 100_000))
-        .await?;
+    let limit = super::requests::limit_in(q.limit, 10_000, EXPORT_LIMIT_RANGE)?;
+    let rows = s.engine.store.audit_page(q.after.unwrap_or(0), limit).await?;
     let mut out = String::new();
     for r in rows {
         out.push_str(&serde_json::to_string(&r.to_event()).unwrap_or_default());

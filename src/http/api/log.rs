@@ -2,7 +2,7 @@
 //! checkpoint with its witness cosignatures, the log's verifier key, proofs, and the
 //! cosignature drop-off. Only a leaf's bytes (the event itself) need a token.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::log::tree;
 use crate::http::AppState;
 use crate::http::error::{AppError, Result};
-use crate::http::extract::{Caller, Json};
+use crate::http::extract::{Caller, Json, Path, Query, RawBody};
 
 fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
@@ -114,7 +114,8 @@ pub(super) struct Cosigned {
 }
 
 /// `POST /api/v1/log/cosign`: a checkpoint of ours with a witness's cosignature line.
-pub(super) async fn cosign(State(s): State<AppState>, body: String) -> Result<Json<Cosigned>> {
-    let witnesses = s.engine.cosign(&body, crate::core::duration::now_ms()).await?;
+pub(super) async fn cosign(State(s): State<AppState>, RawBody(body): RawBody) -> Result<Json<Cosigned>> {
+    let body = std::str::from_utf8(&body).map_err(|_| AppError::BadRequest("the body is not UTF-8 text".into()))?;
+    let witnesses = s.engine.cosign(body, crate::core::duration::now_ms()).await?;
     Ok(Json(Cosigned { witnesses }))
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use crate::core::api::{NotificationList, NotificationView};
 use crate::core::duration::rfc3339;
 use crate::http::AppState;
 use crate::http::error::{AppError, ErrorCode, Result};
-use crate::http::extract::{Caller, Json};
+use crate::http::extract::{Caller, Json, Query};
 use crate::service::{decode_cursor, encode_cursor};
 use crate::store::{NotificationRow, Position};
 
@@ -41,12 +41,14 @@ pub(super) async fn list(
             "the notification outbox is visible to approvers only".into(),
         ));
     }
+    let limit = super::requests::limit_of(q.limit)?;
+    // No request id holds a control character (PostgreSQL's text cannot even hold NUL).
     if let Some(m) = q
         .request
         .as_deref()
         .and_then(|r| crate::core::text::control_message(r, false))
     {
-        return Err(AppError::BadRequest(format!("request: {m}")));
+        return Err(AppError::Invalid(ErrorCode::InvalidField, format!("request: {m}")));
     }
     let hub = &s.engine.notify;
     let mut rx = hub.subscribe();
@@ -63,7 +65,6 @@ pub(super) async fn list(
     }
     // Read the version before the rows, so a change between the two is never missed.
     let version = hub.version();
-    let limit = super::requests::limit_of(q.limit)?;
     let after = q.cursor.as_deref().map(|c| decode_cursor("cursor", c)).transpose()?;
     // One more than asked, to know whether a next page has anything on it.
     let mut rows = s

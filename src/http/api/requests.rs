@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use crate::core::decide::Status;
 use crate::core::duration::now_ms;
 use crate::http::AppState;
 use crate::http::error::{AppError, ErrorCode, Result};
-use crate::http::extract::{Caller, Json};
+use crate::http::extract::{Caller, Json, Path, Query, json_from_slice};
 use crate::service::{decode_cursor, encode_cursor};
 
 pub(super) async fn create(
@@ -46,13 +46,18 @@ pub(super) const LIMIT_RANGE: std::ops::RangeInclusive<i64> = 1..=5000;
 /// `limit`, or the default; outside [`LIMIT_RANGE`] is a 400 naming the range, never a
 /// silently shorter list.
 pub(super) fn limit_of(limit: Option<i64>) -> Result<i64> {
+    limit_in(limit, 500, LIMIT_RANGE)
+}
+
+/// `limit`, or `default`; outside `range` is a 400 naming the range.
+pub(super) fn limit_in(limit: Option<i64>, default: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64> {
     match limit {
-        None => Ok(500),
-        Some(n) if LIMIT_RANGE.contains(&n) => Ok(n),
+        None => Ok(default),
+        Some(n) if range.contains(&n) => Ok(n),
         Some(n) => Err(AppError::BadRequest(format!(
             "limit: {n} is out of range; use {} to {}",
-            LIMIT_RANGE.start(),
-            LIMIT_RANGE.end()
+            range.start(),
+            range.end()
         ))),
     }
 }
@@ -112,7 +117,8 @@ pub(super) async fn wait(
     Ok(Json(s.engine.wait(&id, q.version, timeout, &mut stop).await?))
 }
 
-/// Bodies are optional on votes; an empty body is no reason.
+/// Bodies are optional on votes; an empty body is no reason. Refused as [`Json`] refuses
+/// one: 400 for JSON that does not parse, 422 `invalid_body` for an unknown or mistyped field.
 async fn optional_body(req: Request, limit: usize) -> Result<VoteBody> {
     let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
@@ -120,7 +126,7 @@ async fn optional_body(req: Request, limit: usize) -> Result<VoteBody> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(VoteBody::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(format!("malformed JSON body: {e}")))
+    json_from_slice(&bytes)
 }
 
 /// `POST /requests/{id}/approve|deny|cancel|consume`.

@@ -9,7 +9,6 @@
 //! the project's path and it has the label `merge_request` = the MR iid.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
@@ -20,6 +19,7 @@ use parse::{Command, GithubIssueComment, GitlabNote};
 
 use super::AppState;
 use super::error::{AppError, ErrorCode, Result};
+use super::extract::{RawBody, json_from_slice};
 use crate::auth::Principal;
 use crate::core::api::VoteMeta;
 use crate::core::decide::Status;
@@ -63,7 +63,7 @@ struct Acted {
     message: String,
 }
 
-pub async fn github(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>> {
+pub async fn github(State(s): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Json<Value>> {
     let forge = s.engine.forge.clone();
     let Some(secret) = forge.webhook_secret(Kind::Github) else {
         return Err(AppError::NotFound(
@@ -91,8 +91,7 @@ pub async fn github(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
         store.finish_delivery("github", delivery, None, "ignored").await?;
         return Ok(ignored(&format!("`{event}` events are not used")));
     }
-    let p: GithubIssueComment =
-        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("not an issue_comment event: {e}")))?;
+    let p: GithubIssueComment = json_from_slice(&body).map_err(|e| e.context("not an issue_comment event"))?;
     let cmd = match (
         p.action.as_str(),
         &p.issue.pull_request,
@@ -134,7 +133,7 @@ pub async fn github(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
     finish(&s.engine, "github", delivery, &acted, replied).await
 }
 
-pub async fn gitlab(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>> {
+pub async fn gitlab(State(s): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Json<Value>> {
     let forge = s.engine.forge.clone();
     let Some(secret) = forge.webhook_secret(Kind::Gitlab) else {
         return Err(AppError::NotFound(
@@ -151,8 +150,7 @@ pub async fn gitlab(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
     if event != "Note Hook" {
         return Ok(ignored(&format!("`{event}` events are not used")));
     }
-    let p: GitlabNote =
-        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("not a note event: {e}")))?;
+    let p: GitlabNote = json_from_slice(&body).map_err(|e| e.context("not a note event"))?;
     let created = p.object_attributes.action.as_deref().is_none_or(|a| a == "create");
     let cmd = match (
         p.object_kind.as_str(),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-pub use self::http::Http;
+pub use self::http::{Http, Resp};
 pub use crate::support::tokens::token;
 pub use app::{TestApp, TestAppBuilder};
 pub use in_process::InProcessApp;
