@@ -12,7 +12,8 @@
 //!   (the gate's long-wait wake-up, consume, record fetch, key fetch, verification, exit).
 //! * `waiters`: opens N requests and holds N concurrent long-waits (`/wait?timeout=600`)
 //!   from in-process tasks, checks `jitgate_waiting_gates` reaches N, reads the server's
-//!   VmRSS, then approves all and checks every waiter is released.
+//!   VmRSS, then approves all, checks every waiter is released, and samples VmRSS for
+//!   `--settle` seconds.
 //! * `throughput`: opens M pending requests, then approves them with C concurrent clients
 //!   and reports durable decisions per second.
 //!
@@ -56,8 +57,8 @@ default, PostgreSQL with --database-url) and runs one or all scenarios, each on 
 
   latency     N (--runs) sequential real `gate request` processes: time from the approve call
               returning to the gate exiting 0 (p50/p90/p99/max)
-  waiters     N (--waiters) concurrent long-waits: server VmRSS while they all wait, and the time
-              to release them all
+  waiters     N (--waiters) concurrent long-waits: server VmRSS while they all wait, the time
+              to release them all, and VmRSS for --settle seconds after
   throughput  M (--requests) pending requests approved by C (--concurrency) clients: durable
               decisions per second
   all         the three above, in that order
