@@ -1077,10 +1077,8 @@ async fn read_answer(sock: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse::<usize>().ok());
-            if let Some(len) = length {
-                if answer.len() >= end + 4 + len {
-                    return Ok(answer);
-                }
+            if length.is_some_and(|len| answer.len() >= end + 4 + len) {
+                return Ok(answer);
             }
         }
         if sock.read_buf(&mut answer).await? == 0 {
