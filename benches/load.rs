@@ -523,6 +523,19 @@ fn raise_fd_limit(want: u64) {
     }
 }
 
+/// This process's soft open-file limit (the server started with the same).
+fn open_file_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit on a stack value.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 0;
+    }
+    r.rlim_cur
+}
+
 // ----- helpers ------------------------------------------------------------------------
 
 /// What went wrong beside the measured path: retried calls, by cause.
@@ -916,6 +929,13 @@ async fn waiters(cli: &Cli, server: &Server) -> Result<Value> {
     println!(
         "== waiters ({}): {n} concurrent long-waits, opened and approved by {} clients",
         server.backend, cli.concurrency
+    );
+    let files = open_file_limit();
+    ensure!(
+        files >= n as u64 + n as u64 / 10 + 1024,
+        "{n} waiters need about {} open files on each side, and the limit here is {files} \
+         (`ulimit -Hn`; raising the hard limit needs root with CAP_SYS_RESOURCE)",
+        n as u64 + n as u64 / 10 + 1024
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_idle, _) = server.memory_kib()?;
