@@ -1110,9 +1110,9 @@ async fn read_answer(sock: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8
 /// The memory goal for `n` waiters, and its bound in bytes.
 fn rss_goal(n: usize) -> (&'static str, u64) {
     match n {
-        0..=1000 => ("1000 waiters < 100 MB", 100_000_000),
-        1001..=10_000 => ("10,000 waiters < 256 MB", 256_000_000),
-        _ => ("100,000 waiters < 2 GB", 2_000_000_000),
+        0..=1000 => ("up to 1000 waiters < 100 MB", 100_000_000),
+        1001..=10_000 => ("up to 10,000 waiters < 256 MB", 256_000_000),
+        _ => ("up to 100,000 waiters < 2 GB", 2_000_000_000),
     }
 }
 
