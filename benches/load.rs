@@ -10,9 +10,10 @@
 //!   For each, the tool reads the first stdout line (the request id), approves over HTTP,
 //!   and measures the time from the approve call returning to the process exiting 0
 //!   (the gate's long-wait wake-up, consume, record fetch, key fetch, verification, exit).
-//! * `waiters`: opens N requests and holds N concurrent long-waits (`/wait?timeout=60`)
+//! * `waiters`: opens N requests and holds N concurrent long-waits (`/wait?timeout=600`)
 //!   from in-process tasks, checks `jitgate_waiting_gates` reaches N, reads the server's
-//!   VmRSS, then approves all and checks every waiter is released.
+//!   VmRSS, then approves all, checks every waiter is released, and samples VmRSS for
+//!   `--settle` seconds.
 //! * `throughput`: opens M pending requests, then approves them with C concurrent clients
 //!   and reports durable decisions per second.
 //!
@@ -56,8 +57,8 @@ default, PostgreSQL with --database-url) and runs one or all scenarios, each on 
 
   latency     N (--runs) sequential real `gate request` processes: time from the approve call
               returning to the gate exiting 0 (p50/p90/p99/max)
-  waiters     N (--waiters) concurrent long-waits: server VmRSS while they all wait, and the time
-              to release them all
+  waiters     N (--waiters) concurrent long-waits: server VmRSS while they all wait, the time
+              to release them all, and VmRSS for --settle seconds after
   throughput  M (--requests) pending requests approved by C (--concurrency) clients: durable
               decisions per second
   all         the three above, in that order
@@ -104,6 +105,9 @@ struct Cli {
     /// waiters: concurrent long-waits.
     #[arg(long, global = true, default_value_t = 1000)]
     waiters: usize,
+    /// waiters: seconds to keep sampling the server's RSS after the waiters are released.
+    #[arg(long, global = true, default_value_t = 60)]
+    settle: u64,
     /// throughput: pending requests to open and then approve.
     #[arg(long, global = true, default_value_t = 2000)]
     requests: usize,
@@ -136,7 +140,8 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    raise_fd_limit();
+    // Both sides hold one socket per waiter; the server keeps some for itself.
+    raise_fd_limit(cli.waiters as u64 + cli.waiters as u64 / 5 + 4096);
     let gate = match &cli.gate {
         Some(p) => p.clone(),
         None => std::env::current_exe()?
@@ -225,6 +230,9 @@ impl Server {
             }],
         );
         let policy = "version: 1\ngroups:\n  sre: [alice, bob]\nrules:\n  - name: prod\n    match: { environment: production }\n    require: [{ group: sre, count: 1 }]\n    timeout: 1h\n";
+        // Long-waits of up to 10 minutes (the server's ceiling), so the waiters scenario's
+        // thousands of waiters do not time out and reconnect while the rest connect.
+        let config = format!("max_wait_secs: {WAIT_SECS}\n{config}");
         std::fs::write(dir.join("gate.yaml"), config)?;
         std::fs::write(dir.join("policy.yaml"), policy)?;
         let database = match &cli.database_url {
@@ -284,6 +292,14 @@ impl Server {
 
     fn approver(&self) -> Result<Client> {
         Ok(Client::new(&self.base, Some(self.approver_token.clone()))?)
+    }
+
+    /// The server's socket address, for raw connections.
+    fn addr(&self) -> Result<std::net::SocketAddr> {
+        let hostport = self.base.trim_start_matches("http://").trim_end_matches('/');
+        hostport
+            .parse()
+            .with_context(|| format!("the server's address `{hostport}`"))
     }
 
     /// (VmRSS, VmHWM) of the server process, in KiB.
@@ -478,19 +494,46 @@ fn loadavg() -> String {
     l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
-/// 1000 long-waits are 1000 sockets on each side: lift the soft descriptor limit to the hard one.
-fn raise_fd_limit() {
+/// N long-waits are N sockets on each side, and the server inherits our limit: lift the
+/// soft descriptor limit to the hard one, and (as root) the hard one to `want` when it is
+/// lower. The server sizes its connection cap from what it gets (`Limits::for_open_files`).
+fn raise_fd_limit(want: u64) {
     // SAFETY: plain getrlimit/setrlimit on a stack value.
     unsafe {
         let mut r = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return;
+        }
+        if r.rlim_max < want {
+            let up = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: want,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &up) == 0 {
+                return;
+            }
+        }
+        if r.rlim_cur < r.rlim_max {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
     }
+}
+
+/// This process's soft open-file limit (the server started with the same).
+fn open_file_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit on a stack value.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 0;
+    }
+    r.rlim_cur
 }
 
 // ----- helpers ------------------------------------------------------------------------
@@ -887,6 +930,13 @@ async fn waiters(cli: &Cli, server: &Server) -> Result<Value> {
         "== waiters ({}): {n} concurrent long-waits, opened and approved by {} clients",
         server.backend, cli.concurrency
     );
+    let files = open_file_limit();
+    ensure!(
+        files >= n as u64 + n as u64 / 10 + 1024,
+        "{n} waiters need about {} open files on each side, and the limit here is {files} \
+         (`ulimit -Hn`; raising the hard limit needs root with CAP_SYS_RESOURCE)",
+        n as u64 + n as u64 / 10 + 1024
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_idle, _) = server.memory_kib()?;
     let stats = Arc::new(Stats::default());
@@ -900,18 +950,24 @@ async fn waiters(cli: &Cli, server: &Server) -> Result<Value> {
         mib(rss_opened)
     );
 
-    // One shared HTTP client: its pool opens one connection per concurrent long-wait.
-    let waiter = server.pipeline()?;
+    // One raw HTTP/1.1 connection per long-wait (see `raw_wait`), connected a few hundred
+    // at a time so the listen backlog never overflows.
+    let addr = server.addr()?;
+    let token: Arc<str> = server.pipeline_token.clone().into();
+    let connecting = Arc::new(tokio::sync::Semaphore::new(256));
     let rewaits = Arc::new(AtomicU64::new(0));
     let t_wait = Instant::now();
     let mut tasks = Vec::with_capacity(n);
-    for v in &views {
-        let c = waiter.clone();
+    for (i, v) in views.iter().enumerate() {
         let (id, mut version) = (v.id.clone(), v.version);
-        let (stats, rewaits) = (stats.clone(), rewaits.clone());
+        let (stats, rewaits, token, connecting) = (stats.clone(), rewaits.clone(), token.clone(), connecting.clone());
+        let local = source_address(i);
         tasks.push(tokio::spawn(async move {
             loop {
-                let r = retry(&stats, "wait", || c.wait(&id, Some(version), 60)).await?;
+                let r = retry(&stats, "wait", || {
+                    raw_wait(addr, local, &token, &id, version, WAIT_SECS, &connecting)
+                })
+                .await?;
                 if r.status != Status::Pending {
                     return Ok::<_, anyhow::Error>((Instant::now(), r.status));
                 }
@@ -922,7 +978,9 @@ async fn waiters(cli: &Cli, server: &Server) -> Result<Value> {
         }));
     }
     let mut waiting = 0.0;
-    while t_wait.elapsed() < Duration::from_secs(50) {
+    // A few hundred connections a second on a busy machine: give big runs their time.
+    let deadline = Duration::from_secs(50).max(Duration::from_millis(n as u64 * 2));
+    while t_wait.elapsed() < deadline {
         waiting = server.metric("jitgate_waiting_gates").await?;
         if waiting >= n as f64 {
             break;
@@ -932,7 +990,8 @@ async fn waiters(cli: &Cli, server: &Server) -> Result<Value> {
     let all_waiting = t_wait.elapsed();
     ensure!(
         waiting >= n as f64,
-        "jitgate_waiting_gates reached only {waiting} of {n} within 50 s"
+        "jitgate_waiting_gates reached only {waiting} of {n} within {} s",
+        deadline.as_secs()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_waiting, hwm_waiting) = server.memory_kib()?;
@@ -970,33 +1029,157 @@ async fn waiters(cli: &Cli, server: &Server) -> Result<Value> {
         release_all.as_secs_f64()
     );
     println!("waiter release after its approve returned: {}", wake.line());
+    let (goal, goal_bytes) = rss_goal(n);
+    let goal_met = rss_waiting * 1024 < goal_bytes;
     println!(
-        "after release: jitgate_waiting_gates = {still}, RSS {:.1} MiB (peak {:.1} MiB); re-waits {}; {}; goal < 100 MB RSS: {}",
+        "after release: jitgate_waiting_gates = {still}, RSS {:.1} MiB (peak {:.1} MiB); re-waits {}; {}; goal {goal}: {}",
         mib(rss_after),
         mib(hwm_after),
         rewaits.load(Ordering::Relaxed),
         stats.line(),
-        if (rss_waiting * 1024) < 100_000_000 {
-            "met"
-        } else {
-            "MISSED"
-        }
+        if goal_met { "met" } else { "MISSED" }
     );
     ensure!(
         still == 0.0,
         "{still} gates still waiting after every request was approved"
+    );
+
+    // Does the memory go back? Sample VmRSS once a second for --settle seconds.
+    let near_idle = rss_opened + rss_opened / 10;
+    let mut samples = vec![rss_after];
+    let mut settled: Option<u64> = (rss_after <= near_idle).then_some(0);
+    for s in 1..=cli.settle {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (rss, _) = server.memory_kib()?;
+        samples.push(rss);
+        if settled.is_none() && rss <= near_idle {
+            settled = Some(s);
+        }
+    }
+    let at = |s: u64| samples.get(s as usize).or(samples.last()).copied().unwrap_or(rss_after);
+    let at_or_none = |s: u64| (s <= cli.settle).then(|| round2(mib(at(s))));
+    println!(
+        "RSS after release: {:.1} MiB at once, {:.1} at +10 s, {:.1} at +30 s, {:.1} at +{} s (before the waiters: {:.1}); within 10% of that: {}",
+        mib(rss_after),
+        mib(at(10)),
+        mib(at(30)),
+        mib(at(cli.settle)),
+        cli.settle,
+        mib(rss_opened),
+        match settled {
+            Some(s) => format!("after {s} s"),
+            None => format!("not within {} s", cli.settle),
+        }
     );
     Ok(json!({
         "scenario": "waiters", "backend": server.backend, "waiters": n, "concurrency": cli.concurrency,
         "rss_idle_mib": round2(mib(rss_idle)), "rss_opened_mib": round2(mib(rss_opened)),
         "rss_waiting_mib": round2(mib(rss_waiting)), "hwm_waiting_mib": round2(mib(hwm_waiting)),
         "rss_after_mib": round2(mib(rss_after)), "hwm_after_mib": round2(mib(hwm_after)),
+        "rss_after_10s_mib": at_or_none(10), "rss_after_30s_mib": at_or_none(30),
+        "rss_after_settle_mib": round2(mib(at(cli.settle))), "settle_s": cli.settle,
+        "within_10pct_of_opened_after_s": settled,
         "kib_per_waiter": round2(per_waiter / 1024.0),
         "open_s": round2(open_time.as_secs_f64()), "all_waiting_s": round2(all_waiting.as_secs_f64()),
         "approve_all_s": round2(approve_time.as_secs_f64()), "release_all_s": round2(release_all.as_secs_f64()),
         "release_after_approve": wake.json(), "rewaits": rewaits.load(Ordering::Relaxed),
-        "retries": stats.snapshot().0, "http_500": stats.snapshot().1, "goal_rss_under_100mb": rss_waiting * 1024 < 100_000_000,
+        "retries": stats.snapshot().0, "http_500": stats.snapshot().1, "goal": goal, "goal_met": goal_met,
     }))
+}
+
+/// Reads one answer: its head, then `Content-Length` bytes of body (or to the end).
+async fn read_answer(sock: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut answer = Vec::with_capacity(4096);
+    loop {
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|len| answer.len() >= end + 4 + len) {
+                return Ok(answer);
+            }
+        }
+        if sock.read_buf(&mut answer).await? == 0 {
+            return Ok(answer);
+        }
+    }
+}
+
+/// The issue's memory goal for `n` waiters, and its bound in bytes.
+fn rss_goal(n: usize) -> (&'static str, u64) {
+    match n {
+        0..=1000 => ("up to 1000 waiters < 100 MB", 100_000_000),
+        1001..=10_000 => ("up to 10,000 waiters < 256 MB", 256_000_000),
+        _ => ("up to 100,000 waiters < 2 GB", 2_000_000_000),
+    }
+}
+
+/// The seconds each long-wait asks for (and the servers' `max_wait_secs`); a waiter that
+/// times out waits again.
+const WAIT_SECS: u64 = 600;
+
+/// Loopback source addresses to spread the waiters over: one address has about 28,000
+/// ephemeral ports (`net.ipv4.ip_local_port_range`), so waiter `i` connects from
+/// 127.0.0.(2 + i / 20000) once there are more than that.
+fn source_address(i: usize) -> Option<std::net::IpAddr> {
+    let k = i / 20_000;
+    (k > 0).then(|| std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1 + k as u8)))
+}
+
+/// One long-wait on a connection of its own, in plain HTTP/1.1: a keep-alive request as
+/// the `gate` CLI's HTTP client sends it, read up to its `Content-Length`. A few KiB per
+/// waiter on this side, so 100,000 fit next to the server.
+async fn raw_wait(
+    addr: std::net::SocketAddr,
+    local: Option<std::net::IpAddr>,
+    token: &str,
+    id: &str,
+    version: i64,
+    secs: u64,
+    connecting: &tokio::sync::Semaphore,
+) -> Result<RequestView, ClientError> {
+    use tokio::io::AsyncWriteExt as _;
+    let io = |e: std::io::Error| ClientError::Transport(e.to_string());
+    let mut sock = {
+        let _permit = connecting
+            .acquire()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let s = tokio::net::TcpSocket::new_v4().map_err(io)?;
+        if let Some(ip) = local {
+            s.bind(std::net::SocketAddr::new(ip, 0)).map_err(io)?;
+        }
+        let mut sock = s.connect(addr).await.map_err(io)?;
+        let req = format!(
+            "GET /api/v1/requests/{id}/wait?timeout={secs}&version={version} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: */*\r\n\r\n"
+        );
+        sock.write_all(req.as_bytes()).await.map_err(io)?;
+        sock
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(secs + 15), read_answer(&mut sock))
+        .await
+        .map_err(|_| ClientError::Transport("no answer in time".into()))?
+        .map_err(io)?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| ClientError::Transport("the connection closed before a whole answer".into()))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ClientError::Decode(format!("no status line: {head:.80}")))?;
+    if status != 200 {
+        let e: Value = serde_json::from_str(body).unwrap_or_default();
+        return Err(ClientError::Api {
+            status,
+            code: e["error"]["code"].as_str().unwrap_or("-").to_string(),
+            message: e["error"]["message"].as_str().unwrap_or(body).to_string(),
+        });
+    }
+    serde_json::from_str(body).map_err(|e| ClientError::Decode(e.to_string()))
 }
 
 // ----- scenario 3: decisions per second -----------------------------------------------

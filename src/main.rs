@@ -2,6 +2,49 @@
 
 use std::process::ExitCode;
 
+// jemalloc, not glibc's malloc: memory a burst of long-waits used goes back to the system,
+// and the 8 KiB buffers each connection reserves cost only the pages written to. Figures:
+// docs/performance.md ("Cheap waiters").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read when it starts (`man jemalloc`, "TUNING"): unused dirty pages
+/// are returned after 10 s (the default), and at once from there on (no "muzzy" stage).
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"dirty_decay_ms:10000,muzzy_decay_ms:0\0";
+
+unsafe extern "C" {
+    /// jemalloc's `mallctl`, under the prefix `tikv-jemalloc-sys` gives its symbols.
+    fn _rjem_mallctl(
+        name: *const std::ffi::c_char,
+        oldp: *mut std::ffi::c_void,
+        oldlenp: *mut usize,
+        newp: *mut std::ffi::c_void,
+        newlen: usize,
+    ) -> std::ffi::c_int;
+}
+
+/// A server purges in a background thread of jemalloc's: an idle one makes no
+/// allocations, which is when jemalloc would otherwise purge. CLI commands live too
+/// briefly to need one.
+fn purge_in_background() {
+    let mut on = true;
+    // SAFETY: a documented mallctl name, with a bool as its new value and no old value.
+    let _ = unsafe {
+        _rjem_mallctl(
+            c"background_thread".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            (&raw mut on).cast(),
+            std::mem::size_of::<bool>(),
+        )
+    };
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os().any(|a| a == "serve") {
+        purge_in_background();
+    }
     jitgate::cli::main()
 }

@@ -88,35 +88,40 @@ impl Engine {
         rx: &mut watch::Receiver<i64>,
     ) -> Result<RequestView> {
         let until = tokio::time::Instant::now() + timeout;
-        let (mut row, mut votes) = self.load(id).await?;
-        let known = since.unwrap_or(row.version);
+        // What the wait needs between reads: a few words, not the request. The row, its
+        // document and votes are read again after every wake-up, so none of them is held
+        // while the request waits (thousands of waiters: see docs/performance.md).
+        let mut known = since;
+        let mut last_read = false;
         loop {
+            // Boxed: the store's and the expiry's futures are large, and inline they would
+            // size every waiting future.
+            let (row, votes) = Box::pin(self.load(id)).await?;
+            let base = *known.get_or_insert(row.version);
             let status = row.status;
-            let news = row.version != known || (since.is_none() && status != Status::Pending);
-            if news || status.is_terminal() || *shutdown.borrow() {
+            let news = row.version != base || (since.is_none() && status != Status::Pending);
+            if last_read || news || status.is_terminal() || *shutdown.borrow() {
                 return self.view(&row, &votes);
             }
-            let now = crate::core::duration::now_ms();
             let due = match status {
                 Status::Pending => Some(row.expires_at),
                 _ => row.approval_expires_at,
             };
+            drop((row, votes));
+            let now = crate::core::duration::now_ms();
             if due.is_some_and(|d| now >= d) {
-                self.expire(id, now).await?;
-            } else {
-                let wake = due
-                    .map(|d| tokio::time::Instant::now() + std::time::Duration::from_millis((d - now).max(0) as u64))
-                    .unwrap_or(until)
-                    .min(until);
-                tokio::select! {
-                    r = rx.changed() => { if r.is_err() { return self.view(&row, &votes); } }
-                    _ = tokio::time::sleep_until(wake) => {
-                        if wake >= until { return self.view(&row, &votes); }
-                    }
-                    _ = shutdown.changed() => {}
-                }
+                Box::pin(self.expire(id, now)).await?;
+                continue;
             }
-            (row, votes) = self.load(id).await?;
+            let wake = due
+                .map(|d| tokio::time::Instant::now() + std::time::Duration::from_millis((d - now).max(0) as u64))
+                .unwrap_or(until)
+                .min(until);
+            tokio::select! {
+                r = rx.changed() => last_read = r.is_err(),
+                _ = tokio::time::sleep_until(wake) => last_read = wake >= until,
+                _ = shutdown.changed() => {}
+            }
         }
     }
 }
