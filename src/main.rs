@@ -14,32 +14,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8] = b"dirty_decay_ms:10000,muzzy_decay_ms:0\0";
 
-unsafe extern "C" {
-    /// jemalloc's `mallctl`, under the prefix `tikv-jemalloc-sys` gives its symbols.
-    fn _rjem_mallctl(
-        name: *const std::ffi::c_char,
-        oldp: *mut std::ffi::c_void,
-        oldlenp: *mut usize,
-        newp: *mut std::ffi::c_void,
-        newlen: usize,
-    ) -> std::ffi::c_int;
-}
-
 /// A server purges in a background thread of jemalloc's: an idle one makes no
 /// allocations, which is when jemalloc would otherwise purge. CLI commands live too
 /// briefly to need one.
 fn purge_in_background() {
-    let mut on = true;
-    // SAFETY: a documented mallctl name, with a bool as its new value and no old value.
-    let _ = unsafe {
-        _rjem_mallctl(
-            c"background_thread".as_ptr(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            (&raw mut on).cast(),
-            std::mem::size_of::<bool>(),
-        )
-    };
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
 }
 
 fn main() -> ExitCode {
