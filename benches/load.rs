@@ -1177,6 +1177,7 @@ async fn raw_wait(
             status,
             code: e["error"]["code"].as_str().unwrap_or("-").to_string(),
             message: e["error"]["message"].as_str().unwrap_or(body).to_string(),
+            retry_after: None,
         });
     }
     serde_json::from_str(body).map_err(|e| ClientError::Decode(e.to_string()))
