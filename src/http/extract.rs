@@ -103,17 +103,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self> {
         let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        if let Err(limited) = s.throttle.failed_auth.check(&client) {
-            // An address that keeps failing gets 429, but a static token (checked in
-            // memory) still works from it: a pipeline behind the same NAT as a flood
-            // keeps deploying. Holder tokens and OIDC tokens, which cost a lookup or a
-            // signature check, wait until the address has a token again.
-            let known = bearer(parts).is_ok_and(|t| s.engine.tokens.authenticate(t).is_some());
-            if !known {
-                return Err(limited);
-            }
-        }
-        let got = authenticate(parts, s).await;
+        let got = authenticate(parts, s, client).await;
         match &got {
             Ok(Caller(p)) => note_caller(p.name()),
             Err(AppError::Unauthorized(why)) => {
@@ -196,11 +186,20 @@ fn bearer(parts: &Parts) -> Result<&str> {
 }
 
 /// Who the `Authorization` header says is calling.
-async fn authenticate(parts: &Parts, s: &AppState) -> Result<Caller> {
-    let token = bearer(parts)?;
+async fn authenticate(parts: &Parts, s: &AppState, client: Option<IpAddr>) -> Result<Caller> {
+    let limited = s.throttle.failed_auth.check(&client);
+    let token = match bearer(parts) {
+        Ok(t) => t,
+        Err(e) => return Err(limited.err().unwrap_or(e)),
+    };
     if let Some(p) = s.engine.tokens.authenticate(token) {
         return Ok(Caller(p));
     }
+    // An address that keeps failing gets 429, but a static token (checked in memory,
+    // above) still works from it: a pipeline behind the same NAT as a flood keeps
+    // deploying. Holder tokens and OIDC tokens, which cost a lookup or a signature
+    // check, wait until the address has a token again.
+    limited?;
     if token.starts_with(&format!("{}_", crate::service::HOLDER_PREFIX)) {
         // A holder token is good for its own request's routes only.
         // Nested under /api/v1, the router sees the path without that prefix.

@@ -36,19 +36,7 @@ async fn gate_through(s: &TestApp, proxy: &Proxy, budget: &str) -> Waiting {
     let mut cmd = s.gate("ci");
     cmd.env("GATE_SERVER", proxy.url()).env("GATE_LOG", "info");
     let w = s
-        .open_with(
-            cmd,
-            &[
-                "--environment",
-                "production",
-                "--commit",
-                COMMIT,
-                "--actor",
-                "dave",
-                "--retry-budget",
-                budget,
-            ],
-        )
+        .open_with(cmd, &[&PRODUCTION_BY_DAVE[..], &["--retry-budget", budget]].concat())
         .await;
     assert_eq!(w.opened["status"], "pending", "{}", w.opened);
     w

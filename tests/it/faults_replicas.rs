@@ -87,17 +87,10 @@ async fn replicas_release_every_gate_once_through_a_sigkill() {
         cmd.env("GATE_SERVER", lbs[i % 3].url());
         let key = format!("replicas-run-{i}");
         let args = [
-            "--environment",
-            "production",
-            "--commit",
-            COMMIT,
-            "--actor",
-            "dave",
-            "--idempotency-key",
-            &key,
-            "--retry-budget",
-            "60s",
-        ];
+            &PRODUCTION_BY_DAVE[..],
+            &["--idempotency-key", &key, "--retry-budget", "60s"],
+        ]
+        .concat();
         gates.push(primary.open_with(cmd, &args).await);
     }
     // Two decided before the kill, on the replica about to die and on another.
@@ -187,19 +180,7 @@ async fn clock_skew_between_replicas_does_not_expire_a_request_early() {
     let mut cmd = primary.gate("ci");
     cmd.env("GATE_SERVER", &slow.url);
     let w = primary
-        .open_with(
-            cmd,
-            &[
-                "--environment",
-                "production",
-                "--commit",
-                COMMIT,
-                "--actor",
-                "dave",
-                "--timeout",
-                "3m",
-            ],
-        )
+        .open_with(cmd, &[&PRODUCTION_BY_DAVE[..], &["--timeout", "3m"]].concat())
         .await;
     assert_eq!(w.opened["status"], "pending", "{}", w.opened);
     let on_fast = Client::new(&fast.url, Some(token("ci"))).unwrap();

@@ -186,22 +186,6 @@ async fn out_of_range_limits_and_forged_cursors_are_400s() {
     }
 }
 
-async fn sign_in(c: &Http, who: &str) -> String {
-    let r = c.get("/login").send().await;
-    let (pre, _) = r.cookie("gate_prelogin").unwrap();
-    let html = r.text().await;
-    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
-    let csrf = html[at..at + html[at..].find('"').unwrap()].to_string();
-    let r = c
-        .post("/login")
-        .header("cookie", format!("gate_prelogin={pre}"))
-        .form(&[("csrf", csrf.as_str()), ("token", &token(who)), ("next", "/")])
-        .send()
-        .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
-    format!("gate_session={}", r.cookie("gate_session").unwrap().0)
-}
-
 /// The `href` of the page's "Next page" link, unescaped.
 fn next_href(html: &str) -> Option<String> {
     let at = html.find("<a rel=\"next\" href=\"")? + 20;
@@ -218,13 +202,13 @@ async fn ui_pages_on(db: Db) {
     let c = s.http();
 
     // alice's inbox: hers, however many others are older; one page.
-    let alice = sign_in(&c, "alice").await;
+    let alice = crate::ui::sign_in(&c, "alice").await.0;
     let html = c.get("/").header("cookie", &alice).send().await.text().await;
     assert!(html.contains(&format!("/requests/{hers}")), "{html}");
     assert_eq!(next_href(&html), None);
 
     // erin's: 100 per page, then a next page with the rest.
-    let erin = sign_in(&c, "erin").await;
+    let erin = crate::ui::sign_in(&c, "erin").await.0;
     let mut path = "/".to_string();
     let mut seen = 0;
     let mut pages = 0;

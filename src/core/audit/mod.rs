@@ -92,15 +92,7 @@ pub struct Row {
 impl Row {
     /// Whether the row's content still matches its hash.
     pub fn hash_holds(&self) -> bool {
-        event_hash(
-            self.seq,
-            self.at,
-            &self.request_id,
-            &self.kind,
-            &self.actor,
-            &self.data,
-            &self.prev_hash,
-        ) == self.hash
+        hex::encode(Sha256::digest(self.leaf_bytes())) == self.hash
     }
 
     /// Whether one of `keys` signed the row's hash.

@@ -22,6 +22,8 @@ pub const GATE: &str = env!("CARGO_BIN_EXE_gate");
 pub const USERS: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
 pub const PIPELINES: [&str; 2] = ["ci", "ci2"];
 pub const COMMIT: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+/// `gate request` flags for a production deploy of COMMIT triggered by dave.
+pub const PRODUCTION_BY_DAVE: [&str; 6] = ["--environment", "production", "--commit", COMMIT, "--actor", "dave"];
 /// The production rule most tests use: one of sre.
 pub const ONE_SRE: &str = "    require: [{ group: sre, count: 1 }]";
 
