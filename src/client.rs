@@ -10,7 +10,7 @@ use crate::core::api::{AuditVerify, CreateRequest, ErrorBody, Keys, RequestView,
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server answered with an error.
-    #[error("{message} (HTTP {status}, {code})")]
+    #[error("{message} (HTTP {status}, {code}){}", hint(*.status, .message))]
     Api {
         status: u16,
         code: String,
@@ -23,6 +23,15 @@ pub enum ClientError {
     Transport(String),
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
+}
+
+/// What to try next, for the errors a newcomer meets first.
+fn hint(status: u16, message: &str) -> &'static str {
+    if status == 401 && (message.starts_with("unknown token") || message.starts_with("missing")) {
+        "; check the token with `printf '%s' \"$GATE_TOKEN\" | gate token hash`: the server's gate.yaml must list that token_sha256"
+    } else {
+        ""
+    }
 }
 
 impl ClientError {

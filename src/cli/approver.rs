@@ -58,8 +58,14 @@ pub async fn cancel(ctx: &Ctx, id: &str, reason: Option<String>) -> Outcome {
     Ok(Exit::Success)
 }
 
-pub async fn pending(ctx: &Ctx) -> Outcome {
+pub async fn pending(ctx: &Ctx, quiet: bool) -> Outcome {
     let list = ctx.client()?.list(Status::Pending.as_str()).await?;
+    if quiet {
+        for r in &list {
+            outln!("{}", t(&r.id));
+        }
+        return Ok(Exit::Success);
+    }
     if ctx.json() {
         print_json(&list);
         return Ok(Exit::Success);
@@ -139,11 +145,15 @@ pub fn print_view(v: &RequestView) {
     outln!("rule        {} ({})", t(&v.rule), t(&v.policy_digest));
     for r in &v.requirements {
         outln!(
-            "  {} {} of {}: approved by [{}]{}",
+            "  {} {} of {}: {}{}",
             if r.met { "✓" } else { "·" },
             r.count,
             t(&r.group),
-            t(&r.approved_by.join(", ")),
+            if r.approved_by.is_empty() {
+                "no approvals yet".to_string()
+            } else {
+                format!("approved by {}", t(&r.approved_by.join(", ")))
+            },
             if r.may_vote.is_empty() {
                 String::new()
             } else {

@@ -105,7 +105,11 @@ pub enum Command {
         reason: String,
     },
     /// Requests waiting for you.
-    Pending,
+    Pending {
+        /// Print only the ids, one a line (for scripts: `ID=$(gate pending --quiet | head -n1)`).
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// One request in detail.
     Show { id: String },
     /// Withdraw a pending request.
@@ -264,8 +268,8 @@ pub enum PolicyCommand {
     /// Show which rule a request context matches, and why the others do not.
     Explain {
         file: PathBuf,
-        /// A JSON request context (the `context` object of the API).
-        #[arg(long)]
+        /// Path of a JSON file holding a request context (the `context` object of the API).
+        #[arg(long, value_name = "FILE")]
         request: PathBuf,
     },
 }
@@ -356,7 +360,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Request(a) => request::run(&ctx, *a).await,
         Command::Approve { id, reason } => approver::vote(&ctx, &id, true, reason).await,
         Command::Deny { id, reason } => approver::vote(&ctx, &id, false, Some(reason)).await,
-        Command::Pending => approver::pending(&ctx).await,
+        Command::Pending { quiet } => approver::pending(&ctx, quiet).await,
         Command::Show { id } => approver::show(&ctx, &id).await,
         Command::Cancel { id, reason } => approver::cancel(&ctx, &id, reason).await,
         Command::Verify(a) => tools::verify(&ctx, a).await,

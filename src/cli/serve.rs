@@ -131,7 +131,9 @@ pub async fn run(a: ServeArgs) -> Outcome {
     outln!("jitgate listening on http://{addr}");
     if a.demo {
         let base = format!("http://{addr}");
-        let demo = demo_walkthrough(base.clone(), demo_tokens.clone());
+        let env = settings.data_dir.join("demo").join("env");
+        write_demo_env(&env, &base, &demo_tokens)?;
+        let demo = demo_walkthrough(base.clone(), demo_tokens.clone(), env.display().to_string());
         tokio::spawn(async move {
             if let Err(e) = demo.await {
                 eprintln!("demo walk-through failed: {e}");
@@ -142,6 +144,22 @@ pub async fn run(a: ServeArgs) -> Outcome {
         .await
         .map_err(|e| Failure::usage(format!("{e:#}")))?;
     Ok(Exit::Success)
+}
+
+/// Writes the demo's server and tokens as shell `export` lines (`NAME_TOKEN`), readable
+/// by the owner only, so the quickstart's commands run as written after `. gate-data/demo/env`.
+fn write_demo_env(path: &std::path::Path, base: &str, tokens: &[(String, String)]) -> Result<(), Failure> {
+    let mut text = format!("export GATE_SERVER={base}\n");
+    for (name, token) in tokens {
+        let var = if name == "demo-pipeline" {
+            "PIPELINE".to_string()
+        } else {
+            name.to_uppercase()
+        };
+        text.push_str(&format!("export {var}_TOKEN={token}\n"));
+    }
+    let fail = |e: std::io::Error| Failure::usage(format!("{}: {e}", path.display()));
+    crate::store::keyfile::write_private(path, &text).map_err(fail)
 }
 
 /// The data dir: the flag, else gate.yaml's `data_dir`, else `gate-data`.
@@ -186,7 +204,7 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
 
 /// Opens a production request as the demo pipeline (dave is the actor), has alice and bob
 /// approve it, uses it and verifies its record; then prints the lines to do it by hand.
-async fn demo_walkthrough(base: String, tokens: Vec<(String, String)>) -> anyhow::Result<()> {
+async fn demo_walkthrough(base: String, tokens: Vec<(String, String)>, env_file: String) -> anyhow::Result<()> {
     use crate::client::Client;
     use crate::core::api::{Context, CreateRequest};
     let tok = |n: &str| tokens.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone());
@@ -252,6 +270,7 @@ async fn demo_walkthrough(base: String, tokens: Vec<(String, String)>) -> anyhow
         "  GATE_TOKEN={} {exe} approve <ID> --reason 'ok'",
         tok("bob").unwrap_or_default()
     );
+    outln!("\nOr load the server and the tokens (PIPELINE_TOKEN, ALICE_TOKEN, ...) into your shell: . {env_file}");
     outln!("\nOr approve in the browser: open {base}/login and sign in with alice's or bob's token.");
     outln!("\nApprover tokens: alice, bob, carol (sre), dave (the requester here):");
     for (n, t) in &tokens {

@@ -96,15 +96,12 @@ impl Engine {
     ) -> Result<RequestView, Failure> {
         let ctx = &body.context;
         let rule = self.policy.evaluate(ctx).cloned().ok_or_else(|| {
-            let why: Vec<String> = self
-                .policy
-                .explain(ctx)
-                .into_iter()
-                .map(|v| format!("{}: {}", v.rule, v.mismatches.join(", ")))
-                .collect();
             AppError::Invalid(
                 ErrorCode::NoMatchingRule,
-                format!("no policy rule matches this request ({})", why.join("; ")),
+                format!(
+                    "no policy rule matches this request ({})",
+                    earlier_misses(&self.policy, ctx)
+                ),
             )
         })?;
         let mut timeout = rule.timeout();
@@ -176,11 +173,17 @@ impl Engine {
         tx.append_audit(&created).await?;
         if let Some(decision) = doc.rule.decision {
             let approve = decision == AutoDecision::Approve;
-            let reason = format!(
+            let mut reason = format!(
                 "policy rule `{}` decides {}",
                 doc.rule.name,
                 if approve { "approve" } else { "deny" }
             );
+            // A catch-all deny says why the rules before it did not take the request, as
+            // the no-rule refusal does: otherwise a typo in a `match` looks like policy.
+            let missed = earlier_misses(&self.policy, ctx);
+            if !approve && !missed.is_empty() {
+                reason.push_str(&format!("; earlier rules did not match: {missed}"));
+            }
             let vote = VoteRow {
                 voter: format!("policy:{}", doc.rule.name),
                 approve,
@@ -234,4 +237,16 @@ impl Engine {
         self.publish(&row);
         Ok(self.view(&row, &votes)?)
     }
+}
+
+/// Why each rule before the one that matches (or every rule, when none does) did not
+/// match `ctx`: `rule: reason, reason; rule: reason`.
+fn earlier_misses(policy: &crate::core::policy::Policy, ctx: &crate::core::api::Context) -> String {
+    policy
+        .explain(ctx)
+        .into_iter()
+        .filter(|v| !v.matched)
+        .map(|v| format!("{}: {}", v.rule, v.mismatches.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

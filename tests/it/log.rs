@@ -4,7 +4,7 @@
 
 use jitgate::core::log::{WitnessKey, WitnessVkey, verify_checkpoint};
 
-use crate::helpers::{Db, Out, TestApp, backends, token};
+use crate::helpers::{Db, Out, TestApp, backends, skip_or_fail, token};
 
 const WITNESS: &str = "witness.example/security";
 
@@ -226,10 +226,10 @@ fn python_with_aics() -> Option<String> {
     if ok {
         return Some("python3".into());
     }
-    if std::env::var("GATE_E2E_REQUIRED").is_ok_and(|v| v == "1") {
-        panic!("aics-tlog is not installed (pip install --ignore-requires-python aics-tlog) and GATE_E2E_REQUIRED=1");
-    }
-    eprintln!("aics-tlog is not installed: the independent verifier check is skipped");
+    skip_or_fail(
+        "the independent transparency-log verifier check",
+        "aics-tlog is not installed (pip install --ignore-requires-python aics-tlog)",
+    );
     None
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use http::Method;
 
-use crate::helpers::{Db, TestApp, backends, token};
+use crate::helpers::{Db, TestApp, backends, skip_or_fail, token};
 
 /// The schemathesis release `.ci/run` installs; the flags below are this version's.
 const SCHEMATHESIS: &str = "4.32.5";
@@ -128,11 +128,11 @@ fn schemathesis() -> Option<&'static str> {
             );
             Some("st")
         }
-        _ if std::env::var("GATE_E2E_REQUIRED").is_ok_and(|v| v == "1") => {
-            panic!("schemathesis is not installed (pip install schemathesis=={SCHEMATHESIS}) and GATE_E2E_REQUIRED=1")
-        }
         _ => {
-            eprintln!("schemathesis is not installed: the API conformance run is skipped");
+            skip_or_fail(
+                "the schemathesis API conformance run",
+                &format!("schemathesis is not installed (pip install schemathesis=={SCHEMATHESIS})"),
+            );
             None
         }
     }
@@ -149,7 +149,9 @@ async fn run_schemathesis(st: &str, s: &TestApp, caller: &str, db: Db) {
         .args(["--header", &format!("Authorization: Bearer {}", token(caller))])
         // Bounded and reproducible: about 30 s per token and backend on two cores.
         .args(["--max-examples", "20", "--seed", "1"])
-        .args(["--generation-database", "none", "--request-timeout", "10"])
+        // The timeout is a safety net, not a check: `GET /audit/verify` checks every event's
+        // signature, and on a loaded two-core machine that took over 10 s (seen in CI).
+        .args(["--generation-database", "none", "--request-timeout", "60"])
         // The only operation left out: `GET /api/v1/events` is a server-sent event stream
         // that never ends while the server runs, so no answer to it is ever complete; it
         // is tested in tests/it (its route above, its events in the UI and CLI tests).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde_json::Value;
 
-use crate::helpers::{COMMIT, Db, GATE, Out, TestApp, backends};
+use crate::helpers::{COMMIT, Db, GATE, Out, TestApp, backends, skip_or_fail};
 use crate::support::serve::ServeFiles;
 
 const ART: &str = "sha256:abababababababababababababababababababababababababababababababab";
@@ -292,12 +292,10 @@ fn have_securesystemslib() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !have {
-        if std::env::var("GATE_E2E_REQUIRED").is_ok_and(|v| v == "1") {
-            panic!(
-                "securesystemslib is not installed (pip install 'securesystemslib[crypto]') and GATE_E2E_REQUIRED=1"
-            );
-        }
-        eprintln!("SKIPPED: the DSSE interop test needs securesystemslib (pip install 'securesystemslib[crypto]')");
+        skip_or_fail(
+            "the DSSE interop test",
+            "securesystemslib is not installed (pip install 'securesystemslib[crypto]')",
+        );
     }
     have
 }

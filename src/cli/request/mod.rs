@@ -82,7 +82,11 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
         match client.create(&body).await {
             Ok(v) => break v,
             Err(e) if e.is_transient() && last_ok.elapsed() < budget => {
-                eprintln!("gate: {e}; retrying");
+                let left = Dur::from_secs(budget.saturating_sub(last_ok.elapsed()).as_secs() as i64);
+                eprintln!(
+                    "gate: {e}; retrying for up to {left} more (--retry-budget); check that GATE_SERVER={} is right and the server is up",
+                    ctx.server
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(retries.next()) => {}
                     _ = signals.recv() => return Err(Failure::no("interrupted before the request was opened")),
