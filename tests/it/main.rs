@@ -11,6 +11,7 @@ mod support;
 mod architecture;
 mod browser;
 mod connections;
+mod deploy_kubernetes;
 mod docs_match;
 mod error_codes;
 mod faults;
