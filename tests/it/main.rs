@@ -11,6 +11,8 @@ mod support;
 mod architecture;
 mod browser;
 mod connections;
+mod deploy_container;
+mod deploy_systemd;
 mod error_codes;
 mod faults;
 mod faults_disk;
