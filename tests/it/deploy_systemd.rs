@@ -47,7 +47,11 @@ fn analyze(args: &[&str]) -> (i32, String) {
         .current_dir(ROOT)
         .output()
         .expect("systemd-analyze");
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     (o.status.code().unwrap_or(-1), text)
 }
 
@@ -141,7 +145,10 @@ async fn the_unit_command_serves_under_its_syscall_filter() {
             (k.to_string(), map(v))
         })
         .collect();
-    assert_eq!(env.iter().find(|(k, _)| k == "GATE_DATA_DIR").map(|(_, v)| v.as_str()), vol.to_str());
+    assert_eq!(
+        env.iter().find(|(k, _)| k == "GATE_DATA_DIR").map(|(_, v)| v.as_str()),
+        vol.to_str()
+    );
     // The optional EnvironmentFile= (none here) is where a deployment sets the rest: here,
     // a free port on every address.
     assert_eq!(one(&s, "EnvironmentFile"), "-/etc/jitgate/jitgate.env");
@@ -179,17 +186,28 @@ async fn the_unit_command_serves_under_its_syscall_filter() {
     // A whole gate run: open a staging request (the policy approves it), consume it and
     // verify its signed record, all through the server under the filter.
     let mut gate = tokio::process::Command::new(GATE);
-    gate.args(["request", "--environment", "staging", "--commit", COMMIT, "--actor", "dave"])
-        .arg("--record-file")
-        .arg(root.join("record.json"))
-        .env("GATE_SERVER", &base)
-        .env("GATE_TOKEN", "ci_try-compose-token");
+    gate.args([
+        "request",
+        "--environment",
+        "staging",
+        "--commit",
+        COMMIT,
+        "--actor",
+        "dave",
+    ])
+    .arg("--record-file")
+    .arg(root.join("record.json"))
+    .env("GATE_SERVER", &base)
+    .env("GATE_TOKEN", "ci_try-compose-token");
     let out = Out::of(gate).await;
     assert_eq!(out.code, 0, "{out:?}\n{}", std::fs::read_to_string(&log).unwrap());
     let mut child = child;
     crate::helpers::signal(&child, libc::SIGTERM);
     let status = child.wait().await.unwrap();
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "{status} (SIGSYS is a call outside the filter)\n{log_text}");
+    assert!(
+        status.success(),
+        "{status} (SIGSYS is a call outside the filter)\n{log_text}"
+    );
     assert!(log_text.contains("system calls allowed"), "{log_text}");
 }
