@@ -151,6 +151,34 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The runtime base, distroless/cc, has glibc (libc, libm, the loader) and libgcc_s: the
+/// binary must link nothing more (no OpenSSL).
+#[test]
+fn the_binary_links_only_what_distroless_cc_has() {
+    if !have("ldd", "--version", "Debian's libc-bin") {
+        return;
+    }
+    let (code, out) = run(std::process::Command::new("ldd").arg(GATE));
+    assert_eq!(code, 0, "{out}");
+    let libs: Vec<&str> = out.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let base = [
+        "linux-vdso.so.1",
+        "libgcc_s.so.1",
+        "libm.so.6",
+        "libc.so.6",
+        "libpthread.so.0",
+        "libdl.so.2",
+    ];
+    for lib in &libs {
+        let loader = lib.contains("/ld-linux");
+        assert!(
+            loader || base.contains(lib),
+            "gate links {lib}, which distroless/cc lacks:\n{out}"
+        );
+    }
+    assert!(libs.contains(&"libc.so.6"), "{out}");
+}
+
 /// The final stage of the Dockerfile: its instructions, continuation lines joined.
 #[derive(Debug, Default)]
 struct Image {
