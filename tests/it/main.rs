@@ -13,6 +13,8 @@ mod browser;
 mod connections;
 mod deploy_kubernetes;
 mod docs_match;
+mod deploy_container;
+mod deploy_systemd;
 mod error_codes;
 mod faults;
 mod faults_disk;
