@@ -26,6 +26,7 @@ mod insider;
 mod json_body;
 mod listings;
 mod log;
+mod migrate_data;
 mod notify;
 mod oidc;
 mod openapi;
