@@ -401,3 +401,34 @@ async fn make_schema(url: &str, versions: &[i64]) {
     }
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_copy_that_does_not_match_is_rolled_back_whole() {
+    let mut s = TestApp::spawn().await;
+    let id = s.open_via_api("dave").await.id;
+    s.client("bob").approve(&id, None).await.unwrap();
+    s.stop().await;
+    // A migrated, empty target whose gate_votes loses every row written to it.
+    let mut t = TestApp::spawn().await;
+    t.stop().await;
+    {
+        use sqlx::Connection as _;
+        let mut c = sqlx::SqliteConnection::connect(&t.database_url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TRIGGER lose_votes AFTER INSERT ON gate_votes BEGIN DELETE FROM gate_votes WHERE rowid = NEW.rowid; END",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+    }
+    let out = migrate(&["--from", &s.database_url, "--to", &t.database_url]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("gate_votes: 1 rows in the source, 1 copied, 0 in the target; nothing was committed"),
+        "{out:?}"
+    );
+    // gate_requests was copied before gate_votes, and rolled back with it.
+    assert!(counts(&t.database_url).await.values().all(|n| *n == 0));
+}
