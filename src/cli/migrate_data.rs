@@ -25,6 +25,8 @@ pub struct MigrateDataArgs {
 struct Db {
     flag: &'static str,
     url: String,
+    /// The URL as given (`url` may gain `mode=rwc`), for messages.
+    given: String,
     /// The file, for SQLite.
     path: Option<PathBuf>,
 }
@@ -33,7 +35,12 @@ impl Db {
     fn parse(flag: &'static str, url: &str) -> Result<Db, Failure> {
         let url = url.trim().to_string();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Db { flag, url, path: None });
+            return Ok(Db {
+                flag,
+                given: url.clone(),
+                url,
+                path: None,
+            });
         }
         let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
             let scheme = url.split_once("://").map_or(url.as_str(), |(s, _)| s);
@@ -51,12 +58,13 @@ impl Db {
         Ok(Db {
             flag,
             path: Some(PathBuf::from(file)),
+            given: url.clone(),
             url,
         })
     }
 
     fn shown(&self) -> String {
-        redact(&self.url)
+        redact(&self.given)
     }
 
     /// The error from this database, with its flag and URL (no password) in front.
