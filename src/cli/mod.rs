@@ -14,6 +14,7 @@ mod approver;
 mod audit;
 mod exit;
 mod key;
+mod migrate_data;
 mod request;
 mod serve;
 mod tools;
@@ -140,6 +141,9 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Copy a stopped deployment into another, empty database (SQLite to PostgreSQL):
+    /// every table, in one transaction, counts compared.
+    MigrateData(migrate_data::MigrateDataArgs),
 }
 
 /// What `gate verify` checks; every flag given must match the record.
@@ -444,6 +448,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Key {
             command: KeyCommand::Init(a),
         } => key::init(&ctx, &a),
+        Command::MigrateData(a) => migrate_data::run(&ctx, &a).await,
     }
 }
 

@@ -229,6 +229,11 @@ CREATE TABLE gate_holders (
 );
 "#;
 
+/// The schema version this build migrates to: its last migration's.
+pub(super) fn current() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
 pub(super) async fn run(store: &Store) -> Result<()> {
     let mut tx = store.begin().await?;
     if store.backend == Backend::Postgres {

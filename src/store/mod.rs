@@ -4,6 +4,8 @@
 //! lock held in memory; the audit chain's primary key makes a forked chain impossible.
 
 mod chain;
+mod connect;
+mod copy;
 mod deliveries;
 mod health;
 pub mod keyfile;
@@ -11,6 +13,7 @@ mod log;
 mod migrate;
 mod web;
 
+pub use copy::{Copied, CopyError, Side};
 pub use log::CheckpointRow;
 pub use web::{HistoryFilter, SessionRow, SsoLogin};
 
@@ -18,10 +21,7 @@ mod outbox;
 
 pub use outbox::{NotificationDraft, NotificationRow};
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use crate::core::decide::Status;
@@ -156,59 +156,16 @@ pub const CHANGES_CHANNEL: &str = "jitgate_changes";
 const REQUEST_COLS: &str = "id, idem_key, status, version, created_at, expires_at, approval_expires_at, decided_at, consumed_at, environment, repository, opened_by, doc";
 
 impl Store {
-    /// Connects, tunes SQLite for durable concurrent use, and applies migrations.
+    /// Connects (see [`Store::open`]) and applies migrations.
     pub async fn connect(url: &str) -> Result<Store> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            return Err(StoreError::Corrupt(format!(
-                "unsupported database URL `{}`: use sqlite://PATH or postgres://…",
-                url.split('@').next_back().unwrap_or(url)
-            )));
-        };
-        let opts = sqlx::any::AnyConnectOptions::from_str(url)?;
-        let pool = match backend {
-            Backend::Sqlite => {
-                AnyPoolOptions::new()
-                    .max_connections(4)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            // WAL lets readers run beside the writer; FULL makes each commit durable.
-                            sqlx::raw_sql(
-                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=30000; PRAGMA foreign_keys=ON;",
-                            )
-                            .execute(conn)
-                            .await?;
-                            Ok(())
-                        })
-                    })
-                    // See `health.rs`: a connection SQLite left "in a transaction" is dropped.
-                    .before_acquire(|conn, _| {
-                        Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
-                    })
-                    .connect_with(opts)
-                    .await?
-            }
-            Backend::Postgres => {
-                AnyPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(opts)
-                    .await?
-            }
-        };
-        let store = Store {
-            pool,
-            backend,
-            url: url.to_string(),
-            event_key: None,
-        };
-        migrate::run(&store).await?;
+        let store = Store::open(url).await?;
+        store.migrate().await?;
         Ok(store)
+    }
+
+    /// Brings the schema to this version's (the migrations not yet applied, in order).
+    pub async fn migrate(&self) -> Result<()> {
+        migrate::run(self).await
     }
 
     /// Streams changes committed by any replica (PostgreSQL only; `None` on SQLite).

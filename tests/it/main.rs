@@ -31,6 +31,7 @@ mod json_body;
 mod listings;
 mod log;
 mod messages;
+mod migrate_data;
 mod notify;
 mod oidc;
 mod openapi;
