@@ -23,7 +23,6 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The compose example's try-only token for alice (its gate.yaml holds the hash).
 const ALICE: &str = "alice_try-compose-token";
 
-
 /// `false` with a printed skip (or a failure under `GATE_E2E_REQUIRED=1`) when `tool`
 /// does not run with `arg`.
 pub fn have(tool: &str, arg: &str, install: &str) -> bool {
