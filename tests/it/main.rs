@@ -11,6 +11,7 @@ mod support;
 mod architecture;
 mod browser;
 mod connections;
+mod dist;
 mod error_codes;
 mod faults;
 mod faults_disk;
