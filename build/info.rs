@@ -54,26 +54,26 @@ pub fn build_info(dir: &Path, commit_env: Option<String>, date_env: Option<Strin
     // repository must not report that repository's commit.
     let top = git(dir, &["rev-parse", "--show-toplevel"]).map(PathBuf::from);
     let same = |a: &Path, b: &Path| a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a));
-    if top.as_deref().is_some_and(|t| same(t, dir)) {
-        if let Some(c) = git(dir, &["rev-parse", "HEAD"]).as_deref().and_then(short) {
-            info.commit = Some(c);
-            info.date = git(dir, &["log", "-1", "--format=%cs", "HEAD"]).filter(|d| !d.is_empty());
-            let abs = |p: String| {
-                let p = PathBuf::from(p);
-                if p.is_absolute() { p } else { dir.join(p) }
-            };
-            if let Some(g) = git(dir, &["rev-parse", "--git-dir"]).map(abs) {
-                info.watch.push(g.join("HEAD"));
-            }
-            if let Some(common) = git(dir, &["rev-parse", "--git-common-dir"]).map(abs) {
-                info.watch.push(common.join("packed-refs"));
-                if let Some(r) = git(dir, &["symbolic-ref", "-q", "HEAD"]) {
-                    info.watch.push(common.join(r));
-                }
-            }
-            info.watch.retain(|p| p.exists());
-            return info;
+    if top.as_deref().is_some_and(|t| same(t, dir))
+        && let Some(c) = git(dir, &["rev-parse", "HEAD"]).as_deref().and_then(short)
+    {
+        info.commit = Some(c);
+        info.date = git(dir, &["log", "-1", "--format=%cs", "HEAD"]).filter(|d| !d.is_empty());
+        let abs = |p: String| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() { p } else { dir.join(p) }
+        };
+        if let Some(g) = git(dir, &["rev-parse", "--git-dir"]).map(abs) {
+            info.watch.push(g.join("HEAD"));
         }
+        if let Some(common) = git(dir, &["rev-parse", "--git-common-dir"]).map(abs) {
+            info.watch.push(common.join("packed-refs"));
+            if let Some(r) = git(dir, &["symbolic-ref", "-q", "HEAD"]) {
+                info.watch.push(common.join(r));
+            }
+        }
+        info.watch.retain(|p| p.exists());
+        return info;
     }
     let vcs = dir.join(".cargo_vcs_info.json");
     if let Ok(text) = std::fs::read_to_string(&vcs) {
