@@ -69,7 +69,7 @@ pub enum Output {
 #[derive(Debug, Parser)]
 #[command(
     name = "gate",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), env!("GATE_BUILD_SUFFIX")),
     about = "Just-in-time approval gate for CI/CD pipelines",
     propagate_version = true
 )]

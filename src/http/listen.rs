@@ -49,7 +49,14 @@ impl Limits {
 /// Descriptors kept for everything but client connections.
 const RESERVED_FILES: u64 = 128;
 
+/// Windows has no open-file limit of this kind: the figure sizes the connection caps.
+#[cfg(not(unix))]
+pub fn raise_open_file_limit() -> u64 {
+    16_384
+}
+
 /// Raises this process's soft open-file limit to its hard limit, and returns it.
+#[cfg(unix)]
 pub fn raise_open_file_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -15,6 +15,7 @@ mod deploy_container;
 mod deploy_kubernetes;
 mod deploy_systemd;
 mod docs_match;
+mod dist;
 mod error_codes;
 mod faults;
 mod faults_disk;

@@ -457,6 +457,11 @@ fn expand(text: &str, inputs: &BTreeMap<String, String>, steps: &HashMap<String,
                 .get(name)
                 .unwrap_or_else(|| panic!("unknown input {name}"))
                 .clone()
+        } else if expr == "github.action_repository" {
+            // The action as `uses: jitgate/jitgate@<sha>`: a ref that is no vX.Y.Z tag.
+            "jitgate/jitgate".to_string()
+        } else if expr == "github.action_ref" {
+            "0123456789abcdef0123456789abcdef01234567".to_string()
         } else if let Some(p) = expr.strip_prefix("steps.") {
             let (step, output) = p.split_once(".outputs.").expect("steps.S.outputs.O");
             steps.get(step).and_then(|o| o.get(output)).cloned().unwrap_or_default()
@@ -589,7 +594,7 @@ async fn the_composite_action_runs_the_gate_on_path() {
     assert!(r.summary_text().contains("**approved** by bob"));
 
     // The upload step runs whatever happened, and uploads the record the gate wrote.
-    let upload = action.step("actions/upload-artifact@v4");
+    let upload = action.step("actions/upload-artifact@");
     assert!(upload["if"].as_str().unwrap().contains("always()"));
     assert_eq!(
         expand(upload["with"]["path"].as_str().unwrap(), &inputs, &steps),
@@ -632,7 +637,7 @@ async fn the_composite_action_installs_a_checked_release_or_builds_one() {
     let pkg = fake.join("pkg");
     std::fs::create_dir_all(&pkg).unwrap();
     exe(&pkg.join("gate"), "#!/bin/sh\necho gate 0.1.0 released\n");
-    let archive = rel.join("gate-x86_64-unknown-linux-musl.tar.gz");
+    let archive = rel.join("gate-x86_64-unknown-linux-gnu.tar.gz");
     let st = std::process::Command::new("tar")
         .arg("-czf")
         .arg(&archive)
@@ -644,8 +649,8 @@ async fn the_composite_action_installs_a_checked_release_or_builds_one() {
     assert!(st.success());
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&archive).unwrap()));
-    let sha_file = rel.join("gate-x86_64-unknown-linux-musl.tar.gz.sha256");
-    std::fs::write(&sha_file, format!("{digest}  gate-x86_64-unknown-linux-musl.tar.gz\n")).unwrap();
+    let sha_file = rel.join("gate-x86_64-unknown-linux-gnu.tar.gz.sha256");
+    std::fs::write(&sha_file, format!("{digest}  gate-x86_64-unknown-linux-gnu.tar.gz\n")).unwrap();
 
     let mut base = r.vars("1");
     base.push(("PATH".into(), format!("{}:/usr/bin:/bin", bin.display())));
@@ -668,7 +673,7 @@ async fn the_composite_action_installs_a_checked_release_or_builds_one() {
     // A checksum that does not match: refused, and not built instead.
     std::fs::write(
         &sha_file,
-        format!("{}  gate-x86_64-unknown-linux-musl.tar.gz\n", "0".repeat(64)),
+        format!("{}  gate-x86_64-unknown-linux-gnu.tar.gz\n", "0".repeat(64)),
     )
     .unwrap();
     let (mut c, _) = run_step(install, &r, &base, &inputs, &steps);
