@@ -34,6 +34,12 @@ RUN case "$TARGETARCH" in \
 ENV CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
     CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
     AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
+# `gate --version` names the commit: the build context has no .git, so the release
+# workflow passes them (build.rs reads GATE_BUILD_COMMIT and GATE_BUILD_DATE).
+ARG GATE_BUILD_COMMIT=""
+ARG GATE_BUILD_DATE=""
+ENV GATE_BUILD_COMMIT=$GATE_BUILD_COMMIT \
+    GATE_BUILD_DATE=$GATE_BUILD_DATE
 WORKDIR /src
 COPY . .
 # jemalloc's configure takes its archiver and nm from AR and NM, not from the target's

@@ -122,9 +122,19 @@ fn the_build_context_holds_what_the_build_reads() {
             .map(|p| p.trim_end_matches('"').to_string()),
     );
     assert!(needed.iter().any(|p| p == "benches/load.rs"), "{needed:?}");
-    for f in walk(&Path::new(ROOT).join("src")) {
+    // The build script and every file it includes (build.rs gives `gate --version`).
+    if Path::new(ROOT).join("build.rs").exists() {
+        needed.push("build.rs".into());
+    }
+    let mut sources = walk(&Path::new(ROOT).join("src"));
+    sources.push(Path::new(ROOT).join("build.rs"));
+    for f in sources {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
-        for part in text.split("include_str!(\"").skip(1) {
+        let includes = text
+            .split("include_str!(\"")
+            .skip(1)
+            .chain(text.split("include!(\"").skip(1));
+        for part in includes {
             let rel = part.split('"').next().unwrap();
             let full = f.parent().unwrap().join(rel).canonicalize().unwrap();
             needed.push(full.strip_prefix(ROOT).unwrap().display().to_string());
