@@ -290,6 +290,19 @@ done
 exec setpriv --reuid="$uid" --regid="$uid" --clear-groups -- "$@"
 "#;
 
+/// A copy of the file `src` in `root/staged`, readable and executable by the sandbox's
+/// unprivileged user: the checkout (and so the built binary) may sit under a directory
+/// only root can enter, as a `mktemp -d` clone does.
+pub fn staged(root: &Path, src: &Path) -> PathBuf {
+    let dir = root.join("staged");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let to = dir.join(src.file_name().unwrap());
+    std::fs::copy(src, &to).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    to
+}
+
 /// Starts it with stdout piped and returns the base URL from `jitgate listening on`.
 pub async fn sandboxed(s: Sandbox<'_>, log: &Path) -> (Child, String) {
     std::os::unix::fs::chown(s.writable, Some(s.uid), Some(s.uid)).unwrap();
@@ -362,7 +375,7 @@ struct Run {
     cwd: String,
 }
 
-fn image_run(img: &Image, mounts: &Mounts, extra: &[(String, String)]) -> Run {
+fn image_run(img: &Image, mounts: &Mounts, extra: &[(String, String)], gate: &Path) -> Run {
     let mut env: Vec<(String, String)> = img.env.iter().chain(extra).cloned().collect();
     for (_, v) in env.iter_mut() {
         *v = mounts.map(v);
@@ -373,7 +386,7 @@ fn image_run(img: &Image, mounts: &Mounts, extra: &[(String, String)]) -> Run {
     listen.1 = "0.0.0.0:0".into();
     let mut argv: Vec<String> = img.entrypoint.iter().chain(&img.cmd).map(|a| mounts.map(a)).collect();
     assert_eq!(argv[0], "/usr/local/bin/gate", "{argv:?}");
-    argv[0] = GATE.into();
+    argv[0] = gate.display().to_string();
     Run {
         argv,
         env,
@@ -400,8 +413,14 @@ fn layout(root: &Path, vol: &str) -> Mounts {
     let compose = Path::new(ROOT).join("deploy/compose");
     Mounts(vec![
         (vol.to_string(), root.join("vol")),
-        ("/etc/jitgate/gate.yaml".into(), compose.join("gate.yaml")),
-        ("/etc/jitgate/policy.yaml".into(), compose.join("policy.yaml")),
+        (
+            "/etc/jitgate/gate.yaml".into(),
+            staged(root, &compose.join("gate.yaml")),
+        ),
+        (
+            "/etc/jitgate/policy.yaml".into(),
+            staged(root, &compose.join("policy.yaml")),
+        ),
     ])
 }
 
@@ -422,7 +441,7 @@ async fn the_image_command_serves_with_only_its_volume_writable() {
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::create_dir(root.join("vol")).unwrap();
     let mounts = layout(root, &img.volumes[0]);
-    let r = image_run(&img, &mounts, &[]);
+    let r = image_run(&img, &mounts, &[], &staged(root, Path::new(GATE)));
     let log = root.join("server.log");
     let (child, url) = sandboxed(
         Sandbox {
@@ -505,12 +524,12 @@ async fn the_compose_service_serves_on_postgres() {
     std::fs::create_dir(root.join("vol")).unwrap();
     let mut m = layout(root, &img.volumes[0]);
     m.0.retain(|(inside, _)| inside == &img.volumes[0]);
-    m.0.extend(mounts);
+    m.0.extend(mounts.into_iter().map(|(at, file)| (at, staged(root, &file))));
     // The other change: this machine's PostgreSQL (a fresh database) for the service's.
     let mut extra: Vec<(String, String)> = env.into_iter().collect();
     extra.retain(|(k, _)| k != "GATE_DATABASE_URL");
     extra.push(("GATE_DATABASE_URL".into(), fresh_pg_database().await));
-    let r = image_run(&img, &m, &extra);
+    let r = image_run(&img, &m, &extra, &staged(root, Path::new(GATE)));
     let log = root.join("server.log");
     let (child, url) = sandboxed(
         Sandbox {

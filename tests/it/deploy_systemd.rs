@@ -11,7 +11,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
-use crate::deploy_container::{Sandbox, answers, have, local, sandboxed};
+use crate::deploy_container::{Sandbox, answers, have, local, sandboxed, staged};
 use crate::helpers::{COMMIT, GATE, Out};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -133,6 +133,9 @@ async fn the_unit_command_serves_under_its_syscall_filter() {
     std::fs::create_dir(&vol).unwrap();
     // The state directory is the temp dir; /etc/jitgate holds the compose example's files.
     let compose = Path::new(ROOT).join("deploy/compose");
+    // Copies the sandbox's user can read, wherever the checkout is.
+    let compose = staged(root, &compose.join("gate.yaml")).parent().unwrap().to_path_buf();
+    staged(root, &Path::new(ROOT).join("deploy/compose/policy.yaml"));
     let map = |v: &str| {
         v.replace(&state, vol.to_str().unwrap())
             .replace("/etc/jitgate/", &format!("{}/", compose.display()))
@@ -156,7 +159,12 @@ async fn the_unit_command_serves_under_its_syscall_filter() {
     assert_eq!(exec[0], "/usr/local/bin/gate");
     let mut argv: Vec<String> = vec![
         "/usr/bin/python3".into(),
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/seccomp_exec.py").into(),
+        staged(
+            root,
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/seccomp_exec.py")),
+        )
+        .display()
+        .to_string(),
         "--nofile".into(),
         one(&s, "LimitNOFILE").into(),
     ];
@@ -164,7 +172,7 @@ async fn the_unit_command_serves_under_its_syscall_filter() {
         argv.extend(["--filter".into(), f.to_string()]);
     }
     argv.push("--".into());
-    argv.push(GATE.into());
+    argv.push(staged(root, Path::new(GATE)).display().to_string());
     argv.extend(exec[1..].iter().cloned());
     let cwd = map(one(&s, "WorkingDirectory"));
     let log = root.join("server.log");

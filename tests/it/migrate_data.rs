@@ -39,6 +39,25 @@ fn no_postgres() -> bool {
     crate::faults_pg::skip("GATE_TEST_DATABASE_URL is not set: no PostgreSQL to migrate to")
 }
 
+/// Posts GitHub delivery `delivery-1` (a push: recorded and ignored); its status.
+async fn push_delivery(s: &TestApp) -> u16 {
+    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
+    let sig = format!(
+        "sha256={}",
+        hex::encode(jitgate::core::crypto::hmac_sha256(GH_SECRET.as_bytes(), &body))
+    );
+    let r = s
+        .http()
+        .post("/webhooks/github")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "delivery-1")
+        .header("x-hub-signature-256", sig)
+        .body("application/json", body)
+        .send()
+        .await;
+    r.status.as_u16()
+}
+
 /// The rows of each table, read straight from the database (not through jitgate).
 async fn counts(url: &str) -> BTreeMap<&'static str, i64> {
     let mut out = BTreeMap::new();
@@ -97,21 +116,7 @@ async fn deployment(hook: &MockServer) -> (TestApp, Work) {
     // A web session.
     let (session, _) = crate::ui::sign_in(&s.http(), "carol").await;
     // A forge delivery (a push event: recorded and ignored).
-    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
-    let sig = format!(
-        "sha256={}",
-        hex::encode(jitgate::core::crypto::hmac_sha256(GH_SECRET.as_bytes(), &body))
-    );
-    let r = s
-        .http()
-        .post("/webhooks/github")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", "delivery-1")
-        .header("x-hub-signature-256", sig)
-        .body("application/json", body)
-        .send()
-        .await;
-    assert_eq!(r.status.as_u16(), 200);
+    assert_eq!(push_delivery(&s).await, 200);
     let v = s.run("ci", &["audit", "verify"]).await;
     assert_eq!(v.code, 0, "{v:?}");
     let export = s.run("ci", &["audit", "export"]).await.stdout;
@@ -235,21 +240,7 @@ async fn sqlite_deployment_moves_to_postgres_and_carries_on() {
     let page = s.http().get("/").header("cookie", &work.session).send().await;
     assert_eq!(page.status.as_u16(), 200);
     // The delivery is remembered: a replay is refused.
-    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
-    let sig = format!(
-        "sha256={}",
-        hex::encode(jitgate::core::crypto::hmac_sha256(GH_SECRET.as_bytes(), &body))
-    );
-    let r = s
-        .http()
-        .post("/webhooks/github")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", "delivery-1")
-        .header("x-hub-signature-256", sig)
-        .body("application/json", body)
-        .send()
-        .await;
-    assert_eq!(r.status.as_u16(), 409);
+    assert_eq!(push_delivery(&s).await, 409);
 
     // New work appends to the moved chain, which still verifies.
     let v = s.run("bob", &["approve", &work.pending]).await;
