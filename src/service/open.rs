@@ -180,9 +180,11 @@ impl Engine {
             );
             // A catch-all deny says why the rules before it did not take the request, as
             // the no-rule refusal does: otherwise a typo in a `match` looks like policy.
-            let missed = earlier_misses(&self.policy, ctx);
-            if !approve && !missed.is_empty() {
-                reason.push_str(&format!("; earlier rules did not match: {missed}"));
+            if !approve {
+                let missed = earlier_misses(&self.policy, ctx);
+                if !missed.is_empty() {
+                    reason.push_str(&format!("; earlier rules did not match: {missed}"));
+                }
             }
             let vote = VoteRow {
                 voter: format!("policy:{}", doc.rule.name),

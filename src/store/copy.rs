@@ -249,6 +249,7 @@ pub struct Copied {
 }
 
 /// One value as read: copied back with the same type, `NULL` as `NULL`.
+#[derive(Clone)]
 enum Val {
     Int(Option<i64>),
     Text(Option<String>),
@@ -482,10 +483,7 @@ fn key_of(t: &Table, row: &[Val]) -> Vec<Val> {
     t.key
         .iter()
         .filter_map(|k| t.cols.iter().position(|(c, _)| c == k))
-        .map(|i| match &row[i] {
-            Val::Int(v) => Val::Int(*v),
-            Val::Text(v) => Val::Text(v.clone()),
-        })
+        .map(|i| row[i].clone())
         .collect()
 }
 

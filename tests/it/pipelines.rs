@@ -606,55 +606,32 @@ async fn the_composite_action_runs_the_gate_on_path() {
     );
 }
 
+/// The fallback when the repository has no release for the version: `cargo install` at
+/// that version. (Installing a real release and refusing a bad checksum: tests/it/dist.rs,
+/// against the real dist output.)
 #[tokio::test]
-async fn the_composite_action_installs_a_checked_release_or_builds_one() {
+async fn the_composite_action_builds_with_cargo_when_there_is_no_release() {
     let action = Action::load();
     let r = Runner::new();
     let fake = r.dir.path().join("fake");
     let bin = fake.join("bin");
-    let rel = fake.join("releases/v0.1.0");
     std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(&rel).unwrap();
     let exe = |p: &Path, body: &str| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::write(p, body).unwrap();
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
     };
-    // curl serving the release download from a local folder.
-    exe(
-        &bin.join("curl"),
-        "#!/bin/bash\nout=\"\"; url=\"\"\nwhile [ $# -gt 0 ]; do case \"$1\" in -o) out=\"$2\"; shift 2;; --retry) shift 2;; -*) shift;; *) url=\"$1\"; shift;; esac; done\n\
-         f=\"$FAKE_RELEASES/${url#https://github.com/jitgate/jitgate/releases/download/}\"\n\
-         [ -f \"$f\" ] || { echo \"curl: (22) 404 $url\" >&2; exit 22; }\ncp \"$f\" \"$out\"\n",
-    );
+    // curl for a repository with no releases: every download is a 404.
+    exe(&bin.join("curl"), "#!/bin/sh\necho \"curl: (22) 404\" >&2\nexit 22\n");
     // cargo that "builds" a gate and says how it was called.
     exe(
         &bin.join("cargo"),
-        "#!/bin/bash\necho \"$@\" > \"$FAKE_RELEASES/cargo-args\"\nwhile [ $# -gt 0 ]; do [ \"$1\" = --root ] && root=\"$2\"; shift; done\n\
+        "#!/bin/bash\necho \"$@\" > \"$FAKE_DIR/cargo-args\"\nwhile [ $# -gt 0 ]; do [ \"$1\" = --root ] && root=\"$2\"; shift; done\n\
          mkdir -p \"$root/bin\"; printf '#!/bin/sh\\necho gate 0.1.0 built\\n' > \"$root/bin/gate\"; chmod +x \"$root/bin/gate\"\n",
     );
-    // The release archive: a gate that says which it is.
-    let pkg = fake.join("pkg");
-    std::fs::create_dir_all(&pkg).unwrap();
-    exe(&pkg.join("gate"), "#!/bin/sh\necho gate 0.1.0 released\n");
-    let archive = rel.join("gate-x86_64-unknown-linux-gnu.tar.gz");
-    let st = std::process::Command::new("tar")
-        .arg("-czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&pkg)
-        .arg("gate")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&archive).unwrap()));
-    let sha_file = rel.join("gate-x86_64-unknown-linux-gnu.tar.gz.sha256");
-    std::fs::write(&sha_file, format!("{digest}  gate-x86_64-unknown-linux-gnu.tar.gz\n")).unwrap();
-
     let mut base = r.vars("1");
     base.push(("PATH".into(), format!("{}:/usr/bin:/bin", bin.display())));
-    base.push(("FAKE_RELEASES".into(), fake.join("releases").display().to_string()));
+    base.push(("FAKE_DIR".into(), fake.display().to_string()));
     let inputs = action.inputs(&[("server-url", "http://127.0.0.1:9"), ("environment", "production")]);
     let steps = HashMap::new();
     let install = action.step("install");
@@ -662,35 +639,7 @@ async fn the_composite_action_installs_a_checked_release_or_builds_one() {
     let (mut c, output) = run_step(install, &r, &base, &inputs, &steps);
     let o = c.output().await.unwrap();
     assert!(o.status.success(), "{o:?}");
-    let got = parse_github_output(&std::fs::read_to_string(&output).unwrap());
-    let o2 = std::process::Command::new(&got["bin"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&o2.stdout), "gate 0.1.0 released\n");
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains(&format!("sha256 {digest}")),
-        "{o:?}"
-    );
-
-    // A checksum that does not match: refused, and not built instead.
-    std::fs::write(
-        &sha_file,
-        format!("{}  gate-x86_64-unknown-linux-gnu.tar.gz\n", "0".repeat(64)),
-    )
-    .unwrap();
-    let (mut c, _) = run_step(install, &r, &base, &inputs, &steps);
-    let o = c.output().await.unwrap();
-    assert!(!o.status.success(), "{o:?}");
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("::error title=jitgate::checksum mismatch"),
-        "{o:?}"
-    );
-    assert!(!fake.join("releases/cargo-args").exists());
-
-    // No release for this version: built from crates.io at the pinned version.
-    std::fs::remove_file(&archive).unwrap();
-    let (mut c, output) = run_step(install, &r, &base, &inputs, &steps);
-    let o = c.output().await.unwrap();
-    assert!(o.status.success(), "{o:?}");
-    let args = std::fs::read_to_string(fake.join("releases/cargo-args")).unwrap();
+    let args = std::fs::read_to_string(fake.join("cargo-args")).unwrap();
     assert!(
         args.starts_with("install --locked jitgate --version 0.1.0 --root "),
         "{args}"

@@ -21,6 +21,7 @@
 //! masking ids, digests, tokens and ports; every expected line must appear.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -161,8 +162,6 @@ fn shell(script: &str, dir: &Path, path: &str) -> Command {
         .arg(format!("exec 2>&1\nset -euo pipefail\n{script}"))
         .current_dir(dir)
         .env("PATH", path)
-        // The reader's servers listen on 8080; here they share the machine with other tests.
-        .env("GATE_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true);
@@ -171,6 +170,7 @@ fn shell(script: &str, dir: &Path, path: &str) -> Command {
             c.env_remove(k);
         }
     }
+    // The reader's servers listen on 8080; here they share the machine with other tests.
     c.env("GATE_LISTEN", "127.0.0.1:0");
     c
 }
@@ -223,11 +223,8 @@ fn prepare(dir: &Path) -> String {
         "-m",
         "deploy script",
     ]);
-    std::process::Command::new("chmod")
-        .args(["+x", "deploy.sh"])
-        .current_dir(dir)
-        .status()
-        .unwrap();
+    let executable = |p: &Path| std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    executable(&dir.join("deploy.sh"));
     let shims = dir.join(".shims");
     std::fs::create_dir_all(&shims).unwrap();
     let cargo = format!(
@@ -237,11 +234,7 @@ fn prepare(dir: &Path) -> String {
          esac\necho \"quickstart test: unexpected cargo $*\" >&2; exit 97\n"
     );
     std::fs::write(shims.join("cargo"), cargo).unwrap();
-    std::process::Command::new("chmod")
-        .arg("+x")
-        .arg(shims.join("cargo"))
-        .status()
-        .unwrap();
+    executable(&shims.join("cargo"));
     let bin = dir.join("usr-local-bin");
     std::fs::create_dir_all(&bin).unwrap();
     format!(
