@@ -27,6 +27,20 @@ pub struct User {
     /// Jenkins user id, as for `github`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jenkins: Option<String>,
+    /// Roles beyond voting where the policy names this user (see docs/security.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
+}
+
+/// What a person may do beyond voting where a policy group names them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything (requests, records, the audit log, reports); never votes or opens.
+    Auditor,
+    /// Reloads configuration, manages others' delegations, reads everything; votes only
+    /// as an approver where the policy names them.
+    Admin,
 }
 
 impl User {

@@ -26,6 +26,7 @@ mod record;
 mod refusal;
 mod request;
 mod requesters;
+mod roles;
 mod validate;
 mod view;
 mod vote;
