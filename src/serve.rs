@@ -267,14 +267,36 @@ async fn run_listener(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// A database URL without its password, for logs and errors.
+/// A database URL without its password, for logs and errors. A URL with no password
+/// is shown as it is; one that does not parse is shown up to its last `@` masked, since
+/// it may still hold a password.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
         }
-        _ => url.to_string(),
+        Ok(_) => url.to_string(),
+        Err(_) => match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+            _ => url.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn only_a_password_is_masked() {
+        assert_eq!(
+            redact("postgres://app:s3cr%40t@db:5432/gate"),
+            "postgres://app:***@db:5432/gate"
+        );
+        assert_eq!(redact("postgres://app@db/gate"), "postgres://app@db/gate");
+        assert_eq!(redact("postgres://db/gate?user=a@b"), "postgres://db/gate?user=a@b");
+        assert_eq!(redact("sqlite://gate-data/gate.db"), "sqlite://gate-data/gate.db");
+        assert_eq!(redact("postgres://a:b@c:notaport/x"), "postgres://***@c:notaport/x");
     }
 }
