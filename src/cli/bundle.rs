@@ -331,7 +331,7 @@ pub async fn verify(ctx: &Ctx, path: &Path, key: Option<&str>) -> Outcome {
 /// The bundle's README: what each file is and the commands that check it.
 pub fn readme(a: &BundleArgs, r: &Report, server: &str) -> String {
     let file = a
-        .output
+        .file
         .file_name()
         .map(|f| f.to_string_lossy().to_string())
         .unwrap_or_else(|| "evidence.tar.gz".into());

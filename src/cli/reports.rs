@@ -27,8 +27,8 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FORMAT", default_value = "json", value_parser = ["json", "csv", "html"])]
     pub format: String,
     /// Write it to FILE instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,8 +43,8 @@ pub struct BundleArgs {
     #[arg(long, value_name = "E")]
     pub environment: Option<String>,
     /// The bundle to write (a gzipped tar).
-    #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 fn write_out(path: Option<&PathBuf>, bytes: &[u8]) -> Result<(), Failure> {
@@ -63,7 +63,7 @@ pub async fn report(ctx: &Ctx, a: &ReportArgs) -> Outcome {
     let text = c
         .change_report(&a.from, &a.to, a.environment.as_deref(), &a.format)
         .await?;
-    write_out(a.output.as_ref(), text.as_bytes())?;
+    write_out(a.file.as_ref(), text.as_bytes())?;
     Ok(Exit::Success)
 }
 
@@ -129,20 +129,20 @@ pub async fn bundle(ctx: &Ctx, a: &BundleArgs) -> Outcome {
             keys,
             readme: bundle::readme(a, &report, &c.base().to_string()),
         };
-        bundle::write(&a.output, &files, &report.generated_at)?;
+        bundle::write(&a.file, &files, &report.generated_at)?;
         if ctx.json() {
             super::print_json(&serde_json::json!({
-                "bundle": a.output.display().to_string(),
+                "bundle": a.file.display().to_string(),
                 "records": files.records.len(),
                 "checkpoint_size": cp.size,
             }));
         } else {
             outln!(
                 "wrote {}: {} change(s), their signed records, log checkpoint of size {} with an inclusion proof for each; check it with `gate verify --bundle {}`",
-                a.output.display(),
+                a.file.display(),
                 files.records.len(),
                 cp.size,
-                a.output.display()
+                a.file.display()
             );
         }
         return Ok(Exit::Success);
