@@ -127,7 +127,7 @@ pub async fn bundle(ctx: &Ctx, a: &BundleArgs) -> Outcome {
             log_key: format!("{log_key}\n"),
             proofs: serde_json::to_string_pretty(&proofs).unwrap_or_default(),
             keys,
-            readme: bundle::readme(a, &report, &c.base().to_string()),
+            readme: bundle::readme(a, &report, c.base()),
         };
         bundle::write(&a.file, &files, &report.generated_at)?;
         if ctx.json() {
