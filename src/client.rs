@@ -307,6 +307,30 @@ impl Client {
         serde_json::from_value(v["hashes"].clone()).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// The inclusion proof of leaf `index` in the tree of `size` (base64 hashes).
+    pub async fn log_inclusion(&self, index: u64, size: u64) -> Result<Vec<String>> {
+        let path = format!("/api/v1/log/proof/inclusion?index={index}&size={size}");
+        let v: serde_json::Value = self.json(self.req(reqwest::Method::GET, &path, Self::SHORT)).await?;
+        serde_json::from_value(v["hashes"].clone()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// The change report of `[from, to)` (`GET /api/v1/reports/changes`) in `format`
+    /// (`json`, `csv` or `html`), as the server wrote it.
+    pub async fn change_report(&self, from: &str, to: &str, environment: Option<&str>, format: &str) -> Result<String> {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("from", from)
+            .append_pair("to", to)
+            .append_pair("format", format);
+        if let Some(e) = environment {
+            q.append_pair("environment", e);
+        }
+        let path = format!("/api/v1/reports/changes?{}", q.finish());
+        Ok(self
+            .send(self.req(reqwest::Method::GET, &path, Duration::from_secs(600)))
+            .await?
+            .1)
+    }
+
     /// Posts a cosigned checkpoint; returns the witnesses the server kept it for.
     pub async fn log_cosign(&self, note: &str) -> Result<Vec<String>> {
         let v: serde_json::Value = self

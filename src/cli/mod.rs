@@ -12,9 +12,11 @@ macro_rules! outln {
 
 mod approver;
 mod audit;
+mod bundle;
 mod exit;
 mod key;
 mod migrate_data;
+mod reports;
 mod request;
 mod serve;
 mod tools;
@@ -150,10 +152,16 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// The record file (DSSE envelope).
-    pub record: PathBuf,
-    /// Public key: a PEM or key file, or an https URL such as SERVER/api/v1/keys.
-    #[arg(long, env = "GATE_SERVER_KEY")]
-    pub key: String,
+    #[arg(required_unless_present = "bundle")]
+    pub record: Option<PathBuf>,
+    /// Public key: a PEM or key file, or an https URL such as SERVER/api/v1/keys. With
+    /// `--bundle`, the key(s) the bundle must be signed with instead of its own keys.json.
+    #[arg(long, env = "GATE_SERVER_KEY", required_unless_present = "bundle")]
+    pub key: Option<String>,
+    /// Check an evidence bundle from `gate audit bundle` instead, offline: every record's
+    /// signature, its place in the bundled log checkpoint, and the report against the records.
+    #[arg(long, value_name = "FILE", conflicts_with = "record")]
+    pub bundle: Option<PathBuf>,
     /// The commit the record must be for.
     #[arg(long)]
     pub commit: Option<String>,
@@ -232,6 +240,11 @@ pub enum AuditCommand {
     },
     /// Print every audit event as JSON lines.
     Export,
+    /// The change report: every request decided in a period (auditors and admins).
+    Report(reports::ReportArgs),
+    /// An evidence bundle (tar.gz) of a period: the report, every signed record, the
+    /// log checkpoint with each record's inclusion proof, the keys, and a README.
+    Bundle(reports::BundleArgs),
     /// Witness the server's transparency log: check that its checkpoint extends the one
     /// this witness cosigned last, refuse a fork loudly, and post a cosignature.
     Witness {
@@ -430,6 +443,12 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Audit {
             command: AuditCommand::Export,
         } => tools::audit_export(&ctx).await,
+        Command::Audit {
+            command: AuditCommand::Report(a),
+        } => reports::report(&ctx, &a).await,
+        Command::Audit {
+            command: AuditCommand::Bundle(a),
+        } => reports::bundle(&ctx, &a).await,
         Command::Policy {
             command: PolicyCommand::Check { file, config },
         } => tools::policy_check(&ctx, &file, config.as_deref()),

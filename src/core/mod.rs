@@ -12,6 +12,7 @@ pub mod duration;
 pub mod identity;
 pub mod log;
 pub mod policy;
+pub mod report;
 pub mod request;
 pub mod text;
 pub mod throttle;

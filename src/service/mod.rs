@@ -24,6 +24,7 @@ mod notify;
 mod open;
 mod record;
 mod refusal;
+mod reports;
 mod request;
 mod requesters;
 mod roles;

@@ -11,10 +11,12 @@ mod health;
 pub mod keyfile;
 mod log;
 mod migrate;
+mod reports;
 mod web;
 
 pub use copy::{Copied, CopyError, Side};
 pub use log::CheckpointRow;
+pub use reports::DecidedRow;
 pub use web::{HistoryFilter, SessionRow, SsoLogin};
 
 mod outbox;

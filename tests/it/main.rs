@@ -41,6 +41,7 @@ mod pipelines;
 mod policy_time;
 mod quickstart;
 mod records;
+mod reports;
 mod request_id;
 mod store;
 mod throttle;

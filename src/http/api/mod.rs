@@ -5,6 +5,7 @@ mod audit;
 pub(crate) mod events;
 mod log;
 mod notifications;
+pub(crate) mod reports;
 mod requests;
 
 use axum::Router;
@@ -31,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/log/proof/consistency", get(log::consistency))
         .route("/log/cosign", post(log::cosign))
         .route("/events", get(events::events))
-        .route("/notifications", get(notifications::list));
+        .route("/notifications", get(notifications::list))
+        .route("/reports/changes", get(reports::changes));
     Router::new().nest("/api/v1", v1)
 }

@@ -5,7 +5,7 @@
 //! per page.
 //!
 //! Routes: `/` inbox, `/requests/{id}` detail, `POST /requests/{id}/approve|deny`,
-//! `/history`, `/audit`, `/login` (GET form, POST token), `POST /logout`, `/auth/sso`,
+//! `/history`, `/audit`, `/reports` (auditors), `/login` (GET form, POST token), `POST /logout`, `/auth/sso`,
 //! `/auth/callback`, `/ui/events` (the change stream, by session cookie), `/static/…`.
 
 mod audit;
@@ -18,6 +18,7 @@ mod history;
 mod inbox;
 mod login;
 mod page;
+mod reports;
 pub mod session;
 pub mod sso;
 
@@ -73,6 +74,8 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/{verb}", post(detail::vote).get(detail::record))
         .route("/history", get(history::history))
         .route("/audit", get(audit::audit))
+        .route("/reports", get(reports::reports))
+        .route("/reports/{file}", get(reports::download))
         .route("/login", get(login::login_page).post(login::login_token))
         .route("/logout", post(login::logout))
         .route("/auth/sso", get(login::sso_start))

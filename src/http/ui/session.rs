@@ -93,6 +93,7 @@ impl Session {
             auth_time: Some(self.row.auth_time),
             amr: self.row.amr.clone(),
             source: None,
+            on_behalf_of: None,
         }
     }
 }
