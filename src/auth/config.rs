@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::core::identity::{Identity, IdentityError};
+use crate::core::policy::glob_match;
 use crate::core::url::check_url;
 
 /// An approver.
@@ -65,6 +66,75 @@ impl User {
 pub struct Pipeline {
     pub name: String,
     pub token_sha256: String,
+    /// What this token may open requests for; absent allows any repository and environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Allow>,
+}
+
+/// The scope of a pipeline credential (`allow:` on a `pipelines:` entry or an `oidc:`
+/// issuer): a token handed to one repository cannot open requests for another. An empty
+/// list allows any value; globs are the policy's (`*` within a segment, `**` across).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
+}
+
+impl Allow {
+    /// What is outside this scope in a request for `repository` and `environment`, in
+    /// words naming what was asked and what is allowed; `None` when it is inside.
+    pub fn refusal(&self, repository: &str, environment: &str) -> Option<String> {
+        let outside = |globs: &[String], value: &str, what: &str| {
+            (!globs.is_empty() && !globs.iter().any(|g| glob_match(g, value))).then(|| {
+                format!(
+                    "{what} `{value}` is not among the {what} this credential allows ({})",
+                    globs.join(", ")
+                )
+            })
+        };
+        let problems: Vec<String> = [
+            outside(&self.repositories, repository, "repository"),
+            outside(&self.environments, environment, "environment"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
+
+    /// Checks every glob; the first bad one and why.
+    fn check(&self) -> Result<(), (String, GlobProblem)> {
+        for g in self.repositories.iter().chain(&self.environments) {
+            check_glob(g).map_err(|p| (g.clone(), p))?;
+        }
+        Ok(())
+    }
+}
+
+/// A glob of `allow:` that cannot be what was meant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobProblem {
+    #[error("is empty")]
+    Empty,
+    #[error("has a control character or white space")]
+    Control,
+    #[error("has `***`; use `*` (one segment) or `**` (any number)")]
+    TripleStar,
+}
+
+fn check_glob(g: &str) -> Result<(), GlobProblem> {
+    if g.trim().is_empty() {
+        Err(GlobProblem::Empty)
+    } else if g.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Err(GlobProblem::Control)
+    } else if g.contains("***") {
+        Err(GlobProblem::TripleStar)
+    } else {
+        Ok(())
+    }
 }
 
 /// Which CI system an OIDC issuer speaks for: it decides how claims map to the context.
@@ -110,6 +180,9 @@ pub struct OidcIssuer {
     /// Globs the token's `sub` must match; empty allows any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<String>,
+    /// What this issuer's tokens may open requests for, on top of the checks above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Allow>,
 }
 
 impl OidcIssuer {
@@ -216,6 +289,12 @@ pub enum AuthConfigError {
     NameTaken(String),
     #[error("pipeline `{pipeline}`: token_sha256 {problem}")]
     PipelineDigest { pipeline: String, problem: NotADigest },
+    #[error("pipeline `{pipeline}`: allow: glob `{}` {problem}", glob.escape_debug())]
+    PipelineGlob {
+        pipeline: String,
+        glob: String,
+        problem: GlobProblem,
+    },
     #[error("oidc issuer `{issuer}`: {problem}")]
     Oidc { issuer: String, problem: OidcProblem },
     #[error("sso: {0}")]
@@ -244,6 +323,8 @@ pub enum OidcProblem {
     NameTaken(String),
     #[error("`repositories` needs platform github or gitlab (generic tokens carry no repository); use `subjects`")]
     RepositoriesNeedPlatform,
+    #[error("allow: glob `{glob}` {problem}", glob = .0.escape_debug(), problem = .1)]
+    Glob(String, GlobProblem),
 }
 
 /// What is wrong with `sso:`.
@@ -316,6 +397,17 @@ pub fn validate_principals<'a, E>(
                 },
             )
         })?;
+        if let Some(Err((glob, problem))) = p.allow.as_ref().map(Allow::check) {
+            let needle = glob_needle(&glob);
+            return Err(at(
+                &needle,
+                Bad::PipelineGlob {
+                    pipeline: p.name.clone(),
+                    glob,
+                    problem,
+                },
+            ));
+        }
     }
     Ok(names)
 }
@@ -354,6 +446,9 @@ pub fn validate_oidc<E>(
         if !o.repositories.is_empty() && o.platform == OidcPlatform::Generic {
             return Err(here(OidcProblem::RepositoriesNeedPlatform));
         }
+        if let Some(Err((glob, problem))) = o.allow.as_ref().map(Allow::check) {
+            return Err(at(&glob_needle(&glob), bad(OidcProblem::Glob(glob, problem))));
+        }
     }
     Ok(())
 }
@@ -377,6 +472,16 @@ pub fn validate_sso<E>(sso: &Sso, at: &dyn Fn(&str, AuthConfigError) -> E) -> Re
         return Err(here(SsoProblem::EmptyUserClaim));
     }
     Ok(())
+}
+
+/// What to look for in the file to locate a bad glob: the glob itself, or for an empty
+/// one the quotes it is written as.
+fn glob_needle(glob: &str) -> String {
+    if glob.trim().is_empty() {
+        format!("\"{glob}\"")
+    } else {
+        glob.to_string()
+    }
 }
 
 fn check_digest(h: &str) -> Result<(), NotADigest> {

@@ -90,6 +90,7 @@ pub async fn run(a: ServeArgs) -> Outcome {
         config.pipelines.push(Pipeline {
             name: "demo-pipeline".into(),
             token_sha256: crate::auth::hash_token(&t),
+            allow: None,
         });
         demo_tokens.push(("demo-pipeline".into(), t));
     }

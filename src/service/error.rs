@@ -39,6 +39,8 @@ error_codes! {
     NotYours = "not_yours",
     ApproversOnly = "approvers_only",
     OidcNotAllowed = "oidc_not_allowed",
+    OutOfScope = "out_of_scope",
+    AuditorCannotVote = "auditor_cannot_vote",
     RoleRequired = "role_required",
     NotFound = "not_found",
     MethodNotAllowed = "method_not_allowed",

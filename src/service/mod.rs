@@ -22,6 +22,7 @@ mod log;
 pub mod metrics;
 mod notify;
 mod open;
+mod read;
 mod record;
 mod refusal;
 mod reports;
@@ -34,6 +35,7 @@ mod vote;
 mod wait;
 
 pub use self::holder::HOLDER_PREFIX;
+pub use self::read::not_found;
 use self::request::deadline_of;
 pub use self::request::{Doc, doc_of};
 pub use self::view::{decode_cursor, encode_cursor};
@@ -142,10 +144,7 @@ impl Engine {
     /// columns refuse) is a 422 naming it, an unknown one a 404.
     pub async fn load(&self, id: &str) -> Result<Loaded> {
         check_id(id)?;
-        self.store
-            .get(id)
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("no request `{id}`")))
+        self.store.get(id).await?.ok_or_else(|| not_found(id))
     }
 }
 

@@ -37,6 +37,7 @@ impl Engine {
         validate_create(&body)?;
         let given = normalise_requester(&mut body.context)?;
         require_requester(&body.context)?;
+        self.check_scope(who, &body.context)?;
         let fingerprint = crate::core::policy::digest(&crate::core::audit::canonical_bytes(&json!({
             "context": body.context, "summary": body.summary, "artifacts": body.artifacts, "timeout": body.timeout,
         })));

@@ -43,16 +43,26 @@ impl Engine {
             ));
         }
         let kind = if approve { "approve" } else { "deny" };
-        // An unknown id is a 404, not a refusal.
-        let (row, _) = self.load(id).await?;
+        self.refuse_auditor_vote(who)?;
+        // An unknown id is a 404, not a refusal; so is one the voter may not read.
+        let (row, votes) = self.load(id).await?;
         // Forge groups: membership is read live for every vote on a pending request.
         let doc = doc_of(&row)?;
+        let readable = self.may_read_doc(who, &row, &doc, &votes)?;
+        let has_forge_groups = doc.requirements.iter().any(|r| r.source.is_some());
+        if !readable && (row.status != Status::Pending || !has_forge_groups) {
+            return Err(super::not_found(id));
+        }
         let live = if row.status == Status::Pending {
             self.live_members(&doc).await?
         } else {
             vec![]
         };
         let forge_groups = forge_groups::live_groups(&doc, &live, user);
+        // Someone added to a forge group since the request opened may vote (and so read it).
+        if !readable && forge_groups.is_empty() {
+            return Err(super::not_found(id));
+        }
         self.transition(id, now_fn, user, |state, now| {
             let state = &forge_groups::with_live(state, &live);
             let next = state.vote(user, approve, reason.as_deref(), now)?;

@@ -532,3 +532,62 @@ async fn gitlab_note_approvals_with_a_paginated_group() {
     assert_eq!(st, 409, "{v}");
     assert_eq!(notes().await.len(), 4);
 }
+
+/// A `/approve` comment naming a request the commenter may not read gets the reply an
+/// unknown request gets; one naming none does not count it among the PR's requests.
+#[tokio::test]
+async fn a_comment_on_a_request_the_commenter_cannot_read_is_answered_as_unknown() {
+    let gh = MockServer::start().await;
+    let gl = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/web/issues/7/comments"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": 1})))
+        .mount(&gh)
+        .await;
+    let s = TestApp::builder()
+        .config_extra(&forge_config(&gh.uri(), &gl.uri()))
+        .spawn()
+        .await;
+    // One of sre (alice, bob, carol); erin is in ops only.
+    let w = s
+        .open(&[
+            "--environment",
+            "production",
+            "--repository",
+            "acme/web",
+            "--actor",
+            "dave",
+            "--label",
+            "pull_request=7",
+        ])
+        .await;
+    let mut seen = Vec::new();
+    for (n, text) in [
+        (201, format!("/approve {}", w.id)),
+        (202, "/approve req_nosuchrequest".to_string()),
+        (203, "/approve".to_string()),
+    ] {
+        let body = pr_comment("erin-gh", n, &text);
+        let (st, v) = post_github(&s, &format!("d-{n}"), &body, Some(sign(&body))).await;
+        assert_eq!((st, v["result"].as_str()), (200, Some("refused")), "{v}");
+        assert!(v["request"].is_null(), "{v}");
+        seen.push(v["message"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        seen[0].replace(&w.id, "ID"),
+        seen[1].replace("req_nosuchrequest", "ID"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[2], "no pending jitgate request belongs to this pull request #7");
+    let replies = github_replies(&gh).await;
+    assert_eq!(replies.len(), 3);
+    assert_eq!(
+        replies[0].replace(&w.id, "ID"),
+        replies[1].replace("req_nosuchrequest", "ID"),
+        "the replies on the forge are the same too"
+    );
+    // Bob, named, is counted.
+    let body = pr_comment("bob-gh", 204, &format!("/approve {}", w.id));
+    let (_, v) = post_github(&s, "d-204", &body, Some(sign(&body))).await;
+    assert_eq!(v["result"], "counted", "{v}");
+}

@@ -293,7 +293,7 @@ async fn the_outbox_pages_with_a_cursor_and_never_repeats_or_skips() {
                 .api(
                     "GET",
                     &format!("/notifications?limit=5000{filter}"),
-                    &token("alice"),
+                    &token(crate::helpers::ADMIN),
                     None,
                 )
                 .await;
@@ -303,7 +303,7 @@ async fn the_outbox_pages_with_a_cursor_and_never_repeats_or_skips() {
             let mut paged = Vec::new();
             let mut next = Some(format!("/api/v1/notifications?limit=1{filter}"));
             while let Some(url) = next.take() {
-                let r = s.http().get(&url).bearer(&token("alice")).send().await;
+                let r = s.http().get(&url).bearer(&token(crate::helpers::ADMIN)).send().await;
                 assert_eq!(r.status, 200, "{url}");
                 next = r.headers.get("link").map(|l| {
                     let l = l.to_str().unwrap();

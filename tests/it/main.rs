@@ -43,6 +43,7 @@ mod quickstart;
 mod records;
 mod reports;
 mod request_id;
+mod roles;
 mod store;
 mod throttle;
 mod ui;

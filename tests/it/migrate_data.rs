@@ -117,7 +117,7 @@ async fn deployment(hook: &MockServer) -> (TestApp, Work) {
     let (session, _) = crate::ui::sign_in(&s.http(), "carol").await;
     // A forge delivery (a push event: recorded and ignored).
     assert_eq!(push_delivery(&s).await, 200);
-    let v = s.run("ci", &["audit", "verify"]).await;
+    let v = s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
     assert_eq!(v.code, 0, "{v:?}");
     let export = s.run("ci", &["audit", "export"]).await.stdout;
     let keys = s.dir.path().join("keys.json");
@@ -219,7 +219,9 @@ async fn sqlite_deployment_moves_to_postgres_and_carries_on() {
     s.database_url = pg.clone();
     s.respawn().await;
     let keys = work.keys.to_str().unwrap();
-    let v = s.run("ci", &["audit", "verify", "--key", keys]).await;
+    let v = s
+        .run(crate::helpers::AUDITOR, &["audit", "verify", "--key", keys])
+        .await;
     assert_eq!(v.code, 0, "{v:?}");
     assert!(v.stdout.contains("audit log intact"), "{v:?}");
     assert_eq!(s.run("ci", &["audit", "export"]).await.stdout, work.export);
@@ -246,7 +248,9 @@ async fn sqlite_deployment_moves_to_postgres_and_carries_on() {
     let v = s.run("bob", &["approve", &work.pending]).await;
     assert_eq!(v.code, 0, "{v:?}");
     assert_eq!(c.get(&work.pending).await.unwrap().status, Status::Approved);
-    let v = s.run("ci", &["audit", "verify", "--key", keys]).await;
+    let v = s
+        .run(crate::helpers::AUDITOR, &["audit", "verify", "--key", keys])
+        .await;
     assert_eq!(v.code, 0, "{v:?}");
     let after = counts(&pg).await;
     assert!(after["gate_audit"] > before["gate_audit"], "{after:?}");
@@ -260,7 +264,9 @@ async fn sqlite_deployment_moves_to_postgres_and_carries_on() {
     assert_eq!(counts(&back).await, after);
     s.database_url = back;
     s.respawn().await;
-    let v = s.run("ci", &["audit", "verify", "--key", keys]).await;
+    let v = s
+        .run(crate::helpers::AUDITOR, &["audit", "verify", "--key", keys])
+        .await;
     assert_eq!(v.code, 0, "{v:?}");
 }
 

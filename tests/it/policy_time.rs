@@ -54,7 +54,7 @@ async fn escalation_adds_voters_notifies_and_survives_a_restart() {
         pos("created") < pos("escalated") && pos("escalated") < pos("approved"),
         "{k:?}"
     );
-    assert_eq!(s.run("ci", &["audit", "verify"]).await.code, 0);
+    assert_eq!(s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await.code, 0);
     // The escalation told ops (not the requester, not the original approvers).
     let (_, list) = s
         .http()

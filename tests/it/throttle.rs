@@ -121,7 +121,7 @@ async fn refused_actions_are_throttled_per_caller_and_stop_writing_audit_events(
         let (status, body) = http.api("POST", &approve, &token("bob"), None).await;
         assert_eq!(status, 200, "{db:?}: {body}");
         assert_eq!(body["status"], "approved");
-        let v = s.client("ci").audit_verify().await.unwrap();
+        let v = s.client(crate::helpers::AUDITOR).audit_verify().await.unwrap();
         assert!(v.ok, "{db:?}: {v:?}");
     }
 }

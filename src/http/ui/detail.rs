@@ -76,17 +76,21 @@ pub(super) async fn detail(State(s): State<AppState>, headers: HeaderMap, Path(i
 }
 
 async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Response> {
-    let (row, votes) = s.engine.load(id).await?;
+    let who = sess.principal();
+    let (row, votes) = s.engine.load_for(&who, id).await?;
     let v = s.engine.view(&row, &votes)?;
+    let auditor = s.engine.has_role(&who, crate::auth::config::Role::Auditor);
     let audit = s.engine.store.audit_for(id).await?;
     let user = sess.user();
     let pending = v.status == Status::Pending;
     let eligible = v.approvers().iter().any(|a| a == user);
     let is_requester = v.requester.iter().any(|r| r == user);
     let voted = v.votes.iter().any(|x| x.voter == user);
-    let can_vote = pending && sess.row.can_vote && eligible;
+    let can_vote = pending && sess.row.can_vote && eligible && !auditor;
     let no_vote_reason = if !pending || can_vote {
         String::new()
+    } else if auditor {
+        "You are an auditor: you read every request and never approve or deny one.".into()
     } else if !sess.row.can_vote {
         "You are signed in read-only: your sign-in matches no approver in the server config.".into()
     } else if is_requester {
@@ -163,14 +167,14 @@ pub(super) async fn record(
     if what != "record" {
         return Err(UiError::new(StatusCode::NOT_FOUND, "no such page"));
     }
-    if current(&s, &headers).await?.is_none() {
+    let Some(sess) = current(&s, &headers).await? else {
         return Ok(Redirect::to(&format!(
             "/login?next={}",
             sso::url_encode(&format!("/requests/{id}/record"))
         ))
         .into_response());
-    }
-    s.engine.load(&id).await?;
+    };
+    s.engine.load_for(&sess.principal(), &id).await?;
     let env = s.engine.store.record(&id).await?.ok_or_else(|| {
         UiError::new(
             StatusCode::CONFLICT,
