@@ -1,5 +1,5 @@
 //! The server config (`gate.yaml`): where to listen and store, which policy, and the
-//! adapters' sections (`users`, `pipelines`, `oidc`, `sso` from auth; `notify`; `forge`).
+//! adapters' sections (`users`, `pipelines`, `oidc`, `sso`, `scim` from auth; `notify`; `forge`).
 //! Each section checks itself and says what is wrong; this module locates that in the
 //! file. Secrets appear only as SHA-256 digests or environment variable names.
 
@@ -71,6 +71,9 @@ pub struct Config {
     /// Single sign-on for the web UI through an OpenID Connect provider (docs/sso.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sso: Option<Sso>,
+    /// SCIM 2.0 provisioning at `/scim/v2`: the identity provider's token (docs/scim.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim: Option<auth::Scim>,
     /// Where notifications go (webhooks, Slack, email) and how they are retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<crate::notify::NotifyConfig>,
@@ -140,6 +143,9 @@ impl Config {
         auth::validate_oidc(&cfg.oidc, &names, &|n, e| fail(n, &e))?;
         if let Some(sso) = &cfg.sso {
             auth::validate_sso(sso, &|n, e| fail(n, &e))?;
+        }
+        if let Some(scim) = &cfg.scim {
+            auth::validate_scim(scim, &|n, e| fail(n, &e))?;
         }
         if cfg.max_connections == Some(0) {
             return Err(fail("max_connections", &Invalid::MaxConnections));

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod log;
 pub mod policy;
 pub mod request;
+pub mod scim;
 pub mod text;
 pub mod throttle;
 pub mod url;

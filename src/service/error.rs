@@ -39,6 +39,7 @@ error_codes! {
     NotYours = "not_yours",
     ApproversOnly = "approvers_only",
     OidcNotAllowed = "oidc_not_allowed",
+    SignInAgain = "sign_in_again",
     NotFound = "not_found",
     MethodNotAllowed = "method_not_allowed",
     IdempotencyMismatch = "idempotency_mismatch",

@@ -11,10 +11,12 @@ mod health;
 pub mod keyfile;
 mod log;
 mod migrate;
+mod scim;
 mod web;
 
 pub use copy::{Copied, CopyError, Side};
 pub use log::CheckpointRow;
+pub use scim::{ScimGroupRow, ScimUserRow, Standing};
 pub use web::{HistoryFilter, SessionRow, SsoLogin};
 
 mod outbox;
