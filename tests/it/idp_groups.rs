@@ -30,8 +30,12 @@ rules:
     require: [{ group: release, count: 1 }]
 ";
 
+/// The provider process with its pipes (held, never read again).
+#[allow(dead_code)]
+struct Provider(Child, tokio::process::ChildStdin, tokio::io::Lines<BufReader<tokio::process::ChildStdout>>);
+
 /// The provider, its issuer, and jitgate configured against it.
-async fn start(db: Db) -> Option<(Child, TestApp)> {
+async fn start(db: Db) -> Option<(Provider, TestApp)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let node_ok = std::process::Command::new("node")
         .arg("--version")
@@ -67,9 +71,9 @@ async fn start(db: Db) -> Option<(Child, TestApp)> {
     stdin.flush().await.unwrap();
     let ready = lines.next_line().await.unwrap().expect("provider ready");
     assert!(ready.contains("ready"), "{ready}");
-    // Keep stdin open: the provider exits when it closes.
-    std::mem::forget(stdin);
-    Some((provider, s))
+    // Keep stdin and stdout open with the provider: it exits when stdin closes, and
+    // fails writing to a closed stdout.
+    Some((Provider(provider, stdin, lines), s))
 }
 
 /// Every `name=value` a response sets.
@@ -98,7 +102,8 @@ fn absolute(base: &str, loc: &str) -> String {
 
 /// Signs in to jitgate by SSO as `login`; the session cookie (`gate_session=…`) and the
 /// CSRF token of its pages.
-async fn sso_sign_in(gate: &str, login: &str) -> (String, String) {
+async fn sso_sign_in(s: &TestApp, login: &str) -> (String, String) {
+    let gate = s.url.as_str();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -139,7 +144,7 @@ async fn sso_sign_in(gate: &str, login: &str) -> (String, String) {
         .unwrap();
     let status = r.status();
     set_cookies(&r, &mut gate_jar);
-    assert_eq!(status, StatusCode::OK, "{}", r.text().await.unwrap());
+    assert_eq!(status, StatusCode::OK, "{}\n{}", r.text().await.unwrap(), s.log());
     let cookie = format!("gate_session={}", gate_jar["gate_session"]);
     let (csrf, _) = page_csrf(gate, &cookie).await;
     (cookie, csrf)
@@ -176,7 +181,7 @@ async fn idp_groups_on(db: Db) {
     let c = s.http();
 
     // alice (a gate.yaml user) signs in; her groups come with the session.
-    let (alice, alice_csrf) = sso_sign_in(&s.url, "alice").await;
+    let (alice, alice_csrf) = sso_sign_in(&s, "alice").await;
     let r1 = s.open_via_api("dave").await;
     assert_eq!(r1.requirements[0].source.as_deref(), Some("idp_group:release-managers"));
     assert!(r1.requirements[0].members.is_empty(), "nobody is known before they vote");
@@ -190,7 +195,16 @@ async fn idp_groups_on(db: Db) {
     assert_eq!(v["votes"][0]["idp_groups"], json!(["Release-Managers", "staff"]), "{v}");
     assert_eq!(v["votes"][0]["via"], "sso");
     let record = s.client("ci").record(&r1.id).await.unwrap();
-    assert!(record.contains("Release-Managers"), "the signed record carries the groups");
+    let envelope: Value = serde_json::from_str(&record).unwrap();
+    let statement = {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().unwrap()).unwrap();
+        serde_json::from_slice::<Value>(&raw).unwrap()
+    };
+    assert!(
+        statement.to_string().contains("\"idp_groups\":[\"Release-Managers\",\"staff\"]"),
+        "the signed record carries the groups: {statement}"
+    );
 
     // zoe is known only to the identity provider (SCIM); she signs in by SSO but is not
     // in release-managers.
@@ -204,7 +218,7 @@ async fn idp_groups_on(db: Db) {
         (r.status, r.text().await)
     };
     assert_eq!(st, StatusCode::CREATED);
-    let (zoe, zoe_csrf) = sso_sign_in(&s.url, "zoe").await;
+    let (zoe, zoe_csrf) = sso_sign_in(&s, "zoe").await;
     let r2 = s.open_via_api("dave").await;
     let (st, body) = ui_vote(&s.url, &r2.id, &zoe, &zoe_csrf).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
