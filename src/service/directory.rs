@@ -98,14 +98,18 @@ impl Engine {
         let users = self.store.scim_users().await?;
         Ok(users
             .iter()
-            .find(|u| u.active && (u.user_key == identity.as_str() || u.email_key.as_deref() == Some(identity.as_str())))
+            .find(|u| {
+                u.active && (u.user_key == identity.as_str() || u.email_key.as_deref() == Some(identity.as_str()))
+            })
             .map(|u| self.scim_person(u)))
     }
 
     /// The members of an identity-provider group now: a SCIM group's active members as
     /// people; nobody for an `idp_group` (a voter's session says, see [`Engine::idp_live`]).
     pub(super) async fn directory_members(&self, src: &GroupSource) -> Result<Vec<String>> {
-        let GroupSource::ScimGroup { name } = src else { return Ok(vec![]) };
+        let GroupSource::ScimGroup { name } = src else {
+            return Ok(vec![]);
+        };
         let Some(g) = self.store.scim_group_named(&group_key(name)).await? else {
             tracing::warn!(group = %name, "policy names a SCIM group the identity provider has not pushed");
             return Ok(vec![]);

@@ -52,8 +52,7 @@ pub enum Standing {
     Refused,
 }
 
-const USER_COLS: &str =
-    "id, user_name, user_key, email_key, external_id, active, doc, version, created_at, updated_at";
+const USER_COLS: &str = "id, user_name, user_key, email_key, external_id, active, doc, version, created_at, updated_at";
 const GROUP_COLS: &str = "id, display_name, name_key, external_id, doc, version, created_at, updated_at";
 
 fn user_row(r: &AnyRow) -> Result<ScimUserRow> {
@@ -157,7 +156,12 @@ impl Store {
     /// Every live user, oldest first (filters and pages are applied by the caller).
     pub async fn scim_users(&self) -> Result<Vec<ScimUserRow>> {
         let q = format!("SELECT {USER_COLS} FROM gate_scim_users WHERE deleted_at IS NULL ORDER BY created_at, id");
-        sqlx::query(sqlx::AssertSqlSafe(q)).fetch_all(&self.pool).await?.iter().map(user_row).collect()
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_row)
+            .collect()
     }
 
     /// Replaces a user if it is still at `u.version - 1`; `Conflict` when it moved on or
@@ -186,7 +190,11 @@ impl Store {
         .bind(u.version - 1)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
     }
 
     /// Marks a user deleted and drops it from its groups; false when there was none.
@@ -288,7 +296,12 @@ impl Store {
 
     pub async fn scim_groups(&self) -> Result<Vec<ScimGroupRow>> {
         let q = format!("SELECT {GROUP_COLS} FROM gate_scim_groups ORDER BY created_at, id");
-        sqlx::query(sqlx::AssertSqlSafe(q)).fetch_all(&self.pool).await?.iter().map(group_row).collect()
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(group_row)
+            .collect()
     }
 
     /// Replaces a group and its members if it is still at `g.version - 1`.

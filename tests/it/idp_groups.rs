@@ -32,7 +32,11 @@ rules:
 
 /// The provider process with its pipes (held, never read again).
 #[allow(dead_code)]
-struct Provider(Child, tokio::process::ChildStdin, tokio::io::Lines<BufReader<tokio::process::ChildStdout>>);
+struct Provider(
+    Child,
+    tokio::process::ChildStdin,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+);
 
 /// The provider, its issuer, and jitgate configured against it.
 async fn start(db: Db) -> Option<(Provider, TestApp)> {
@@ -59,12 +63,20 @@ async fn start(db: Db) -> Option<(Provider, TestApp)> {
         .expect("start the OpenID provider");
     let mut lines = BufReader::new(provider.stdout.take().unwrap()).lines();
     let first = lines.next_line().await.unwrap().expect("the provider's issuer");
-    let issuer = serde_json::from_str::<Value>(&first).unwrap()["issuer"].as_str().unwrap().to_string();
+    let issuer = serde_json::from_str::<Value>(&first).unwrap()["issuer"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let extra = format!(
         "sso:\n  issuer: {issuer}\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\n  user_claim: email\n  groups_claim: groups\n  max_group_age: 1h\nsession_ttl: 24h\nscim:\n  token_sha256: {}\n",
         jitgate::auth::hash_token(SCIM_TOKEN)
     );
-    let s = TestApp::builder().backend(db).policy(POLICY).config_extra(&extra).spawn().await;
+    let s = TestApp::builder()
+        .backend(db)
+        .policy(POLICY)
+        .config_extra(&extra)
+        .spawn()
+        .await;
     let mut stdin = provider.stdin.take().unwrap();
     let setup = json!({"redirect_uri": format!("{}/auth/callback", s.url), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET});
     stdin.write_all(format!("{setup}\n").as_bytes()).await.unwrap();
@@ -88,7 +100,10 @@ fn set_cookies(r: &reqwest::Response, jar: &mut BTreeMap<String, String>) {
 }
 
 fn cookie_header(jar: &BTreeMap<String, String>) -> String {
-    jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    jar.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn absolute(base: &str, loc: &str) -> String {
@@ -129,10 +144,19 @@ async fn sso_sign_in(s: &TestApp, login: &str) -> (String, String) {
                 .await
                 .unwrap()
         } else {
-            http.get(&url).header("cookie", cookie_header(&idp_jar)).send().await.unwrap()
+            http.get(&url)
+                .header("cookie", cookie_header(&idp_jar))
+                .send()
+                .await
+                .unwrap()
         };
         set_cookies(&r, &mut idp_jar);
-        assert!(r.status().is_redirection(), "{url}: {} {}", r.status(), r.text().await.unwrap());
+        assert!(
+            r.status().is_redirection(),
+            "{url}: {} {}",
+            r.status(),
+            r.text().await.unwrap()
+        );
         url = absolute(&url, r.headers()["location"].to_str().unwrap());
     }
     assert!(url.starts_with(&format!("{gate}/auth/callback")), "{url}");
@@ -184,9 +208,19 @@ async fn idp_groups_on(db: Db) {
     let (alice, alice_csrf) = sso_sign_in(&s, "alice").await;
     let r1 = s.open_via_api("dave").await;
     assert_eq!(r1.requirements[0].source.as_deref(), Some("idp_group:release-managers"));
-    assert!(r1.requirements[0].members.is_empty(), "nobody is known before they vote");
+    assert!(
+        r1.requirements[0].members.is_empty(),
+        "nobody is known before they vote"
+    );
     // Her token carries no groups: it never counts for an idp_group.
-    let (st, v) = c.api("POST", &format!("/requests/{}/approve", r1.id), &token("alice"), Some(json!({}))).await;
+    let (st, v) = c
+        .api(
+            "POST",
+            &format!("/requests/{}/approve", r1.id),
+            &token("alice"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!((st, v["error"]["code"].as_str()), (403, Some("not_eligible")), "{v}");
     let (st, body) = ui_vote(&s.url, &r1.id, &alice, &alice_csrf).await;
     assert_eq!(st, StatusCode::SEE_OTHER, "{body}");
@@ -198,11 +232,15 @@ async fn idp_groups_on(db: Db) {
     let envelope: Value = serde_json::from_str(&record).unwrap();
     let statement = {
         use base64::Engine as _;
-        let raw = base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().unwrap()).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap();
         serde_json::from_slice::<Value>(&raw).unwrap()
     };
     assert!(
-        statement.to_string().contains("\"idp_groups\":[\"Release-Managers\",\"staff\"]"),
+        statement
+            .to_string()
+            .contains("\"idp_groups\":[\"Release-Managers\",\"staff\"]"),
         "the signed record carries the groups: {statement}"
     );
 
@@ -212,7 +250,10 @@ async fn idp_groups_on(db: Db) {
         let r = c
             .post("/scim/v2/Users")
             .bearer(SCIM_TOKEN)
-            .body("application/scim+json", json!({"userName": "zoe@example.test"}).to_string())
+            .body(
+                "application/scim+json",
+                json!({"userName": "zoe@example.test"}).to_string(),
+            )
             .send()
             .await;
         (r.status, r.text().await)

@@ -18,7 +18,10 @@ fn scim_yaml() -> String {
 /// One SCIM call: the status, the headers and the JSON body (Null when empty).
 async fn scim(c: &Http, method: &str, path: &str, body: Option<Value>) -> (StatusCode, http::HeaderMap, Value) {
     let mut r = c
-        .request(http::Method::from_bytes(method.as_bytes()).unwrap(), &format!("/scim/v2{path}"))
+        .request(
+            http::Method::from_bytes(method.as_bytes()).unwrap(),
+            &format!("/scim/v2{path}"),
+        )
         .bearer(SCIM_TOKEN);
     if let Some(b) = body {
         r = r.body("application/scim+json", b.to_string());
@@ -39,8 +42,10 @@ async fn new_user(c: &Http, user_name: &str, email: &str) -> String {
         c,
         "POST",
         "/Users",
-        Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name,
-            "emails": [{"value": email, "type": "work", "primary": true}], "active": true})),
+        Some(
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name,
+            "emails": [{"value": email, "type": "work", "primary": true}], "active": true}),
+        ),
     )
     .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
@@ -52,7 +57,11 @@ fn patch_op(ops: Value) -> Value {
 }
 
 fn assert_scim_error(v: &Value, status: u16, scim_type: Option<&str>) {
-    assert_eq!(v["schemas"], json!(["urn:ietf:params:scim:api:messages:2.0:Error"]), "{v}");
+    assert_eq!(
+        v["schemas"],
+        json!(["urn:ietf:params:scim:api:messages:2.0:Error"]),
+        "{v}"
+    );
     assert_eq!(v["status"], status.to_string(), "{v}");
     if let Some(t) = scim_type {
         assert_eq!(v["scimType"], t, "{v}");
@@ -80,23 +89,41 @@ async fn provisioning_on(db: Db) {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_scim_error(&v, 400, Some("invalidValue"));
     let (st, _, v) = scim(&c, "POST", "/Users", Some(json!({"displayName": "no name"}))).await;
-    assert_eq!((st, v["scimType"].as_str()), (StatusCode::BAD_REQUEST, Some("invalidValue")));
+    assert_eq!(
+        (st, v["scimType"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalidValue"))
+    );
     let (st, _, v) = scim(&c, "POST", "/Users", None).await;
-    assert_eq!((st, v["scimType"].as_str()), (StatusCode::BAD_REQUEST, Some("invalidSyntax")));
+    assert_eq!(
+        (st, v["scimType"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalidSyntax"))
+    );
 
     // Filters and pages.
-    let (st, _, v) = scim(&c, "GET", "/Users?filter=userName%20eq%20%22alice%40example.test%22", None).await;
+    let (st, _, v) = scim(
+        &c,
+        "GET",
+        "/Users?filter=userName%20eq%20%22alice%40example.test%22",
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["totalResults"], 1, "{v}");
     assert_eq!(v["Resources"][0]["id"], a.as_str());
     let (_, _, v) = scim(&c, "GET", "/Users?startIndex=2&count=1", None).await;
-    assert_eq!((v["totalResults"].as_u64(), v["startIndex"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (v["totalResults"].as_u64(), v["startIndex"].as_u64()),
+        (Some(2), Some(2))
+    );
     assert_eq!(v["Resources"][0]["id"], z.as_str());
     let (st, _, v) = scim(&c, "GET", "/Users?filter=userName%20zz%20%22x%22", None).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_scim_error(&v, 400, Some("invalidFilter"));
     let (st, _, v) = scim(&c, "GET", "/Users?count=many", None).await;
-    assert_eq!((st, v["scimType"].as_str()), (StatusCode::BAD_REQUEST, Some("invalidValue")));
+    assert_eq!(
+        (st, v["scimType"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalidValue"))
+    );
 
     // PATCH as Entra ID writes it, with an ETag that must match.
     let (_, h, v) = scim(&c, "GET", &format!("/Users/{a}"), None).await;
@@ -106,7 +133,10 @@ async fn provisioning_on(db: Db) {
         .request(http::Method::PATCH, &format!("/scim/v2/Users/{a}"))
         .bearer(SCIM_TOKEN)
         .header("if-match", "W/\"999\"")
-        .body("application/scim+json", patch_op(json!([{"op": "Replace", "path": "active", "value": "False"}])).to_string())
+        .body(
+            "application/scim+json",
+            patch_op(json!([{"op": "Replace", "path": "active", "value": "False"}])).to_string(),
+        )
         .send()
         .await;
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
@@ -119,10 +149,22 @@ async fn provisioning_on(db: Db) {
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!((v["active"].as_bool(), v["name"]["givenName"].as_str()), (Some(false), Some("Alice")));
+    assert_eq!(
+        (v["active"].as_bool(), v["name"]["givenName"].as_str()),
+        (Some(false), Some("Alice"))
+    );
     assert_ne!(h["etag"].to_str().unwrap(), etag);
-    let (st, _, v) = scim(&c, "PATCH", &format!("/Users/{a}"), Some(patch_op(json!([{"op": "remove"}])))).await;
-    assert_eq!((st, v["scimType"].as_str()), (StatusCode::BAD_REQUEST, Some("noTarget")));
+    let (st, _, v) = scim(
+        &c,
+        "PATCH",
+        &format!("/Users/{a}"),
+        Some(patch_op(json!([{"op": "remove"}]))),
+    )
+    .await;
+    assert_eq!(
+        (st, v["scimType"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("noTarget"))
+    );
 
     // Groups: members by id, filtered by displayName, patched add/remove.
     let (st, _, g) = scim(
@@ -134,19 +176,41 @@ async fn provisioning_on(db: Db) {
     .await;
     assert_eq!(st, StatusCode::CREATED, "{g}");
     let gid = g["id"].as_str().unwrap().to_string();
-    let (st, _, v) = scim(&c, "POST", "/Groups", Some(json!({"displayName": "x", "members": [{"value": "nobody"}]}))).await;
-    assert_eq!((st, v["scimType"].as_str()), (StatusCode::BAD_REQUEST, Some("invalidValue")));
+    let (st, _, v) = scim(
+        &c,
+        "POST",
+        "/Groups",
+        Some(json!({"displayName": "x", "members": [{"value": "nobody"}]})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["scimType"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalidValue"))
+    );
     let (_, _, v) = scim(
         &c,
         "PATCH",
         &format!("/Groups/{gid}"),
-        Some(patch_op(json!([{"op": "add", "path": "members", "value": [{"value": z}]},
-            {"op": "remove", "path": format!("members[value eq \"{a}\"]")}]))),
+        Some(patch_op(
+            json!([{"op": "add", "path": "members", "value": [{"value": z}]},
+            {"op": "remove", "path": format!("members[value eq \"{a}\"]")}]),
+        )),
     )
     .await;
-    let members: Vec<&str> = v["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
+    let members: Vec<&str> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
     assert_eq!(members, [z.as_str()], "{v}");
-    let (_, _, v) = scim(&c, "GET", "/Groups?filter=displayName%20eq%20%22release%20managers%22", None).await;
+    let (_, _, v) = scim(
+        &c,
+        "GET",
+        "/Groups?filter=displayName%20eq%20%22release%20managers%22",
+        None,
+    )
+    .await;
     assert_eq!(v["totalResults"], 1, "{v}");
     let (_, _, v) = scim(&c, "GET", &format!("/Users/{z}"), None).await;
     assert_eq!(v["groups"][0]["display"], "Release Managers", "{v}");
@@ -191,7 +255,13 @@ async fn deactivation_on(db: Db) {
     let (st, _) = c.api("GET", "/requests", &token("alice"), None).await;
     assert_eq!(st, 200, "an active SCIM user keeps her token");
 
-    let (st, _, _) = scim(&c, "PATCH", &format!("/Users/{a}"), Some(patch_op(json!([{"op": "replace", "value": {"active": false}}])))).await;
+    let (st, _, _) = scim(
+        &c,
+        "PATCH",
+        &format!("/Users/{a}"),
+        Some(patch_op(json!([{"op": "replace", "value": {"active": false}}]))),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     // The very next call with her configured token is refused, and so is her session.
     let (st, v) = c.api("GET", "/requests", &token("alice"), None).await;
@@ -222,12 +292,24 @@ async fn deactivation_on(db: Db) {
         let r = s.replica().await;
         let (st, _) = r.http().api("GET", "/requests", &token("alice"), None).await;
         assert_eq!(st, 401);
-        let (st, _, _) = scim(&r.http(), "PATCH", &format!("/Users/{a}"), Some(patch_op(json!([{"op": "replace", "path": "active", "value": true}])))).await;
+        let (st, _, _) = scim(
+            &r.http(),
+            "PATCH",
+            &format!("/Users/{a}"),
+            Some(patch_op(json!([{"op": "replace", "path": "active", "value": true}]))),
+        )
+        .await;
         assert_eq!(st, StatusCode::OK);
         let (st, _) = c.api("GET", "/requests", &token("alice"), None).await;
         assert_eq!(st, 200, "reactivated on one replica, let in on the other");
     } else {
-        let (st, _, _) = scim(&c, "PATCH", &format!("/Users/{a}"), Some(patch_op(json!([{"op": "replace", "path": "active", "value": true}])))).await;
+        let (st, _, _) = scim(
+            &c,
+            "PATCH",
+            &format!("/Users/{a}"),
+            Some(patch_op(json!([{"op": "replace", "path": "active", "value": true}]))),
+        )
+        .await;
         assert_eq!(st, StatusCode::OK);
         let (st, _) = c.api("GET", "/requests", &token("alice"), None).await;
         assert_eq!(st, 200);
@@ -235,13 +317,22 @@ async fn deactivation_on(db: Db) {
 
     // A past vote stays in history after the person is deleted.
     let req = s.open_via_api("dave").await;
-    let (st, v) = c.api("POST", &format!("/requests/{}/approve", req.id), &token("alice"), Some(json!({}))).await;
+    let (st, v) = c
+        .api(
+            "POST",
+            &format!("/requests/{}/approve", req.id),
+            &token("alice"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(st, 200, "{v}");
     let (st, _, _) = scim(&c, "DELETE", &format!("/Users/{a}"), None).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (st, _) = c.api("GET", "/requests", &token("alice"), None).await;
     assert_eq!(st, 401, "a deleted person's token is refused");
-    let (st, v) = c.api("GET", &format!("/requests/{}", req.id), &token("bob"), None).await;
+    let (st, v) = c
+        .api("GET", &format!("/requests/{}", req.id), &token("bob"), None)
+        .await;
     assert_eq!(st, 200);
     assert_eq!(v["votes"][0]["voter"], "alice", "{v}");
     assert_eq!(v["status"], "approved");
@@ -288,10 +379,27 @@ async fn scim_group_on(db: Db) {
     let mut members = r1.requirements[0].members.clone();
     members.sort();
     assert_eq!(members, ["alice", "bob"]);
-    assert_eq!(r1.requirements[0].source.as_deref(), Some("scim_group:Release Managers"));
-    let (st, v) = c.api("POST", &format!("/requests/{}/approve", r1.id), &token("carol"), Some(json!({}))).await;
+    assert_eq!(
+        r1.requirements[0].source.as_deref(),
+        Some("scim_group:Release Managers")
+    );
+    let (st, v) = c
+        .api(
+            "POST",
+            &format!("/requests/{}/approve", r1.id),
+            &token("carol"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!((st, v["error"]["code"].as_str()), (403, Some("not_eligible")), "{v}");
-    let (st, v) = c.api("POST", &format!("/requests/{}/approve", r1.id), &token("alice"), Some(json!({}))).await;
+    let (st, v) = c
+        .api(
+            "POST",
+            &format!("/requests/{}/approve", r1.id),
+            &token("alice"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["status"], "approved");
 
@@ -301,13 +409,29 @@ async fn scim_group_on(db: Db) {
         &c,
         "PATCH",
         &format!("/Groups/{gid}"),
-        Some(patch_op(json!([{"op": "remove", "path": "members", "value": [{"value": bob}]}]))),
+        Some(patch_op(
+            json!([{"op": "remove", "path": "members", "value": [{"value": bob}]}]),
+        )),
     )
     .await;
     assert_eq!(st, StatusCode::OK);
-    let (st, v) = c.api("POST", &format!("/requests/{}/approve", r2.id), &token("bob"), Some(json!({}))).await;
+    let (st, v) = c
+        .api(
+            "POST",
+            &format!("/requests/{}/approve", r2.id),
+            &token("bob"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!((st, v["error"]["code"].as_str()), (403, Some("not_eligible")), "{v}");
-    let (st, v) = c.api("POST", &format!("/requests/{}/approve", r2.id), &token("alice"), Some(json!({}))).await;
+    let (st, v) = c
+        .api(
+            "POST",
+            &format!("/requests/{}/approve", r2.id),
+            &token("alice"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!((st, v["status"].as_str()), (200, Some("approved")), "{v}");
 }
 
@@ -342,12 +466,25 @@ async fn scim2_tester_finds_no_error() {
         .await
         .expect("run tests/scim_check.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(results.len() > 20, "scim2-tester ran only {} checks: {stdout}", results.len());
+    assert!(
+        results.len() > 20,
+        "scim2-tester ran only {} checks: {stdout}",
+        results.len()
+    );
     let failed: Vec<&Value> = results
         .iter()
-        .filter(|r| !matches!(r["status"].as_str(), Some("SUCCESS" | "COMPLIANT" | "ACCEPTABLE" | "SKIPPED")))
+        .filter(|r| {
+            !matches!(
+                r["status"].as_str(),
+                Some("SUCCESS" | "COMPLIANT" | "ACCEPTABLE" | "SKIPPED")
+            )
+        })
         .collect();
     assert!(failed.is_empty(), "scim2-tester checks that failed: {failed:#?}");
 }

@@ -65,7 +65,9 @@ pub(super) enum ForgeGroupError {
     NotAGroupPath(String),
     #[error("give one of `github_team`, `gitlab_group`, `scim_group` and `idp_group`, not several")]
     Both,
-    #[error("needs `github_team: org/slug`, `gitlab_group: path`, `scim_group: NAME` or `idp_group: NAME` (or a list of users)")]
+    #[error(
+        "needs `github_team: org/slug`, `gitlab_group: path`, `scim_group: NAME` or `idp_group: NAME` (or a list of users)"
+    )]
     Neither,
     #[error("`{0}` names no group: give the group's display name at the identity provider")]
     EmptyName(&'static str),
@@ -92,10 +94,14 @@ impl ForgeGroupDef {
             }
         };
         if let Some(n) = &self.scim_group {
-            return Ok(GroupSource::ScimGroup { name: named("scim_group", n)? });
+            return Ok(GroupSource::ScimGroup {
+                name: named("scim_group", n)?,
+            });
         }
         if let Some(n) = &self.idp_group {
-            return Ok(GroupSource::IdpGroup { name: named("idp_group", n)? });
+            return Ok(GroupSource::IdpGroup {
+                name: named("idp_group", n)?,
+            });
         }
         match (&self.github_team, &self.gitlab_group) {
             (Some(t), None) => {

@@ -124,7 +124,8 @@ pub fn attr_path(s: &str) -> Result<AttrPath, ScimError> {
     let ok = |p: &str| {
         !p.is_empty()
             && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '$')
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '$'))
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '$'))
     };
     if !ok(attr) || sub.is_some_and(|b| !ok(b)) {
         return Err(ScimError::bad("invalidPath", format!("`{s}` is not an attribute path")));
@@ -264,7 +265,9 @@ pub fn get_ci<'a>(obj: &'a Value, name: &str) -> Option<&'a Value> {
 
 /// The values at `path` (each element of a multi-valued attribute).
 fn values<'a>(obj: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
-    let Some(v) = get_ci(obj, &path.attr) else { return vec![] };
+    let Some(v) = get_ci(obj, &path.attr) else {
+        return vec![];
+    };
     let items: Vec<&Value> = match v {
         Value::Array(a) => a.iter().collect(),
         other => vec![other],
@@ -350,7 +353,10 @@ mod tests {
         for (f, want) in [
             (r#"userName eq "alice@example.com""#, true),
             (r#"USERNAME Eq "alice@example.com""#, true),
-            (r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "alice@example.com""#, true),
+            (
+                r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "alice@example.com""#,
+                true,
+            ),
             (r#"userName ne "alice@example.com""#, false),
             (r#"userName sw "ali" and active eq true"#, true),
             (r#"userName ew "x" or name.familyName co "dell""#, true),

@@ -97,12 +97,20 @@ pub fn apply(resource: &mut Value, req: &PatchRequest) -> Result<(), ScimError> 
     }
     for op in &req.operations {
         let kind = op.op.to_ascii_lowercase();
-        let path = op.path.as_deref().filter(|p| !p.trim().is_empty()).map(parse_path).transpose()?;
+        let path = op
+            .path
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+            .map(parse_path)
+            .transpose()?;
         let obj = object(resource, "the resource")?;
         match (kind.as_str(), path) {
             ("add" | "replace", None) => {
                 let Some(Value::Object(m)) = &op.value else {
-                    return Err(ScimError::bad("invalidValue", "an operation without `path` needs an object `value`"));
+                    return Err(ScimError::bad(
+                        "invalidValue",
+                        "an operation without `path` needs an object `value`",
+                    ));
                 };
                 for (k, v) in m {
                     // A key may itself be a path (`name.givenName`, as Entra ID sends).
@@ -184,11 +192,19 @@ fn set(obj: &mut Map<String, Value>, p: &Path, v: Value, add: bool) -> Result<()
                             io.insert(k, mv.clone());
                         }
                     }
-                    (None, _) => return Err(ScimError::bad("invalidValue", "a filtered path without a sub-attribute needs an object `value`")),
+                    (None, _) => {
+                        return Err(ScimError::bad(
+                            "invalidValue",
+                            "a filtered path without a sub-attribute needs an object `value`",
+                        ));
+                    }
                 }
             }
             if !hit {
-                return Err(ScimError::bad("noTarget", format!("no value of `{}` matches the filter", p.attr)));
+                return Err(ScimError::bad(
+                    "noTarget",
+                    format!("no value of `{}` matches the filter", p.attr),
+                ));
             }
         }
     }
@@ -235,7 +251,11 @@ fn remove(obj: &mut Map<String, Value>, p: &Path, value: Option<&Value>) -> Resu
             match sub {
                 None => items.retain(|i| !f.matches(i)),
                 Some(sub) => {
-                    for i in items.iter_mut().filter(|i| f.matches(i)).filter_map(Value::as_object_mut) {
+                    for i in items
+                        .iter_mut()
+                        .filter(|i| f.matches(i))
+                        .filter_map(Value::as_object_mut)
+                    {
                         let sk = key_of(i, sub);
                         i.remove(&sk);
                     }
@@ -288,8 +308,14 @@ mod tests {
         for (ops, want) in [
             (json!([{"op": "remove"}]), "noTarget"),
             (json!([{"op": "move", "path": "a"}]), "invalidSyntax"),
-            (json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "x"}]), "noTarget"),
-            (json!([{"op": "add", "path": "emails[type eq", "value": "x"}]), "invalidPath"),
+            (
+                json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "x"}]),
+                "noTarget",
+            ),
+            (
+                json!([{"op": "add", "path": "emails[type eq", "value": "x"}]),
+                "invalidPath",
+            ),
             (json!([{"op": "add", "path": "a..b", "value": "x"}]), "invalidPath"),
             (json!([{"op": "replace", "value": 3}]), "invalidValue"),
             (json!([{"op": "add", "path": "nick"}]), "invalidValue"),

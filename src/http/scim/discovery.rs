@@ -39,7 +39,11 @@ fn user_schema() -> Value {
         false,
         false,
         "readWrite",
-        vec![rw("formatted", "string"), rw("familyName", "string"), rw("givenName", "string")],
+        vec![
+            rw("formatted", "string"),
+            rw("familyName", "string"),
+            rw("givenName", "string"),
+        ],
     );
     let emails = attr(
         "emails",
@@ -56,7 +60,12 @@ fn user_schema() -> Value {
         true,
         false,
         "readOnly",
-        vec![ro("value", "string"), ro("$ref", "reference"), ro("display", "string"), ro("type", "string")],
+        vec![
+            ro("value", "string"),
+            ro("$ref", "reference"),
+            ro("display", "string"),
+            ro("type", "string"),
+        ],
     );
     json!({
         "id": USER_SCHEMA, "name": "User", "description": "A person",

@@ -50,11 +50,18 @@ async fn row_of(
         let Some(Value::String(uid)) = get_ci(m, "value") else {
             return Err(ScimError::bad("invalidValue", "each member needs a `value`: a user's id").into());
         };
-        if get_ci(m, "type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("group")) {
+        if get_ci(m, "type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.eq_ignore_ascii_case("group"))
+        {
             return Err(ScimError::bad("invalidValue", "groups in groups are not supported: list the users").into());
         }
         if s.engine.store.scim_user(uid).await?.is_none() {
-            return Err(ScimError::bad("invalidValue", format!("member `{}` is no user here", uid.escape_debug())).into());
+            return Err(ScimError::bad(
+                "invalidValue",
+                format!("member `{}` is no user here", uid.escape_debug()),
+            )
+            .into());
         }
         if !members.contains(uid) {
             members.push(uid.clone());
@@ -80,7 +87,14 @@ async fn row_of(
 async fn render(s: &AppState, g: &ScimGroupRow) -> ScimResult<Value> {
     let mut v: Map<String, Value> = serde_json::from_str(&g.doc).unwrap_or_default();
     let base = base(s);
-    let live: Vec<String> = s.engine.store.scim_members(&g.id).await?.into_iter().map(|u| u.id).collect();
+    let live: Vec<String> = s
+        .engine
+        .store
+        .scim_members(&g.id)
+        .await?
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
     v.insert("schemas".into(), json!([GROUP_SCHEMA]));
     v.insert("id".into(), json!(g.id));
     // As written, less the users deleted since.
@@ -161,7 +175,13 @@ pub(super) async fn create(State(s): State<AppState>, _c: ScimClient, b: Bytes) 
 async fn store(s: &AppState, old: &ScimGroupRow, v: &Value) -> ScimResult<Response> {
     let (row, members) = row_of(s, v, &old.id, old.version + 1, old.created_at).await?;
     match s.engine.store.scim_update_group(&row, &members).await {
-        Err(StoreError::Conflict) if s.engine.store.scim_group(&old.id).await?.is_some_and(|g| g.version == old.version) => {
+        Err(StoreError::Conflict)
+            if s.engine
+                .store
+                .scim_group(&old.id)
+                .await?
+                .is_some_and(|g| g.version == old.version) =>
+        {
             return Err(conflict(&row));
         }
         other => other?,

@@ -84,7 +84,10 @@ pub fn scim_json(status: StatusCode, body: &Value) -> Response {
 /// A resource with its `ETag` (`meta.version`).
 pub fn resource(status: StatusCode, body: &Value) -> Response {
     let mut resp = scim_json(status, body);
-    if let Some(v) = body["meta"]["version"].as_str().and_then(|v| HeaderValue::from_str(v).ok()) {
+    if let Some(v) = body["meta"]["version"]
+        .as_str()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
         resp.headers_mut().insert(header::ETAG, v);
     }
     resp
@@ -101,7 +104,11 @@ pub fn check_if_match(headers: &HeaderMap, version: i64) -> ScimResult<()> {
         return Ok(());
     };
     let have = etag(version);
-    if want.split(',').map(str::trim).any(|w| w == "*" || w == have || w == &have[2..]) {
+    if want
+        .split(',')
+        .map(str::trim)
+        .any(|w| w == "*" || w == have || w == &have[2..])
+    {
         Ok(())
     } else {
         Err(ScimError::status(412, format!("If-Match {want} is not the current version {have}")).into())
@@ -164,8 +171,13 @@ pub struct ListQuery {
 }
 
 fn names(v: Option<&String>) -> Vec<String> {
-    v.map(|s| s.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect())
-        .unwrap_or_default()
+    v.map(|s| {
+        s.split(',')
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Parses a query string; every bad value is 400 (`invalidFilter`, `invalidValue`).
@@ -195,10 +207,10 @@ pub fn list_query(raw: Option<&str>) -> ScimResult<ListQuery> {
 
 /// The query of a `POST …/.search` (RFC 7644 §3.4.3): the same parameters in a body.
 pub fn search_query(v: &Value) -> ScimResult<ListQuery> {
-    if !v["schemas"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|s| s == "urn:ietf:params:scim:api:messages:2.0:SearchRequest"))
-    {
+    if !v["schemas"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|s| s == "urn:ietf:params:scim:api:messages:2.0:SearchRequest")
+    }) {
         return Err(ScimError::bad(
             "invalidSyntax",
             "`schemas` must include urn:ietf:params:scim:api:messages:2.0:SearchRequest",
@@ -249,7 +261,8 @@ pub fn project(mut r: Value, attributes: &[String], excluded: &[String]) -> Valu
         } else {
             a
         };
-        a.split_once('.').map_or((a.to_string(), None), |(x, y)| (x.to_string(), Some(y.to_string())))
+        a.split_once('.')
+            .map_or((a.to_string(), None), |(x, y)| (x.to_string(), Some(y.to_string())))
     };
     let Some(obj) = r.as_object_mut() else { return r };
     let keep_always = |k: &str| k == "id" || k == "schemas";
@@ -266,7 +279,9 @@ pub fn project(mut r: Value, attributes: &[String], excluded: &[String]) -> Valu
             if whole || subs.is_empty() {
                 continue;
             }
-            let keep = |o: &mut serde_json::Map<String, Value>| o.retain(|sk, _| subs.iter().any(|s| s.eq_ignore_ascii_case(sk)));
+            let keep = |o: &mut serde_json::Map<String, Value>| {
+                o.retain(|sk, _| subs.iter().any(|s| s.eq_ignore_ascii_case(sk)))
+            };
             match v {
                 Value::Object(o) => keep(o),
                 Value::Array(a) => a.iter_mut().filter_map(Value::as_object_mut).for_each(keep),
@@ -346,14 +361,20 @@ pub fn router() -> Router<AppState> {
         .route("/Users/.search", post(users::search))
         .route(
             "/Users/{id}",
-            get(users::read).put(users::replace).patch(users::patch).delete(users::delete),
+            get(users::read)
+                .put(users::replace)
+                .patch(users::patch)
+                .delete(users::delete),
         )
         .route("/.search", post(search_all))
         .route("/Groups", get(groups::list).post(groups::create))
         .route("/Groups/.search", post(groups::search))
         .route(
             "/Groups/{id}",
-            get(groups::read).put(groups::replace).patch(groups::patch).delete(groups::delete),
+            get(groups::read)
+                .put(groups::replace)
+                .patch(groups::patch)
+                .delete(groups::delete),
         )
         .fallback(|| async { Refusal(ScimError::status(404, "no such SCIM endpoint")) })
         .method_not_allowed_fallback(|req: axum::extract::Request| async move {

@@ -75,7 +75,9 @@ fn row_of(doc: Map<String, Value>, id: &str, version: i64, created_at: i64, now:
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(ScimError::bad("invalidValue", "`externalId` must be a string").into()),
     };
-    let Value::Object(mut doc) = v else { unreachable!("built from a map above") };
+    let Value::Object(mut doc) = v else {
+        unreachable!("built from a map above")
+    };
     // `active` is stored as the boolean it means.
     if let Some(k) = doc.keys().find(|k| k.eq_ignore_ascii_case("active")).cloned() {
         doc.insert(k, json!(active));
@@ -119,7 +121,10 @@ async fn render(s: &AppState, u: &ScimUserRow) -> ScimResult<Value> {
 }
 
 fn conflict(u: &ScimUserRow) -> Refusal {
-    Refusal(ScimError::taken(format!("a user with userName `{}` exists", u.user_name)))
+    Refusal(ScimError::taken(format!(
+        "a user with userName `{}` exists",
+        u.user_name
+    )))
 }
 
 async fn load(s: &AppState, id: &str) -> ScimResult<ScimUserRow> {
@@ -181,7 +186,13 @@ pub(super) async fn create(State(s): State<AppState>, _c: ScimClient, b: Bytes) 
 async fn store(s: &AppState, old: &ScimUserRow, doc: Map<String, Value>) -> ScimResult<Response> {
     let row = row_of(doc, &old.id, old.version + 1, old.created_at, now_ms())?;
     match s.engine.store.scim_update_user(&row).await {
-        Err(StoreError::Conflict) if s.engine.store.scim_user(&old.id).await?.is_some_and(|u| u.version == old.version) => {
+        Err(StoreError::Conflict)
+            if s.engine
+                .store
+                .scim_user(&old.id)
+                .await?
+                .is_some_and(|u| u.version == old.version) =>
+        {
             return Err(conflict(&row));
         }
         other => other?,

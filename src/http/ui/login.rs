@@ -93,7 +93,9 @@ pub(super) async fn login_token(
             "That is not an approver token this server knows.".into(),
         ));
     };
-    s.engine.check_active(&crate::auth::Principal::Approver(user.clone())).await?;
+    s.engine
+        .check_active(&crate::auth::Principal::Approver(user.clone()))
+        .await?;
     let cookie = start_session(&s, user, true, "session", now_ms(), vec![], None).await?;
     let mut resp = Redirect::to(&next).into_response();
     resp.headers_mut().append(header::SET_COOKIE, cookie);
@@ -264,7 +266,9 @@ pub(super) async fn sso_callback(
             )));
         }
     };
-    s.engine.check_active(&crate::auth::Principal::Approver(user.clone())).await?;
+    s.engine
+        .check_active(&crate::auth::Principal::Approver(user.clone()))
+        .await?;
     let cookie = start_session(&s, user, can_vote, "sso", who.auth_time, who.amr, who.groups).await?;
     // The provider's redirect here was a cross-site navigation, so a SameSite=Strict cookie
     // would not ride on a redirect from it; a page of ours that moves on does carry it.
