@@ -412,6 +412,43 @@ mod tests {
     }
 
     #[test]
+    fn scim_and_sso_groups_are_checked_where_they_are() {
+        let d = "a".repeat(64);
+        let ok = format!(
+            "scim:\n  token_sha256: {d}\nsso:\n  issuer: https://l.example\n  client_id: x\n  groups_claim: groups\n  max_group_age: 2h\n"
+        );
+        let c = Config::parse("gate.yaml", &ok).unwrap();
+        assert_eq!(c.scim.unwrap().token_sha256, d);
+        let sso = c.sso.unwrap();
+        assert_eq!(
+            (sso.groups_claim.as_deref(), sso.max_group_age_ms()),
+            (Some("groups"), 2 * 3_600_000)
+        );
+        for (bad, why, line) in [
+            (
+                "session_ttl: 1h\nscim:\n  token_sha256: nope\n".to_string(),
+                "scim: token_sha256 must be 64 hex",
+                2,
+            ),
+            (
+                ok.replace("max_group_age: 2h", "max_group_age: 0s"),
+                "`max_group_age` must be longer",
+                7,
+            ),
+            (
+                ok.replace("groups_claim: groups", "groups_claim: ' '"),
+                "`groups_claim` is empty",
+                6,
+            ),
+            ("scim:\n  token: x\n".to_string(), "unknown field", 2),
+        ] {
+            let e = Config::parse("gate.yaml", &bad).unwrap_err();
+            assert!(e.message.contains(why), "{bad}: {e}");
+            assert_eq!(e.line, line, "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn forge_access() {
         let c = Config::parse(
             "gate.yaml",

@@ -237,6 +237,16 @@ async fn provisioning_on(db: Db) {
 }
 
 #[tokio::test]
+async fn without_a_scim_section_there_is_no_scim() {
+    let s = TestApp::spawn().await;
+    for path in ["/ServiceProviderConfig", "/Schemas", "/Users"] {
+        let (st, _, v) = scim(&s.http(), "GET", path, None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{path}");
+        assert_scim_error(&v, 404, None);
+    }
+}
+
+#[tokio::test]
 async fn scim_provisioning_on_every_backend() {
     for db in backends() {
         provisioning_on(db).await;

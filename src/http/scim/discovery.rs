@@ -1,6 +1,6 @@
 //! The discovery documents (RFC 7644 §4, RFC 7643 §5–7): what this server supports
 //! (`ServiceProviderConfig`), the two resource types, and their schemas with the
-//! attributes we keep. They need no token: RFC 7644 §4 lets a client read them first.
+//! attributes we keep. They need no token (RFC 7644 §4 lets a client read them first), only `scim:` in gate.yaml.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -123,6 +123,14 @@ fn resource_types_all(s: &AppState) -> Vec<Value> {
         .collect()
 }
 
+/// Without `scim:` there is no SCIM service to describe.
+fn configured(s: &AppState) -> ScimResult<()> {
+    match s.engine.config.scim {
+        Some(_) => Ok(()),
+        None => Err(ScimError::status(404, "SCIM is not configured on this server (`scim:` in gate.yaml)").into()),
+    }
+}
+
 fn listing(all: Vec<Value>) -> Response {
     scim_json(
         StatusCode::OK,
@@ -130,9 +138,10 @@ fn listing(all: Vec<Value>) -> Response {
     )
 }
 
-pub(super) async fn service_provider_config(State(s): State<AppState>) -> Response {
+pub(super) async fn service_provider_config(State(s): State<AppState>) -> ScimResult<Response> {
+    configured(&s)?;
     let b = base(&s);
-    scim_json(
+    Ok(scim_json(
         StatusCode::OK,
         &json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
@@ -147,14 +156,16 @@ pub(super) async fn service_provider_config(State(s): State<AppState>) -> Respon
                 "description": "The token whose SHA-256 is scim.token_sha256 in gate.yaml", "primary": true}],
             "meta": {"resourceType": "ServiceProviderConfig", "location": format!("{b}/ServiceProviderConfig")},
         }),
-    )
+    ))
 }
 
-pub(super) async fn resource_types(State(s): State<AppState>) -> Response {
-    listing(resource_types_all(&s))
+pub(super) async fn resource_types(State(s): State<AppState>) -> ScimResult<Response> {
+    configured(&s)?;
+    Ok(listing(resource_types_all(&s)))
 }
 
 pub(super) async fn resource_type(State(s): State<AppState>, Path(id): Path<String>) -> ScimResult<Response> {
+    configured(&s)?;
     resource_types_all(&s)
         .into_iter()
         .find(|r| r["id"] == id.as_str())
@@ -162,11 +173,13 @@ pub(super) async fn resource_type(State(s): State<AppState>, Path(id): Path<Stri
         .ok_or_else(|| ScimError::status(404, format!("no resource type {id}")).into())
 }
 
-pub(super) async fn schemas(State(s): State<AppState>) -> Response {
-    listing(schemas_all(&s))
+pub(super) async fn schemas(State(s): State<AppState>) -> ScimResult<Response> {
+    configured(&s)?;
+    Ok(listing(schemas_all(&s)))
 }
 
 pub(super) async fn schema(State(s): State<AppState>, Path(id): Path<String>) -> ScimResult<Response> {
+    configured(&s)?;
     schemas_all(&s)
         .into_iter()
         .find(|r| r["id"] == id.as_str())
