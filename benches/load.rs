@@ -93,6 +93,10 @@ struct Cli {
     /// Keep the temp data dirs (and created databases) for inspection.
     #[arg(long, global = true)]
     keep: bool,
+    /// More gate.yaml for every server, e.g. "scim: { token_sha256: … }" to measure the
+    /// SCIM deactivation check each approver call makes.
+    #[arg(long, global = true)]
+    config_extra: Option<String>,
     /// Also print each scenario's results as one JSON line on stdout.
     #[arg(long, global = true)]
     json: bool,
@@ -232,7 +236,10 @@ impl Server {
         let policy = "version: 1\ngroups:\n  sre: [alice, bob]\nrules:\n  - name: prod\n    match: { environment: production }\n    require: [{ group: sre, count: 1 }]\n    timeout: 1h\n";
         // Long-waits of up to 10 minutes (the server's ceiling), so the waiters scenario's
         // thousands of waiters do not time out and reconnect while the rest connect.
-        let config = format!("max_wait_secs: {WAIT_SECS}\n{config}");
+        let config = format!(
+            "max_wait_secs: {WAIT_SECS}\n{config}{}\n",
+            cli.config_extra.as_deref().unwrap_or("")
+        );
         std::fs::write(dir.join("gate.yaml"), config)?;
         std::fs::write(dir.join("policy.yaml"), policy)?;
         let database = match &cli.database_url {

@@ -225,7 +225,26 @@ pub struct Sso {
     /// A name shown on the sign-in button (default "single sign-on").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// The ID token claim listing the person's groups (e.g. `groups`), kept with the
+    /// session for `{ idp_group: NAME }` policy groups; unset, sessions carry no groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+    /// How old a sign-in's groups may be for a vote that counts by them (default 8h);
+    /// an older session is asked to sign in again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_group_age: Option<crate::core::duration::Dur>,
 }
+
+/// `scim:`: the identity provider's SCIM client (docs/scim.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Scim {
+    /// SHA-256 (hex) of the bearer token the provider sends; `gate token hash` prints it.
+    pub token_sha256: String,
+}
+
+/// Used when `sso.max_group_age` is not set.
+pub const DEFAULT_MAX_GROUP_AGE_MS: i64 = 8 * 3_600_000;
 
 impl std::fmt::Debug for Sso {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -237,6 +256,8 @@ impl std::fmt::Debug for Sso {
             .field("scopes", &self.scopes)
             .field("user_claim", &self.user_claim)
             .field("allowed_domains", &self.allowed_domains)
+            .field("groups_claim", &self.groups_claim)
+            .field("max_group_age", &self.max_group_age)
             .finish()
     }
 }
@@ -244,6 +265,11 @@ impl std::fmt::Debug for Sso {
 impl Sso {
     pub fn user_claim(&self) -> &str {
         self.user_claim.as_deref().unwrap_or("email")
+    }
+
+    /// `max_group_age` in milliseconds.
+    pub fn max_group_age_ms(&self) -> i64 {
+        self.max_group_age.map_or(DEFAULT_MAX_GROUP_AGE_MS, |d| d.millis())
     }
 
     pub fn scopes(&self) -> Vec<String> {
@@ -299,6 +325,8 @@ pub enum AuthConfigError {
     Oidc { issuer: String, problem: OidcProblem },
     #[error("sso: {0}")]
     Sso(SsoProblem),
+    #[error("scim: token_sha256 {0}")]
+    ScimDigest(NotADigest),
 }
 
 /// A `token_sha256` that is not one.
@@ -340,6 +368,10 @@ pub enum SsoProblem {
     TokenAuth(String),
     #[error("`user_claim` is empty")]
     EmptyUserClaim,
+    #[error("`groups_claim` is empty")]
+    EmptyGroupsClaim,
+    #[error("`max_group_age` must be longer than zero")]
+    MaxGroupAge,
 }
 
 /// Checks `users` and `pipelines` (names unique across both, digests well formed) and
@@ -471,6 +503,12 @@ pub fn validate_sso<E>(sso: &Sso, at: &dyn Fn(&str, AuthConfigError) -> E) -> Re
     if sso.user_claim().trim().is_empty() {
         return Err(here(SsoProblem::EmptyUserClaim));
     }
+    if sso.groups_claim.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        return Err(at("groups_claim", AuthConfigError::Sso(SsoProblem::EmptyGroupsClaim)));
+    }
+    if sso.max_group_age.is_some_and(|d| d.millis() <= 0) {
+        return Err(at("max_group_age", AuthConfigError::Sso(SsoProblem::MaxGroupAge)));
+    }
     Ok(())
 }
 
@@ -482,6 +520,11 @@ fn glob_needle(glob: &str) -> String {
     } else {
         glob.to_string()
     }
+}
+
+/// Checks `scim:`.
+pub fn validate_scim<E>(scim: &Scim, at: &dyn Fn(&str, AuthConfigError) -> E) -> Result<(), E> {
+    check_digest(&scim.token_sha256).map_err(|p| at("scim:", AuthConfigError::ScimDigest(p)))
 }
 
 fn check_digest(h: &str) -> Result<(), NotADigest> {

@@ -382,6 +382,7 @@ mod tests {
                 auth_time: None,
                 amr: vec![],
                 source: None,
+                idp_groups: vec![],
             }],
             created_at: String::new(),
             expires_at: String::new(),

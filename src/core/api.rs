@@ -100,6 +100,10 @@ pub struct VoteView {
     /// Where the vote was cast, e.g. the comment's URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The identity provider's groups of the session the vote was cast in (SSO
+    /// `groups_claim`), which `idp_group` requirements count by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub idp_groups: Vec<String>,
 }
 
 /// How a vote reached the server; kept with the vote, in its audit event and record.
@@ -117,6 +121,12 @@ pub struct VoteMeta {
     /// The person the voter stood in for, under a delegation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
+    /// The groups the session's sign-in saw (`sso.groups_claim`); `None` outside SSO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_groups: Option<Vec<String>>,
+    /// Unix ms of the sign-in that saw `idp_groups` (checked against `sso.max_group_age`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_seen_at: Option<i64>,
 }
 
 impl VoteMeta {

@@ -14,6 +14,7 @@ pub mod log;
 pub mod policy;
 pub mod report;
 pub mod request;
+pub mod scim;
 pub mod text;
 pub mod throttle;
 pub mod url;

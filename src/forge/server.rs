@@ -104,6 +104,8 @@ impl Forges {
         match s {
             GroupSource::GithubTeam { .. } => self.github().map(drop),
             GroupSource::GitlabGroup { .. } => self.gitlab().map(drop),
+            // The identity provider's groups need no forge.
+            GroupSource::ScimGroup { .. } | GroupSource::IdpGroup { .. } => Ok(()),
         }
     }
 
@@ -151,6 +153,8 @@ impl Forges {
                 .filter(|m| m.state.as_deref().is_none_or(|st| st == "active"))
                 .map(|m| m.username)
                 .collect()),
+            // The engine reads these from the store and the session, never from a forge.
+            GroupSource::ScimGroup { .. } | GroupSource::IdpGroup { .. } => Ok(vec![]),
         }
     }
 }

@@ -9,6 +9,7 @@ mod layers;
 pub mod listen;
 mod openapi;
 mod ops;
+mod scim;
 pub mod throttle;
 pub mod ui;
 mod webhooks;
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(ui::router())
         .merge(webhooks::router())
+        .merge(scim::router())
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|req: axum::extract::Request| async move {
             AppError::MethodNotAllowed(format!("{} is not allowed on {}", req.method(), req.uri().path()))

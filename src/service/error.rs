@@ -42,6 +42,7 @@ error_codes! {
     OutOfScope = "out_of_scope",
     AuditorCannotVote = "auditor_cannot_vote",
     RoleRequired = "role_required",
+    SignInAgain = "sign_in_again",
     NotFound = "not_found",
     MethodNotAllowed = "method_not_allowed",
     IdempotencyMismatch = "idempotency_mismatch",

@@ -1,5 +1,7 @@
 //! Forge groups in requests: the engine resolves `github_team` / `gitlab_group`
-//! requirements with the forge, so the decision machine stays pure.
+//! requirements with the forge, so the decision machine stays pure. The identity
+//! provider's `scim_group` and `idp_group` take the same path, their members read by
+//! `directory` instead of the forge.
 //!
 //! - Opening a request snapshots each forge group's members (configured users whose
 //!   `github:` / `gitlab:` login is in the team or group), reusing a list read within
@@ -32,6 +34,7 @@ impl Engine {
         let forge = match src {
             GroupSource::GithubTeam { .. } => "github",
             GroupSource::GitlabGroup { .. } => "gitlab",
+            GroupSource::ScimGroup { .. } | GroupSource::IdpGroup { .. } => return Vec::new(),
         };
         let mut out: Vec<String> = Vec::new();
         for l in logins.iter().filter_map(|l| Identity::parse(l).ok()) {
@@ -50,6 +53,10 @@ impl Engine {
             let Some(src) = r.source.as_deref().and_then(GroupSource::parse) else {
                 continue;
             };
+            if !src.on_forge() {
+                r.members = self.directory_members(&src).await?;
+                continue;
+            }
             let logins = self
                 .forge
                 .members(&src, Read::Cached)
@@ -68,6 +75,10 @@ impl Engine {
                 out.push(None);
                 continue;
             };
+            if !src.on_forge() {
+                out.push(Some(self.directory_members(&src).await?));
+                continue;
+            }
             let logins = self.forge.members(&src, Read::Live).await.map_err(|e| {
                 unavailable(
                     &e,

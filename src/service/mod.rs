@@ -13,6 +13,7 @@ mod cancel;
 mod commit;
 mod consume;
 mod derive;
+pub mod directory;
 pub mod error;
 mod escalate;
 mod expire;

@@ -275,6 +275,7 @@ pub(super) fn vote_view(v: &VoteRow) -> VoteView {
         auth_time: meta.auth_time.map(rfc3339),
         amr: meta.amr,
         source: meta.source,
+        idp_groups: meta.idp_groups.unwrap_or_default(),
     }
 }
 

@@ -58,6 +58,8 @@ impl Engine {
         } else {
             vec![]
         };
+        let mut live = live;
+        self.idp_live(&doc, &mut live, user, &meta, now_fn())?;
         let forge_groups = forge_groups::live_groups(&doc, &live, user);
         // Someone added to a forge group since the request opened may vote (and so read it).
         if !readable && forge_groups.is_empty() {
@@ -80,7 +82,7 @@ impl Engine {
                 request_id: id.to_string(),
                 kind: "vote".into(),
                 actor: user.clone(),
-                data: json!({"decision": kind, "reason": reason, "via": meta.via, "auth_time": meta.auth_time.map(rfc3339), "amr": meta.amr, "source": meta.source}),
+                data: json!({"decision": kind, "reason": reason, "via": meta.via, "auth_time": meta.auth_time.map(rfc3339), "amr": meta.amr, "source": meta.source, "idp_groups": meta.idp_groups}),
             };
             let mut event = event;
             if !forge_groups.is_empty() {

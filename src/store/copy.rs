@@ -102,6 +102,7 @@ const TABLES: &[Table] = &[
             ("csrf", Text),
             ("created_at", Int),
             ("expires_at", Int),
+            ("idp_groups", Text),
         ],
     },
     Table {
@@ -161,6 +162,42 @@ const TABLES: &[Table] = &[
         name: "gate_cosignatures",
         key: &["witness", "size"],
         cols: &[("witness", Text), ("size", Int), ("line", Text), ("created_at", Int)],
+    },
+    Table {
+        name: "gate_scim_users",
+        key: &["id"],
+        cols: &[
+            ("id", Text),
+            ("user_name", Text),
+            ("user_key", Text),
+            ("email_key", Text),
+            ("external_id", Text),
+            ("active", Int),
+            ("doc", Text),
+            ("version", Int),
+            ("created_at", Int),
+            ("updated_at", Int),
+            ("deleted_at", Int),
+        ],
+    },
+    Table {
+        name: "gate_scim_groups",
+        key: &["id"],
+        cols: &[
+            ("id", Text),
+            ("display_name", Text),
+            ("name_key", Text),
+            ("external_id", Text),
+            ("doc", Text),
+            ("version", Int),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "gate_scim_members",
+        key: &["group_id", "user_id"],
+        cols: &[("group_id", Text), ("user_id", Text)],
     },
 ];
 

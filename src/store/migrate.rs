@@ -159,7 +159,50 @@ FOR EACH ROW EXECUTE FUNCTION gate_append_only();
 "#
         ),
     },
+    Migration {
+        version: 9,
+        name: "people and groups from the identity provider",
+        sqlite: DIRECTORY,
+        postgres: DIRECTORY,
+    },
 ];
+
+/// SCIM users and groups (`store::scim`), and the identity provider's groups seen when a
+/// web session signed in. A deleted SCIM user stays as a row with `deleted_at` set, so
+/// the person's configured tokens stay refused.
+const DIRECTORY: &str = r#"
+CREATE TABLE gate_scim_users (
+    id TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    user_key TEXT NOT NULL UNIQUE,
+    email_key TEXT,
+    external_id TEXT,
+    active BIGINT NOT NULL,
+    doc TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    deleted_at BIGINT
+);
+CREATE INDEX gate_scim_users_email ON gate_scim_users (email_key);
+CREATE TABLE gate_scim_groups (
+    id TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    name_key TEXT NOT NULL UNIQUE,
+    external_id TEXT,
+    doc TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE gate_scim_members (
+    group_id TEXT NOT NULL REFERENCES gate_scim_groups (id),
+    user_id TEXT NOT NULL REFERENCES gate_scim_users (id),
+    PRIMARY KEY (group_id, user_id)
+);
+CREATE INDEX gate_scim_members_user ON gate_scim_members (user_id);
+ALTER TABLE gate_sessions ADD COLUMN idp_groups TEXT;
+"#;
 
 /// Web UI sign-ins and single sign-on logins in flight. Only SHA-256 digests of the
 /// session id and of the login `state` are stored, never the values the browser holds.

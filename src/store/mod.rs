@@ -12,11 +12,13 @@ pub mod keyfile;
 mod log;
 mod migrate;
 mod reports;
+mod scim;
 mod web;
 
 pub use copy::{Copied, CopyError, Side};
 pub use log::CheckpointRow;
 pub use reports::DecidedRow;
+pub use scim::{ScimGroupRow, ScimUserRow, Standing};
 pub use web::{HistoryFilter, SessionRow, SsoLogin};
 
 mod outbox;

@@ -354,7 +354,7 @@ async fn bad_urls_and_schemas_are_refused_by_name() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr
-            .contains("the source's schema is at version 7, this gate's is 8: start this version's `gate serve` on the source once"),
+            .contains("the source's schema is at version 7, this gate's is 9: start this version's `gate serve` on the source once"),
         "{out:?}"
     );
     // Newer than this gate's.

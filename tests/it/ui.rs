@@ -207,6 +207,7 @@ async fn sessions_expire_and_sso_logins_are_single_use() {
         csrf: "c".into(),
         created_at: 1000,
         expires_at: 2000,
+        idp_groups: Some(vec!["release-managers".into()]),
     };
     store.insert_session(&row).await.unwrap();
     assert_eq!(store.session("d1", 1999).await.unwrap(), Some(row.clone()));

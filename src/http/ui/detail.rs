@@ -138,7 +138,7 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
                     Some(t) if !x.amr.is_empty() => format!("{} (signed in {t}, {})", x.via, x.amr.join("+")),
                     Some(t) => format!("{} (signed in {t})", x.via),
                     None => x.via.clone(),
-                },
+                } + &super::format::idp_groups(&x.idp_groups),
             })
             .collect(),
         timeline: audit
