@@ -84,7 +84,7 @@ impl Engine {
         let status = row.status;
         let mut requesters = doc.requesters.clone();
         for ident in requester_identities(doc) {
-            for u in self.config.users_for_identity(&ident) {
+            for u in self.config().users_for_identity(&ident) {
                 if !requesters.contains(&u) {
                     requesters.push(u);
                 }
@@ -99,11 +99,15 @@ impl Engine {
             votes: votes
                 .iter()
                 .filter(|v| v.via != "policy")
-                .map(|v| Vote {
-                    voter: v.voter.clone(),
-                    approve: v.approve,
-                    reason: v.reason.clone(),
-                    at: v.at,
+                .map(|v| {
+                    let by = forge_groups::on_behalf_of(v);
+                    Vote {
+                        voter: by.clone().unwrap_or_else(|| v.voter.clone()),
+                        approve: v.approve,
+                        reason: v.reason.clone(),
+                        at: v.at,
+                        by: by.map(|_| v.voter.clone()),
+                    }
                 })
                 .collect(),
             expires_at: row.expires_at,
@@ -227,6 +231,7 @@ pub(super) fn vote_view(v: &VoteRow) -> VoteView {
         auth_time: meta.auth_time.map(rfc3339),
         amr: meta.amr,
         source: meta.source,
+        on_behalf_of: meta.on_behalf_of,
     }
 }
 

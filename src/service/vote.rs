@@ -52,11 +52,19 @@ impl Engine {
         } else {
             vec![]
         };
-        let forge_groups = forge_groups::live_groups(&doc, &live, user);
+        // Delegations given to this voter; which are in force is asked at the vote's `now`.
+        let received = self.store.delegations_to(user, now_fn().saturating_sub(60_000)).await?;
+        let asked = meta.on_behalf_of.clone();
         self.transition(id, now_fn, user, |state, now| {
             let state = &forge_groups::with_live(state, &live);
-            let next = state.vote(user, approve, reason.as_deref(), now)?;
-            let extra = VoteMeta { via: String::new(), ..meta.clone() };
+            let counted = crate::core::delegation::counts_as(state, user, asked.as_deref(), &received, now)?;
+            let next = state.vote_as(user, counted.as_deref(), approve, reason.as_deref(), now)?;
+            let forge_groups = forge_groups::live_groups(&doc, &live, counted.as_deref().unwrap_or(user));
+            let extra = VoteMeta {
+                via: String::new(),
+                on_behalf_of: counted.clone(),
+                ..meta.clone()
+            };
             let vote = VoteRow {
                 voter: user.clone(),
                 approve,
@@ -65,18 +73,23 @@ impl Engine {
                 via: meta.via.clone(),
                 meta: forge_groups::vote_meta_json(&extra, &forge_groups),
             };
-            let event = AuditDraft {
+            let mut event = AuditDraft {
                 at: now,
                 request_id: id.to_string(),
                 kind: "vote".into(),
                 actor: user.clone(),
                 data: json!({"decision": kind, "reason": reason, "via": meta.via, "auth_time": meta.auth_time.map(rfc3339), "amr": meta.amr, "source": meta.source}),
             };
-            let mut event = event;
             if !forge_groups.is_empty() {
                 event.data["forge_groups"] = json!(forge_groups);
             }
-            let by = format!("{user} ({kind})");
+            if let Some(c) = &counted {
+                event.data["on_behalf_of"] = json!(c);
+            }
+            let by = match &counted {
+                Some(c) => format!("{user} for {c} ({kind})"),
+                None => format!("{user} ({kind})"),
+            };
             Ok((next, Some(vote), event, Some(by), reason.clone()))
         })
         .await

@@ -162,6 +162,21 @@ const TABLES: &[Table] = &[
         key: &["witness", "size"],
         cols: &[("witness", Text), ("size", Int), ("line", Text), ("created_at", Int)],
     },
+    Table {
+        name: "gate_delegations",
+        key: &["id"],
+        cols: &[
+            ("id", Text),
+            ("delegator", Text),
+            ("delegate", Text),
+            ("reason", Text),
+            ("created_at", Int),
+            ("created_by", Text),
+            ("until_at", Int),
+            ("revoked_at", Int),
+            ("revoked_by", Text),
+        ],
+    },
 ];
 
 /// Which end of the copy.

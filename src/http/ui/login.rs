@@ -84,7 +84,7 @@ pub(super) async fn login_token(
     }
     let next = local_next(f.next.as_deref());
     let token = f.token.unwrap_or_default();
-    let Some(crate::auth::Principal::Approver(user)) = s.engine.tokens.authenticate(token.trim()) else {
+    let Some(crate::auth::Principal::Approver(user)) = s.engine.tokens().authenticate(token.trim()) else {
         tracing::info!("web sign-in with an unknown or non-approver token refused");
         return Ok(login_response(
             &s,
@@ -240,7 +240,7 @@ pub(super) async fn sso_callback(
             )));
         }
     }
-    let users = s.engine.config.users_for_login(&who.identity);
+    let users = s.engine.config().users_for_login(&who.identity);
     let (user, can_vote) = match users.as_slice() {
         [one] => (one.clone(), true),
         [] if !cfg.allowed_domains.is_empty() => (who.identity.to_string(), false),

@@ -5,10 +5,12 @@
 //! per page.
 //!
 //! Routes: `/` inbox, `/requests/{id}` detail, `POST /requests/{id}/approve|deny`,
-//! `/history`, `/audit`, `/login` (GET form, POST token), `POST /logout`, `/auth/sso`,
+//! `/history`, `/audit`, `/delegations` (and `POST /delegations`,
+//! `POST /delegations/{id}/revoke`), `/login` (GET form, POST token), `POST /logout`, `/auth/sso`,
 //! `/auth/callback`, `/ui/events` (the change stream, by session cookie), `/static/…`.
 
 mod audit;
+mod delegations;
 mod detail;
 mod error;
 mod events;
@@ -73,6 +75,8 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/{verb}", post(detail::vote).get(detail::record))
         .route("/history", get(history::history))
         .route("/audit", get(audit::audit))
+        .route("/delegations", get(delegations::page).post(delegations::create))
+        .route("/delegations/{id}/revoke", post(delegations::revoke))
         .route("/login", get(login::login_page).post(login::login_token))
         .route("/logout", post(login::logout))
         .route("/auth/sso", get(login::sso_start))

@@ -93,6 +93,7 @@ impl Session {
             auth_time: Some(self.row.auth_time),
             amr: self.row.amr.clone(),
             source: None,
+            on_behalf_of: None,
         }
     }
 }
@@ -129,7 +130,7 @@ pub(super) async fn start_session(
     amr: Vec<String>,
 ) -> UiResult<HeaderValue> {
     let now = now_ms();
-    let ttl = s.engine.config.session_ttl_ms();
+    let ttl = s.engine.config().session_ttl_ms();
     let id = random_token();
     let row = SessionRow {
         id_sha256: digest(&id),

@@ -222,7 +222,8 @@ async fn act(engine: &Engine, v: &CommentVote) -> Acted {
         Ok(l) => l,
         Err(e) => return refused(None, format!("@{} is not a jitgate approver: the login {e}", v.login)),
     };
-    let Some(user) = engine.config.user_for_login(v.forge, &login) else {
+    let config = engine.config();
+    let Some(user) = config.user_for_login(v.forge, &login) else {
         return refused(
             None,
             format!(
