@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::core::api::{
-    AuditVerify, CreateDelegation, CreateRequest, DelegationList, DelegationView, ErrorBody, Keys, ReloadView, RequestView,
-    VoteBody,
+    AuditVerify, CreateDelegation, CreateRequest, DelegationList, DelegationView, ErrorBody, Keys, ReloadView,
+    RequestView, VoteBody,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +191,15 @@ impl Client {
     }
 
     async fn act(&self, id: &str, verb: &str, reason: Option<String>) -> Result<RequestView> {
-        self.act_body(id, verb, &VoteBody { reason, on_behalf_of: None }).await
+        self.act_body(
+            id,
+            verb,
+            &VoteBody {
+                reason,
+                on_behalf_of: None,
+            },
+        )
+        .await
     }
 
     async fn act_body(&self, id: &str, verb: &str, body: &VoteBody) -> Result<RequestView> {
@@ -213,14 +221,31 @@ impl Client {
         self.act(id, "deny", reason).await
     }
     /// Approves (`approve`) or denies for `for_whom` under their delegation to the caller.
-    pub async fn vote_for(&self, id: &str, approve: bool, reason: Option<String>, for_whom: String) -> Result<RequestView> {
+    pub async fn vote_for(
+        &self,
+        id: &str,
+        approve: bool,
+        reason: Option<String>,
+        for_whom: String,
+    ) -> Result<RequestView> {
         let verb = if approve { "approve" } else { "deny" };
-        self.act_body(id, verb, &VoteBody { reason, on_behalf_of: Some(for_whom) }).await
+        self.act_body(
+            id,
+            verb,
+            &VoteBody {
+                reason,
+                on_behalf_of: Some(for_whom),
+            },
+        )
+        .await
     }
 
     pub async fn delegate(&self, body: &CreateDelegation) -> Result<DelegationView> {
-        self.json(self.req(reqwest::Method::POST, "/api/v1/delegations", Self::SHORT).json(body))
-            .await
+        self.json(
+            self.req(reqwest::Method::POST, "/api/v1/delegations", Self::SHORT)
+                .json(body),
+        )
+        .await
     }
 
     pub async fn delegations(&self) -> Result<Vec<DelegationView>> {

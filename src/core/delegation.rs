@@ -162,13 +162,19 @@ mod tests {
     fn new_delegations_are_checked() {
         let known = |n: &str| ["alice", "bob"].contains(&n);
         assert_eq!(check_new("alice", "bob", 20, "leave", 10, &known), Ok(()));
-        assert_eq!(check_new("alice", "alice", 20, "leave", 10, &known), Err(Invalid::ToSelf));
+        assert_eq!(
+            check_new("alice", "alice", 20, "leave", 10, &known),
+            Err(Invalid::ToSelf)
+        );
         assert_eq!(
             check_new("alice", "zed", 20, "leave", 10, &known),
             Err(Invalid::Unknown("zed".into()))
         );
         assert_eq!(check_new("alice", "bob", 10, "leave", 10, &known), Err(Invalid::Past));
-        assert_eq!(check_new("alice", "bob", 20, " \u{200b}", 10, &known), Err(Invalid::NoReason));
+        assert_eq!(
+            check_new("alice", "bob", 20, " \u{200b}", 10, &known),
+            Err(Invalid::NoReason)
+        );
     }
 
     #[test]
@@ -176,7 +182,10 @@ mod tests {
         let s = state();
         let given = [d("alice", "bob", 100, None)];
         assert_eq!(counts_as(&s, "bob", None, &given, 50), Ok(Some("alice".into())));
-        assert_eq!(counts_as(&s, "bob", Some("alice"), &given, 50), Ok(Some("alice".into())));
+        assert_eq!(
+            counts_as(&s, "bob", Some("alice"), &given, 50),
+            Ok(Some("alice".into()))
+        );
         // Expired, revoked, or never given: bob is only bob.
         assert_eq!(counts_as(&s, "bob", None, &given, 100), Ok(None));
         assert_eq!(
@@ -186,6 +195,9 @@ mod tests {
         let revoked = [d("alice", "bob", 100, Some(20))];
         assert_eq!(counts_as(&s, "bob", None, &revoked, 50), Ok(None));
         // carol may vote herself, so without --for her vote is hers.
-        assert_eq!(counts_as(&s, "carol", None, &[d("alice", "carol", 100, None)], 50), Ok(None));
+        assert_eq!(
+            counts_as(&s, "carol", None, &[d("alice", "carol", 100, None)], 50),
+            Ok(None)
+        );
     }
 }

@@ -63,13 +63,20 @@ pub fn drafts(
             created_at: now,
         });
     };
-    for w in n.webhooks.iter().filter(|w| config::wants(&w.events, Event::Delegation)) {
+    for w in n
+        .webhooks
+        .iter()
+        .filter(|w| config::wants(&w.events, Event::Delegation))
+    {
         push(WEBHOOK, &w.name, None);
     }
     for s in n.slack.iter().filter(|s| config::wants(&s.events, Event::Delegation)) {
         push(SLACK, &s.name, None);
     }
-    if n.email.as_ref().is_some_and(|e| config::wants(&e.events, Event::Delegation)) {
+    if n.email
+        .as_ref()
+        .is_some_and(|e| config::wants(&e.events, Event::Delegation))
+    {
         let mut seen = std::collections::HashSet::new();
         for p in people {
             let Some(addr) = p.email.as_deref().map(str::trim).filter(|a| !a.is_empty()) else {

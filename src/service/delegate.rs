@@ -44,7 +44,12 @@ impl Engine {
     /// Creates a delegation from the caller (or, for an admin, from `from`) to `to`.
     pub async fn delegate(&self, who: &Principal, body: CreateDelegation, now: i64) -> Result<DelegationView> {
         let me = person(who)?;
-        let from = body.from.as_deref().map(str::trim).filter(|f| !f.is_empty()).unwrap_or(me);
+        let from = body
+            .from
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .unwrap_or(me);
         if from != me && !self.has_role(who, Role::Admin) {
             return Err(AppError::Forbidden(
                 ErrorCode::AdminOnly,
@@ -68,7 +73,10 @@ impl Engine {
             return Err(AppError::Invalid(ErrorCode::InvalidField, format!("reason: {m}")));
         }
         if reason.len() > 2000 {
-            return Err(AppError::Invalid(ErrorCode::ReasonTooLong, "reason: at most 2000 characters".into()));
+            return Err(AppError::Invalid(
+                ErrorCode::ReasonTooLong,
+                "reason: at most 2000 characters".into(),
+            ));
         }
         let config = self.config();
         delegation::check_new(from, to, until, reason, now, &|n| config.user(n).is_some())
@@ -118,7 +126,10 @@ impl Engine {
             }
             return Err(AppError::Forbidden(
                 ErrorCode::AdminOnly,
-                format!("only {} (who gave it) or an admin may revoke delegation {id}", d.delegator),
+                format!(
+                    "only {} (who gave it) or an admin may revoke delegation {id}",
+                    d.delegator
+                ),
             ));
         }
         if d.revoked_at.is_some() {

@@ -100,10 +100,7 @@ impl Engine {
         let rule = policy.evaluate(ctx).cloned().ok_or_else(|| {
             AppError::Invalid(
                 ErrorCode::NoMatchingRule,
-                format!(
-                    "no policy rule matches this request ({})",
-                    earlier_misses(&policy, ctx)
-                ),
+                format!("no policy rule matches this request ({})", earlier_misses(&policy, ctx)),
             )
         })?;
         let mut timeout = rule.timeout();

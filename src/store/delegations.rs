@@ -32,13 +32,21 @@ impl Store {
     pub async fn delegations(&self, who: Option<&str>) -> Result<Vec<Delegation>> {
         let rows = match who {
             Some(w) => {
-                sqlx::query(concat!("SELECT ", cols!(), " FROM gate_delegations WHERE delegator = $1 OR delegate = $1 ORDER BY created_at DESC, id"))
+                sqlx::query(concat!(
+                    "SELECT ",
+                    cols!(),
+                    " FROM gate_delegations WHERE delegator = $1 OR delegate = $1 ORDER BY created_at DESC, id"
+                ))
                 .bind(w)
                 .fetch_all(&self.pool)
                 .await?
             }
             None => {
-                sqlx::query(concat!("SELECT ", cols!(), " FROM gate_delegations ORDER BY created_at DESC, id"))
+                sqlx::query(concat!(
+                    "SELECT ",
+                    cols!(),
+                    " FROM gate_delegations ORDER BY created_at DESC, id"
+                ))
                 .fetch_all(&self.pool)
                 .await?
             }
@@ -49,7 +57,11 @@ impl Store {
     /// The delegations `delegate` received that have not ended before `since`
     /// (whether one is in force is for the caller to ask at its own `now`).
     pub async fn delegations_to(&self, delegate: &str, since: i64) -> Result<Vec<Delegation>> {
-        let rows = sqlx::query(concat!("SELECT ", cols!(), " FROM gate_delegations WHERE delegate = $1 AND until_at > $2 ORDER BY id"))
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            cols!(),
+            " FROM gate_delegations WHERE delegate = $1 AND until_at > $2 ORDER BY id"
+        ))
         .bind(delegate)
         .bind(since)
         .fetch_all(&self.pool)
@@ -68,7 +80,11 @@ impl Store {
 
 impl Tx {
     pub async fn insert_delegation(&mut self, d: &Delegation) -> Result<()> {
-        sqlx::query(concat!("INSERT INTO gate_delegations (", cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
+        sqlx::query(concat!(
+            "INSERT INTO gate_delegations (",
+            cols!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
         .bind(&d.id)
         .bind(&d.delegator)
         .bind(&d.delegate)

@@ -39,7 +39,11 @@ fn make_admin(config: &std::path::Path, who: &str) {
     let text = std::fs::read_to_string(config).unwrap();
     let entry = format!("  - name: {who}\n");
     assert!(text.contains(&entry), "{text}");
-    std::fs::write(config, text.replacen(&entry, &format!("{entry}    roles: [admin]\n"), 1)).unwrap();
+    std::fs::write(
+        config,
+        text.replacen(&entry, &format!("{entry}    roles: [admin]\n"), 1),
+    )
+    .unwrap();
 }
 
 /// The signed record's predicate of request `id`, as `gate verify` checked it.
@@ -51,7 +55,10 @@ async fn verified_predicate(s: &TestApp, id: &str) -> Value {
     let keys_file = s.dir.path().join("keys.json");
     std::fs::write(&keys_file, keys).unwrap();
     let out = s
-        .run("ci", &["verify", rec.to_str().unwrap(), "--key", keys_file.to_str().unwrap()])
+        .run(
+            "ci",
+            &["verify", rec.to_str().unwrap(), "--key", keys_file.to_str().unwrap()],
+        )
         .await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("valid: request"), "{out:?}");
@@ -77,12 +84,27 @@ async fn bob_votes_for_alice_while_her_delegation_is_in_force() {
 
         // Refusals say what is wrong.
         for (args, want) in [
-            (vec!["--to", "alice", "--until", &until, "--reason", "leave"], "yourself"),
-            (vec!["--to", "zed", "--until", &until, "--reason", "leave"], "`zed` is not a configured user"),
-            (vec!["--to", "bob", "--until", "2020-01-01T00:00:00Z", "--reason", "leave"], "not in the future"),
+            (
+                vec!["--to", "alice", "--until", &until, "--reason", "leave"],
+                "yourself",
+            ),
+            (
+                vec!["--to", "zed", "--until", &until, "--reason", "leave"],
+                "`zed` is not a configured user",
+            ),
+            (
+                vec!["--to", "bob", "--until", "2020-01-01T00:00:00Z", "--reason", "leave"],
+                "not in the future",
+            ),
             (vec!["--to", "bob", "--until", &until], "needs a reason"),
-            (vec!["--to", "bob", "--until", "tomorrow", "--reason", "leave"], "not an RFC 3339 time"),
-            (vec!["--to", "bob", "--until", &until, "--reason", "x", "--from", "carol"], "only an admin"),
+            (
+                vec!["--to", "bob", "--until", "tomorrow", "--reason", "leave"],
+                "not an RFC 3339 time",
+            ),
+            (
+                vec!["--to", "bob", "--until", &until, "--reason", "x", "--from", "carol"],
+                "only an admin",
+            ),
         ] {
             let out = delegate(&s, "alice", &args).await;
             assert_eq!(out.code, 1, "{args:?}: {out:?}");
@@ -93,14 +115,20 @@ async fn bob_votes_for_alice_while_her_delegation_is_in_force() {
         assert_eq!(out.code, 0, "{out:?}");
         let d: Value = serde_json::from_str(&out.stdout).unwrap();
         let dlg = d["id"].as_str().unwrap().to_string();
-        assert_eq!((d["delegator"].as_str(), d["delegate"].as_str()), (Some("alice"), Some("bob")));
+        assert_eq!(
+            (d["delegator"].as_str(), d["delegate"].as_str()),
+            (Some("alice"), Some("bob"))
+        );
         assert_eq!(d["in_force"], true);
 
         // Both see it; carol, who is neither, sees nothing.
         for who in ["alice", "bob"] {
             let out = s.run(who, &["delegations"]).await;
             assert_eq!(out.code, 0, "{out:?}");
-            assert!(out.stdout.contains(&dlg) && out.stdout.contains("alice -> bob") && out.stdout.contains("in force"), "{who}: {out:?}");
+            assert!(
+                out.stdout.contains(&dlg) && out.stdout.contains("alice -> bob") && out.stdout.contains("in force"),
+                "{who}: {out:?}"
+            );
         }
         let out = s.run("carol", &["delegations"]).await;
         assert_eq!(out.stdout.trim(), "no delegations", "{out:?}");
@@ -132,11 +160,26 @@ async fn bob_votes_for_alice_while_her_delegation_is_in_force() {
 
         // The signed record says "bob for alice" and verifies.
         let p = verified_predicate(&s, &r.id).await;
-        let bobs = p["votes"].as_array().unwrap().iter().find(|v| v["voter"] == "bob").cloned().unwrap();
+        let bobs = p["votes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["voter"] == "bob")
+            .cloned()
+            .unwrap();
         assert_eq!(bobs["on_behalf_of"], "alice", "{p}");
         // The vote event names both.
-        let (_, events) = s.http().api("GET", &format!("/requests/{}/audit", r.id), &token("alice"), None).await;
-        let vote = events.as_array().unwrap().iter().find(|e| e["kind"] == "vote" && e["actor"] == "bob").cloned().unwrap();
+        let (_, events) = s
+            .http()
+            .api("GET", &format!("/requests/{}/audit", r.id), &token("alice"), None)
+            .await;
+        let vote = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "vote" && e["actor"] == "bob")
+            .cloned()
+            .unwrap();
         assert_eq!(vote["data"]["on_behalf_of"], "alice", "{events}");
 
         // A request alice opened: bob's vote cannot count for her (the requester never
@@ -157,7 +200,11 @@ async fn bob_votes_for_alice_while_her_delegation_is_in_force() {
         let out = s.run("erin", &["approve", &auto.id]).await;
         assert_eq!(out.code, 0, "{out:?}");
         let v = s.client("dave").get(&auto.id).await.unwrap();
-        assert_eq!((v.votes[0].voter.as_str(), v.votes[0].on_behalf_of.as_deref()), ("erin", Some("alice")), "{v:?}");
+        assert_eq!(
+            (v.votes[0].voter.as_str(), v.votes[0].on_behalf_of.as_deref()),
+            ("erin", Some("alice")),
+            "{v:?}"
+        );
         let out = s.run("dave", &["show", &auto.id]).await;
         assert!(out.stdout.contains("erin for alice"), "{out:?}");
 
@@ -182,7 +229,9 @@ async fn bob_votes_for_alice_while_her_delegation_is_in_force() {
         // An expired delegation (written as if made a while ago) does not count either.
         sqlx::any::install_default_drivers();
         let now = jitgate::core::duration::now_ms();
-        let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(&s.database_url).await.unwrap();
+        let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(&s.database_url)
+            .await
+            .unwrap();
         sqlx::query("INSERT INTO gate_delegations (id, delegator, delegate, reason, created_at, created_by, until_at) VALUES ('dlg_old', 'alice', 'frank', 'leave', $1, 'alice', $2)")
             .bind(now - 120_000)
             .bind(now - 60_000)
@@ -196,13 +245,31 @@ async fn bob_votes_for_alice_while_her_delegation_is_in_force() {
         assert_eq!(out.code, 1, "{out:?}");
         assert!(out.stderr.contains("not in any group"), "{out:?}");
         let out = s.run("frank", &["delegations"]).await;
-        assert!(out.stdout.contains("dlg_old") && out.stdout.contains("ended"), "{out:?}");
+        assert!(
+            out.stdout.contains("dlg_old") && out.stdout.contains("ended"),
+            "{out:?}"
+        );
 
         // Every creation and revocation is in the signed chain, which still verifies.
-        let export = s.http().get("/api/v1/audit/export").bearer(&token("alice")).send().await.text().await;
-        let kinds: Vec<Value> = export.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|e| e["kind"].as_str().unwrap_or("").starts_with("delegation_")).collect();
+        let export = s
+            .http()
+            .get("/api/v1/audit/export")
+            .bearer(&token("alice"))
+            .send()
+            .await
+            .text()
+            .await;
+        let kinds: Vec<Value> = export
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["kind"].as_str().unwrap_or("").starts_with("delegation_"))
+            .collect();
         let kinds_of: Vec<&str> = kinds.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-        assert_eq!(kinds_of, vec!["delegation_created", "delegation_created", "delegation_revoked"], "{export}");
+        assert_eq!(
+            kinds_of,
+            vec!["delegation_created", "delegation_created", "delegation_revoked"],
+            "{export}"
+        );
         assert_eq!(kinds[2]["data"]["delegation"], json!(dlg));
         assert_eq!(kinds[0]["request_id"], "", "{export}");
         let out = s.run("ci", &["audit", "verify"]).await;
@@ -219,10 +286,27 @@ async fn both_people_are_notified_and_an_admin_sees_and_revokes_any() {
     s.kill().await;
     make_admin(&s.config, "frank");
     s.respawn().await;
-    let out = delegate(&s, "frank", &["--from", "alice", "--to", "bob", "--until", &in_a_day(), "--reason", "leave"]).await;
+    let out = delegate(
+        &s,
+        "frank",
+        &[
+            "--from",
+            "alice",
+            "--to",
+            "bob",
+            "--until",
+            &in_a_day(),
+            "--reason",
+            "leave",
+        ],
+    )
+    .await;
     assert_eq!(out.code, 0, "{out:?}");
     let d: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!((d["delegator"].as_str(), d["created_by"].as_str()), (Some("alice"), Some("frank")));
+    assert_eq!(
+        (d["delegator"].as_str(), d["created_by"].as_str()),
+        (Some("alice"), Some("frank"))
+    );
     let id = d["id"].as_str().unwrap();
     let (status, list) = s.http().api("GET", "/notifications", &token("alice"), None).await;
     assert_eq!(status, 200, "{list}");
@@ -238,12 +322,19 @@ async fn both_people_are_notified_and_an_admin_sees_and_revokes_any() {
     // frank sees everyone's; revokes alice's.
     let out = s.run("frank", &["delegations", "--output", "json"]).await;
     assert!(out.stdout.contains(id), "{out:?}");
-    let (status, body) = s.http().api("DELETE", &format!("/delegations/{id}"), &token("frank"), None).await;
+    let (status, body) = s
+        .http()
+        .api("DELETE", &format!("/delegations/{id}"), &token("frank"), None)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["revoked_by"], "frank");
     // A pipeline is no one to delegate to or from.
     let (status, body) = s.http().api("GET", "/delegations", &token("ci"), None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("approvers_only")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("approvers_only")),
+        "{body}"
+    );
 }
 
 /// Whether `text` names `file:LINE:COLUMN`.
@@ -252,7 +343,12 @@ fn located(text: &str, file: &str) -> bool {
         let rest = &text[i + m.len()..];
         let mut parts = rest.splitn(3, ':');
         let line = parts.next().unwrap_or("");
-        let col: String = parts.next().unwrap_or("").chars().take_while(char::is_ascii_digit).collect();
+        let col: String = parts
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         !line.is_empty() && line.chars().all(|c| c.is_ascii_digit()) && !col.is_empty()
     })
 }
@@ -273,7 +369,11 @@ async fn a_reload_changes_new_requests_only_and_a_broken_policy_changes_nothing(
 
         // Not an admin: 403, and nothing changes.
         let (status, body) = reload(&s, "bob").await;
-        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("admin_only")), "{body}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("admin_only")),
+            "{body}"
+        );
 
         // Production now needs two SREs; a new user and a restart-only change come along.
         std::fs::write(&s.policy, policy("    require: [{ group: sre, count: 2 }]")).unwrap();
@@ -281,7 +381,11 @@ async fn a_reload_changes_new_requests_only_and_a_broken_policy_changes_nothing(
         let gina = jitgate::auth::hash_token(&token("gina"));
         std::fs::write(
             &s.config,
-            text.replacen("pipelines:\n", &format!("  - name: gina\n    token_sha256: {gina}\npipelines:\n"), 1) + "max_wait_secs: 7\n",
+            text.replacen(
+                "pipelines:\n",
+                &format!("  - name: gina\n    token_sha256: {gina}\npipelines:\n"),
+                1,
+            ) + "max_wait_secs: 7\n",
         )
         .unwrap();
         let (status, body) = reload(&s, "frank").await;
@@ -296,30 +400,66 @@ async fn a_reload_changes_new_requests_only_and_a_broken_policy_changes_nothing(
         let (status, _) = s.http().api("GET", "/requests", &token("gina"), None).await;
         assert_eq!(status, 200);
         let after = s.open_via_api("dave").await;
-        assert_eq!(s.client("bob").approve(&before.id, None).await.unwrap().status.as_str(), "approved");
-        assert_eq!(s.client("bob").approve(&after.id, None).await.unwrap().status.as_str(), "pending");
+        assert_eq!(
+            s.client("bob").approve(&before.id, None).await.unwrap().status.as_str(),
+            "approved"
+        );
+        assert_eq!(
+            s.client("bob").approve(&after.id, None).await.unwrap().status.as_str(),
+            "pending"
+        );
 
         // A broken policy: 422 with file:line:column, and the two-SRE rule stays.
         std::fs::write(&s.policy, "version: 1\nrules:\n  - name: x\n    bogus: 1\n").unwrap();
         let (status, body) = reload(&s, "frank").await;
-        assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_config")), "{body}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("invalid_config")),
+            "{body}"
+        );
         let msg = body["error"]["message"].as_str().unwrap();
-        assert!(located(msg, "policy.yaml") && msg.contains("nothing was reloaded"), "{msg}");
+        assert!(
+            located(msg, "policy.yaml") && msg.contains("nothing was reloaded"),
+            "{msg}"
+        );
         let third = s.open_via_api("dave").await;
-        assert_eq!(s.client("bob").approve(&third.id, None).await.unwrap().status.as_str(), "pending");
+        assert_eq!(
+            s.client("bob").approve(&third.id, None).await.unwrap().status.as_str(),
+            "pending"
+        );
         // So does a broken gate.yaml.
         std::fs::write(&s.policy, policy(ONE_SRE)).unwrap();
         std::fs::write(&s.config, std::fs::read_to_string(&s.config).unwrap() + "nonsense: 1\n").unwrap();
         let out = s.run("frank", &["admin", "reload"]).await;
         assert_eq!(out.code, 1, "{out:?}");
-        assert!(located(&out.stderr, "gate.yaml") && out.stderr.contains("nonsense"), "{out:?}");
+        assert!(
+            located(&out.stderr, "gate.yaml") && out.stderr.contains("nonsense"),
+            "{out:?}"
+        );
 
         // The audit chain holds one reload, with both digests.
-        let export = s.http().get("/api/v1/audit/export").bearer(&token("alice")).send().await.text().await;
-        let reloads: Vec<Value> = export.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|e| e["kind"] == "config_reloaded").collect();
+        let export = s
+            .http()
+            .get("/api/v1/audit/export")
+            .bearer(&token("alice"))
+            .send()
+            .await
+            .text()
+            .await;
+        let reloads: Vec<Value> = export
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["kind"] == "config_reloaded")
+            .collect();
         assert_eq!(reloads.len(), 1, "{export}");
         assert_eq!(reloads[0]["actor"], "frank");
-        assert!(reloads[0]["data"]["old_policy_digest"].as_str().unwrap().starts_with("sha256:"), "{export}");
+        assert!(
+            reloads[0]["data"]["old_policy_digest"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:"),
+            "{export}"
+        );
         let out = s.run("ci", &["audit", "verify"]).await;
         assert_eq!(out.code, 0, "{out:?}");
     }
@@ -373,15 +513,24 @@ async fn sighup_reloads_and_a_broken_file_is_logged_and_ignored() {
     let line = g.until("configuration reloaded").await;
     assert!(line.contains("SIGHUP") && line.contains("policy_digest"), "{line}");
     let second = s.open_via_api("dave").await;
-    assert_eq!(s.client("bob").approve(&first.id, None).await.unwrap().status.as_str(), "approved");
-    assert_eq!(s.client("bob").approve(&second.id, None).await.unwrap().status.as_str(), "pending");
+    assert_eq!(
+        s.client("bob").approve(&first.id, None).await.unwrap().status.as_str(),
+        "approved"
+    );
+    assert_eq!(
+        s.client("bob").approve(&second.id, None).await.unwrap().status.as_str(),
+        "pending"
+    );
 
     std::fs::write(&s.policy, "version: 1\nrules: [\n").unwrap();
     signal(&g.child, libc::SIGHUP);
     let line = g.until("reload refused").await;
     assert!(located(&line, "policy.yaml"), "{line}");
     let third = s.open_via_api("dave").await;
-    assert_eq!(s.client("bob").approve(&third.id, None).await.unwrap().status.as_str(), "pending");
+    assert_eq!(
+        s.client("bob").approve(&third.id, None).await.unwrap().status.as_str(),
+        "pending"
+    );
     signal(&g.child, libc::SIGTERM);
     assert!(g.child.wait().await.unwrap().success());
 }

@@ -157,7 +157,10 @@ impl fmt::Display for Refusal {
                 f.write_str("the requester of a request can never approve or deny it (separation of duties)")
             }
             Refusal::NotDelegated(whom) => {
-                write!(f, "`{whom}` has no delegation to you in force now, so you cannot vote for them")
+                write!(
+                    f,
+                    "`{whom}` has no delegation to you in force now, so you cannot vote for them"
+                )
             }
             Refusal::AlreadyVoted => f.write_str("you have already voted on this request"),
             Refusal::NotEligible => f.write_str("you are not in any group whose approval this request needs"),

@@ -267,7 +267,10 @@ fn closed_window_refuses_consume_and_keeps_the_approval() {
 
 #[test]
 fn a_delegate_counts_for_the_delegator_once_and_one_human_is_one_vote() {
-    let mut s = state(vec![req("leads", 1, &["alice"]), req("ops", 1, &["bob", "carol"])], &["dave"]);
+    let mut s = state(
+        vec![req("leads", 1, &["alice"]), req("ops", 1, &["bob", "carol"])],
+        &["dave"],
+    );
     // bob is not a lead, but votes for alice, who is.
     let next = s.vote_as("bob", Some("alice"), true, None, 1).unwrap();
     assert_eq!(next.status, Status::Pending);
@@ -292,5 +295,8 @@ fn neither_a_requester_delegate_nor_a_requester_delegator_counts() {
     let s = state(vec![req("leads", 1, &["alice", "bob"])], &["alice"]);
     assert_eq!(s.vote_as("bob", Some("alice"), true, None, 1), Err(Refusal::Requester));
     let s = state(vec![req("leads", 1, &["alice"])], &[]);
-    assert_eq!(s.vote_as("bob", Some("carol"), true, None, 1), Err(Refusal::NotEligible));
+    assert_eq!(
+        s.vote_as("bob", Some("carol"), true, None, 1),
+        Err(Refusal::NotEligible)
+    );
 }

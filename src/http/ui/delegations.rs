@@ -113,7 +113,9 @@ pub(super) async fn create(
     headers: HeaderMap,
     form: Result<Form<CreateForm>, FormRejection>,
 ) -> UiResult<Response> {
-    let form = form.map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.body_text()))?.0;
+    let form = form
+        .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, e.body_text()))?
+        .0;
     let sess = session_for_post(&s, &headers, form.csrf.as_deref()).await?;
     let who = sess.principal();
     let body = CreateDelegation {
