@@ -13,6 +13,7 @@ macro_rules! outln {
 mod approver;
 mod audit;
 mod bundle;
+mod delegate;
 mod exit;
 mod key;
 mod migrate_data;
@@ -100,12 +101,18 @@ pub enum Command {
         id: String,
         #[arg(long)]
         reason: Option<String>,
+        /// Vote for this person, under their delegation to you.
+        #[arg(long = "for", value_name = "PERSON")]
+        for_whom: Option<String>,
     },
     /// Deny a request (a reason is required).
     Deny {
         id: String,
         #[arg(long)]
         reason: String,
+        /// Vote for this person, under their delegation to you.
+        #[arg(long = "for", value_name = "PERSON")]
+        for_whom: Option<String>,
     },
     /// Requests waiting for you.
     Pending {
@@ -132,6 +139,18 @@ pub enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Let someone vote for you until a time (while you are away).
+    Delegate(delegate::DelegateArgs),
+    /// Delegations you gave or received (an admin sees all); `revoke ID` ends one.
+    Delegations {
+        #[command(subcommand)]
+        command: Option<delegate::DelegationsCommand>,
+    },
+    /// Server administration (admins only).
+    Admin {
+        #[command(subcommand)]
+        command: delegate::AdminCommand,
     },
     /// Token helpers.
     Token {
@@ -375,8 +394,11 @@ pub async fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Serve(a) => serve::run(a).await,
         Command::Request(a) => request::run(&ctx, *a).await,
-        Command::Approve { id, reason } => approver::vote(&ctx, &id, true, reason).await,
-        Command::Deny { id, reason } => approver::vote(&ctx, &id, false, Some(reason)).await,
+        Command::Approve { id, reason, for_whom } => approver::vote(&ctx, &id, true, reason, for_whom).await,
+        Command::Deny { id, reason, for_whom } => approver::vote(&ctx, &id, false, Some(reason), for_whom).await,
+        Command::Delegate(a) => delegate::delegate(&ctx, a).await,
+        Command::Delegations { command } => delegate::delegations(&ctx, command).await,
+        Command::Admin { command } => delegate::admin(&ctx, command).await,
         Command::Pending { quiet } => approver::pending(&ctx, quiet).await,
         Command::Show { id } => approver::show(&ctx, &id).await,
         Command::Cancel { id, reason } => approver::cancel(&ctx, &id, reason).await,

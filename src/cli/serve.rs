@@ -118,6 +118,7 @@ pub async fn run(a: ServeArgs) -> Outcome {
         .unwrap_or_else(|| format!("http://{addr}"));
     let settings = Settings {
         config,
+        config_path: if a.demo { None } else { a.config.clone() },
         policy,
         database_url,
         data_dir,

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod context;
 pub mod crypto;
 pub mod decide;
+pub mod delegation;
 pub mod duration;
 pub mod identity;
 pub mod log;

@@ -170,6 +170,9 @@ fn detail(e: Error) -> String {
 
 #[async_trait::async_trait]
 impl Forge for Forges {
+    fn check_source(&self, s: &GroupSource) -> Result<(), Error> {
+        Forges::check_source(self, s)
+    }
     fn webhook_secret(&self, kind: Kind) -> Option<&str> {
         match kind {
             Kind::Github => self.github.as_ref()?.webhook_secret.as_deref(),

@@ -17,6 +17,8 @@ pub enum Event {
     /// The transparency log signed a checkpoint. Only webhooks that list it get it (a
     /// SIEM keeping its own copy of the log's heads), never Slack or email.
     Checkpoint,
+    /// A delegation was created or revoked: its delegator and delegate are told.
+    Delegation,
 }
 
 impl Event {
@@ -26,6 +28,7 @@ impl Event {
             Event::Decided => "decided",
             Event::Escalated => "escalated",
             Event::Checkpoint => "checkpoint",
+            Event::Delegation => "delegation",
         }
     }
 
@@ -35,6 +38,7 @@ impl Event {
             "decided" => Event::Decided,
             "escalated" => Event::Escalated,
             "checkpoint" => Event::Checkpoint,
+            "delegation" => Event::Delegation,
             _ => return None,
         })
     }

@@ -8,6 +8,7 @@
 //! backoff. Delivery is at least once, with a stable delivery id receivers dedupe on.
 
 pub mod config;
+pub mod delegation;
 pub mod email;
 pub mod error;
 pub mod slack;
@@ -218,6 +219,13 @@ pub(crate) fn title(doc: &Value) -> String {
     let what = match (field(doc, "event"), field(doc, "status")) {
         ("opened", _) => "Approval needed".to_string(),
         ("escalated", _) => "Escalated: approval still needed".to_string(),
+        ("delegation", s) => {
+            return format!(
+                "Delegation {s}: {} votes for {}",
+                field(doc, "delegate"),
+                field(doc, "delegator")
+            );
+        }
         (_, "approved") => "Approved".into(),
         (_, "denied") => "Denied".into(),
         (_, "expired") => "Expired".into(),

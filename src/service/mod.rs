@@ -4,7 +4,9 @@
 //! an audit event in the same transaction; every outcome gets its signed record there too.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::AtomicI64;
 
 use tokio::sync::{Notify, broadcast, watch};
@@ -12,6 +14,7 @@ use tokio::sync::{Notify, broadcast, watch};
 mod cancel;
 mod commit;
 mod consume;
+mod delegate;
 mod derive;
 pub mod directory;
 pub mod error;
@@ -27,6 +30,7 @@ mod read;
 mod record;
 mod refusal;
 mod reports;
+mod reload;
 mod request;
 mod requesters;
 mod roles;
@@ -35,8 +39,10 @@ mod view;
 mod vote;
 mod wait;
 
+pub use self::delegate::delegation_view;
 pub use self::holder::HOLDER_PREFIX;
 pub use self::read::not_found;
+pub use self::reload::Sources;
 use self::request::deadline_of;
 pub use self::request::{Doc, doc_of};
 pub use self::view::{decode_cursor, encode_cursor};
@@ -56,8 +62,12 @@ const MAX_ATTEMPTS: usize = 50;
 
 pub struct Engine {
     pub store: Store,
-    pub policy: Policy,
-    pub config: Config,
+    /// The policy, gate.yaml and its token digests in force: swapped whole by a reload
+    /// (`reload.rs`), read through `policy()`, `config()` and `tokens()`. `ArcSwap`
+    /// rather than a `RwLock`: every request reads them and a reload is rare, so reads
+    /// never wait on a lock and never see half a reload.
+    policy: ArcSwap<Policy>,
+    config: ArcSwap<Config>,
     /// The key that signs now.
     pub keys: KeyPair,
     /// Every key `/api/v1/keys` lists, with its validity window (the current one too).
@@ -69,8 +79,8 @@ pub struct Engine {
     /// Poked when a new deadline may be earlier than the timer's current sleep.
     pub timer_poke: Notify,
     pub waiting: AtomicI64,
-    /// Token digests from the config, decoded once.
-    pub tokens: crate::auth::Tokens,
+    /// Token digests from the config, decoded once per load.
+    tokens: ArcSwap<crate::auth::Tokens>,
     /// Wakes the notification worker when a transaction queued notifications.
     pub notify: std::sync::Arc<crate::notify::Hub>,
     /// GitHub/GitLab access for forge groups and comment votes (see `forge_groups`).
@@ -79,6 +89,9 @@ pub struct Engine {
     pub log: crate::core::log::LogKey,
     /// The witnesses whose cosignatures `POST /api/v1/log/cosign` accepts.
     pub witnesses: Vec<crate::core::log::WitnessVkey>,
+    /// The files a reload reads again (set once by `serve`).
+    pub sources: std::sync::OnceLock<reload::Sources>,
+    reload_lock: tokio::sync::Mutex<()>,
     /// Requests already reported as altered in the database (see `derive.rs`).
     tampered_seen: Mutex<std::collections::HashSet<String>>,
 }
@@ -105,10 +118,12 @@ impl Engine {
             log,
             witnesses,
             tampered_seen: Mutex::new(Default::default()),
-            tokens,
+            sources: Default::default(),
+            reload_lock: Default::default(),
+            tokens: ArcSwap::from_pointee(tokens),
             store,
-            policy,
-            config,
+            policy: ArcSwap::from_pointee(policy),
+            config: ArcSwap::from_pointee(config),
             published_keys: vec![Published {
                 key: keys.verifying_key(),
                 not_before: None,
@@ -126,6 +141,21 @@ impl Engine {
         }
     }
 
+    /// The policy in force (a reload swaps it; a request keeps the rules it opened with).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// gate.yaml in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The static token digests of `users` and `pipelines` in force.
+    pub fn tokens(&self) -> Arc<crate::auth::Tokens> {
+        self.tokens.load_full()
+    }
+
     /// The public keys audit events may be signed with: every published key, since
     /// events before a rotation were signed with a key now retired.
     pub fn event_keys(&self) -> Vec<ed25519_dalek::VerifyingKey> {
@@ -134,7 +164,7 @@ impl Engine {
 
     /// The log's settings (`log:` in gate.yaml, or the defaults).
     pub fn log_config(&self) -> crate::config::LogConfig {
-        self.config.log.clone().unwrap_or_default()
+        self.config().log.clone().unwrap_or_default()
     }
 
     pub fn request_url(&self, id: &str) -> String {

@@ -23,29 +23,54 @@ impl Engine {
     ///   same issuer and verified repository or subject, see `holder::is_opener`);
     /// - a person reads the requests they are named on as a member of a requirement
     ///   (forge groups as snapshotted when the request opened), were added to by an
-    ///   escalation, voted on, or are a requester of.
-    pub fn may_read(&self, who: &Principal, row: &RequestRow, votes: &[VoteRow]) -> Result<bool> {
-        self.may_read_doc(who, row, &doc_of(row)?, votes)
+    ///   escalation, voted on, or are a requester of;
+    /// - a delegate also reads what each person in `stands_for` (the delegations to them
+    ///   in force, [`Engine::stands_for`]) would read as a member or by escalation.
+    pub fn may_read(&self, who: &Principal, stands_for: &[String], row: &RequestRow, votes: &[VoteRow]) -> Result<bool> {
+        self.may_read_doc(who, stands_for, row, &doc_of(row)?, votes)
     }
 
-    pub(super) fn may_read_doc(&self, who: &Principal, row: &RequestRow, doc: &Doc, votes: &[VoteRow]) -> Result<bool> {
+    pub(super) fn may_read_doc(
+        &self,
+        who: &Principal,
+        stands_for: &[String],
+        row: &RequestRow,
+        doc: &Doc,
+        votes: &[VoteRow],
+    ) -> Result<bool> {
+        let member = |u: &String| {
+            doc.requirements.iter().any(|r| r.members.contains(u)) || doc.escalated_voters().contains(u)
+        };
         Ok(match who {
             Principal::Pipeline { .. } => is_opener(who, row, doc),
             Principal::Approver(u) => {
                 self.reads_everything(who)
-                    || doc.requirements.iter().any(|r| r.members.contains(u))
-                    || doc.escalated_voters().contains(u)
+                    || member(u)
                     || votes.iter().any(|v| &v.voter == u)
                     || self.state(row, doc, votes)?.is_requester(u)
+                    || stands_for.iter().any(member)
             }
         })
+    }
+
+    /// The people `who` stands in for at `now`: the delegators of the delegations to them
+    /// in force (none for a pipeline).
+    pub async fn stands_for(&self, who: &Principal, now: i64) -> Result<Vec<String>> {
+        match who {
+            Principal::Approver(u) => Ok(crate::core::delegation::in_force_for(
+                &self.store.delegations_to(u, now).await?,
+                now,
+            )),
+            Principal::Pipeline { .. } => Ok(vec![]),
+        }
     }
 
     /// Request `id` and its votes, if `who` may read it; otherwise the same 404 as an
     /// unknown id.
     pub async fn load_for(&self, who: &Principal, id: &str) -> Result<Loaded> {
         let (row, votes) = self.load(id).await?;
-        if self.may_read(who, &row, &votes)? {
+        let stands_for = self.stands_for(who, crate::core::duration::now_ms()).await?;
+        if self.may_read(who, &stands_for, &row, &votes)? {
             Ok((row, votes))
         } else {
             Err(not_found(id))

@@ -85,7 +85,7 @@ impl Engine {
         let status = row.status;
         let mut requesters = doc.requesters.clone();
         for ident in requester_identities(doc) {
-            for u in self.config.users_for_identity(&ident) {
+            for u in self.config().users_for_identity(&ident) {
                 if !requesters.contains(&u) {
                     requesters.push(u);
                 }
@@ -100,11 +100,15 @@ impl Engine {
             votes: votes
                 .iter()
                 .filter(|v| v.via != "policy")
-                .map(|v| Vote {
-                    voter: v.voter.clone(),
-                    approve: v.approve,
-                    reason: v.reason.clone(),
-                    at: v.at,
+                .map(|v| {
+                    let by = forge_groups::on_behalf_of(v);
+                    Vote {
+                        voter: by.clone().unwrap_or_else(|| v.voter.clone()),
+                        approve: v.approve,
+                        reason: v.reason.clone(),
+                        at: v.at,
+                        by: by.map(|_| v.voter.clone()),
+                    }
                 })
                 .collect(),
             expires_at: row.expires_at,
@@ -183,10 +187,11 @@ impl Engine {
     pub async fn listing(&self, who: &Principal, status: Status, limit: i64) -> Result<Vec<(RequestView, bool)>> {
         let rows = self.store.list(Some(status), limit).await?;
         let mut all_votes = self.store.votes_by_status(status).await?;
+        let stands_for = self.stands_for(who, crate::core::duration::now_ms()).await?;
         let mut out = Vec::new();
         for row in rows {
             let votes = all_votes.remove(&row.id).unwrap_or_default();
-            if !self.may_read(who, &row, &votes)? {
+            if !self.may_read(who, &stands_for, &row, &votes)? {
                 continue;
             }
             let mine = self.is_mine(who, status, &row, &votes)?;
@@ -206,6 +211,7 @@ impl Engine {
             return Ok(self.store.history(f).await?);
         }
         const BATCH: i64 = 500;
+        let stands_for = self.stands_for(who, crate::core::duration::now_ms()).await?;
         let mut out = Vec::new();
         let mut batch = HistoryFilter {
             limit: BATCH,
@@ -222,7 +228,7 @@ impl Engine {
                     id: row.id.clone(),
                 });
                 let votes = all_votes.remove(&row.id).unwrap_or_default();
-                if self.may_read(who, &row, &votes)? {
+                if self.may_read(who, &stands_for, &row, &votes)? {
                     out.push(row);
                     if out.len() as i64 >= f.limit {
                         return Ok(out);
@@ -276,6 +282,7 @@ pub(super) fn vote_view(v: &VoteRow) -> VoteView {
         amr: meta.amr,
         source: meta.source,
         idp_groups: meta.idp_groups.unwrap_or_default(),
+        on_behalf_of: meta.on_behalf_of,
     }
 }
 

@@ -199,6 +199,21 @@ const TABLES: &[Table] = &[
         key: &["group_id", "user_id"],
         cols: &[("group_id", Text), ("user_id", Text)],
     },
+    Table {
+        name: "gate_delegations",
+        key: &["id"],
+        cols: &[
+            ("id", Text),
+            ("delegator", Text),
+            ("delegate", Text),
+            ("reason", Text),
+            ("created_at", Int),
+            ("created_by", Text),
+            ("until_at", Int),
+            ("revoked_at", Int),
+            ("revoked_by", Text),
+        ],
+    },
 ];
 
 /// Which end of the copy.

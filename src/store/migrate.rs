@@ -165,6 +165,12 @@ FOR EACH ROW EXECUTE FUNCTION gate_append_only();
         sqlite: DIRECTORY,
         postgres: DIRECTORY,
     },
+    Migration {
+        version: 10,
+        name: "delegations",
+        sqlite: DELEGATIONS,
+        postgres: DELEGATIONS,
+    },
 ];
 
 /// SCIM users and groups (`store::scim`), and the identity provider's groups seen when a
@@ -202,6 +208,23 @@ CREATE TABLE gate_scim_members (
 );
 CREATE INDEX gate_scim_members_user ON gate_scim_members (user_id);
 ALTER TABLE gate_sessions ADD COLUMN idp_groups TEXT;
+"#;
+
+/// Who votes for whom while they are away (`gate delegate`). Rows are never deleted:
+/// a revocation sets `revoked_at`, so the list stays the history.
+const DELEGATIONS: &str = r#"
+CREATE TABLE gate_delegations (
+    id TEXT PRIMARY KEY,
+    delegator TEXT NOT NULL,
+    delegate TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    until_at BIGINT NOT NULL,
+    revoked_at BIGINT,
+    revoked_by TEXT
+);
+CREATE INDEX gate_delegations_delegate ON gate_delegations (delegate, until_at);
 "#;
 
 /// Web UI sign-ins and single sign-on logins in flight. Only SHA-256 digests of the

@@ -6,6 +6,7 @@
 mod chain;
 mod connect;
 mod copy;
+mod delegations;
 mod deliveries;
 mod health;
 pub mod keyfile;

@@ -8,6 +8,7 @@
 mod helpers;
 mod support;
 
+mod admin;
 mod architecture;
 mod browser;
 mod connections;

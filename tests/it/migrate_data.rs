@@ -354,15 +354,15 @@ async fn bad_urls_and_schemas_are_refused_by_name() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr
-            .contains("the source's schema is at version 7, this gate's is 9: start this version's `gate serve` on the source once"),
+            .contains("the source's schema is at version 7, this gate's is 11: start this version's `gate serve` on the source once"),
         "{out:?}"
     );
     // Newer than this gate's.
     let new = format!("sqlite://{}?mode=rwc", dir.path().join("new.db").display());
-    make_schema(&new, &[1, 2, 3, 4, 5, 6, 7, 8, 9]).await;
+    make_schema(&new, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]).await;
     let out = migrate(&["--from", &new, "--to", &to]).await;
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("version 9, newer than this gate's 8"), "{out:?}");
+    assert!(out.stderr.contains("version 11, newer than this gate's 10"), "{out:?}");
     // Not a jitgate database at all.
     let empty = format!("sqlite://{}?mode=rwc", dir.path().join("empty.db").display());
     make_schema(&empty, &[]).await;

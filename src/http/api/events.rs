@@ -48,8 +48,5 @@ pub(crate) fn stream(s: &AppState, who: Principal) -> impl IntoResponse + use<> 
 /// Whether `who` may read the request of change `c`; a request that cannot be read from
 /// the store now is left out.
 async fn readable(engine: &Engine, who: &Principal, c: &Change) -> bool {
-    match engine.load(&c.id).await {
-        Ok((row, votes)) => engine.may_read(who, &row, &votes).unwrap_or(false),
-        Err(_) => false,
-    }
+    engine.load_for(who, &c.id).await.is_ok()
 }

@@ -142,12 +142,18 @@ pub(super) async fn act(
     Path((id, verb)): Path<(String, String)>,
     req: Request,
 ) -> Result<Json<RequestView>> {
-    let reason = optional_body(req, s.body_limit).await?.reason;
+    let body = optional_body(req, s.body_limit).await?;
+    let reason = body.reason;
+    // `on_behalf_of`: vote for someone whose delegation to the caller is in force.
+    let meta = VoteMeta {
+        on_behalf_of: body.on_behalf_of,
+        ..VoteMeta::token()
+    };
     let e = &s.engine;
     let act = async {
         match verb.as_str() {
-            "approve" => e.vote(&who, &id, true, reason, VoteMeta::token(), now_ms).await,
-            "deny" => e.vote(&who, &id, false, reason, VoteMeta::token(), now_ms).await,
+            "approve" => e.vote(&who, &id, true, reason, meta, now_ms).await,
+            "deny" => e.vote(&who, &id, false, reason, meta, now_ms).await,
             "cancel" => e.cancel(&who, &id, reason, now_ms).await,
             "consume" => e.consume(&who, &id, now_ms).await,
             other => Err(AppError::NotFound(format!(

@@ -59,6 +59,8 @@ struct DetailPage<'a> {
     votes: Vec<VoteLine>,
     timeline: Vec<TimelineLine>,
     can_vote: bool,
+    /// Whom the caller's vote counts for under a delegation ("" for themselves).
+    vote_for: String,
     /// Why there are no buttons, when there are none on a pending request.
     no_vote_reason: String,
     requester: String,
@@ -83,9 +85,19 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
     let audit = s.engine.store.audit_for(id).await?;
     let user = sess.user();
     let pending = v.status == Status::Pending;
-    let eligible = v.approvers().iter().any(|a| a == user);
     let is_requester = v.requester.iter().any(|r| r == user);
     let voted = v.votes.iter().any(|x| x.voter == user);
+    // Without a vote of their own to cast, a delegate's vote counts for whoever
+    // delegated to them and may still vote here (the engine picks the same one).
+    let vote_for = if v.approvers().iter().any(|a| a == user) || is_requester || !pending {
+        String::new()
+    } else {
+        let approvers = v.approvers();
+        let mut from = s.engine.delegators_of(user, now_ms()).await?;
+        from.sort();
+        from.into_iter().find(|d| approvers.contains(d)).unwrap_or_default()
+    };
+    let eligible = v.approvers().iter().any(|a| a == user) || !vote_for.is_empty();
     let can_vote = pending && sess.row.can_vote && eligible && !auditor;
     let no_vote_reason = if !pending || can_vote {
         String::new()
@@ -130,7 +142,7 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
             .votes
             .iter()
             .map(|x| VoteLine {
-                voter: x.voter.clone(),
+                voter: x.who(),
                 decision: x.decision.clone(),
                 reason: x.reason.clone().unwrap_or_default(),
                 at: x.at.clone(),
@@ -151,6 +163,7 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
             })
             .collect(),
         can_vote,
+        vote_for,
         no_vote_reason,
         requester: v.requester.join(", "),
         v,

@@ -84,7 +84,7 @@ pub(super) async fn login_token(
     }
     let next = local_next(f.next.as_deref());
     let token = f.token.unwrap_or_default();
-    let Some(crate::auth::Principal::Approver(user)) = s.engine.tokens.authenticate(token.trim()) else {
+    let Some(crate::auth::Principal::Approver(user)) = s.engine.tokens().authenticate(token.trim()) else {
         tracing::info!("web sign-in with an unknown or non-approver token refused");
         return Ok(login_response(
             &s,
@@ -243,7 +243,7 @@ pub(super) async fn sso_callback(
             )));
         }
     }
-    let mut users = s.engine.config.users_for_login(&who.identity);
+    let mut users = s.engine.config().users_for_login(&who.identity);
     if users.is_empty() {
         // A person only the identity provider knows (SCIM), by userName or email.
         users.extend(s.engine.sso_person(&who.identity).await?);

@@ -134,7 +134,7 @@ pub(super) async fn start_session(
     idp_groups: Option<Vec<String>>,
 ) -> UiResult<HeaderValue> {
     let now = now_ms();
-    let ttl = s.engine.config.session_ttl_ms();
+    let ttl = s.engine.config().session_ttl_ms();
     let id = random_token();
     let row = SessionRow {
         id_sha256: digest(&id),
