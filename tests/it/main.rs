@@ -42,6 +42,7 @@ mod policy_time;
 mod quickstart;
 mod records;
 mod request_id;
+mod siem;
 mod store;
 mod throttle;
 mod ui;
