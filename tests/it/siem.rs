@@ -46,10 +46,12 @@ impl Collector {
                 let (tx, tls) = (tx.clone(), tls.clone());
                 let task = tokio::spawn(async move {
                     match tls {
-                        Some(t) => match t.accept(tcp).await {
-                            Ok(s) => read_frames(s, framing, tx).await,
-                            Err(_) => {}
-                        },
+                        // A failed handshake (a client that does not trust us) reads nothing.
+                        Some(t) => {
+                            if let Ok(s) = t.accept(tcp).await {
+                                read_frames(s, framing, tx).await
+                            }
+                        }
                         None => read_frames(tcp, framing, tx).await,
                     }
                 });
