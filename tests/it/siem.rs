@@ -575,6 +575,13 @@ fn every_audit_kind_is_listed_in_code_and_docs() {
         listed, kinds,
         "docs/notifications.md \"Audit event kinds\" vs core::audit::KINDS"
     );
+    // The section's example configuration is one the server takes.
+    let section = &docs[docs.find("## Audit events to a SIEM").unwrap()..];
+    let yaml = &section[section.find("```yaml\n").unwrap() + 8..];
+    let yaml = &yaml[..yaml.find("```").unwrap()];
+    let cfg = jitgate::config::Config::parse("notifications.md", yaml).unwrap_or_else(|e| panic!("{e}"));
+    let n = cfg.notify.unwrap();
+    assert_eq!((n.syslog.len(), n.hec.len()), (1, 1));
 
     let mut files = vec![std::path::PathBuf::from(format!("{}/src", env!("CARGO_MANIFEST_DIR")))];
     let mut written = std::collections::BTreeSet::new();
