@@ -114,6 +114,14 @@ impl Engine {
             .iter()
             .filter_map(|w| crate::core::log::WitnessVkey::parse(&w.vkey).ok())
             .collect();
+        // Every audit event the store appends is queued to the SIEM channels that want
+        // its kind, and the commit that queued one wakes the delivery worker.
+        let notify: std::sync::Arc<crate::notify::Hub> = Default::default();
+        let hub = notify.clone();
+        let store = store.with_audit_out(crate::store::AuditOut {
+            sinks: crate::notify::audit_sinks(config.notify.as_ref()),
+            wake: Some(Box::new(move || hub.queued())),
+        });
         Engine {
             log,
             witnesses,
@@ -136,7 +144,7 @@ impl Engine {
             changes: broadcast::channel(1024).0,
             timer_poke: Notify::new(),
             waiting: AtomicI64::new(0),
-            notify: Default::default(),
+            notify,
             forge: std::sync::Arc::new(crate::forge::Forges::default()),
         }
     }

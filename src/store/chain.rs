@@ -106,6 +106,18 @@ impl Tx {
         .await?;
         self.log_append(prev_seq as u64, leaf).await?;
         self.log.chain_head = Some((seq, hash.clone()));
+        let row = audit::Row {
+            seq,
+            at: d.at,
+            request_id: d.request_id.clone(),
+            kind: d.kind.clone(),
+            actor: d.actor.clone(),
+            data,
+            prev_hash,
+            hash: hash.clone(),
+            sig: Some(sig),
+        };
+        self.queue_audit(&row).await?;
         Ok((seq, hash))
     }
 }

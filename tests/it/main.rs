@@ -47,6 +47,7 @@ mod reports;
 mod request_id;
 mod roles;
 mod scim;
+mod siem;
 mod store;
 mod throttle;
 mod ui;
