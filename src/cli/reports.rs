@@ -203,7 +203,9 @@ async fn log_evidence(
     let run = if rows.is_empty() { &[][..] } else { &rows[start..=end] };
     let unlisted: std::collections::BTreeSet<&str> = run
         .iter()
-        .filter(|r| DECIDING.contains(&r.kind.as_str()) && period.contains(r.at) && !records.contains_key(&r.request_id))
+        .filter(|r| {
+            DECIDING.contains(&r.kind.as_str()) && period.contains(r.at) && !records.contains_key(&r.request_id)
+        })
         .map(|r| r.request_id.as_str())
         .collect();
     let outside = |i: usize| i < start || i > end;
@@ -214,7 +216,8 @@ async fn log_evidence(
         .map(|(i, _)| &events[i])
         .collect();
     let lines = |es: &mut dyn Iterator<Item = &crate::core::api::AuditEvent>| -> String {
-        es.map(|e| serde_json::to_string(e).unwrap_or_default() + "\n").collect()
+        es.map(|e| serde_json::to_string(e).unwrap_or_default() + "\n")
+            .collect()
     };
     Ok(bundle::LogEvidence {
         leaves: leaves.iter().flat_map(|h| h.0).collect(),

@@ -57,9 +57,15 @@ pub struct Verdict {
 fn check_event(e: &Evidence, ev: &Event, where_: &str, v: &mut Verdict) -> bool {
     let index = (ev.seq - 1) as u64;
     let problem = if ev.seq < 1 || index >= e.size {
-        Some(format!("event #{} is not in the checkpoint's tree of {}", ev.seq, e.size))
+        Some(format!(
+            "event #{} is not in the checkpoint's tree of {}",
+            ev.seq, e.size
+        ))
     } else if !ev.hash_holds() {
-        Some(format!("event #{} was altered: its content does not match its hash", ev.seq))
+        Some(format!(
+            "event #{} was altered: its content does not match its hash",
+            ev.seq
+        ))
     } else if e.leaves[index as usize] != tree::leaf_hash(&ev.leaf_bytes()) {
         Some(format!("event #{} is not leaf {index} of the log", ev.seq))
     } else if ev.sig.is_some() && !ev.signed_by_one_of(e.keys) {
@@ -68,8 +74,10 @@ fn check_event(e: &Evidence, ev: &Event, where_: &str, v: &mut Verdict) -> bool 
         None
     };
     if ev.sig.is_none() && problem.is_none() {
-        v.warnings
-            .push(format!("{where_}: event #{} has no signature (written before signed events)", ev.seq));
+        v.warnings.push(format!(
+            "{where_}: event #{} has no signature (written before signed events)",
+            ev.seq
+        ));
     }
     match problem {
         Some(p) => {
