@@ -7,12 +7,18 @@
 //! - `records/ID.json`: every signed record of the report, byte for byte as stored;
 //! - `log/checkpoint`, `log/key`: the transparency log's signed checkpoint and its key;
 //! - `log/proofs.json`: each record's decision event's inclusion proof in that checkpoint;
+//! - `log/leaves`: every leaf hash of that checkpoint's tree (32 bytes each, in order);
+//! - `log/events.jsonl`: the contiguous run of audit events covering the period, and
+//!   `log/context.jsonl`: events elsewhere that explain a decision with no row (its
+//!   request's environment, or a later decision); see `core::report::complete`;
 //! - `keys.json`: the server's public keys (`/api/v1/keys`).
 //!
 //! The checks reuse the ones of `gate verify` and `gate audit verify`: a record's DSSE
 //! signature (`record::open`), its own log entry (`log::entry::check`), an inclusion
 //! proof and a signed checkpoint (`log::tree`, `log::verify_checkpoint`); then the report
-//! is computed again from the records (`core::report`) and must be the one bundled.
+//! is computed again from the records (`core::report`) and must be the one bundled; and
+//! the log shows it complete: every request decided in the period is a row
+//! (`core::report::complete`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
@@ -26,7 +32,7 @@ use super::reports::BundleArgs;
 use super::{Ctx, Exit, Failure, Outcome, print_json};
 use crate::core::audit::record;
 use crate::core::log::{self, entry, tree};
-use crate::core::report::{self, Period, Report, render};
+use crate::core::report::{self, Period, Report, complete, render};
 
 /// One record's inclusion proof against the bundled checkpoint.
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,6 +53,17 @@ pub struct Contents {
     pub proofs: String,
     pub keys: String,
     pub readme: String,
+    pub log: LogEvidence,
+}
+
+/// The log's part of a bundle (see `core::report::complete`).
+pub struct LogEvidence {
+    /// Every leaf hash of the checkpoint's tree, 32 bytes each.
+    pub leaves: Vec<u8>,
+    /// JSON lines of `AuditEvent`s: the run covering the period.
+    pub events: String,
+    /// JSON lines: single events outside the run.
+    pub context: String,
 }
 
 /// A bundle is read whole into memory; past these it is refused, not read.
@@ -81,6 +98,9 @@ pub fn write(path: &Path, c: &Contents, generated_at: &str) -> Result<(), Failur
     add("log/checkpoint", c.checkpoint.as_bytes()).map_err(fail)?;
     add("log/key", c.log_key.as_bytes()).map_err(fail)?;
     add("log/proofs.json", c.proofs.as_bytes()).map_err(fail)?;
+    add("log/leaves", &c.log.leaves).map_err(fail)?;
+    add("log/events.jsonl", c.log.events.as_bytes()).map_err(fail)?;
+    add("log/context.jsonl", c.log.context.as_bytes()).map_err(fail)?;
     for (id, env) in &c.records {
         add(&format!("records/{id}.json"), env.as_bytes()).map_err(fail)?;
     }
@@ -151,6 +171,8 @@ struct Verdict {
     records: usize,
     checkpoint_size: Option<u64>,
     rows: usize,
+    /// The decision events of the period found in the log's run.
+    decisions: usize,
     warnings: Vec<String>,
     problems: Vec<String>,
 }
@@ -285,6 +307,9 @@ pub async fn verify(ctx: &Ctx, path: &Path, key: Option<&str>) -> Outcome {
     if problems.is_empty() && order != given {
         problems.push("report.json: its rows are not the records of its period in decision order".into());
     }
+    let complete = completeness(&files, &text, cp.as_ref(), &keys, &period, &bundled)?;
+    warnings.extend(complete.warnings);
+    problems.extend(complete.problems);
     if bundled.summary != report::summarise(&bundled.rows) {
         problems.push("report.json: its summary does not match its rows".into());
     }
@@ -304,6 +329,7 @@ pub async fn verify(ctx: &Ctx, path: &Path, key: Option<&str>) -> Outcome {
             records: present.len(),
             checkpoint_size: cp.as_ref().map(|c| c.size),
             rows: bundled.rows.len(),
+            decisions: complete.decisions,
             warnings,
             problems,
         });
@@ -313,10 +339,11 @@ pub async fn verify(ctx: &Ctx, path: &Path, key: Option<&str>) -> Outcome {
         }
         if ok {
             outln!(
-                "bundle intact: {} signed record(s), each in the log checkpoint of size {}; report.json's {} row(s) and summary agree with the records, and report.csv and report.html with report.json",
+                "bundle intact: {} signed record(s), each in the log checkpoint of size {}; report.json's {} row(s) and summary agree with the records, and report.csv and report.html with report.json; complete: the log's {} decision(s) of the period are its rows",
                 present.len(),
                 cp.as_ref().map(|c| c.size).unwrap_or(0),
-                bundled.rows.len()
+                bundled.rows.len(),
+                complete.decisions
             );
         } else {
             outln!("bundle REFUSED ({}):", path.display());
@@ -326,6 +353,64 @@ pub async fn verify(ctx: &Ctx, path: &Path, key: Option<&str>) -> Outcome {
         }
     }
     Ok(Exit::yes_or_no(ok))
+}
+
+/// The events of a JSON-lines file of the bundle.
+fn events_of(name: &str, text: &str) -> Result<Vec<crate::core::audit::Row>, Failure> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str::<crate::core::api::AuditEvent>(l)
+                .map(|e| crate::core::audit::Row::from_event(&e))
+                .map_err(|e| Failure::no(format!("{name}:{}: not an audit event: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// The completeness check of `core::report::complete` over the bundle's log files.
+fn completeness(
+    files: &BTreeMap<String, Vec<u8>>,
+    text: &dyn Fn(&str) -> Result<String, Failure>,
+    cp: Option<&log::VerifiedCheckpoint>,
+    keys: &[ed25519_dalek::VerifyingKey],
+    period: &Period,
+    bundled: &Report,
+) -> Result<complete::Verdict, Failure> {
+    let Some(cp) = cp else {
+        return Ok(complete::Verdict::default());
+    };
+    let raw = files
+        .get("log/leaves")
+        .ok_or_else(|| Failure::no("the bundle has no log/leaves"))?;
+    if raw.len() % 32 != 0 {
+        return Ok(complete::Verdict {
+            problems: vec![format!("log/leaves: {} bytes, not a list of 32-byte hashes", raw.len())],
+            ..Default::default()
+        });
+    }
+    let leaves: Vec<tree::Hash> = raw
+        .chunks(32)
+        .map(|c| tree::Hash(c.try_into().unwrap_or_default()))
+        .collect();
+    let run = events_of("log/events.jsonl", &text("log/events.jsonl")?)?;
+    let context = events_of("log/context.jsonl", &text("log/context.jsonl")?)?;
+    let rows: Vec<(String, i64)> = bundled
+        .rows
+        .iter()
+        .map(|r| (r.request_id.clone(), report::ms_of(&r.decided_at).unwrap_or(i64::MIN)))
+        .collect();
+    Ok(complete::check(&complete::Evidence {
+        leaves: &leaves,
+        size: cp.size,
+        root: cp.root,
+        run: &run,
+        context: &context,
+        keys,
+        period,
+        environment: bundled.environment.as_deref(),
+        rows: &rows,
+    }))
 }
 
 /// The bundle's README: what each file is and the commands that check it.

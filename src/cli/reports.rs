@@ -118,6 +118,7 @@ pub async fn bundle(ctx: &Ctx, a: &BundleArgs) -> Outcome {
                 },
             );
         }
+        let log = log_evidence(&c, &report, &records, &cp).await?;
         let files = bundle::Contents {
             report_json: serde_json::to_string_pretty(&report).unwrap_or_default(),
             report_csv: render::csv(&report),
@@ -128,6 +129,7 @@ pub async fn bundle(ctx: &Ctx, a: &BundleArgs) -> Outcome {
             proofs: serde_json::to_string_pretty(&proofs).unwrap_or_default(),
             keys,
             readme: bundle::readme(a, &report, c.base()),
+            log,
         };
         bundle::write(&a.file, &files, &report.generated_at)?;
         if ctx.json() {
@@ -150,4 +152,76 @@ pub async fn bundle(ctx: &Ctx, a: &BundleArgs) -> Outcome {
     Err(Failure::usage(format!(
         "the record of {last} kept changing while the bundle was made; try again"
     )))
+}
+
+/// The log's side of the bundle: every leaf hash of the checkpoint's tree, the run of
+/// events covering the period with `complete::MARGIN_MS` either side, and the events
+/// that explain a decision of the period with no row (see `core::report::complete`).
+/// Read from the audit export; the root is checked before anything is written.
+async fn log_evidence(
+    c: &crate::client::Client,
+    report: &Report,
+    records: &BTreeMap<String, String>,
+    cp: &crate::core::log::VerifiedCheckpoint,
+) -> Result<bundle::LogEvidence, Failure> {
+    use crate::core::audit::Row;
+    use crate::core::log::tree;
+    use crate::core::report::complete::{DECIDING, MARGIN_MS};
+    let period = crate::core::report::Period::parse(&report.from, &report.to)
+        .map_err(|e| Failure::usage(format!("the server's report has a bad period: {e}")))?;
+    let mut events = Vec::new();
+    let mut after = 0;
+    'pages: while (events.len() as u64) < cp.size {
+        let page = c.audit_export(after, 10_000).await?;
+        if page.trim().is_empty() {
+            break;
+        }
+        for line in page.lines().filter(|l| !l.trim().is_empty()) {
+            let e: crate::core::api::AuditEvent = serde_json::from_str(line)
+                .map_err(|e| Failure::usage(format!("the export has a line that is not an event: {e}")))?;
+            after = e.seq;
+            if e.seq as u64 > cp.size {
+                break 'pages;
+            }
+            events.push(e);
+        }
+    }
+    let rows: Vec<Row> = events.iter().map(Row::from_event).collect();
+    let leaves: Vec<tree::Hash> = rows.iter().map(|r| tree::leaf_hash(&r.leaf_bytes())).collect();
+    if leaves.len() as u64 != cp.size || tree::root_of(&leaves) != cp.root {
+        return Err(Failure::no(format!(
+            "the server's audit export is not the tree of its checkpoint (size {}); run `gate audit verify`",
+            cp.size
+        )));
+    }
+    let start = rows.iter().rposition(|r| r.at < period.from - MARGIN_MS).unwrap_or(0);
+    let end = rows
+        .iter()
+        .skip(start + 1)
+        .position(|r| r.at >= period.to + MARGIN_MS)
+        .map_or(rows.len().saturating_sub(1), |p| start + 1 + p);
+    let run = if rows.is_empty() { &[][..] } else { &rows[start..=end] };
+    let unlisted: std::collections::BTreeSet<&str> = run
+        .iter()
+        .filter(|r| {
+            DECIDING.contains(&r.kind.as_str()) && period.contains(r.at) && !records.contains_key(&r.request_id)
+        })
+        .map(|r| r.request_id.as_str())
+        .collect();
+    let outside = |i: usize| i < start || i > end;
+    let context: Vec<&crate::core::api::AuditEvent> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| outside(*i) && unlisted.contains(r.request_id.as_str()))
+        .map(|(i, _)| &events[i])
+        .collect();
+    let lines = |es: &mut dyn Iterator<Item = &crate::core::api::AuditEvent>| -> String {
+        es.map(|e| serde_json::to_string(e).unwrap_or_default() + "\n")
+            .collect()
+    };
+    Ok(bundle::LogEvidence {
+        leaves: leaves.iter().flat_map(|h| h.0).collect(),
+        events: lines(&mut events[start..(end + 1).min(events.len())].iter()),
+        context: lines(&mut context.into_iter()),
+    })
 }

@@ -171,6 +171,12 @@ FOR EACH ROW EXECUTE FUNCTION gate_append_only();
         sqlite: DELEGATIONS,
         postgres: DELEGATIONS,
     },
+    Migration {
+        version: 11,
+        name: "the change report's index",
+        sqlite: REPORT_INDEX,
+        postgres: REPORT_INDEX,
+    },
 ];
 
 /// SCIM users and groups (`store::scim`), and the identity provider's groups seen when a
@@ -226,6 +232,10 @@ CREATE TABLE gate_delegations (
 );
 CREATE INDEX gate_delegations_delegate ON gate_delegations (delegate, until_at);
 "#;
+
+/// The change report reads the requests decided in a period in (decided_at, id) order,
+/// a page at a time (`store::reports`): this index answers each page without a scan.
+const REPORT_INDEX: &str = "CREATE INDEX gate_requests_decided ON gate_requests (decided_at, id);";
 
 /// Web UI sign-ins and single sign-on logins in flight. Only SHA-256 digests of the
 /// session id and of the login `state` are stored, never the values the browser holds.

@@ -342,27 +342,31 @@ async fn bad_urls_and_schemas_are_refused_by_name() {
     let source = dir.path().join("gate.db");
     let url = format!("sqlite://{}?mode=rwc", source.display());
     let same = format!("sqlite://{}/./gate.db", dir.path().display());
-    make_schema(&url, &[1, 2, 3, 4, 5, 6, 7, 8]).await;
+    make_schema(&url, &(1..=CURRENT).collect::<Vec<_>>()).await;
     let out = migrate(&["--from", &url, "--to", &same]).await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("are the same database"), "{out:?}");
 
     // A schema older than this gate's: say what to do.
     let old = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
-    make_schema(&old, &[1, 2, 3, 4, 5, 6, 7]).await;
+    make_schema(&old, &(1..CURRENT).collect::<Vec<_>>()).await;
     let out = migrate(&["--from", &old, "--to", &to]).await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr
-            .contains("the source's schema is at version 7, this gate's is 11: start this version's `gate serve` on the source once"),
+            .contains(&format!("the source's schema is at version {}, this gate's is {CURRENT}: start this version's `gate serve` on the source once", CURRENT - 1)),
         "{out:?}"
     );
     // Newer than this gate's.
     let new = format!("sqlite://{}?mode=rwc", dir.path().join("new.db").display());
-    make_schema(&new, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]).await;
+    make_schema(&new, &(1..=CURRENT + 1).collect::<Vec<_>>()).await;
     let out = migrate(&["--from", &new, "--to", &to]).await;
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("version 11, newer than this gate's 10"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("version {}, newer than this gate's {CURRENT}", CURRENT + 1)),
+        "{out:?}"
+    );
     // Not a jitgate database at all.
     let empty = format!("sqlite://{}?mode=rwc", dir.path().join("empty.db").display());
     make_schema(&empty, &[]).await;
@@ -373,6 +377,9 @@ async fn bad_urls_and_schemas_are_refused_by_name() {
 
 /// A SQLite file whose `gate_schema` lists these versions (and nothing else; an empty
 /// list: a database with one unrelated table).
+/// The schema version of this build (its last migration's, `store::migrate`).
+const CURRENT: i64 = 11;
+
 async fn make_schema(url: &str, versions: &[i64]) {
     use sqlx::Connection as _;
     let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();

@@ -3,7 +3,8 @@
 //! timeout; two environments; one before the period), then `gate audit report` in each
 //! format checked against what the test did, the role check, the web UI's page and
 //! downloads, and `gate audit bundle` verified offline by `gate verify --bundle`, which
-//! must refuse a changed and a removed record. SQLite and PostgreSQL.
+//! must refuse a changed and a removed record, and, against the log, a request dropped
+//! with its record and an event taken out of the bundled run. SQLite and PostgreSQL.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -351,6 +352,16 @@ async fn scenario(db: Db) {
     let (alice, _) = crate::ui::sign_in(&http, "alice").await;
     let denied = http.get("/reports").header("cookie", &alice).send().await;
     assert_eq!(denied.status, 403);
+    // The nav link: shown to the auditor, not to an approver.
+    let inbox = |c: String| {
+        let http = app.http();
+        async move { http.get("/").header("cookie", &c).send().await.text().await }
+    };
+    let frank_inbox = inbox(cookie.clone()).await;
+    assert!(frank_inbox.contains("href=\"/reports\""), "{frank_inbox}");
+    let alice_inbox = inbox(alice.clone()).await;
+    assert!(alice_inbox.contains("href=\"/history\""), "{alice_inbox}");
+    assert!(!alice_inbox.contains("href=\"/reports\""), "{alice_inbox}");
 
     // The bundle, checked offline (the server stopped first).
     let dir = tempfile::tempdir().unwrap();
@@ -374,6 +385,9 @@ async fn scenario(db: Db) {
         "log/checkpoint",
         "log/key",
         "log/proofs.json",
+        "log/leaves",
+        "log/events.jsonl",
+        "log/context.jsonl",
     ] {
         assert!(files.contains_key(f), "{f} in {:?}", files.keys());
     }
@@ -385,6 +399,82 @@ async fn scenario(db: Db) {
     let out = app.run("frank", &["verify", "--bundle", bundle_s]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("bundle intact: 4 signed record(s)"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("complete: the log's 4 decision(s) of the period are its rows"),
+        "{out:?}"
+    );
+
+    // A request's row AND its record dropped, the report's summary and renderings made
+    // again to match: the records agree, but the log shows the decision.
+    let mut dropped = files.clone();
+    dropped.remove(&format!("records/{}.json", m.approved.id));
+    let mut report: Report = serde_json::from_slice(&dropped["report.json"]).unwrap();
+    report.rows.retain(|r| r.request_id != m.approved.id);
+    report.summary = jitgate::core::report::summarise(&report.rows);
+    dropped.insert("report.json".into(), serde_json::to_vec_pretty(&report).unwrap());
+    dropped.insert(
+        "report.csv".into(),
+        jitgate::core::report::render::csv(&report).into_bytes(),
+    );
+    dropped.insert(
+        "report.html".into(),
+        jitgate::core::report::render::html(&report).into_bytes(),
+    );
+    let tampered = dir.path().join("dropped.tar.gz");
+    pack(&tampered, &dropped);
+    let out = app
+        .run("frank", &["verify", "--bundle", tampered.to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(&format!(
+            "(approved on {}) decided a request in the period, but report.json has no row for it",
+            m.approved.id
+        )),
+        "{out:?}"
+    );
+    assert_eq!(out.stdout.matches("no row for it").count(), 1, "{out:?}");
+
+    // The same, and the decision's event taken out of the run too: the run has a hole.
+    let events = String::from_utf8(dropped["log/events.jsonl"].clone()).unwrap();
+    let kept: String = events
+        .lines()
+        .filter(|l| {
+            let e: Value = serde_json::from_str(l).unwrap();
+            !(e["request_id"] == m.approved.id.as_str() && e["kind"] == "approved")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(kept.lines().count() + 1, events.lines().count());
+    dropped.insert("log/events.jsonl".into(), kept.into_bytes());
+    let tampered = dir.path().join("hole.tar.gz");
+    pack(&tampered, &dropped);
+    let out = app
+        .run("frank", &["verify", "--bundle", tampered.to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("the run is not contiguous (an event is missing)"),
+        "{out:?}"
+    );
+
+    // The run cut short before the period's end: later decisions could hide there.
+    let mut short = files.clone();
+    let events = String::from_utf8(short["log/events.jsonl"].clone()).unwrap();
+    let n = events.lines().count();
+    let cut: String = events.lines().take(n - 1).map(|l| format!("{l}\n")).collect();
+    short.insert("log/events.jsonl".into(), cut.into_bytes());
+    let tampered = dir.path().join("short.tar.gz");
+    pack(&tampered, &short);
+    let out = app
+        .run("frank", &["verify", "--bundle", tampered.to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("later events of the period may be missing"),
+        "{out:?}"
+    );
 
     // A changed record: its signature no longer holds.
     let mut changed = files.clone();

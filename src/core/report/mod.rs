@@ -3,6 +3,7 @@
 //! is what `gate verify --bundle` does), and a summary of the rows. Pure: the records,
 //! the period and `now` in, the report out. Rendering is in `render.rs`.
 
+pub mod complete;
 mod period;
 pub mod render;
 
@@ -171,7 +172,8 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn ms_of(s: &str) -> Option<i64> {
+/// Milliseconds of an RFC 3339 time (as rows hold them), to compare with event times.
+pub fn ms_of(s: &str) -> Option<i64> {
     s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
 }
 

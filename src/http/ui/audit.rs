@@ -37,7 +37,7 @@ pub(super) async fn audit(State(s): State<AppState>, headers: HeaderMap) -> Resp
         Err(e) => return UiError::from(e).into_response(),
     };
     render(&AuditPage {
-        nav: Nav::of(&sess),
+        nav: Nav::of(&sess, &s.engine),
         watch: "",
         ok: check.broken.is_none(),
         events: check.count(),

@@ -113,7 +113,7 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
         "You are not among the approvers this request still needs.".into()
     };
     let page = DetailPage {
-        nav: Nav::of(sess),
+        nav: Nav::of(sess, &s.engine),
         watch: id,
         pending,
         links: context_links(&v.context)

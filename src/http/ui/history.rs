@@ -166,7 +166,7 @@ pub(super) async fn history(State(s): State<AppState>, headers: HeaderMap, Query
         .map(|x| (x.as_str(), status == Some(x)))
         .collect();
     render(&HistoryPage {
-        nav: Nav::of(&sess),
+        nav: Nav::of(&sess, &s.engine),
         watch: "",
         q,
         statuses,

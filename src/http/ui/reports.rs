@@ -49,7 +49,7 @@ pub(super) async fn reports(State(s): State<AppState>, headers: HeaderMap, Query
     }
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
     let mut page = ReportsPage {
-        nav: Nav::of(&sess),
+        nav: Nav::of(&sess, &s.engine),
         watch: "",
         from: text(&q.from),
         to: text(&q.to),
