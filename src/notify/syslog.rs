@@ -30,11 +30,13 @@ pub const APP_NAME: &str = "jitgate";
 pub const SD_ID: &str = "jitgate@32473";
 
 /// The severity of an audit event of `kind` (RFC 5424 6.2.1): a refusal is a warning,
-/// an outcome that does not let a deployment through a notice, the rest informational.
+/// an outcome that does not let a deployment through, a delegation given or a reload a
+/// notice, the rest informational.
 pub fn severity(kind: &str) -> u8 {
     match kind {
         "refused" => 4,
-        "denied" | "expired" | "canceled" => 5,
+        // A delegation or a new configuration changes who may approve what.
+        "denied" | "expired" | "canceled" | "delegation_created" | "config_reloaded" => 5,
         _ => 6,
     }
 }

@@ -32,7 +32,8 @@ impl Engine {
     /// entry's name, email and logins, or the name itself for a person only SCIM knows.
     fn person_keys(&self, name: &str) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
-        let raw: Vec<&str> = match self.config.user(name) {
+        let config = self.config();
+        let raw: Vec<&str> = match config.user(name) {
             Some(u) => std::iter::once(u.name.as_str())
                 .chain(u.email.as_deref())
                 .chain(u.github.as_deref())
@@ -54,7 +55,7 @@ impl Engine {
     /// authenticated call. Pipelines are not people; without `scim:` nothing is checked.
     pub async fn check_active(&self, who: &Principal) -> Result<()> {
         let Principal::Approver(name) = who else { return Ok(()) };
-        if self.config.scim.is_none() {
+        if self.config().scim.is_none() {
             return Ok(());
         }
         match self.store.scim_standing(&self.person_keys(name)).await? {
@@ -81,7 +82,7 @@ impl Engine {
     pub fn scim_person(&self, u: &ScimUserRow) -> String {
         for key in std::iter::once(&u.user_key).chain(u.email_key.as_ref()) {
             if let Ok(id) = Identity::parse(key)
-                && let [one] = self.config.users_for_login(&id).as_slice()
+                && let [one] = self.config().users_for_login(&id).as_slice()
             {
                 return one.clone();
             }
@@ -92,7 +93,7 @@ impl Engine {
     /// The person an SSO identity is through SCIM alone (no `users:` entry): an active
     /// SCIM user with that `userName` or email.
     pub async fn sso_person(&self, identity: &Identity) -> Result<Option<String>> {
-        if self.config.scim.is_none() {
+        if self.config().scim.is_none() {
             return Ok(None);
         }
         let users = self.store.scim_users().await?;
@@ -136,7 +137,7 @@ impl Engine {
             if !groups.contains(&group_key(&name)) {
                 continue;
             }
-            let max_age = self.config.sso.as_ref().map_or(
+            let max_age = self.config().sso.as_ref().map_or(
                 crate::auth::config::DEFAULT_MAX_GROUP_AGE_MS,
                 crate::auth::config::Sso::max_group_age_ms,
             );

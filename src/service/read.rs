@@ -26,7 +26,13 @@ impl Engine {
     ///   escalation, voted on, or are a requester of;
     /// - a delegate also reads what each person in `stands_for` (the delegations to them
     ///   in force, [`Engine::stands_for`]) would read as a member or by escalation.
-    pub fn may_read(&self, who: &Principal, stands_for: &[String], row: &RequestRow, votes: &[VoteRow]) -> Result<bool> {
+    pub fn may_read(
+        &self,
+        who: &Principal,
+        stands_for: &[String],
+        row: &RequestRow,
+        votes: &[VoteRow],
+    ) -> Result<bool> {
         self.may_read_doc(who, stands_for, row, &doc_of(row)?, votes)
     }
 
@@ -38,9 +44,8 @@ impl Engine {
         doc: &Doc,
         votes: &[VoteRow],
     ) -> Result<bool> {
-        let member = |u: &String| {
-            doc.requirements.iter().any(|r| r.members.contains(u)) || doc.escalated_voters().contains(u)
-        };
+        let member =
+            |u: &String| doc.requirements.iter().any(|r| r.members.contains(u)) || doc.escalated_voters().contains(u);
         Ok(match who {
             Principal::Pipeline { .. } => is_opener(who, row, doc),
             Principal::Approver(u) => {
@@ -108,18 +113,19 @@ impl Engine {
 
     /// The `allow:` of the credential `who` presented: its static pipeline's, or its OIDC
     /// issuer's.
-    fn scope_of(&self, who: &Principal) -> Option<(&Allow, String)> {
+    fn scope_of(&self, who: &Principal) -> Option<(Allow, String)> {
         let Principal::Pipeline { name, verified } = who else {
             return None;
         };
+        let config = self.config();
         match verified {
             None => {
-                let p = self.config.pipelines.iter().find(|p| &p.name == name)?;
-                Some((p.allow.as_ref()?, format!("pipeline `{name}`")))
+                let p = config.pipelines.iter().find(|p| &p.name == name)?;
+                Some((p.allow.clone()?, format!("pipeline `{name}`")))
             }
             Some(v) => {
-                let o = self.config.oidc.iter().find(|o| o.issuer == v.issuer)?;
-                Some((o.allow.as_ref()?, format!("OIDC issuer `{}`", v.issuer)))
+                let o = config.oidc.iter().find(|o| o.issuer == v.issuer)?;
+                Some((o.allow.clone()?, format!("OIDC issuer `{}`", v.issuer)))
             }
         }
     }

@@ -135,6 +135,7 @@ impl Engine {
         limit: i64,
     ) -> Result<(Vec<RequestView>, Option<Position>)> {
         const BATCH: i64 = 200;
+        let stands_for = self.stands_for(who, crate::core::duration::now_ms()).await?;
         let mut out = Vec::new();
         let mut last: Option<Position> = None;
         let mut scanned = after;
@@ -149,7 +150,7 @@ impl Engine {
                     id: row.id.clone(),
                 };
                 let votes = all_votes.remove(&row.id).unwrap_or_default();
-                if self.is_mine(who, status, &row, &votes)? {
+                if self.is_mine(who, &stands_for, status, &row, &votes)? {
                     if out.len() as i64 >= limit {
                         return Ok((out, last));
                     }
@@ -165,10 +166,18 @@ impl Engine {
     }
 
     /// Whether `row` is in `who`'s inbox: one they may read (see `read.rs`) and, when
-    /// pending, may vote on now (an auditor, who votes on none, sees every one).
-    fn is_mine(&self, who: &Principal, status: Status, row: &RequestRow, votes: &[VoteRow]) -> Result<bool> {
+    /// pending, may vote on now, themselves or for someone in `stands_for` (an auditor,
+    /// who votes on none, sees every one).
+    fn is_mine(
+        &self,
+        who: &Principal,
+        stands_for: &[String],
+        status: Status,
+        row: &RequestRow,
+        votes: &[VoteRow],
+    ) -> Result<bool> {
         let doc = doc_of(row)?;
-        if !self.may_read_doc(who, row, &doc, votes)? {
+        if !self.may_read_doc(who, stands_for, row, &doc, votes)? {
             return Ok(false);
         }
         Ok(match who {
@@ -176,7 +185,9 @@ impl Engine {
             Principal::Approver(u) => {
                 status != Status::Pending || self.has_role(who, Role::Auditor) || {
                     let st = self.state(row, &doc, votes)?;
-                    st.is_eligible(u) && !votes.iter().any(|v| &v.voter == u)
+                    let open_to = |p: &String| st.is_eligible(p) && !st.votes.iter().any(|v| &v.voter == p);
+                    (open_to(u) && !votes.iter().any(|v| &v.voter == u))
+                        || (!st.is_requester(u) && stands_for.iter().any(open_to))
                 }
             }
         })
@@ -194,7 +205,7 @@ impl Engine {
             if !self.may_read(who, &stands_for, &row, &votes)? {
                 continue;
             }
-            let mine = self.is_mine(who, status, &row, &votes)?;
+            let mine = self.is_mine(who, &stands_for, status, &row, &votes)?;
             out.push((self.view(&row, &votes)?, mine));
         }
         Ok(out)

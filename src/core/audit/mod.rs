@@ -29,6 +29,9 @@ pub const KINDS: &[&str] = &[
     "canceled",
     "expired",
     "consumed",
+    "delegation_created",
+    "delegation_revoked",
+    "config_reloaded",
 ];
 
 /// `prev_hash` of the first event.

@@ -34,7 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/log/cosign", post(log::cosign))
         .route("/events", get(events::events))
         .route("/notifications", get(notifications::list))
-        .route("/reports/changes", get(reports::changes)
+        .route("/reports/changes", get(reports::changes))
         .route("/delegations", post(delegations::create).get(delegations::list))
         .route("/delegations/{id}", delete(delegations::revoke))
         .route("/admin/reload", post(delegations::reload));

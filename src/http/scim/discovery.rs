@@ -125,7 +125,7 @@ fn resource_types_all(s: &AppState) -> Vec<Value> {
 
 /// Without `scim:` there is no SCIM service to describe.
 fn configured(s: &AppState) -> ScimResult<()> {
-    match s.engine.config.scim {
+    match s.engine.config().scim {
         Some(_) => Ok(()),
         None => Err(ScimError::status(404, "SCIM is not configured on this server (`scim:` in gate.yaml)").into()),
     }

@@ -123,7 +123,8 @@ impl FromRequestParts<AppState> for ScimClient {
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Refusal> {
         let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let Some(cfg) = &s.engine.config.scim else {
+        let config = s.engine.config();
+        let Some(cfg) = &config.scim else {
             return Err(ScimError::status(404, "SCIM is not configured on this server (`scim:` in gate.yaml)").into());
         };
         s.throttle

@@ -75,7 +75,7 @@ async fn list_page(s: &AppState, sess: &Session, problem: String) -> UiResult<Re
         StatusCode::UNPROCESSABLE_ENTITY
     };
     let page = DelegationsPage {
-        nav: Nav::of(sess),
+        nav: Nav::of(sess, &s.engine),
         watch: "",
         lines,
         problem,
