@@ -81,6 +81,15 @@ impl Engine {
         let config = self.config();
         delegation::check_new(from, to, until, reason, now, &|n| config.user(n).is_some())
             .map_err(|e| AppError::Invalid(ErrorCode::InvalidDelegation, e.to_string()))?;
+        // Auditors never vote, so they have no vote to hand on and may not receive one.
+        for (side, name) in [("from", from), ("to", to)] {
+            if self.has_role(&Principal::Approver(name.to_string()), Role::Auditor) {
+                return Err(AppError::Invalid(
+                    ErrorCode::InvalidDelegation,
+                    format!("{side}: `{name}` is an auditor, and auditors never vote"),
+                ));
+            }
+        }
         let d = Delegation {
             id: format!("dlg_{}", uuid::Uuid::new_v4().simple()),
             delegator: from.to_string(),
