@@ -534,3 +534,40 @@ fn check_digest(h: &str) -> Result<(), NotADigest> {
         Err(NotADigest)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_names_what_was_asked_and_what_is_allowed() {
+        let a = Allow {
+            repositories: vec!["acme/web".into(), "acme/web-*".into()],
+            environments: vec!["prod*".into()],
+        };
+        assert_eq!(a.refusal("acme/web", "production"), None);
+        assert_eq!(a.refusal("acme/web-api", "prod-eu"), None);
+        let r = a.refusal("acme/payments", "staging").unwrap();
+        assert!(
+            r.contains("repository `acme/payments`") && r.contains("(acme/web, acme/web-*)"),
+            "{r}"
+        );
+        assert!(r.contains("environment `staging`") && r.contains("(prod*)"), "{r}");
+        // `*` stays within a segment: a nested repository is not `acme/web-*`.
+        assert!(a.refusal("acme/web-x/y", "production").is_some());
+        // An empty list allows any value.
+        assert_eq!(Allow::default().refusal("any/thing", "anywhere"), None);
+    }
+
+    #[test]
+    fn bad_globs_are_named() {
+        for (g, p) in [
+            ("", GlobProblem::Empty),
+            ("acme/ web", GlobProblem::Control),
+            ("acme/***", GlobProblem::TripleStar),
+        ] {
+            assert_eq!(check_glob(g), Err(p), "{g:?}");
+        }
+        assert_eq!(check_glob("acme/**"), Ok(()));
+    }
+}

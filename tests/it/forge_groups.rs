@@ -161,9 +161,9 @@ async fn removed_member_refused_at_vote_time_and_added_member_counts() {
     let e = s.client("alice").approve(&w.id, None).await.unwrap_err();
     assert_eq!(e.status(), Some(403), "{e}");
     assert!(e.to_string().contains("not in any group"), "{e}");
-    // Frank was never in it.
+    // Frank was never in it: he may not even read it, so it is unknown to him.
     let e = s.client("frank").approve(&w.id, None).await.unwrap_err();
-    assert_eq!(e.status(), Some(403), "{e}");
+    assert_eq!(e.status(), Some(404), "{e}");
     // Bob's approval was cast while he was a member: it still counts. Carol's completes it.
     let mid = s.client("ci").get(&w.id).await.unwrap();
     assert_eq!(mid.requirements[0].approved_by, ["bob"]);
@@ -353,12 +353,17 @@ async fn github_comment_approvals() {
         );
         assert!(r[0].contains(&w.id), "{}", r[0]);
 
-        // Not in the team (and in no other required group).
+        // Not in the team (and in no other required group): he may not read the request,
+        // so for him the pull request has none.
         let body = pr_comment("frank-gh", 102, "/approve");
         let (_, v) = post_github(&s, "d-2", &body, Some(sign(&body))).await;
         assert_eq!(v["result"], "refused", "{v}");
         let r = github_replies(&gh).await;
-        assert!(r[1].contains("not in any group"), "{}", r[1]);
+        assert!(
+            r[1].contains("no pending jitgate request belongs to this pull request #7"),
+            "{}",
+            r[1]
+        );
 
         // Not a jitgate user at all.
         let body = pr_comment("mallory", 103, "/approve");
@@ -514,10 +519,10 @@ async fn gitlab_note_approvals_with_a_paginated_group() {
     let (_, v) = post_gitlab(&s, GL_SECRET, 2, "erin-gl", "/approve").await;
     assert_eq!(v["result"], "refused", "{v}");
     assert!(notes().await[0].contains("separation of duties"));
-    // Blocked in the group: not a member.
+    // Blocked in the group: not a member, so not one who may read the request.
     let (_, v) = post_gitlab(&s, GL_SECRET, 3, "dave-gl", "/approve").await;
     assert_eq!(v["result"], "refused", "{v}");
-    assert!(notes().await[1].contains("not in any group"));
+    assert!(notes().await[1].contains("no pending jitgate request belongs to this merge request"));
     // A deny needs a reason.
     let (_, v) = post_gitlab(&s, GL_SECRET, 4, "bob-gl", "/deny").await;
     assert_eq!(v["result"], "refused", "{v}");

@@ -24,7 +24,7 @@ async fn automatic_approve_and_deny() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let export = s.run("ci", &["audit", "export"]).await.stdout;
+    let export = s.run(crate::helpers::AUDITOR, &["audit", "export"]).await.stdout;
     assert!(
         export.contains(r#""kind":"vote""#) && export.contains(r#""automatic":true"#),
         "{export}"
@@ -231,7 +231,7 @@ async fn race_on(db: Db) {
     }
     let audit = s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
     assert_eq!(audit.code, 0, "{audit:?}");
-    let events = s.run("ci", &["audit", "export"]).await.stdout;
+    let events = s.run(crate::helpers::AUDITOR, &["audit", "export"]).await.stdout;
     // One decision event per request, never two.
     let decided = events
         .lines()

@@ -164,7 +164,11 @@ async fn a_deleted_tail_fails_against_a_kept_checkpoint() {
         // An auditor's copy verifies offline against the kept checkpoint and the key
         // alone; an edited copy does not.
         let export = s.dir.path().join("period.jsonl");
-        std::fs::write(&export, s.run("ci", &["audit", "export"]).await.stdout).unwrap();
+        std::fs::write(
+            &export,
+            s.run(crate::helpers::AUDITOR, &["audit", "export"]).await.stdout,
+        )
+        .unwrap();
         let keys = s.dir.path().join("keys.json");
         std::fs::write(&keys, s.http().get("/api/v1/keys").send().await.text().await).unwrap();
         let offline = |file: &std::path::Path| {
@@ -233,7 +237,7 @@ async fn rewriting_history_from_an_event_onwards_is_found_at_that_event() {
         assert_eq!(v.code, 0, "{db:?}: {v:?}");
         // Rewrite bob's vote (its reason) and re-hash every event after it, as someone
         // who knows the hash format (but not the key) would.
-        let all = s.run("ci", &["audit", "export"]).await.stdout;
+        let all = s.run(crate::helpers::AUDITOR, &["audit", "export"]).await.stdout;
         let mut rows: Vec<jitgate::core::api::AuditEvent> =
             all.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let from = rows.iter().position(|e| e.kind == "vote" && e.actor == "bob").unwrap();

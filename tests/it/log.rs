@@ -80,7 +80,7 @@ async fn checkpoints_proofs_and_cosignatures_verify_and_a_fork_is_refused() {
         // The auditor can require the witness's cosignature on the log's latest head.
         let v = s
             .run(
-                "ci",
+                crate::helpers::AUDITOR,
                 &[
                     "--output",
                     "json",

@@ -119,7 +119,7 @@ async fn deployment(hook: &MockServer) -> (TestApp, Work) {
     assert_eq!(push_delivery(&s).await, 200);
     let v = s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
     assert_eq!(v.code, 0, "{v:?}");
-    let export = s.run("ci", &["audit", "export"]).await.stdout;
+    let export = s.run(crate::helpers::AUDITOR, &["audit", "export"]).await.stdout;
     let keys = s.dir.path().join("keys.json");
     let text = reqwest::get(format!("{}/api/v1/keys", s.url))
         .await
@@ -224,7 +224,10 @@ async fn sqlite_deployment_moves_to_postgres_and_carries_on() {
         .await;
     assert_eq!(v.code, 0, "{v:?}");
     assert!(v.stdout.contains("audit log intact"), "{v:?}");
-    assert_eq!(s.run("ci", &["audit", "export"]).await.stdout, work.export);
+    assert_eq!(
+        s.run(crate::helpers::AUDITOR, &["audit", "export"]).await.stdout,
+        work.export
+    );
     let c = s.client("alice");
     assert_eq!(c.get(&work.approved).await.unwrap().status, Status::Consumed);
     assert_eq!(c.get(&work.denied).await.unwrap().status, Status::Denied);
@@ -254,7 +257,12 @@ async fn sqlite_deployment_moves_to_postgres_and_carries_on() {
     assert_eq!(v.code, 0, "{v:?}");
     let after = counts(&pg).await;
     assert!(after["gate_audit"] > before["gate_audit"], "{after:?}");
-    assert!(s.run("ci", &["audit", "export"]).await.stdout.starts_with(&work.export));
+    assert!(
+        s.run(crate::helpers::AUDITOR, &["audit", "export"])
+            .await
+            .stdout
+            .starts_with(&work.export)
+    );
     assert_eq!(s.stop().await.code(), Some(0));
 
     // And back: PostgreSQL into a new SQLite file, by the same code.

@@ -188,9 +188,10 @@ async fn github_token_claims_become_the_context() {
     let (st, _) = call(&s, "POST", &format!("/requests/{id}/approve"), &token("bob"), None).await;
     assert_eq!(st, 200);
 
-    // Only the identity that opened it may use the approval, not a static pipeline.
+    // Only the identity that opened it may use the approval, not a static pipeline (which
+    // may not even read it: unknown to it).
     let (st, e) = call(&s, "POST", &format!("/requests/{id}/consume"), &token("ci"), None).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (403, Some("not_yours")), "{e}");
+    assert_eq!((st, e["error"]["code"].as_str()), (404, Some("not_found")), "{e}");
     let (st, v) = call(&s, "POST", &format!("/requests/{id}/consume"), &jwt, None).await;
     assert_eq!((st, v["status"].as_str()), (200, Some("consumed")), "{v}");
 

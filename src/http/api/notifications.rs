@@ -52,8 +52,10 @@ pub(super) async fn list(
     {
         return Err(AppError::Invalid(ErrorCode::InvalidField, format!("request: {m}")));
     }
-    // One request's rows for whoever may read it; the whole outbox names every request.
+    // One request's rows for whoever may read it (`request=` empty: the rows of no
+    // request, such as checkpoints); the whole outbox names every request.
     match q.request.as_deref() {
+        Some("") => {}
         Some(id) => drop(s.engine.load_for(&who, id).await?),
         None => s
             .engine

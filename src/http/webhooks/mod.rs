@@ -238,9 +238,13 @@ async fn act(engine: &Engine, v: &CommentVote) -> Acted {
         Ok(c) => c,
         Err(e) => return refused(None, format!("the vote was not counted: {e}")),
     };
-    // Requests the commenter may not read are not theirs to see named here: only those
-    // of a forge group, whose live members may vote, can be voted on by naming them.
-    let candidates: Vec<String> = found.iter().filter(|p| p.readable).map(|p| p.id.clone()).collect();
+    // Requests the commenter may not read are not theirs to see named here, except those
+    // of a forge group, whose live members may vote (the vote checks membership).
+    let candidates: Vec<String> = found
+        .iter()
+        .filter(|p| p.readable || p.forge_groups)
+        .map(|p| p.id.clone())
+        .collect();
     let what = if v.forge == "github" {
         format!("pull request #{}", v.number)
     } else {
@@ -248,7 +252,7 @@ async fn act(engine: &Engine, v: &CommentVote) -> Acted {
     };
     let unknown = |want: &str| format!("`{want}` is not a pending jitgate request of this {what}");
     let id = match (&v.cmd.request, candidates.as_slice()) {
-        (Some(want), _) if found.iter().any(|p| &p.id == want && (p.readable || p.forge_groups)) => want.clone(),
+        (Some(want), _) if candidates.contains(want) => want.clone(),
         (Some(want), _) => return refused(None, unknown(want)),
         (None, []) => return refused(None, format!("no pending jitgate request belongs to this {what}")),
         (None, [one]) => one.clone(),
@@ -293,7 +297,10 @@ async fn act(engine: &Engine, v: &CommentVote) -> Acted {
             }
         }
         // Not readable (not a live member either): the same answer as an unknown id.
-        Err(AppError::NotFound(_)) => refused(None, unknown(&id)),
+        Err(AppError::NotFound(_)) => match &v.cmd.request {
+            Some(want) => refused(None, unknown(want)),
+            None => refused(None, format!("no pending jitgate request belongs to this {what}")),
+        },
         Err(e) => refused(Some(id), format!("{user}'s vote was not counted: {e}")),
     }
 }
