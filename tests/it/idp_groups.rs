@@ -212,7 +212,8 @@ async fn idp_groups_on(db: Db) {
         r1.requirements[0].members.is_empty(),
         "nobody is known before they vote"
     );
-    // Her token carries no groups: it never counts for an idp_group.
+    // Her token carries no groups: it never counts for an idp_group, and shows her in no
+    // requirement of the request, so it reads as an unknown id.
     let (st, v) = c
         .api(
             "POST",
@@ -221,10 +222,12 @@ async fn idp_groups_on(db: Db) {
             Some(json!({})),
         )
         .await;
-    assert_eq!((st, v["error"]["code"].as_str()), (403, Some("not_eligible")), "{v}");
+    assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")), "{v}");
     let (st, body) = ui_vote(&s.url, &r1.id, &alice, &alice_csrf).await;
     assert_eq!(st, StatusCode::SEE_OTHER, "{body}");
-    let (_, v) = c.api("GET", &format!("/requests/{}", r1.id), &token("bob"), None).await;
+    let (_, v) = c
+        .api("GET", &format!("/requests/{}", r1.id), &token(AUDITOR), None)
+        .await;
     assert_eq!(v["status"], "approved", "{v}");
     assert_eq!(v["votes"][0]["idp_groups"], json!(["Release-Managers", "staff"]), "{v}");
     assert_eq!(v["votes"][0]["via"], "sso");
@@ -262,7 +265,8 @@ async fn idp_groups_on(db: Db) {
     let (zoe, zoe_csrf) = sso_sign_in(&s, "zoe").await;
     let r2 = s.open_via_api("dave").await;
     let (st, body) = ui_vote(&s.url, &r2.id, &zoe, &zoe_csrf).await;
-    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    // Not hers to read either: the unknown id's 404.
+    assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
 
     // A session whose groups are older than max_group_age (1h): sign in again.
     let store = jitgate::store::Store::connect(&s.database_url).await.unwrap();
@@ -287,7 +291,9 @@ async fn idp_groups_on(db: Db) {
     let (st, body) = ui_vote(&s.url, &r2.id, &format!("gate_session={old_id}"), "old-csrf").await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
     assert!(body.contains("sign in again"), "{body}");
-    let (_, v) = c.api("GET", &format!("/requests/{}", r2.id), &token("bob"), None).await;
+    let (_, v) = c
+        .api("GET", &format!("/requests/{}", r2.id), &token(AUDITOR), None)
+        .await;
     assert_eq!(v["status"], "pending");
     // Her fresh session still counts.
     let (st, body) = ui_vote(&s.url, &r2.id, &alice, &alice_csrf).await;

@@ -359,9 +359,11 @@ async fn scenario(db: Db) {
     };
     let frank_inbox = inbox(cookie.clone()).await;
     assert!(frank_inbox.contains("href=\"/reports\""), "{frank_inbox}");
+    assert!(frank_inbox.contains("href=\"/audit\""), "{frank_inbox}");
     let alice_inbox = inbox(alice.clone()).await;
     assert!(alice_inbox.contains("href=\"/history\""), "{alice_inbox}");
     assert!(!alice_inbox.contains("href=\"/reports\""), "{alice_inbox}");
+    assert!(!alice_inbox.contains("href=\"/audit\""), "{alice_inbox}");
 
     // The bundle, checked offline (the server stopped first).
     let dir = tempfile::tempdir().unwrap();

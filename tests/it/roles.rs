@@ -78,6 +78,8 @@ enum Fixture {
     FreshApproved,
     /// One request alice approved, shared by the reads of records.
     Decided,
+    /// A new delegation from alice to bob for each call (`{id}` is the delegation's).
+    Delegation,
 }
 
 /// One route and the status each role gets, in [`ROLES`] order:
@@ -159,6 +161,38 @@ const API: &[Row] = &[
     row("GET", "/api/v1/keys", Fixture::None, ALL_200),
     row("GET", "/api/v1/audit/verify", Fixture::None, AUDITORS),
     row("GET", "/api/v1/audit/export", Fixture::None, AUDITORS),
+    row(
+        "GET",
+        "/api/v1/reports/changes?from=2020-01-01&to=2100-01-01",
+        Fixture::None,
+        AUDITORS,
+    ),
+    // Between people: pipelines are refused; an auditor has no vote to hand on (422).
+    row(
+        "POST",
+        "/api/v1/delegations",
+        Fixture::None,
+        [401, 403, 403, 201, 201, 201, 422, 201],
+    ),
+    row(
+        "GET",
+        "/api/v1/delegations",
+        Fixture::None,
+        [401, 403, 403, 200, 200, 200, 200, 200],
+    ),
+    // alice's delegation to bob: hers or an admin's to revoke; unknown to anyone else.
+    row(
+        "DELETE",
+        "/api/v1/delegations/{id}",
+        Fixture::Delegation,
+        [401, 403, 403, 200, 404, 404, 404, 200],
+    ),
+    row(
+        "POST",
+        "/api/v1/admin/reload",
+        Fixture::None,
+        [401, 403, 403, 403, 403, 403, 403, 200],
+    ),
     row("GET", "/api/v1/log/checkpoint", Fixture::None, ALL_200),
     row("GET", "/api/v1/log/key", Fixture::None, ALL_200),
     row("GET", "/api/v1/log/leaves/0", Fixture::None, AUDITORS),
@@ -201,6 +235,32 @@ const UI: &[Row] = &[
     row("GET", "/requests/{id}/record", Decided, PAGE_READS),
     row("GET", "/history", Fixture::None, PAGE),
     row("GET", "/audit", Fixture::None, [303, 303, 303, 403, 403, 403, 200, 200]),
+    row(
+        "GET",
+        "/reports",
+        Fixture::None,
+        [303, 303, 303, 403, 403, 403, 200, 200],
+    ),
+    row(
+        "GET",
+        "/reports/changes.csv?from=2020-01-01&to=2100-01-01",
+        Fixture::None,
+        [303, 303, 303, 403, 403, 403, 200, 200],
+    ),
+    row("GET", "/delegations", Fixture::None, PAGE),
+    // Counted is a redirect to the list; an auditor's is refused on the page (422).
+    row(
+        "POST",
+        "/delegations",
+        Fixture::None,
+        [403, 403, 403, 303, 303, 303, 422, 303],
+    ),
+    row(
+        "POST",
+        "/delegations/{id}/revoke",
+        Fixture::Delegation,
+        [403, 403, 403, 303, 404, 404, 404, 303],
+    ),
     row("GET", "/login", Fixture::None, ALL_200),
     // Without the sign-in form's anti-forgery cookie and token.
     row("POST", "/login", Fixture::None, [403; 8]),
@@ -280,7 +340,8 @@ fn table_routes(rows: &[Row]) -> BTreeSet<(String, String)> {
                 .split('?')
                 .next()
                 .unwrap()
-                .replace("/leaves/0", "/leaves/{index}");
+                .replace("/leaves/0", "/leaves/{index}")
+                .replace("/reports/changes.csv", "/reports/{file}");
             (r.method.to_string(), path)
         })
         .collect()
@@ -348,13 +409,26 @@ async fn request_for(http: &Http, f: Fixture, fx: &Fixtures) -> Option<String> {
         Decided => Some(fx.decided.clone()),
         FreshPending => Some(open_as(http, "ci").await),
         FreshApproved => Some(approved(http).await),
+        Fixture::Delegation => {
+            let (st, v) = http
+                .api("POST", "/delegations", &token("alice"), Some(delegation_body()))
+                .await;
+            assert_eq!(st, 201, "{v}");
+            Some(v["id"].as_str().unwrap().to_string())
+        }
     }
+}
+
+/// A delegation to bob until 2100.
+fn delegation_body() -> Value {
+    json!({"to": "bob", "until": "2100-01-01T00:00:00Z", "reason": "away"})
 }
 
 /// The body a route's call carries.
 fn body_for(row: &Row) -> Option<Value> {
     match (row.method, row.path) {
         ("POST", "/api/v1/requests") => Some(create_body(&uuid::Uuid::new_v4().to_string())),
+        ("POST", "/api/v1/delegations") => Some(delegation_body()),
         ("POST", p) if p.ends_with("/deny") => Some(json!({"reason": "not now"})),
         _ => None,
     }
@@ -439,6 +513,16 @@ async fn walk_ui(http: &Http, fx: &Fixtures) {
                 if row.method == "POST" && path.starts_with("/requests/") {
                     r = r.form(&[("csrf", csrf.as_str()), ("reason", "not now")]);
                 }
+            }
+            if row.method == "POST" && path.starts_with("/delegations") {
+                // The whole form, with or without a session, so the answer is about who asks.
+                let csrf = sess.as_ref().map_or("", |(_, c)| c.as_str());
+                r = r.form(&[
+                    ("csrf", csrf),
+                    ("to", "bob"),
+                    ("until", "2100-01-01T00:00"),
+                    ("reason", "away"),
+                ]);
             }
             let resp = r.send().await;
             let got = resp.status.as_u16();

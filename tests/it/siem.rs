@@ -119,7 +119,7 @@ async fn chain(s: &TestApp) -> BTreeMap<i64, Value> {
     let text = s
         .http()
         .get("/api/v1/audit/export")
-        .bearer(&token("alice"))
+        .bearer(&token(AUDITOR))
         .send()
         .await
         .text()
@@ -145,7 +145,7 @@ async fn outbox_until(
         if let Some(v) = version {
             route.push_str(&format!("&version={v}&wait=5"));
         }
-        let (status, list) = http.api("GET", &route, &token("alice"), None).await;
+        let (status, list) = http.api("GET", &route, &token(AUDITOR), None).await;
         assert_eq!(status, 200, "{route}: {list}");
         let list: NotificationList = serde_json::from_value(list).unwrap();
         let rows: Vec<NotificationView> = list

@@ -14,8 +14,8 @@ pub struct Nav {
     pub csrf: String,
     pub via: String,
     pub read_only: bool,
-    /// Whether the Reports link shows: auditors and admins only, as the page itself.
-    pub reports: bool,
+    /// Whether the Audit and Reports links show: auditors and admins only, as the pages.
+    pub auditor_links: bool,
 }
 
 impl Nav {
@@ -29,7 +29,7 @@ impl Nav {
                 "token".into()
             },
             read_only: !s.row.can_vote,
-            reports: engine.reads_everything(&s.principal()),
+            auditor_links: engine.reads_everything(&s.principal()),
         }
     }
 }
