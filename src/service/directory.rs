@@ -128,6 +128,32 @@ impl Engine {
     /// Fills the `idp_group` slots of a vote's live members: the voter is a member when
     /// their session's groups name the group. Refuses (403 `sign_in_again`) a vote that
     /// would count by groups older than `sso.max_group_age`.
+    /// The session's identity provider groups (normal forms) while younger than
+    /// `sso.max_group_age`; none otherwise.
+    pub(super) fn fresh_idp_groups(&self, meta: &VoteMeta, now: i64) -> Vec<String> {
+        let max_age = self.config().sso.as_ref().map_or(
+            crate::auth::config::DEFAULT_MAX_GROUP_AGE_MS,
+            crate::auth::config::Sso::max_group_age_ms,
+        );
+        let seen = meta.groups_seen_at.unwrap_or(i64::MIN);
+        if now.saturating_sub(seen) > max_age {
+            return vec![];
+        }
+        meta.idp_groups.iter().flatten().map(|g| group_key(g)).collect()
+    }
+
+    /// Whether a web session whose votes carry `meta` is in the group of one of
+    /// `row`'s `idp_group` requirements now (its groups fresh).
+    pub fn in_idp_group(&self, row: &crate::store::RequestRow, meta: &VoteMeta, now: i64) -> Result<bool> {
+        let groups = self.fresh_idp_groups(meta, now);
+        Ok(super::doc_of(row)?.requirements.iter().any(|r| {
+            matches!(
+                r.source.as_deref().and_then(GroupSource::parse),
+                Some(GroupSource::IdpGroup { name }) if groups.contains(&group_key(&name))
+            )
+        }))
+    }
+
     pub(super) fn idp_live(&self, doc: &Doc, live: &mut Live, voter: &str, meta: &VoteMeta, now: i64) -> Result<()> {
         let groups: Vec<String> = meta.idp_groups.iter().flatten().map(|g| group_key(g)).collect();
         for (r, l) in doc.requirements.iter().zip(live.iter_mut()) {

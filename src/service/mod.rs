@@ -41,7 +41,7 @@ mod wait;
 
 pub use self::delegate::delegation_view;
 pub use self::holder::HOLDER_PREFIX;
-pub use self::read::not_found;
+pub use self::read::{Reach, not_found};
 pub use self::reload::Sources;
 use self::request::deadline_of;
 pub use self::request::{Doc, doc_of};

@@ -3,13 +3,25 @@
 //! may not read answers exactly as an unknown id does (404), so its existence is not
 //! leaked. Also the scope a pipeline credential may open requests in (`allow:`).
 
+use super::directory::group_key;
 use super::error::{AppError, ErrorCode, Result};
 use super::holder::is_opener;
 use super::{Doc, Engine, Loaded, doc_of};
 use crate::auth::Principal;
 use crate::auth::config::{Allow, Role};
-use crate::core::api::Context;
+use crate::core::api::{Context, VoteMeta};
+use crate::core::policy::GroupSource;
 use crate::store::{RequestRow, VoteRow};
+
+/// What a person reaches beyond their own name when reading: the people they stand in
+/// for (delegations in force) and, in a web session, the identity provider's groups the
+/// sign-in saw (while fresh, `sso.max_group_age`). Empty for a pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct Reach {
+    pub stands_for: Vec<String>,
+    /// Normal forms ([`super::directory::group_key`]).
+    pub idp_groups: Vec<String>,
+}
 
 /// The answer for an unknown request id, and for one the caller may not read.
 pub fn not_found(id: &str) -> AppError {
@@ -24,28 +36,31 @@ impl Engine {
     /// - a person reads the requests they are named on as a member of a requirement
     ///   (forge groups as snapshotted when the request opened), were added to by an
     ///   escalation, voted on, or are a requester of;
-    /// - a delegate also reads what each person in `stands_for` (the delegations to them
-    ///   in force, [`Engine::stands_for`]) would read as a member or by escalation.
-    pub fn may_read(
-        &self,
-        who: &Principal,
-        stands_for: &[String],
-        row: &RequestRow,
-        votes: &[VoteRow],
-    ) -> Result<bool> {
-        self.may_read_doc(who, stands_for, row, &doc_of(row)?, votes)
+    /// - a delegate also reads what each person they stand in for (`reach.stands_for`)
+    ///   would read as a member or by escalation;
+    /// - in a web session, a member of an `idp_group` requirement's group reads it.
+    pub fn may_read(&self, who: &Principal, reach: &Reach, row: &RequestRow, votes: &[VoteRow]) -> Result<bool> {
+        self.may_read_doc(who, reach, row, &doc_of(row)?, votes)
     }
 
     pub(super) fn may_read_doc(
         &self,
         who: &Principal,
-        stands_for: &[String],
+        reach: &Reach,
         row: &RequestRow,
         doc: &Doc,
         votes: &[VoteRow],
     ) -> Result<bool> {
         let member =
             |u: &String| doc.requirements.iter().any(|r| r.members.contains(u)) || doc.escalated_voters().contains(u);
+        let in_idp_group = || {
+            doc.requirements.iter().any(|r| {
+                matches!(
+                    r.source.as_deref().and_then(GroupSource::parse),
+                    Some(GroupSource::IdpGroup { name }) if reach.idp_groups.contains(&group_key(&name))
+                )
+            })
+        };
         Ok(match who {
             Principal::Pipeline { .. } => is_opener(who, row, doc),
             Principal::Approver(u) => {
@@ -53,29 +68,43 @@ impl Engine {
                     || member(u)
                     || votes.iter().any(|v| &v.voter == u)
                     || self.state(row, doc, votes)?.is_requester(u)
-                    || stands_for.iter().any(member)
+                    || reach.stands_for.iter().any(member)
+                    || in_idp_group()
             }
         })
     }
 
-    /// The people `who` stands in for at `now`: the delegators of the delegations to them
-    /// in force (none for a pipeline).
-    pub async fn stands_for(&self, who: &Principal, now: i64) -> Result<Vec<String>> {
+    /// What `who` reaches at `now` by delegation (see [`Reach`]); no groups: a token
+    /// carries none.
+    pub async fn reach(&self, who: &Principal, now: i64) -> Result<Reach> {
         match who {
-            Principal::Approver(u) => Ok(crate::core::delegation::in_force_for(
-                &self.store.delegations_to(u, now).await?,
-                now,
-            )),
-            Principal::Pipeline { .. } => Ok(vec![]),
+            Principal::Approver(u) => Ok(Reach {
+                stands_for: crate::core::delegation::in_force_for(&self.store.delegations_to(u, now).await?, now),
+                idp_groups: vec![],
+            }),
+            Principal::Pipeline { .. } => Ok(Reach::default()),
         }
+    }
+
+    /// [`Engine::reach`], with the identity provider's groups of the web session whose
+    /// votes carry `meta`, while they are fresh.
+    pub async fn reach_in(&self, who: &Principal, meta: &VoteMeta, now: i64) -> Result<Reach> {
+        let mut reach = self.reach(who, now).await?;
+        reach.idp_groups = self.fresh_idp_groups(meta, now);
+        Ok(reach)
     }
 
     /// Request `id` and its votes, if `who` may read it; otherwise the same 404 as an
     /// unknown id.
     pub async fn load_for(&self, who: &Principal, id: &str) -> Result<Loaded> {
+        self.load_in(who, &VoteMeta::token(), id).await
+    }
+
+    /// [`Engine::load_for`] from a web session whose votes carry `meta` (its groups).
+    pub async fn load_in(&self, who: &Principal, meta: &VoteMeta, id: &str) -> Result<Loaded> {
         let (row, votes) = self.load(id).await?;
-        let stands_for = self.stands_for(who, crate::core::duration::now_ms()).await?;
-        if self.may_read(who, &stands_for, &row, &votes)? {
+        let reach = self.reach_in(who, meta, crate::core::duration::now_ms()).await?;
+        if self.may_read(who, &reach, &row, &votes)? {
             Ok((row, votes))
         } else {
             Err(not_found(id))

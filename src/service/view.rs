@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 
 use super::error::{AppError, Result};
 use super::holder::is_opener;
+use super::read::Reach;
 use super::validate::requester_identities;
 use super::{Doc, Engine, doc_of, forge_groups};
 use crate::auth::Principal;
@@ -135,7 +136,7 @@ impl Engine {
         limit: i64,
     ) -> Result<(Vec<RequestView>, Option<Position>)> {
         const BATCH: i64 = 200;
-        let stands_for = self.stands_for(who, crate::core::duration::now_ms()).await?;
+        let reach = self.reach(who, crate::core::duration::now_ms()).await?;
         let mut out = Vec::new();
         let mut last: Option<Position> = None;
         let mut scanned = after;
@@ -150,7 +151,7 @@ impl Engine {
                     id: row.id.clone(),
                 };
                 let votes = all_votes.remove(&row.id).unwrap_or_default();
-                if self.is_mine(who, &stands_for, status, &row, &votes)? {
+                if self.is_mine(who, &reach, status, &row, &votes)? {
                     if out.len() as i64 >= limit {
                         return Ok((out, last));
                     }
@@ -166,18 +167,18 @@ impl Engine {
     }
 
     /// Whether `row` is in `who`'s inbox: one they may read (see `read.rs`) and, when
-    /// pending, may vote on now, themselves or for someone in `stands_for` (an auditor,
+    /// pending, may vote on now, themselves or for someone they stand in for (an auditor,
     /// who votes on none, sees every one).
     fn is_mine(
         &self,
         who: &Principal,
-        stands_for: &[String],
+        reach: &Reach,
         status: Status,
         row: &RequestRow,
         votes: &[VoteRow],
     ) -> Result<bool> {
         let doc = doc_of(row)?;
-        if !self.may_read_doc(who, stands_for, row, &doc, votes)? {
+        if !self.may_read_doc(who, reach, row, &doc, votes)? {
             return Ok(false);
         }
         Ok(match who {
@@ -187,7 +188,7 @@ impl Engine {
                     let st = self.state(row, &doc, votes)?;
                     let open_to = |p: &String| st.is_eligible(p) && !st.votes.iter().any(|v| &v.voter == p);
                     (open_to(u) && !votes.iter().any(|v| &v.voter == u))
-                        || (!st.is_requester(u) && stands_for.iter().any(open_to))
+                        || (!st.is_requester(u) && reach.stands_for.iter().any(open_to))
                 }
             }
         })
@@ -198,14 +199,14 @@ impl Engine {
     pub async fn listing(&self, who: &Principal, status: Status, limit: i64) -> Result<Vec<(RequestView, bool)>> {
         let rows = self.store.list(Some(status), limit).await?;
         let mut all_votes = self.store.votes_by_status(status).await?;
-        let stands_for = self.stands_for(who, crate::core::duration::now_ms()).await?;
+        let reach = self.reach(who, crate::core::duration::now_ms()).await?;
         let mut out = Vec::new();
         for row in rows {
             let votes = all_votes.remove(&row.id).unwrap_or_default();
-            if !self.may_read(who, &stands_for, &row, &votes)? {
+            if !self.may_read(who, &reach, &row, &votes)? {
                 continue;
             }
-            let mine = self.is_mine(who, &stands_for, status, &row, &votes)?;
+            let mine = self.is_mine(who, &reach, status, &row, &votes)?;
             out.push((self.view(&row, &votes)?, mine));
         }
         Ok(out)
@@ -222,7 +223,7 @@ impl Engine {
             return Ok(self.store.history(f).await?);
         }
         const BATCH: i64 = 500;
-        let stands_for = self.stands_for(who, crate::core::duration::now_ms()).await?;
+        let reach = self.reach(who, crate::core::duration::now_ms()).await?;
         let mut out = Vec::new();
         let mut batch = HistoryFilter {
             limit: BATCH,
@@ -239,7 +240,7 @@ impl Engine {
                     id: row.id.clone(),
                 });
                 let votes = all_votes.remove(&row.id).unwrap_or_default();
-                if self.may_read(who, &stands_for, &row, &votes)? {
+                if self.may_read(who, &reach, &row, &votes)? {
                     out.push(row);
                     if out.len() as i64 >= f.limit {
                         return Ok(out);

@@ -52,8 +52,11 @@ impl Engine {
         // A delegate reads what the people who delegated to them read.
         let received = self.store.delegations_to(user, now_fn().saturating_sub(60_000)).await?;
         let asked = meta.on_behalf_of.clone();
-        let stands_for = crate::core::delegation::in_force_for(&received, now_fn());
-        let readable = self.may_read_doc(who, &stands_for, &row, &doc, &votes)?;
+        let reach = super::read::Reach {
+            stands_for: crate::core::delegation::in_force_for(&received, now_fn()),
+            idp_groups: self.fresh_idp_groups(&meta, now_fn()),
+        };
+        let readable = self.may_read_doc(who, &reach, &row, &doc, &votes)?;
         let has_forge_groups = doc.requirements.iter().any(|r| r.source.is_some());
         if !readable && (row.status != Status::Pending || !has_forge_groups) {
             return Err(super::not_found(id));

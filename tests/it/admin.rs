@@ -197,6 +197,15 @@ async fn bob_votes_for_alice_while_her_delegation_is_in_force() {
         let out = delegate(&s, "alice", &["--to", "erin", "--until", &until, "--reason", "leave"]).await;
         assert_eq!(out.code, 0, "{out:?}");
         let auto = s.open_via_api("dave").await;
+        // While the delegation is in force she reads what alice reads, and the request is
+        // in her inbox as it is in alice's.
+        let (st, v) = s
+            .http()
+            .api("GET", &format!("/requests/{}", auto.id), &token("erin"), None)
+            .await;
+        assert_eq!(st, 200, "{v}");
+        let out = s.run("erin", &["pending", "-q"]).await;
+        assert!(out.stdout.lines().any(|l| l == auto.id), "{out:?}");
         let out = s.run("erin", &["approve", &auto.id]).await;
         assert_eq!(out.code, 0, "{out:?}");
         let v = s.client("dave").get(&auto.id).await.unwrap();

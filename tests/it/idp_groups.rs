@@ -223,6 +223,18 @@ async fn idp_groups_on(db: Db) {
         )
         .await;
     assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")), "{v}");
+    // Her session's groups show her the request, with the form to approve it.
+    let page = Http::url(&s.url)
+        .get(&format!("/requests/{}", r1.id))
+        .header("cookie", &alice)
+        .send()
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let page = page.text().await;
+    assert!(
+        page.contains(&format!("action=\"/requests/{}/approve\"", r1.id)),
+        "{page}"
+    );
     let (st, body) = ui_vote(&s.url, &r1.id, &alice, &alice_csrf).await;
     assert_eq!(st, StatusCode::SEE_OTHER, "{body}");
     let (_, v) = c

@@ -79,7 +79,7 @@ pub(super) async fn detail(State(s): State<AppState>, headers: HeaderMap, Path(i
 
 async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Response> {
     let who = sess.principal();
-    let (row, votes) = s.engine.load_for(&who, id).await?;
+    let (row, votes) = s.engine.load_in(&who, &sess.vote_meta(), id).await?;
     let v = s.engine.view(&row, &votes)?;
     let auditor = s.engine.has_role(&who, crate::auth::config::Role::Auditor);
     let audit = s.engine.store.audit_for(id).await?;
@@ -97,7 +97,9 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
         from.sort();
         from.into_iter().find(|d| approvers.contains(d)).unwrap_or_default()
     };
-    let eligible = v.approvers().iter().any(|a| a == user) || !vote_for.is_empty();
+    let eligible = v.approvers().iter().any(|a| a == user)
+        || !vote_for.is_empty()
+        || s.engine.in_idp_group(&row, &sess.vote_meta(), now_ms())?;
     let can_vote = pending && sess.row.can_vote && eligible && !auditor;
     let no_vote_reason = if !pending || can_vote {
         String::new()
@@ -187,7 +189,7 @@ pub(super) async fn record(
         ))
         .into_response());
     };
-    s.engine.load_for(&sess.principal(), &id).await?;
+    s.engine.load_in(&sess.principal(), &sess.vote_meta(), &id).await?;
     let env = s.engine.store.record(&id).await?.ok_or_else(|| {
         UiError::new(
             StatusCode::CONFLICT,

@@ -328,13 +328,13 @@ async fn pending_for(engine: &Engine, v: &CommentVote, who: &Principal) -> Resul
     let n = v.number.to_string();
     let mut out = Vec::new();
     let mut votes = engine.store.votes_by_status(Status::Pending).await?;
-    let stands_for = engine.stands_for(who, crate::core::duration::now_ms()).await?;
+    let reach = engine.reach(who, crate::core::duration::now_ms()).await?;
     for row in engine.store.list(Some(Status::Pending), SEARCH_LIMIT).await? {
         if !row.repository.eq_ignore_ascii_case(&v.repo) {
             continue;
         }
         let doc = doc_of(&row)?;
-        let readable = engine.may_read(who, &stands_for, &row, &votes.remove(&row.id).unwrap_or_default())?;
+        let readable = engine.may_read(who, &reach, &row, &votes.remove(&row.id).unwrap_or_default())?;
         let forge_groups = doc.requirements.iter().any(|r| r.source.is_some());
         let ctx = doc.context;
         let hit = match v.forge {
