@@ -434,6 +434,9 @@ Made by `gate audit bundle` from {server} at {at}: {n} change(s).
 | `log/checkpoint` | the transparency log's signed checkpoint (C2SP signed note) |
 | `log/key` | the log's verifier key |
 | `log/proofs.json` | each record's inclusion proof in that checkpoint |
+| `log/leaves` | every leaf hash of that checkpoint's tree, 32 bytes each, in order |
+| `log/events.jsonl` | the contiguous run of signed audit events covering the period (an hour's margin either side) |
+| `log/context.jsonl` | events outside the run that explain a decision with no row (its request's environment, or a later decision) |
 | `keys.json` | the server's public keys (`/api/v1/keys`) |
 
 ## Verify it, offline
@@ -444,7 +447,11 @@ checks every record's signature against `keys.json`, each record's decision even
 against `log/checkpoint` (signed by `log/key`, which must be one of the server's keys)
 with its inclusion proof, that `report.json` is exactly what the records say (no row
 changed, none missing, none added) and that `report.csv` and `report.html` are
-renderings of it. Exit 0: intact; exit 1: refused, each problem named by its file.
+renderings of it. Then completeness: `log/leaves` must hash to the checkpoint's root,
+each event in `log/events.jsonl` must be its leaf and signed, the run must be unbroken
+and cover the period, and every request the run shows decided in the period must be a
+row (and every row such a request). Exit 0: intact and complete; exit 1: refused, each
+problem named by its file.
 
 `keys.json` comes from the same server as the records. Pin the key you obtained on your
 own (the team's published key, or `SERVER/api/v1/keys` fetched earlier):
