@@ -96,6 +96,10 @@ struct Cli {
     /// Also print each scenario's results as one JSON line on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// A file of YAML appended to the servers' gate.yaml (e.g. a `notify:` section with a
+    /// SIEM channel, or `scim:` to measure the SCIM deactivation check).
+    #[arg(long, global = true)]
+    config_extra: Option<PathBuf>,
     /// latency: measured runs of `gate request`.
     #[arg(long, global = true, default_value_t = 200)]
     runs: usize,
@@ -232,7 +236,10 @@ impl Server {
         let policy = "version: 1\ngroups:\n  sre: [alice, bob]\nrules:\n  - name: prod\n    match: { environment: production }\n    require: [{ group: sre, count: 1 }]\n    timeout: 1h\n";
         // Long-waits of up to 10 minutes (the server's ceiling), so the waiters scenario's
         // thousands of waiters do not time out and reconnect while the rest connect.
-        let config = format!("max_wait_secs: {WAIT_SECS}\n{config}");
+        let mut config = format!("max_wait_secs: {WAIT_SECS}\n{config}");
+        if let Some(extra) = &cli.config_extra {
+            config.push_str(&std::fs::read_to_string(extra).with_context(|| format!("reading {}", extra.display()))?);
+        }
         std::fs::write(dir.join("gate.yaml"), config)?;
         std::fs::write(dir.join("policy.yaml"), policy)?;
         let database = match &cli.database_url {

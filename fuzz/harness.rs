@@ -206,6 +206,7 @@ async fn app() -> App {
     .expect("write");
     let settings = jitgate::serve::Settings {
         config: jitgate::config::Config::load(&p.join("gate.yaml")).expect("config"),
+        config_path: Some(p.join("gate.yaml")),
         policy: p.join("policy.yaml"),
         database_url: format!("sqlite://{}?mode=rwc", p.join("gate.db").display()),
         data_dir: p.to_path_buf(),

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::core::api::{AuditVerify, CreateRequest, ErrorBody, Keys, RequestView, VoteBody};
+use crate::core::api::{
+    AuditVerify, CreateDelegation, CreateRequest, DelegationList, DelegationView, ErrorBody, Keys, ReloadView,
+    RequestView, VoteBody,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -188,7 +191,18 @@ impl Client {
     }
 
     async fn act(&self, id: &str, verb: &str, reason: Option<String>) -> Result<RequestView> {
-        let body = VoteBody { reason };
+        self.act_body(
+            id,
+            verb,
+            &VoteBody {
+                reason,
+                on_behalf_of: None,
+            },
+        )
+        .await
+    }
+
+    async fn act_body(&self, id: &str, verb: &str, body: &VoteBody) -> Result<RequestView> {
         self.json(
             self.req(
                 reqwest::Method::POST,
@@ -206,6 +220,56 @@ impl Client {
     pub async fn deny(&self, id: &str, reason: Option<String>) -> Result<RequestView> {
         self.act(id, "deny", reason).await
     }
+    /// Approves (`approve`) or denies for `for_whom` under their delegation to the caller.
+    pub async fn vote_for(
+        &self,
+        id: &str,
+        approve: bool,
+        reason: Option<String>,
+        for_whom: String,
+    ) -> Result<RequestView> {
+        let verb = if approve { "approve" } else { "deny" };
+        self.act_body(
+            id,
+            verb,
+            &VoteBody {
+                reason,
+                on_behalf_of: Some(for_whom),
+            },
+        )
+        .await
+    }
+
+    pub async fn delegate(&self, body: &CreateDelegation) -> Result<DelegationView> {
+        self.json(
+            self.req(reqwest::Method::POST, "/api/v1/delegations", Self::SHORT)
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn delegations(&self) -> Result<Vec<DelegationView>> {
+        let l: DelegationList = self
+            .json(self.req(reqwest::Method::GET, "/api/v1/delegations", Self::SHORT))
+            .await?;
+        Ok(l.delegations)
+    }
+
+    pub async fn revoke_delegation(&self, id: &str) -> Result<DelegationView> {
+        self.json(self.req(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/delegations/{id}"),
+            Self::SHORT,
+        ))
+        .await
+    }
+
+    /// `POST /api/v1/admin/reload` (admins only).
+    pub async fn reload(&self) -> Result<ReloadView> {
+        self.json(self.req(reqwest::Method::POST, "/api/v1/admin/reload", Self::SHORT))
+            .await
+    }
+
     pub async fn cancel(&self, id: &str, reason: Option<String>) -> Result<RequestView> {
         self.act(id, "cancel", reason).await
     }
@@ -305,6 +369,30 @@ impl Client {
         let path = format!("/api/v1/log/proof/consistency?from={from}&to={to}");
         let v: serde_json::Value = self.json(self.req(reqwest::Method::GET, &path, Self::SHORT)).await?;
         serde_json::from_value(v["hashes"].clone()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size` (base64 hashes).
+    pub async fn log_inclusion(&self, index: u64, size: u64) -> Result<Vec<String>> {
+        let path = format!("/api/v1/log/proof/inclusion?index={index}&size={size}");
+        let v: serde_json::Value = self.json(self.req(reqwest::Method::GET, &path, Self::SHORT)).await?;
+        serde_json::from_value(v["hashes"].clone()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// The change report of `[from, to)` (`GET /api/v1/reports/changes`) in `format`
+    /// (`json`, `csv` or `html`), as the server wrote it.
+    pub async fn change_report(&self, from: &str, to: &str, environment: Option<&str>, format: &str) -> Result<String> {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("from", from)
+            .append_pair("to", to)
+            .append_pair("format", format);
+        if let Some(e) = environment {
+            q.append_pair("environment", e);
+        }
+        let path = format!("/api/v1/reports/changes?{}", q.finish());
+        Ok(self
+            .send(self.req(reqwest::Method::GET, &path, Duration::from_secs(600)))
+            .await?
+            .1)
     }
 
     /// Posts a cosigned checkpoint; returns the witnesses the server kept it for.

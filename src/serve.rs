@@ -23,6 +23,8 @@ use crate::store::keyfile::{self, KeyFileError};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub config: Config,
+    /// The gate.yaml `config` was read from, if any: a reload reads it again.
+    pub config_path: Option<PathBuf>,
     pub policy: PathBuf,
     pub database_url: String,
     pub data_dir: PathBuf,
@@ -68,6 +70,10 @@ pub async fn build(s: &Settings) -> anyhow::Result<Server> {
     let mut engine = Engine::new(store, policy, s.config.clone(), ring.current, s.public_url.clone());
     engine.published_keys = ring.published;
     engine.forge = Arc::new(forge);
+    let _ = engine.sources.set(engine::Sources {
+        config: s.config_path.clone(),
+        policy: s.policy.clone(),
+    });
     Ok(Server {
         engine: Arc::new(engine),
         channels,
@@ -114,6 +120,7 @@ pub async fn serve(
     let app = crate::http::app(engine.clone(), stop_rx.clone())?;
     let timer = tokio::spawn(run_timer(engine.clone(), stop_rx.clone()));
     let listener_task = tokio::spawn(run_listener(engine.clone(), stop_rx.clone()));
+    let reloader = tokio::spawn(reload_on_hangup(engine.clone()));
     let notifier = channels.map(|channels| {
         tokio::spawn(crate::notify::worker::run(
             engine.store.clone(),
@@ -125,9 +132,9 @@ pub async fn serve(
     let open_files = crate::http::listen::raise_open_file_limit();
     let limits = crate::http::listen::Limits::for_open_files(
         open_files,
-        engine.config.max_connections,
+        engine.config().max_connections,
         engine
-            .config
+            .config()
             .header_read_timeout
             .map_or(Duration::from_secs(10), |d| d.as_std()),
     );
@@ -146,6 +153,7 @@ pub async fn serve(
     crate::http::listen::run(listener, app, limits, stop_rx.clone()).await;
     timer.abort();
     listener_task.abort();
+    reloader.abort();
     if let Some(mut n) = notifier {
         // Let deliveries in flight finish and record their outcome; a lease left behind
         // would only delay the next attempt.
@@ -155,6 +163,29 @@ pub async fn serve(
     }
     engine.store.close().await;
     Ok(())
+}
+
+/// Reloads users, pipelines and the policy at every `SIGHUP` (see `service::reload`);
+/// a file that does not load is logged with its location and the old one stays.
+async fn reload_on_hangup(engine: Arc<Engine>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /api/v1/admin/reload");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            if let Err(e) = engine.reload("SIGHUP", crate::core::duration::now_ms()).await {
+                tracing::error!(error = %e, "reload refused; the configuration in force is unchanged");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = engine;
 }
 
 /// On PostgreSQL, takes the database's clock as this replica's (see `now_ms`): measured
@@ -267,14 +298,36 @@ async fn run_listener(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// A database URL without its password, for logs and errors.
+/// A database URL without its password, for logs and errors. A URL with no password
+/// is shown as it is; one that does not parse is shown up to its last `@` masked, since
+/// it may still hold a password.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
         }
-        _ => url.to_string(),
+        Ok(_) => url.to_string(),
+        Err(_) => match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+            _ => url.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn only_a_password_is_masked() {
+        assert_eq!(
+            redact("postgres://app:s3cr%40t@db:5432/gate"),
+            "postgres://app:***@db:5432/gate"
+        );
+        assert_eq!(redact("postgres://app@db/gate"), "postgres://app@db/gate");
+        assert_eq!(redact("postgres://db/gate?user=a@b"), "postgres://db/gate?user=a@b");
+        assert_eq!(redact("sqlite://gate-data/gate.db"), "sqlite://gate-data/gate.db");
+        assert_eq!(redact("postgres://a:b@c:notaport/x"), "postgres://***@c:notaport/x");
     }
 }

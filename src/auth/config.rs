@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::core::identity::{Identity, IdentityError};
+use crate::core::policy::glob_match;
 use crate::core::url::check_url;
 
 /// An approver.
@@ -65,6 +66,75 @@ impl User {
 pub struct Pipeline {
     pub name: String,
     pub token_sha256: String,
+    /// What this token may open requests for; absent allows any repository and environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Allow>,
+}
+
+/// The scope of a pipeline credential (`allow:` on a `pipelines:` entry or an `oidc:`
+/// issuer): a token handed to one repository cannot open requests for another. An empty
+/// list allows any value; globs are the policy's (`*` within a segment, `**` across).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
+}
+
+impl Allow {
+    /// What is outside this scope in a request for `repository` and `environment`, in
+    /// words naming what was asked and what is allowed; `None` when it is inside.
+    pub fn refusal(&self, repository: &str, environment: &str) -> Option<String> {
+        let outside = |globs: &[String], value: &str, what: &str| {
+            (!globs.is_empty() && !globs.iter().any(|g| glob_match(g, value))).then(|| {
+                format!(
+                    "{what} `{value}` is not among the {what} this credential allows ({})",
+                    globs.join(", ")
+                )
+            })
+        };
+        let problems: Vec<String> = [
+            outside(&self.repositories, repository, "repository"),
+            outside(&self.environments, environment, "environment"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
+
+    /// Checks every glob; the first bad one and why.
+    fn check(&self) -> Result<(), (String, GlobProblem)> {
+        for g in self.repositories.iter().chain(&self.environments) {
+            check_glob(g).map_err(|p| (g.clone(), p))?;
+        }
+        Ok(())
+    }
+}
+
+/// A glob of `allow:` that cannot be what was meant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobProblem {
+    #[error("is empty")]
+    Empty,
+    #[error("has a control character or white space")]
+    Control,
+    #[error("has `***`; use `*` (one segment) or `**` (any number)")]
+    TripleStar,
+}
+
+fn check_glob(g: &str) -> Result<(), GlobProblem> {
+    if g.trim().is_empty() {
+        Err(GlobProblem::Empty)
+    } else if g.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Err(GlobProblem::Control)
+    } else if g.contains("***") {
+        Err(GlobProblem::TripleStar)
+    } else {
+        Ok(())
+    }
 }
 
 /// Which CI system an OIDC issuer speaks for: it decides how claims map to the context.
@@ -110,6 +180,9 @@ pub struct OidcIssuer {
     /// Globs the token's `sub` must match; empty allows any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<String>,
+    /// What this issuer's tokens may open requests for, on top of the checks above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Allow>,
 }
 
 impl OidcIssuer {
@@ -152,7 +225,26 @@ pub struct Sso {
     /// A name shown on the sign-in button (default "single sign-on").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// The ID token claim listing the person's groups (e.g. `groups`), kept with the
+    /// session for `{ idp_group: NAME }` policy groups; unset, sessions carry no groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+    /// How old a sign-in's groups may be for a vote that counts by them (default 8h);
+    /// an older session is asked to sign in again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_group_age: Option<crate::core::duration::Dur>,
 }
+
+/// `scim:`: the identity provider's SCIM client (docs/scim.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Scim {
+    /// SHA-256 (hex) of the bearer token the provider sends; `gate token hash` prints it.
+    pub token_sha256: String,
+}
+
+/// Used when `sso.max_group_age` is not set.
+pub const DEFAULT_MAX_GROUP_AGE_MS: i64 = 8 * 3_600_000;
 
 impl std::fmt::Debug for Sso {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,6 +256,8 @@ impl std::fmt::Debug for Sso {
             .field("scopes", &self.scopes)
             .field("user_claim", &self.user_claim)
             .field("allowed_domains", &self.allowed_domains)
+            .field("groups_claim", &self.groups_claim)
+            .field("max_group_age", &self.max_group_age)
             .finish()
     }
 }
@@ -171,6 +265,11 @@ impl std::fmt::Debug for Sso {
 impl Sso {
     pub fn user_claim(&self) -> &str {
         self.user_claim.as_deref().unwrap_or("email")
+    }
+
+    /// `max_group_age` in milliseconds.
+    pub fn max_group_age_ms(&self) -> i64 {
+        self.max_group_age.map_or(DEFAULT_MAX_GROUP_AGE_MS, |d| d.millis())
     }
 
     pub fn scopes(&self) -> Vec<String> {
@@ -216,10 +315,18 @@ pub enum AuthConfigError {
     NameTaken(String),
     #[error("pipeline `{pipeline}`: token_sha256 {problem}")]
     PipelineDigest { pipeline: String, problem: NotADigest },
+    #[error("pipeline `{pipeline}`: allow: glob `{}` {problem}", glob.escape_debug())]
+    PipelineGlob {
+        pipeline: String,
+        glob: String,
+        problem: GlobProblem,
+    },
     #[error("oidc issuer `{issuer}`: {problem}")]
     Oidc { issuer: String, problem: OidcProblem },
     #[error("sso: {0}")]
     Sso(SsoProblem),
+    #[error("scim: token_sha256 {0}")]
+    ScimDigest(NotADigest),
 }
 
 /// A `token_sha256` that is not one.
@@ -244,6 +351,8 @@ pub enum OidcProblem {
     NameTaken(String),
     #[error("`repositories` needs platform github or gitlab (generic tokens carry no repository); use `subjects`")]
     RepositoriesNeedPlatform,
+    #[error("allow: glob `{glob}` {problem}", glob = .0.escape_debug(), problem = .1)]
+    Glob(String, GlobProblem),
 }
 
 /// What is wrong with `sso:`.
@@ -259,6 +368,10 @@ pub enum SsoProblem {
     TokenAuth(String),
     #[error("`user_claim` is empty")]
     EmptyUserClaim,
+    #[error("`groups_claim` is empty")]
+    EmptyGroupsClaim,
+    #[error("`max_group_age` must be longer than zero")]
+    MaxGroupAge,
 }
 
 /// Checks `users` and `pipelines` (names unique across both, digests well formed) and
@@ -316,6 +429,17 @@ pub fn validate_principals<'a, E>(
                 },
             )
         })?;
+        if let Some(Err((glob, problem))) = p.allow.as_ref().map(Allow::check) {
+            let needle = glob_needle(&glob);
+            return Err(at(
+                &needle,
+                Bad::PipelineGlob {
+                    pipeline: p.name.clone(),
+                    glob,
+                    problem,
+                },
+            ));
+        }
     }
     Ok(names)
 }
@@ -354,6 +478,9 @@ pub fn validate_oidc<E>(
         if !o.repositories.is_empty() && o.platform == OidcPlatform::Generic {
             return Err(here(OidcProblem::RepositoriesNeedPlatform));
         }
+        if let Some(Err((glob, problem))) = o.allow.as_ref().map(Allow::check) {
+            return Err(at(&glob_needle(&glob), bad(OidcProblem::Glob(glob, problem))));
+        }
     }
     Ok(())
 }
@@ -376,7 +503,28 @@ pub fn validate_sso<E>(sso: &Sso, at: &dyn Fn(&str, AuthConfigError) -> E) -> Re
     if sso.user_claim().trim().is_empty() {
         return Err(here(SsoProblem::EmptyUserClaim));
     }
+    if sso.groups_claim.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        return Err(at("groups_claim", AuthConfigError::Sso(SsoProblem::EmptyGroupsClaim)));
+    }
+    if sso.max_group_age.is_some_and(|d| d.millis() <= 0) {
+        return Err(at("max_group_age", AuthConfigError::Sso(SsoProblem::MaxGroupAge)));
+    }
     Ok(())
+}
+
+/// What to look for in the file to locate a bad glob: the glob itself, or for an empty
+/// one the quotes it is written as.
+fn glob_needle(glob: &str) -> String {
+    if glob.trim().is_empty() {
+        format!("\"{glob}\"")
+    } else {
+        glob.to_string()
+    }
+}
+
+/// Checks `scim:`.
+pub fn validate_scim<E>(scim: &Scim, at: &dyn Fn(&str, AuthConfigError) -> E) -> Result<(), E> {
+    check_digest(&scim.token_sha256).map_err(|p| at("scim:", AuthConfigError::ScimDigest(p)))
 }
 
 fn check_digest(h: &str) -> Result<(), NotADigest> {
@@ -384,5 +532,42 @@ fn check_digest(h: &str) -> Result<(), NotADigest> {
         Ok(())
     } else {
         Err(NotADigest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_names_what_was_asked_and_what_is_allowed() {
+        let a = Allow {
+            repositories: vec!["acme/web".into(), "acme/web-*".into()],
+            environments: vec!["prod*".into()],
+        };
+        assert_eq!(a.refusal("acme/web", "production"), None);
+        assert_eq!(a.refusal("acme/web-api", "prod-eu"), None);
+        let r = a.refusal("acme/payments", "staging").unwrap();
+        assert!(
+            r.contains("repository `acme/payments`") && r.contains("(acme/web, acme/web-*)"),
+            "{r}"
+        );
+        assert!(r.contains("environment `staging`") && r.contains("(prod*)"), "{r}");
+        // `*` stays within a segment: a nested repository is not `acme/web-*`.
+        assert!(a.refusal("acme/web-x/y", "production").is_some());
+        // An empty list allows any value.
+        assert_eq!(Allow::default().refusal("any/thing", "anywhere"), None);
+    }
+
+    #[test]
+    fn bad_globs_are_named() {
+        for (g, p) in [
+            ("", GlobProblem::Empty),
+            ("acme/ web", GlobProblem::Control),
+            ("acme/***", GlobProblem::TripleStar),
+        ] {
+            assert_eq!(check_glob(g), Err(p), "{g:?}");
+        }
+        assert_eq!(check_glob("acme/**"), Ok(()));
     }
 }

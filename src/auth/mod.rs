@@ -118,6 +118,7 @@ mod tests {
         let pipelines = [Pipeline {
             name: "ci".into(),
             token_sha256: hash_token("p-token\n"),
+            allow: None,
         }];
         let t = Tokens::new(&users, &pipelines);
         assert_eq!(t.authenticate("a-token"), Some(Principal::Approver("alice".into())));

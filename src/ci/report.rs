@@ -274,7 +274,7 @@ pub fn github_summary(r: &Report) -> String {
         for vote in &v.votes {
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {} |\n",
-                md(&vote.voter),
+                md(&vote.who()),
                 md(&vote.decision),
                 md(&vote.at),
                 md(&vote.via),
@@ -382,6 +382,8 @@ mod tests {
                 auth_time: None,
                 amr: vec![],
                 source: None,
+                idp_groups: vec![],
+                on_behalf_of: None,
             }],
             created_at: String::new(),
             expires_at: String::new(),

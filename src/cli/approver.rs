@@ -8,11 +8,11 @@ use crate::core::text::for_terminal;
 
 /// Text from the network, one line, safe to print: control characters (escape
 /// sequences, carriage returns, newlines) are shown as `\u{..}` escapes.
-fn t(s: &str) -> String {
+pub(super) fn t(s: &str) -> String {
     for_terminal(s, false)
 }
 
-fn refused(e: ClientError) -> Failure {
+pub(super) fn refused(e: ClientError) -> Failure {
     match e.status() {
         // The server said no to this action: report why, exit 1.
         Some(403 | 409 | 422 | 404) => Failure::no(e.to_string()),
@@ -20,12 +20,14 @@ fn refused(e: ClientError) -> Failure {
     }
 }
 
-pub async fn vote(ctx: &Ctx, id: &str, approve: bool, reason: Option<String>) -> Outcome {
+pub async fn vote(ctx: &Ctx, id: &str, approve: bool, reason: Option<String>, for_whom: Option<String>) -> Outcome {
     let c = ctx.client()?;
     if !approve && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
         return Err(Failure::usage("a deny needs a reason: --reason \"…\""));
     }
-    let v = if approve {
+    let v = if let Some(f) = for_whom {
+        c.vote_for(id, approve, reason, f).await
+    } else if approve {
         c.approve(id, reason).await
     } else {
         c.deny(id, reason).await
@@ -164,7 +166,7 @@ pub fn print_view(v: &RequestView) {
     for vote in &v.votes {
         outln!(
             "vote        {} {} at {} via {}{}",
-            t(&vote.voter),
+            t(&vote.who()),
             t(&vote.decision),
             t(&vote.at),
             t(&vote.via),

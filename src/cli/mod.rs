@@ -12,9 +12,12 @@ macro_rules! outln {
 
 mod approver;
 mod audit;
+mod bundle;
+mod delegate;
 mod exit;
 mod key;
 mod migrate_data;
+mod reports;
 mod request;
 mod serve;
 mod tools;
@@ -98,12 +101,18 @@ pub enum Command {
         id: String,
         #[arg(long)]
         reason: Option<String>,
+        /// Vote for this person, under their delegation to you.
+        #[arg(long = "for", value_name = "PERSON")]
+        for_whom: Option<String>,
     },
     /// Deny a request (a reason is required).
     Deny {
         id: String,
         #[arg(long)]
         reason: String,
+        /// Vote for this person, under their delegation to you.
+        #[arg(long = "for", value_name = "PERSON")]
+        for_whom: Option<String>,
     },
     /// Requests waiting for you.
     Pending {
@@ -131,6 +140,18 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Let someone vote for you until a time (while you are away).
+    Delegate(delegate::DelegateArgs),
+    /// Delegations you gave or received (an admin sees all); `revoke ID` ends one.
+    Delegations {
+        #[command(subcommand)]
+        command: Option<delegate::DelegationsCommand>,
+    },
+    /// Server administration (admins only).
+    Admin {
+        #[command(subcommand)]
+        command: delegate::AdminCommand,
+    },
     /// Token helpers.
     Token {
         #[command(subcommand)]
@@ -150,10 +171,16 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// The record file (DSSE envelope).
-    pub record: PathBuf,
-    /// Public key: a PEM or key file, or an https URL such as SERVER/api/v1/keys.
-    #[arg(long, env = "GATE_SERVER_KEY")]
-    pub key: String,
+    #[arg(required_unless_present = "bundle")]
+    pub record: Option<PathBuf>,
+    /// Public key: a PEM or key file, or an https URL such as SERVER/api/v1/keys. With
+    /// `--bundle`, the key(s) the bundle must be signed with instead of its own keys.json.
+    #[arg(long, env = "GATE_SERVER_KEY", required_unless_present = "bundle")]
+    pub key: Option<String>,
+    /// Check an evidence bundle from `gate audit bundle` instead, offline: every record's
+    /// signature, its place in the bundled log checkpoint, and the report against the records.
+    #[arg(long, value_name = "FILE", conflicts_with = "record")]
+    pub bundle: Option<PathBuf>,
     /// The commit the record must be for.
     #[arg(long)]
     pub commit: Option<String>,
@@ -232,6 +259,11 @@ pub enum AuditCommand {
     },
     /// Print every audit event as JSON lines.
     Export,
+    /// The change report: every request decided in a period (auditors and admins).
+    Report(reports::ReportArgs),
+    /// An evidence bundle (tar.gz) of a period: the report, every signed record, the
+    /// log checkpoint with each record's inclusion proof, the keys, and a README.
+    Bundle(reports::BundleArgs),
     /// Witness the server's transparency log: check that its checkpoint extends the one
     /// this witness cosigned last, refuse a fork loudly, and post a cosignature.
     Witness {
@@ -362,8 +394,11 @@ pub async fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Serve(a) => serve::run(a).await,
         Command::Request(a) => request::run(&ctx, *a).await,
-        Command::Approve { id, reason } => approver::vote(&ctx, &id, true, reason).await,
-        Command::Deny { id, reason } => approver::vote(&ctx, &id, false, Some(reason)).await,
+        Command::Approve { id, reason, for_whom } => approver::vote(&ctx, &id, true, reason, for_whom).await,
+        Command::Deny { id, reason, for_whom } => approver::vote(&ctx, &id, false, Some(reason), for_whom).await,
+        Command::Delegate(a) => delegate::delegate(&ctx, a).await,
+        Command::Delegations { command } => delegate::delegations(&ctx, command).await,
+        Command::Admin { command } => delegate::admin(&ctx, command).await,
         Command::Pending { quiet } => approver::pending(&ctx, quiet).await,
         Command::Show { id } => approver::show(&ctx, &id).await,
         Command::Cancel { id, reason } => approver::cancel(&ctx, &id, reason).await,
@@ -430,6 +465,12 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Audit {
             command: AuditCommand::Export,
         } => tools::audit_export(&ctx).await,
+        Command::Audit {
+            command: AuditCommand::Report(a),
+        } => reports::report(&ctx, &a).await,
+        Command::Audit {
+            command: AuditCommand::Bundle(a),
+        } => reports::bundle(&ctx, &a).await,
         Command::Policy {
             command: PolicyCommand::Check { file, config },
         } => tools::policy_check(&ctx, &file, config.as_deref()),

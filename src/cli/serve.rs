@@ -90,6 +90,7 @@ pub async fn run(a: ServeArgs) -> Outcome {
         config.pipelines.push(Pipeline {
             name: "demo-pipeline".into(),
             token_sha256: crate::auth::hash_token(&t),
+            allow: None,
         });
         demo_tokens.push(("demo-pipeline".into(), t));
     }
@@ -117,6 +118,7 @@ pub async fn run(a: ServeArgs) -> Outcome {
         .unwrap_or_else(|| format!("http://{addr}"));
     let settings = Settings {
         config,
+        config_path: if a.demo { None } else { a.config.clone() },
         policy,
         database_url,
         data_dir,

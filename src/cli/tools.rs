@@ -27,8 +27,13 @@ pub async fn load_keys(spec: &str) -> Result<Vec<ed25519_dalek::VerifyingKey>, F
 }
 
 pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> Outcome {
-    let keys = load_keys(&a.key).await?;
-    let path = &a.record;
+    if let Some(bundle) = &a.bundle {
+        return super::bundle::verify(ctx, bundle, a.key.as_deref()).await;
+    }
+    let (Some(path), Some(key)) = (&a.record, &a.key) else {
+        return Err(Failure::usage("give a record file and --key (or --bundle FILE)"));
+    };
+    let keys = load_keys(key).await?;
     let text = std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
     let policy = match &a.policy {
         Some(p) => {

@@ -1,5 +1,5 @@
 //! The server config (`gate.yaml`): where to listen and store, which policy, and the
-//! adapters' sections (`users`, `pipelines`, `oidc`, `sso` from auth; `notify`; `forge`).
+//! adapters' sections (`users`, `pipelines`, `oidc`, `sso`, `scim` from auth; `notify`; `forge`).
 //! Each section checks itself and says what is wrong; this module locates that in the
 //! file. Secrets appear only as SHA-256 digests or environment variable names.
 
@@ -71,6 +71,9 @@ pub struct Config {
     /// Single sign-on for the web UI through an OpenID Connect provider (docs/sso.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sso: Option<Sso>,
+    /// SCIM 2.0 provisioning at `/scim/v2`: the identity provider's token (docs/scim.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim: Option<auth::Scim>,
     /// Where notifications go (webhooks, Slack, email) and how they are retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<crate::notify::NotifyConfig>,
@@ -140,6 +143,9 @@ impl Config {
         auth::validate_oidc(&cfg.oidc, &names, &|n, e| fail(n, &e))?;
         if let Some(sso) = &cfg.sso {
             auth::validate_sso(sso, &|n, e| fail(n, &e))?;
+        }
+        if let Some(scim) = &cfg.scim {
+            auth::validate_scim(scim, &|n, e| fail(n, &e))?;
         }
         if cfg.max_connections == Some(0) {
             return Err(fail("max_connections", &Invalid::MaxConnections));
@@ -402,6 +408,43 @@ mod tests {
         ] {
             let e = Config::parse("gate.yaml", bad).unwrap_err();
             assert!(e.message.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn scim_and_sso_groups_are_checked_where_they_are() {
+        let d = "a".repeat(64);
+        let ok = format!(
+            "scim:\n  token_sha256: {d}\nsso:\n  issuer: https://l.example\n  client_id: x\n  groups_claim: groups\n  max_group_age: 2h\n"
+        );
+        let c = Config::parse("gate.yaml", &ok).unwrap();
+        assert_eq!(c.scim.unwrap().token_sha256, d);
+        let sso = c.sso.unwrap();
+        assert_eq!(
+            (sso.groups_claim.as_deref(), sso.max_group_age_ms()),
+            (Some("groups"), 2 * 3_600_000)
+        );
+        for (bad, why, line) in [
+            (
+                "session_ttl: 1h\nscim:\n  token_sha256: nope\n".to_string(),
+                "scim: token_sha256 must be 64 hex",
+                2,
+            ),
+            (
+                ok.replace("max_group_age: 2h", "max_group_age: 0s"),
+                "`max_group_age` must be longer",
+                7,
+            ),
+            (
+                ok.replace("groups_claim: groups", "groups_claim: ' '"),
+                "`groups_claim` is empty",
+                6,
+            ),
+            ("scim:\n  token: x\n".to_string(), "unknown field", 2),
+        ] {
+            let e = Config::parse("gate.yaml", &bad).unwrap_err();
+            assert!(e.message.contains(why), "{bad}: {e}");
+            assert_eq!(e.line, line, "{bad}: {e}");
         }
     }
 

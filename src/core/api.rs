@@ -100,6 +100,23 @@ pub struct VoteView {
     /// Where the vote was cast, e.g. the comment's URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The identity provider's groups of the session the vote was cast in (SSO
+    /// `groups_claim`), which `idp_group` requirements count by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub idp_groups: Vec<String>,
+    /// Whom the vote counted for under a delegation: `voter` voted for this person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+}
+
+impl VoteView {
+    /// `bob`, or `bob for alice` under a delegation.
+    pub fn who(&self) -> String {
+        match &self.on_behalf_of {
+            Some(d) => format!("{} for {d}", self.voter),
+            None => self.voter.clone(),
+        }
+    }
 }
 
 /// How a vote reached the server; kept with the vote, in its audit event and record.
@@ -114,6 +131,16 @@ pub struct VoteMeta {
     pub amr: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The person this vote counts for under a delegation ("bob for alice": `alice`).
+    /// Asked for by the voter on the way in (`--for`); set by the server to whom it counted as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+    /// The groups the session's sign-in saw (`sso.groups_claim`); `None` outside SSO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_groups: Option<Vec<String>>,
+    /// Unix ms of the sign-in that saw `idp_groups` (checked against `sso.max_group_age`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_seen_at: Option<i64>,
 }
 
 impl VoteMeta {
@@ -246,6 +273,11 @@ impl RequestView {
 pub struct VoteBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Vote for this person under their delegation to you (`gate approve --for alice`).
+    /// Without it, a vote counts for you, or, when you may not vote on the request
+    /// yourself, for someone whose delegation to you is in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
 }
 
 /// The error shape of every failed call.
@@ -381,4 +413,55 @@ pub struct NotificationList {
     /// pass it back as `version` with `wait` to be answered at the next change.
     pub version: u64,
     pub notifications: Vec<NotificationView>,
+}
+
+/// `POST /api/v1/delegations`: while `delegator` is away, `to` votes for them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDelegation {
+    /// The delegate: a configured user other than the delegator.
+    pub to: String,
+    /// The delegator; only an admin may name someone other than themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// When it ends, RFC 3339 (in the future).
+    pub until: String,
+    pub reason: String,
+}
+
+/// A delegation as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DelegationView {
+    pub id: String,
+    pub delegator: String,
+    pub delegate: String,
+    pub reason: String,
+    pub created_at: String,
+    pub created_by: String,
+    pub until: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+    /// Whether votes count under it now.
+    pub in_force: bool,
+}
+
+/// `GET /api/v1/delegations`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DelegationList {
+    pub delegations: Vec<DelegationView>,
+}
+
+/// `POST /api/v1/admin/reload`: what the reload changed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReloadView {
+    /// The policy digest before and after (equal when the policy did not change).
+    pub old_policy_digest: String,
+    pub policy_digest: String,
+    /// How many users and pipelines are configured now.
+    pub users: usize,
+    pub pipelines: usize,
+    /// Sections of gate.yaml that changed but only take effect at a restart.
+    pub not_reloaded: Vec<String>,
 }

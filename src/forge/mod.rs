@@ -123,6 +123,11 @@ pub trait Forge: Send + Sync {
     async fn members(&self, group: &GroupSource, read: Read) -> Result<Vec<String>, Error>;
     /// Answers a comment on a pull or merge request.
     async fn reply(&self, to: Thread<'_>, body: &str) -> Result<(), Error>;
+    /// Whether a policy group of this source can be resolved (its forge is configured);
+    /// asked when a policy is loaded or reloaded.
+    fn check_source(&self, _source: &GroupSource) -> Result<(), Error> {
+        Ok(())
+    }
     /// Whether requests on `kind` have their commit's people looked up when they open.
     fn looks_up_requesters(&self, _kind: Kind) -> bool {
         false

@@ -104,6 +104,8 @@ impl Forges {
         match s {
             GroupSource::GithubTeam { .. } => self.github().map(drop),
             GroupSource::GitlabGroup { .. } => self.gitlab().map(drop),
+            // The identity provider's groups need no forge.
+            GroupSource::ScimGroup { .. } | GroupSource::IdpGroup { .. } => Ok(()),
         }
     }
 
@@ -151,6 +153,8 @@ impl Forges {
                 .filter(|m| m.state.as_deref().is_none_or(|st| st == "active"))
                 .map(|m| m.username)
                 .collect()),
+            // The engine reads these from the store and the session, never from a forge.
+            GroupSource::ScimGroup { .. } | GroupSource::IdpGroup { .. } => Ok(vec![]),
         }
     }
 }
@@ -166,6 +170,9 @@ fn detail(e: Error) -> String {
 
 #[async_trait::async_trait]
 impl Forge for Forges {
+    fn check_source(&self, s: &GroupSource) -> Result<(), Error> {
+        Forges::check_source(self, s)
+    }
     fn webhook_secret(&self, kind: Kind) -> Option<&str> {
         match kind {
             Kind::Github => self.github.as_ref()?.webhook_secret.as_deref(),

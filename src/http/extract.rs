@@ -192,7 +192,8 @@ async fn authenticate(parts: &Parts, s: &AppState, client: Option<IpAddr>) -> Re
         Ok(t) => t,
         Err(e) => return Err(limited.err().unwrap_or(e)),
     };
-    if let Some(p) = s.engine.tokens.authenticate(token) {
+    if let Some(p) = s.engine.tokens().authenticate(token) {
+        s.engine.check_active(&p).await?;
         return Ok(Caller(p));
     }
     // An address that keeps failing gets 429, but a static token (checked in memory,

@@ -9,6 +9,7 @@ mod layers;
 pub mod listen;
 mod openapi;
 mod ops;
+mod scim;
 pub mod throttle;
 pub mod ui;
 mod webhooks;
@@ -49,17 +50,17 @@ pub struct AppState {
 /// The whole HTTP application over `engine`: the API, the web UI, webhooks and
 /// operations routes. Long-waits return early once `shutdown` turns true.
 pub fn app(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> anyhow::Result<axum::Router> {
-    let max_wait = Duration::from_secs(engine.config.max_wait_secs.unwrap_or(60).clamp(1, 600));
-    let body_limit = engine.config.max_body_bytes.unwrap_or(64 * 1024);
-    let oidc = if engine.config.oidc.is_empty() {
+    let max_wait = Duration::from_secs(engine.config().max_wait_secs.unwrap_or(60).clamp(1, 600));
+    let body_limit = engine.config().max_body_bytes.unwrap_or(64 * 1024);
+    let oidc = if engine.config().oidc.is_empty() {
         None
     } else {
         Some(Arc::new(
-            crate::auth::oidc::Verifier::new(&engine.config.oidc).map_err(anyhow::Error::msg)?,
+            crate::auth::oidc::Verifier::new(&engine.config().oidc).map_err(anyhow::Error::msg)?,
         ))
     };
-    let ui = ui::state(&engine.config, &engine.public_url).map_err(anyhow::Error::msg)?;
-    let throttle = Arc::new(throttle::Throttle::new(&engine.config));
+    let ui = ui::state(&engine.config(), &engine.public_url).map_err(anyhow::Error::msg)?;
+    let throttle = Arc::new(throttle::Throttle::new(&engine.config()));
     let state = AppState {
         ui,
         throttle,
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(ui::router())
         .merge(webhooks::router())
+        .merge(scim::router())
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|req: axum::extract::Request| async move {
             AppError::MethodNotAllowed(format!("{} is not allowed on {}", req.method(), req.uri().path()))

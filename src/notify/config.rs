@@ -17,6 +17,8 @@ pub enum Event {
     /// The transparency log signed a checkpoint. Only webhooks that list it get it (a
     /// SIEM keeping its own copy of the log's heads), never Slack or email.
     Checkpoint,
+    /// A delegation was created or revoked: its delegator and delegate are told.
+    Delegation,
 }
 
 impl Event {
@@ -26,6 +28,7 @@ impl Event {
             Event::Decided => "decided",
             Event::Escalated => "escalated",
             Event::Checkpoint => "checkpoint",
+            Event::Delegation => "delegation",
         }
     }
 
@@ -35,6 +38,7 @@ impl Event {
             "decided" => Event::Decided,
             "escalated" => Event::Escalated,
             "checkpoint" => Event::Checkpoint,
+            "delegation" => Event::Delegation,
             _ => return None,
         })
     }
@@ -62,6 +66,131 @@ pub struct NotifyConfig {
     pub slack: Vec<Slack>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<Email>,
+    /// Audit events to syslog collectors (RFC 5424 over TCP or TLS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub syslog: Vec<Syslog>,
+    /// Audit events to Splunk HTTP Event Collectors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hec: Vec<Hec>,
+}
+
+/// A syslog collector every audit event (of the kinds in `events`) is sent to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Syslog {
+    pub name: String,
+    /// `host:port` (`[v6 address]:port`); with `tls`, the certificate must name `host`.
+    pub address: String,
+    /// TLS (RFC 5425) with the system's roots and `ca_file`.
+    #[serde(default)]
+    pub tls: bool,
+    /// A PEM file of extra CA certificates (a private CA), with `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub framing: Framing,
+    /// Default `authpriv` (10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facility: Option<Facility>,
+    /// HOSTNAME of the messages (default: this machine's host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Audit event kinds sent here (`all`, the default, is every kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+}
+
+/// How syslog messages are delimited on the stream (RFC 6587).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    /// `LEN SP MSG` (RFC 6587 3.4.1; the one RFC 5425 requires for TLS): a message may
+    /// hold newlines.
+    #[default]
+    OctetCounting,
+    /// `MSG LF` (RFC 6587 3.4.2), for collectors that only split lines. The message is
+    /// JSON on one line, so it never holds a newline of its own.
+    Newline,
+}
+
+/// The syslog facilities of RFC 5424 6.2.1.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+#[rustfmt::skip]
+pub enum Facility {
+    Kern, User, Mail, Daemon, Auth, Syslog, Lpr, News, Uucp, Cron, Authpriv, Ftp, Ntp,
+    Audit, Alert, Clock, Local0, Local1, Local2, Local3, Local4, Local5, Local6, Local7,
+}
+
+impl Facility {
+    /// Its numerical code: the order above.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A Splunk HTTP Event Collector every audit event (of the kinds in `events`) is sent to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Hec {
+    pub name: String,
+    /// The collector's base URL (`/services/collector/event` is added unless it names
+    /// `/services/collector…` itself).
+    pub url: String,
+    /// The environment variable holding the HEC token.
+    pub token_env: String,
+    /// Default `_json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sourcetype: Option<String>,
+    /// Default `jitgate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The index (default: the token's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// `host` of the events (default: this machine's host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+}
+
+/// The audit kinds an `events:` list selects: `None` for every kind (omitted, or `all`).
+pub fn audit_kinds(events: &Option<Vec<String>>) -> Option<Vec<String>> {
+    events.as_ref().filter(|v| !v.iter().any(|e| e == "all")).cloned()
+}
+
+/// `host:port` or `[v6]:port`: the host (without brackets) and the port.
+pub fn parse_address(a: &str) -> Option<(String, u16)> {
+    let (host, port) = a.rsplit_once(':')?;
+    let host = match host.strip_prefix('[') {
+        Some(h) => h.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'_'));
+    ok.then(|| (host.to_string(), port))
+}
+
+fn check_events(events: &Option<Vec<String>>) -> Result<(), ChannelProblem> {
+    let Some(v) = events else { return Ok(()) };
+    if v.is_empty() {
+        return Err(ChannelProblem::NoEvents);
+    }
+    match v
+        .iter()
+        .find(|e| *e != "all" && !crate::core::audit::KINDS.contains(&e.as_str()))
+    {
+        Some(e) => Err(ChannelProblem::UnknownKind(
+            e.clone(),
+            crate::core::audit::KINDS.join(", "),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A generic webhook: signed JSON POSTs.
@@ -212,6 +341,7 @@ impl NotifyConfig {
                 _ => return Err(at(&s.name, bad(ChannelProblem::UrlOrUrlEnv))),
             }
         }
+        self.validate_siem(at, &mut names)?;
         if let Some(e) = &self.email {
             if e.host.trim().is_empty() {
                 return Err(at("host:", Bad::EmailHostEmpty));
@@ -240,6 +370,79 @@ impl NotifyConfig {
         }
         Ok(())
     }
+}
+
+impl NotifyConfig {
+    fn validate_siem<E>(
+        &self,
+        at: &dyn Fn(&str, NotifyConfigError) -> E,
+        names: &mut std::collections::HashSet<String>,
+    ) -> Result<(), E> {
+        use NotifyConfigError as Bad;
+        let located = |channel: &'static str, name: &str, needle: &str, problem| {
+            at(
+                needle,
+                Bad::Channel {
+                    channel,
+                    name: name.into(),
+                    problem,
+                },
+            )
+        };
+        let events_needle = |events: &Option<Vec<String>>| match events
+            .iter()
+            .flatten()
+            .find(|e| !crate::core::audit::KINDS.contains(&e.as_str()) && *e != "all")
+        {
+            Some(e) => e.clone(),
+            None => "events:".into(),
+        };
+        for s in &self.syslog {
+            let bad = |needle: &str, p| located("syslog", &s.name, needle, p);
+            check_name(&s.name).map_err(|p| bad(&s.name, p))?;
+            if !names.insert(format!("syslog:{}", s.name)) {
+                return Err(at(
+                    &s.name,
+                    Bad::Twice {
+                        channel: "syslog",
+                        name: s.name.clone(),
+                    },
+                ));
+            }
+            if parse_address(&s.address).is_none() {
+                return Err(bad(&s.address, ChannelProblem::Address(s.address.clone())));
+            }
+            if s.ca_file.is_some() && !s.tls {
+                return Err(bad("ca_file:", ChannelProblem::CaFileWithoutTls));
+            }
+            if s.hostname.as_deref().is_some_and(|h| !is_printusascii(h, 255)) {
+                return Err(bad("hostname:", ChannelProblem::Hostname));
+            }
+            check_events(&s.events).map_err(|p| bad(&events_needle(&s.events), p))?;
+        }
+        for h in &self.hec {
+            let bad = |needle: &str, p| located("hec", &h.name, needle, p);
+            check_name(&h.name).map_err(|p| bad(&h.name, p))?;
+            if !names.insert(format!("hec:{}", h.name)) {
+                return Err(at(
+                    &h.name,
+                    Bad::Twice {
+                        channel: "hec",
+                        name: h.name.clone(),
+                    },
+                ));
+            }
+            crate::core::url::check_url(&h.url).map_err(|m| bad(&h.url, ChannelProblem::Url(m.to_string())))?;
+            check_env(&h.token_env).map_err(|e| bad("token_env:", ChannelProblem::TokenEnv(e)))?;
+            check_events(&h.events).map_err(|p| bad(&events_needle(&h.events), p))?;
+        }
+        Ok(())
+    }
+}
+
+/// 1 to `max` printable US-ASCII characters (RFC 5424's HOSTNAME).
+fn is_printusascii(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| (33..=126).contains(&b))
 }
 
 /// What is wrong with `notify:`.
@@ -289,6 +492,18 @@ pub enum ChannelProblem {
     UrlOrUrlEnv,
     #[error("`checkpoint` events go to webhooks only (a log's heads are not a message for people)")]
     CheckpointToWebhooks,
+    #[error("address `{0}` is not `host:port` (an IPv6 address in brackets: `[::1]:6514`)")]
+    Address(String),
+    #[error("`ca_file` needs `tls: true`")]
+    CaFileWithoutTls,
+    #[error("`hostname` must be 1 to 255 printable ASCII characters without spaces")]
+    Hostname,
+    #[error("token_env {0}")]
+    TokenEnv(NotAnEnvName),
+    #[error("`events: []` sends nothing: list audit event kinds, `all`, or leave `events` out (every kind)")]
+    NoEvents,
+    #[error("`{0}` is not an audit event kind (known: all, {1})")]
+    UnknownKind(String, String),
 }
 
 /// A `*_env` value that cannot name an environment variable.
@@ -307,4 +522,29 @@ fn check_name(n: &str) -> Result<(), ChannelProblem> {
 fn check_env(n: &str) -> Result<(), NotAnEnvName> {
     let ok = !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if ok { Ok(()) } else { Err(NotAnEnvName(n.into())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_event_lists() {
+        assert_eq!(parse_address("siem.example:6514"), Some(("siem.example".into(), 6514)));
+        assert_eq!(parse_address("[::1]:514"), Some(("::1".into(), 514)));
+        assert_eq!(parse_address("::1:514"), None, "IPv6 needs brackets");
+        assert_eq!(parse_address("siem.example"), None);
+        assert_eq!(parse_address("siem.example:0"), None);
+        assert_eq!(parse_address(":514"), None);
+        assert_eq!(parse_address("a b:514"), None);
+        let ev = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(audit_kinds(&None), None);
+        assert_eq!(audit_kinds(&ev(&["vote", "all"])), None);
+        assert_eq!(audit_kinds(&ev(&["vote"])), ev(&["vote"]));
+        assert_eq!(check_events(&ev(&["vote", "all"])), Ok(()));
+        assert_eq!(check_events(&ev(&[])), Err(ChannelProblem::NoEvents));
+        assert!(matches!(check_events(&ev(&["opened"])), Err(ChannelProblem::UnknownKind(k, _)) if k == "opened"));
+        assert_eq!(Facility::Authpriv.code(), 10);
+        assert_eq!(Facility::Local7.code(), 23);
+    }
 }

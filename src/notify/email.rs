@@ -140,6 +140,7 @@ fn lead(doc: &Value) -> String {
     match field(doc, "event") {
         "opened" => "A deployment is waiting for your approval.".into(),
         "escalated" => "A deployment is still waiting for approval, and you have been asked to help.".into(),
+        "delegation" => field(doc, "summary").to_string(),
         _ => format!("Your request was {}.", field(doc, "status")),
     }
 }

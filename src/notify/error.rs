@@ -19,6 +19,12 @@ pub enum ChannelError {
     SlackNoUrl { name: String },
     #[error(transparent)]
     Email(#[from] MailerError),
+    #[error("notify syslog `{name}`: address `{address}` is not `host:port`")]
+    SyslogAddress { name: String, address: String },
+    #[error("notify syslog `{name}` TLS: {reason}")]
+    SyslogTls { name: String, reason: String },
+    #[error("notify hec `{name}` token_env: environment variable `{var}` is not set")]
+    HecTokenUnset { name: String, var: String },
 }
 
 /// Why one delivery attempt failed; the row is retried later.
@@ -46,6 +52,17 @@ pub enum DeliveryError {
     },
     #[error("building the message: {0}")]
     Message(#[source] lettre::error::Error),
+    /// A syslog connection or write failed (the connection is dropped; the next attempt
+    /// opens a new one).
+    #[error("syslog {address}: {what}: {error}")]
+    Syslog {
+        address: String,
+        what: &'static str,
+        error: String,
+    },
+    /// A 2xx answer from a Splunk HEC that is not its `{"code": 0}` success.
+    #[error("HEC answered without success: {body}")]
+    HecAnswer { body: String },
     #[error("SMTP: {0}")]
     Smtp(#[source] lettre::transport::smtp::Error),
 }

@@ -8,9 +8,12 @@
 //! backoff. Delivery is at least once, with a stable delivery id receivers dedupe on.
 
 pub mod config;
+pub mod delegation;
 pub mod email;
 pub mod error;
+pub mod hec;
 pub mod slack;
+pub mod syslog;
 pub mod webhook;
 pub mod worker;
 
@@ -29,6 +32,34 @@ use crate::store::NotificationDraft;
 pub const WEBHOOK: &str = "webhook";
 pub const SLACK: &str = "slack";
 pub const EMAIL: &str = "email";
+pub const SYSLOG: &str = "syslog";
+pub const HEC: &str = "hec";
+
+/// The outbox channels every audit event of the kinds they want is queued to: each
+/// `notify.syslog` and `notify.hec` entry (the store queues them as events are appended).
+pub fn audit_sinks(n: Option<&NotifyConfig>) -> Vec<crate::store::AuditSink> {
+    let Some(n) = n else { return Vec::new() };
+    let syslog = n.syslog.iter().map(|s| (SYSLOG, &s.name, &s.events));
+    let hec = n.hec.iter().map(|h| (HEC, &h.name, &h.events));
+    syslog
+        .chain(hec)
+        .map(|(channel, name, events)| crate::store::AuditSink {
+            channel: channel.into(),
+            recipient: name.clone(),
+            kinds: config::audit_kinds(events),
+        })
+        .collect()
+}
+
+/// This machine's host name, for syslog's HOSTNAME and HEC's `host` (`-`, syslog's
+/// "unknown", when it has none that is text).
+pub fn local_hostname() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "-".into())
+}
 
 /// Wakes the delivery worker when something is queued, and tells observers (the
 /// notifications API's long-poll) when a delivery's state changed on this replica.
@@ -218,6 +249,13 @@ pub(crate) fn title(doc: &Value) -> String {
     let what = match (field(doc, "event"), field(doc, "status")) {
         ("opened", _) => "Approval needed".to_string(),
         ("escalated", _) => "Escalated: approval still needed".to_string(),
+        ("delegation", s) => {
+            return format!(
+                "Delegation {s}: {} votes for {}",
+                field(doc, "delegate"),
+                field(doc, "delegator")
+            );
+        }
         (_, "approved") => "Approved".into(),
         (_, "denied") => "Denied".into(),
         (_, "expired") => "Expired".into(),

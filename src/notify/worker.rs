@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::email::Mailer;
-use super::{ChannelError, DeliveryError, EMAIL, Hub, NotifyConfig, SLACK, WEBHOOK};
+use super::{ChannelError, DeliveryError, EMAIL, HEC, Hub, NotifyConfig, SLACK, SYSLOG, WEBHOOK};
 use crate::core::backoff::Backoff;
 use crate::core::duration::now_ms;
 use crate::store::{NotificationRow, Store};
@@ -31,6 +31,8 @@ pub struct Channels {
     webhooks: HashMap<String, (String, Vec<u8>)>,
     slack: HashMap<String, String>,
     mailer: Option<Mailer>,
+    syslog: HashMap<String, super::syslog::Sender>,
+    hec: HashMap<String, super::hec::Sender>,
     retry: Backoff,
     give_up_ms: i64,
     timeout: Duration,
@@ -77,11 +79,25 @@ impl Channels {
             slack.insert(s.name.clone(), url);
         }
         let mailer = n.email.as_ref().map(|e| Mailer::new(e, timeout)).transpose()?;
+        let mut syslog = HashMap::new();
+        for s in &n.syslog {
+            syslog.insert(s.name.clone(), super::syslog::Sender::new(s, timeout)?);
+        }
+        let mut hec = HashMap::new();
+        for h in &n.hec {
+            let token = env(&h.token_env).ok_or_else(|| ChannelError::HecTokenUnset {
+                name: h.name.clone(),
+                var: h.token_env.clone(),
+            })?;
+            hec.insert(h.name.clone(), super::hec::Sender::new(h, token));
+        }
         Ok(Channels {
             http,
             webhooks,
             slack,
             mailer,
+            syslog,
+            hec,
             retry: Backoff::new(n.retry_base().as_std(), n.retry_max().as_std()),
             give_up_ms: n.give_up_after().millis(),
             timeout,
@@ -94,11 +110,22 @@ impl Channels {
     }
 
     async fn deliver(&self, row: &NotificationRow) -> Result<(), DeliveryError> {
-        let doc: Value = serde_json::from_str(&row.payload).map_err(DeliveryError::Payload)?;
         let gone = |channel| DeliveryError::Unconfigured {
             channel,
             name: row.recipient.clone(),
         };
+        match row.channel.as_str() {
+            SYSLOG => {
+                let s = self.syslog.get(&row.recipient).ok_or_else(|| gone(SYSLOG))?;
+                return s.send(row).await;
+            }
+            HEC => {
+                let h = self.hec.get(&row.recipient).ok_or_else(|| gone(HEC))?;
+                return h.send(&self.http, row).await;
+            }
+            _ => {}
+        }
+        let doc: Value = serde_json::from_str(&row.payload).map_err(DeliveryError::Payload)?;
         match row.channel.as_str() {
             WEBHOOK => {
                 let (url, secret) = self.webhooks.get(&row.recipient).ok_or_else(|| gone(WEBHOOK))?;

@@ -18,7 +18,7 @@ impl Engine {
         reason: Option<String>,
         now_fn: fn() -> i64,
     ) -> Result<RequestView> {
-        let (row, _) = self.load(id).await?;
+        let (row, _) = self.load_for(who, id).await?;
         let doc = doc_of(&row)?;
         let allowed = match who {
             Principal::Pipeline { .. } => is_opener(who, &row, &doc),

@@ -21,7 +21,7 @@ impl Engine {
                 "only the pipeline that opened a request can use its approval".into(),
             ));
         };
-        let (row, _) = self.load(id).await?;
+        let (row, _) = self.load_for(who, id).await?;
         if !is_opener(who, &row, &doc_of(&row)?) {
             return Err(AppError::Forbidden(
                 ErrorCode::NotYours,

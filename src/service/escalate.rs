@@ -20,10 +20,11 @@ impl Engine {
         due: &[usize],
         now: i64,
     ) -> Result<RequestView, Failure> {
+        let policy = self.policy();
         let members = |groups: &[String], skip: &[String]| {
             let mut out: Vec<String> = Vec::new();
             for g in groups {
-                for m in self.policy.groups.get(g).into_iter().flatten() {
+                for m in policy.groups.get(g).into_iter().flatten() {
                     if !out.contains(m) && !skip.contains(m) {
                         out.push(m.clone());
                     }

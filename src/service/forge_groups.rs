@@ -1,5 +1,7 @@
 //! Forge groups in requests: the engine resolves `github_team` / `gitlab_group`
-//! requirements with the forge, so the decision machine stays pure.
+//! requirements with the forge, so the decision machine stays pure. The identity
+//! provider's `scim_group` and `idp_group` take the same path, their members read by
+//! `directory` instead of the forge.
 //!
 //! - Opening a request snapshots each forge group's members (configured users whose
 //!   `github:` / `gitlab:` login is in the team or group), reusing a list read within
@@ -32,10 +34,11 @@ impl Engine {
         let forge = match src {
             GroupSource::GithubTeam { .. } => "github",
             GroupSource::GitlabGroup { .. } => "gitlab",
+            GroupSource::ScimGroup { .. } | GroupSource::IdpGroup { .. } => return Vec::new(),
         };
         let mut out: Vec<String> = Vec::new();
         for l in logins.iter().filter_map(|l| Identity::parse(l).ok()) {
-            if let Some(u) = self.config.user_for_login(forge, &l)
+            if let Some(u) = self.config().user_for_login(forge, &l)
                 && !out.contains(&u.name)
             {
                 out.push(u.name.clone());
@@ -50,6 +53,10 @@ impl Engine {
             let Some(src) = r.source.as_deref().and_then(GroupSource::parse) else {
                 continue;
             };
+            if !src.on_forge() {
+                r.members = self.directory_members(&src).await?;
+                continue;
+            }
             let logins = self
                 .forge
                 .members(&src, Read::Cached)
@@ -68,6 +75,10 @@ impl Engine {
                 out.push(None);
                 continue;
             };
+            if !src.on_forge() {
+                out.push(Some(self.directory_members(&src).await?));
+                continue;
+            }
             let logins = self.forge.members(&src, Read::Live).await.map_err(|e| {
                 unavailable(
                     &e,
@@ -94,14 +105,28 @@ fn counted_for(v: &VoteRow) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whom a stored vote counted for under a delegation (`VoteMeta::on_behalf_of`).
+pub(super) fn on_behalf_of(v: &VoteRow) -> Option<String> {
+    v.meta
+        .as_deref()
+        .and_then(|m| serde_json::from_str::<VoteMeta>(m).ok())
+        .and_then(|m| m.on_behalf_of)
+}
+
+/// Who a stored vote counts as: the voter, or whom they voted for.
+fn counted_as(v: &VoteRow) -> String {
+    on_behalf_of(v).unwrap_or_else(|| v.voter.clone())
+}
+
 /// Adjusts forge-group requirements of a stored request: its members are the snapshot's
 /// members who have not voted, plus the approvers who were members when they voted.
 pub(super) fn counted_forge_members(reqs: &mut [Requirement], votes: &[VoteRow]) {
     for r in reqs.iter_mut().filter(|r| r.source.is_some()) {
-        r.members.retain(|m| !votes.iter().any(|v| &v.voter == m));
+        r.members.retain(|m| !votes.iter().any(|v| &counted_as(v) == m));
         for v in votes.iter().filter(|v| v.approve && v.via != "policy") {
-            if counted_for(v).contains(&r.group) && !r.members.contains(&v.voter) {
-                r.members.push(v.voter.clone());
+            let who = counted_as(v);
+            if counted_for(v).contains(&r.group) && !r.members.contains(&who) {
+                r.members.push(who);
             }
         }
     }

@@ -25,7 +25,8 @@ impl Engine {
         let root = tx.log_root(size).await?;
         let note = self.log.sign_checkpoint(size, root);
         tx.put_checkpoint(size, &note, now).await?;
-        if let Some(n) = &self.config.notify {
+        let config = self.config();
+        if let Some(n) = &config.notify {
             for d in crate::notify::checkpoint_drafts(n, &self.public_url, size, &tree::b64(&root), &note, now) {
                 tx.enqueue_notification(&d).await?;
             }

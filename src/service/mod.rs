@@ -4,7 +4,9 @@
 //! an audit event in the same transaction; every outcome gets its signed record there too.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::AtomicI64;
 
 use tokio::sync::{Notify, broadcast, watch};
@@ -12,7 +14,9 @@ use tokio::sync::{Notify, broadcast, watch};
 mod cancel;
 mod commit;
 mod consume;
+mod delegate;
 mod derive;
+pub mod directory;
 pub mod error;
 mod escalate;
 mod expire;
@@ -22,8 +26,11 @@ mod log;
 pub mod metrics;
 mod notify;
 mod open;
+mod read;
 mod record;
 mod refusal;
+mod reload;
+mod reports;
 mod request;
 mod requesters;
 mod roles;
@@ -32,7 +39,10 @@ mod view;
 mod vote;
 mod wait;
 
+pub use self::delegate::delegation_view;
 pub use self::holder::HOLDER_PREFIX;
+pub use self::read::{Reach, not_found};
+pub use self::reload::Sources;
 use self::request::deadline_of;
 pub use self::request::{Doc, doc_of};
 pub use self::view::{decode_cursor, encode_cursor};
@@ -52,8 +62,12 @@ const MAX_ATTEMPTS: usize = 50;
 
 pub struct Engine {
     pub store: Store,
-    pub policy: Policy,
-    pub config: Config,
+    /// The policy, gate.yaml and its token digests in force: swapped whole by a reload
+    /// (`reload.rs`), read through `policy()`, `config()` and `tokens()`. `ArcSwap`
+    /// rather than a `RwLock`: every request reads them and a reload is rare, so reads
+    /// never wait on a lock and never see half a reload.
+    policy: ArcSwap<Policy>,
+    config: ArcSwap<Config>,
     /// The key that signs now.
     pub keys: KeyPair,
     /// Every key `/api/v1/keys` lists, with its validity window (the current one too).
@@ -65,8 +79,8 @@ pub struct Engine {
     /// Poked when a new deadline may be earlier than the timer's current sleep.
     pub timer_poke: Notify,
     pub waiting: AtomicI64,
-    /// Token digests from the config, decoded once.
-    pub tokens: crate::auth::Tokens,
+    /// Token digests from the config, decoded once per load.
+    tokens: ArcSwap<crate::auth::Tokens>,
     /// Wakes the notification worker when a transaction queued notifications.
     pub notify: std::sync::Arc<crate::notify::Hub>,
     /// GitHub/GitLab access for forge groups and comment votes (see `forge_groups`).
@@ -75,6 +89,9 @@ pub struct Engine {
     pub log: crate::core::log::LogKey,
     /// The witnesses whose cosignatures `POST /api/v1/log/cosign` accepts.
     pub witnesses: Vec<crate::core::log::WitnessVkey>,
+    /// The files a reload reads again (set once by `serve`).
+    pub sources: std::sync::OnceLock<reload::Sources>,
+    reload_lock: tokio::sync::Mutex<()>,
     /// Requests already reported as altered in the database (see `derive.rs`).
     tampered_seen: Mutex<std::collections::HashSet<String>>,
 }
@@ -97,14 +114,24 @@ impl Engine {
             .iter()
             .filter_map(|w| crate::core::log::WitnessVkey::parse(&w.vkey).ok())
             .collect();
+        // Every audit event the store appends is queued to the SIEM channels that want
+        // its kind, and the commit that queued one wakes the delivery worker.
+        let notify: std::sync::Arc<crate::notify::Hub> = Default::default();
+        let hub = notify.clone();
+        let store = store.with_audit_out(crate::store::AuditOut {
+            sinks: crate::notify::audit_sinks(config.notify.as_ref()),
+            wake: Some(Box::new(move || hub.queued())),
+        });
         Engine {
             log,
             witnesses,
             tampered_seen: Mutex::new(Default::default()),
-            tokens,
+            sources: Default::default(),
+            reload_lock: Default::default(),
+            tokens: ArcSwap::from_pointee(tokens),
             store,
-            policy,
-            config,
+            policy: ArcSwap::from_pointee(policy),
+            config: ArcSwap::from_pointee(config),
             published_keys: vec![Published {
                 key: keys.verifying_key(),
                 not_before: None,
@@ -117,9 +144,24 @@ impl Engine {
             changes: broadcast::channel(1024).0,
             timer_poke: Notify::new(),
             waiting: AtomicI64::new(0),
-            notify: Default::default(),
+            notify,
             forge: std::sync::Arc::new(crate::forge::Forges::default()),
         }
+    }
+
+    /// The policy in force (a reload swaps it; a request keeps the rules it opened with).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// gate.yaml in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The static token digests of `users` and `pipelines` in force.
+    pub fn tokens(&self) -> Arc<crate::auth::Tokens> {
+        self.tokens.load_full()
     }
 
     /// The public keys audit events may be signed with: every published key, since
@@ -130,7 +172,7 @@ impl Engine {
 
     /// The log's settings (`log:` in gate.yaml, or the defaults).
     pub fn log_config(&self) -> crate::config::LogConfig {
-        self.config.log.clone().unwrap_or_default()
+        self.config().log.clone().unwrap_or_default()
     }
 
     pub fn request_url(&self, id: &str) -> String {
@@ -141,10 +183,7 @@ impl Engine {
     /// columns refuse) is a 422 naming it, an unknown one a 404.
     pub async fn load(&self, id: &str) -> Result<Loaded> {
         check_id(id)?;
-        self.store
-            .get(id)
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("no request `{id}`")))
+        self.store.get(id).await?.ok_or_else(|| not_found(id))
     }
 }
 

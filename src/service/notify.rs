@@ -19,7 +19,8 @@ impl Engine {
         votes: &[VoteRow],
         now: i64,
     ) -> Result<bool, Failure> {
-        let Some(n) = &self.config.notify else {
+        let config = self.config();
+        let Some(n) = &config.notify else {
             return Ok(false);
         };
         let view = self.view(row, votes)?;
@@ -43,11 +44,11 @@ impl Engine {
                 people
             }
             // Not about a request: queued by the log (`checkpoint_in`).
-            Event::Checkpoint => return Ok(false),
+            Event::Checkpoint | Event::Delegation => return Ok(false),
         };
         let recipients: Vec<Recipient> = people
             .iter()
-            .filter_map(|p| self.config.user(p))
+            .filter_map(|p| config.user(p))
             .map(|u| Recipient {
                 name: u.name.clone(),
                 email: u.email.clone(),

@@ -37,6 +37,7 @@ impl Engine {
         validate_create(&body)?;
         let given = normalise_requester(&mut body.context)?;
         require_requester(&body.context)?;
+        self.check_scope(who, &body.context)?;
         let fingerprint = crate::core::policy::digest(&crate::core::audit::canonical_bytes(&json!({
             "context": body.context, "summary": body.summary, "artifacts": body.artifacts, "timeout": body.timeout,
         })));
@@ -95,13 +96,12 @@ impl Engine {
         now: i64,
     ) -> Result<RequestView, Failure> {
         let ctx = &body.context;
-        let rule = self.policy.evaluate(ctx).cloned().ok_or_else(|| {
+        // One policy for the whole opening, even if a reload lands meanwhile.
+        let policy = self.policy();
+        let rule = policy.evaluate(ctx).cloned().ok_or_else(|| {
             AppError::Invalid(
                 ErrorCode::NoMatchingRule,
-                format!(
-                    "no policy rule matches this request ({})",
-                    earlier_misses(&self.policy, ctx)
-                ),
+                format!("no policy rule matches this request ({})", earlier_misses(&policy, ctx)),
             )
         })?;
         let mut timeout = rule.timeout();
@@ -121,10 +121,10 @@ impl Engine {
             artifacts: body.artifacts.clone(),
             requesters: requesters.ids,
             requester_sources: requesters.origins,
-            requirements: self.resolve_requirements(self.policy.requirements(&rule)).await?,
+            requirements: self.resolve_requirements(policy.requirements(&rule)).await?,
             approval_ttl_ms: rule.approval_ttl().millis(),
             rule,
-            policy_digest: self.policy.digest.clone(),
+            policy_digest: policy.digest.clone(),
             fingerprint: fingerprint.to_string(),
             decided_by: None,
             reason: None,
@@ -181,7 +181,7 @@ impl Engine {
             // A catch-all deny says why the rules before it did not take the request, as
             // the no-rule refusal does: otherwise a typo in a `match` looks like policy.
             if !approve {
-                let missed = earlier_misses(&self.policy, ctx);
+                let missed = earlier_misses(&policy, ctx);
                 if !missed.is_empty() {
                     reason.push_str(&format!("; earlier rules did not match: {missed}"));
                 }

@@ -44,6 +44,7 @@ impl Engine {
         match refusal {
             Refusal::Requester => AppError::Forbidden(ErrorCode::RequesterCannotVote, refusal.to_string()),
             Refusal::NotEligible => AppError::Forbidden(ErrorCode::NotEligible, refusal.to_string()),
+            Refusal::NotDelegated(_) => AppError::Forbidden(ErrorCode::NotDelegated, refusal.to_string()),
             Refusal::AlreadyVoted => AppError::Conflict(ErrorCode::AlreadyVoted, refusal.to_string()),
             Refusal::ReasonRequired => AppError::Invalid(ErrorCode::ReasonRequired, refusal.to_string()),
             Refusal::NotPending(s) => {

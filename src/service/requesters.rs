@@ -81,7 +81,7 @@ impl Engine {
         let named: Vec<String> = r.ids.clone();
         for ident in named {
             let Ok(id) = Identity::parse(&ident) else { continue };
-            for user in self.config.users_for_identity(&id) {
+            for user in self.config().users_for_identity(&id) {
                 if user != ident {
                     r.add(&user, RequesterSource::Config, ident.clone(), None);
                 }

@@ -10,7 +10,7 @@ impl Engine {
     /// The roles of a caller: a person's from their `users:` entry; a pipeline has none.
     pub fn roles_of(&self, who: &Principal) -> Vec<Role> {
         match who {
-            Principal::Approver(name) => self.config.user(name).map(|u| u.roles.clone()).unwrap_or_default(),
+            Principal::Approver(name) => self.config().user(name).map(|u| u.roles.clone()).unwrap_or_default(),
             Principal::Pipeline { .. } => Vec::new(),
         }
     }

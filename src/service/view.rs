@@ -6,13 +6,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 
 use super::error::{AppError, Result};
 use super::holder::is_opener;
+use super::read::Reach;
 use super::validate::requester_identities;
 use super::{Doc, Engine, doc_of, forge_groups};
 use crate::auth::Principal;
+use crate::auth::config::Role;
 use crate::core::api::{RequestView, RequirementView, VoteMeta, VoteView};
 use crate::core::decide::{State, Status, Vote};
 use crate::core::duration::rfc3339;
-use crate::store::{Position, RequestRow, VoteRow};
+use crate::store::{HistoryFilter, Position, RequestRow, VoteRow};
 
 impl Engine {
     pub fn view(&self, row: &RequestRow, votes: &[VoteRow]) -> Result<RequestView> {
@@ -84,7 +86,7 @@ impl Engine {
         let status = row.status;
         let mut requesters = doc.requesters.clone();
         for ident in requester_identities(doc) {
-            for u in self.config.users_for_identity(&ident) {
+            for u in self.config().users_for_identity(&ident) {
                 if !requesters.contains(&u) {
                     requesters.push(u);
                 }
@@ -99,11 +101,15 @@ impl Engine {
             votes: votes
                 .iter()
                 .filter(|v| v.via != "policy")
-                .map(|v| Vote {
-                    voter: v.voter.clone(),
-                    approve: v.approve,
-                    reason: v.reason.clone(),
-                    at: v.at,
+                .map(|v| {
+                    let by = forge_groups::on_behalf_of(v);
+                    Vote {
+                        voter: by.clone().unwrap_or_else(|| v.voter.clone()),
+                        approve: v.approve,
+                        reason: v.reason.clone(),
+                        at: v.at,
+                        by: by.map(|_| v.voter.clone()),
+                    }
                 })
                 .collect(),
             expires_at: row.expires_at,
@@ -130,6 +136,7 @@ impl Engine {
         limit: i64,
     ) -> Result<(Vec<RequestView>, Option<Position>)> {
         const BATCH: i64 = 200;
+        let reach = self.reach(who, crate::core::duration::now_ms()).await?;
         let mut out = Vec::new();
         let mut last: Option<Position> = None;
         let mut scanned = after;
@@ -144,7 +151,7 @@ impl Engine {
                     id: row.id.clone(),
                 };
                 let votes = all_votes.remove(&row.id).unwrap_or_default();
-                if self.is_mine(who, status, &row, &votes)? {
+                if self.is_mine(who, &reach, status, &row, &votes)? {
                     if out.len() as i64 >= limit {
                         return Ok((out, last));
                     }
@@ -159,32 +166,91 @@ impl Engine {
         }
     }
 
-    /// Whether `row` is in `who`'s inbox.
-    fn is_mine(&self, who: &Principal, status: Status, row: &RequestRow, votes: &[VoteRow]) -> Result<bool> {
+    /// Whether `row` is in `who`'s inbox: one they may read (see `read.rs`) and, when
+    /// pending, may vote on now, themselves or for someone they stand in for (an auditor,
+    /// who votes on none, sees every one).
+    fn is_mine(
+        &self,
+        who: &Principal,
+        reach: &Reach,
+        status: Status,
+        row: &RequestRow,
+        votes: &[VoteRow],
+    ) -> Result<bool> {
         let doc = doc_of(row)?;
+        if !self.may_read_doc(who, reach, row, &doc, votes)? {
+            return Ok(false);
+        }
         Ok(match who {
             Principal::Pipeline { .. } => is_opener(who, row, &doc),
             Principal::Approver(u) => {
-                status != Status::Pending || {
+                status != Status::Pending || self.has_role(who, Role::Auditor) || {
                     let st = self.state(row, &doc, votes)?;
-                    st.is_eligible(u) && !votes.iter().any(|v| &v.voter == u)
+                    let open_to = |p: &String| st.is_eligible(p) && !st.votes.iter().any(|v| &v.voter == p);
+                    (open_to(u) && !votes.iter().any(|v| &v.voter == u))
+                        || (!st.is_requester(u) && reach.stands_for.iter().any(open_to))
                 }
             }
         })
     }
 
-    /// Every request in `status` (oldest first, at most `limit`), each with whether it is
-    /// in `who`'s inbox. Two queries, whatever the number of requests.
+    /// Every request in `status` that `who` may read (oldest first, of the first `limit`),
+    /// each with whether it is in `who`'s inbox. Two queries, whatever the number of requests.
     pub async fn listing(&self, who: &Principal, status: Status, limit: i64) -> Result<Vec<(RequestView, bool)>> {
         let rows = self.store.list(Some(status), limit).await?;
         let mut all_votes = self.store.votes_by_status(status).await?;
+        let reach = self.reach(who, crate::core::duration::now_ms()).await?;
         let mut out = Vec::new();
         for row in rows {
             let votes = all_votes.remove(&row.id).unwrap_or_default();
-            let mine = self.is_mine(who, status, &row, &votes)?;
+            if !self.may_read(who, &reach, &row, &votes)? {
+                continue;
+            }
+            let mine = self.is_mine(who, &reach, status, &row, &votes)?;
             out.push((self.view(&row, &votes)?, mine));
         }
         Ok(out)
+    }
+}
+
+impl Engine {
+    /// The history page's requests that `who` may read: newest first, at most `f.limit`.
+    /// Like [`Engine::inbox`], the filter applies before the limit (the store is read in
+    /// batches from `f.after` until enough are found), so a page is full whenever more
+    /// readable requests follow, and its last row is where the next one starts.
+    pub async fn history_for(&self, who: &Principal, f: &HistoryFilter) -> Result<Vec<RequestRow>> {
+        if self.reads_everything(who) {
+            return Ok(self.store.history(f).await?);
+        }
+        const BATCH: i64 = 500;
+        let reach = self.reach(who, crate::core::duration::now_ms()).await?;
+        let mut out = Vec::new();
+        let mut batch = HistoryFilter {
+            limit: BATCH,
+            ..f.clone()
+        };
+        loop {
+            let rows = self.store.history(&batch).await?;
+            let exhausted = (rows.len() as i64) < BATCH;
+            let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+            let mut all_votes = self.store.votes_for(&ids).await?;
+            for row in rows {
+                batch.after = Some(Position {
+                    created_at: row.created_at,
+                    id: row.id.clone(),
+                });
+                let votes = all_votes.remove(&row.id).unwrap_or_default();
+                if self.may_read(who, &reach, &row, &votes)? {
+                    out.push(row);
+                    if out.len() as i64 >= f.limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(out);
+            }
+        }
     }
 }
 
@@ -227,6 +293,8 @@ pub(super) fn vote_view(v: &VoteRow) -> VoteView {
         auth_time: meta.auth_time.map(rfc3339),
         amr: meta.amr,
         source: meta.source,
+        idp_groups: meta.idp_groups.unwrap_or_default(),
+        on_behalf_of: meta.on_behalf_of,
     }
 }
 

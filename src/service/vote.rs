@@ -43,20 +43,46 @@ impl Engine {
             ));
         }
         let kind = if approve { "approve" } else { "deny" };
-        // An unknown id is a 404, not a refusal.
-        let (row, _) = self.load(id).await?;
+        self.refuse_auditor_vote(who)?;
+        // An unknown id is a 404, not a refusal; so is one the voter may not read.
+        let (row, votes) = self.load(id).await?;
         // Forge groups: membership is read live for every vote on a pending request.
         let doc = doc_of(&row)?;
+        // Delegations given to this voter; which are in force is asked at the vote's `now`.
+        // A delegate reads what the people who delegated to them read.
+        let received = self.store.delegations_to(user, now_fn().saturating_sub(60_000)).await?;
+        let asked = meta.on_behalf_of.clone();
+        let reach = super::read::Reach {
+            stands_for: crate::core::delegation::in_force_for(&received, now_fn()),
+            idp_groups: self.fresh_idp_groups(&meta, now_fn()),
+        };
+        let readable = self.may_read_doc(who, &reach, &row, &doc, &votes)?;
+        let has_forge_groups = doc.requirements.iter().any(|r| r.source.is_some());
+        if !readable && (row.status != Status::Pending || !has_forge_groups) {
+            return Err(super::not_found(id));
+        }
         let live = if row.status == Status::Pending {
             self.live_members(&doc).await?
         } else {
             vec![]
         };
+        let mut live = live;
+        self.idp_live(&doc, &mut live, user, &meta, now_fn())?;
         let forge_groups = forge_groups::live_groups(&doc, &live, user);
+        // Someone added to a forge group since the request opened may vote (and so read it).
+        if !readable && forge_groups.is_empty() {
+            return Err(super::not_found(id));
+        }
         self.transition(id, now_fn, user, |state, now| {
             let state = &forge_groups::with_live(state, &live);
-            let next = state.vote(user, approve, reason.as_deref(), now)?;
-            let extra = VoteMeta { via: String::new(), ..meta.clone() };
+            let counted = crate::core::delegation::counts_as(state, user, asked.as_deref(), &received, now)?;
+            let next = state.vote_as(user, counted.as_deref(), approve, reason.as_deref(), now)?;
+            let forge_groups = forge_groups::live_groups(&doc, &live, counted.as_deref().unwrap_or(user));
+            let extra = VoteMeta {
+                via: String::new(),
+                on_behalf_of: counted.clone(),
+                ..meta.clone()
+            };
             let vote = VoteRow {
                 voter: user.clone(),
                 approve,
@@ -65,18 +91,23 @@ impl Engine {
                 via: meta.via.clone(),
                 meta: forge_groups::vote_meta_json(&extra, &forge_groups),
             };
-            let event = AuditDraft {
+            let mut event = AuditDraft {
                 at: now,
                 request_id: id.to_string(),
                 kind: "vote".into(),
                 actor: user.clone(),
-                data: json!({"decision": kind, "reason": reason, "via": meta.via, "auth_time": meta.auth_time.map(rfc3339), "amr": meta.amr, "source": meta.source}),
+                data: json!({"decision": kind, "reason": reason, "via": meta.via, "auth_time": meta.auth_time.map(rfc3339), "amr": meta.amr, "source": meta.source, "idp_groups": meta.idp_groups}),
             };
-            let mut event = event;
             if !forge_groups.is_empty() {
                 event.data["forge_groups"] = json!(forge_groups);
             }
-            let by = format!("{user} ({kind})");
+            if let Some(c) = &counted {
+                event.data["on_behalf_of"] = json!(c);
+            }
+            let by = match &counted {
+                Some(c) => format!("{user} for {c} ({kind})"),
+                None => format!("{user} ({kind})"),
+            };
             Ok((next, Some(vote), event, Some(by), reason.clone()))
         })
         .await

@@ -16,9 +16,10 @@ impl Store {
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
-    /// Every request id the audit chain has events for, sorted.
+    /// Every request id the audit chain has events for, sorted. Events about no request
+    /// (a delegation, a reload) have the empty id and are not listed.
     pub async fn audited_request_ids(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT DISTINCT request_id FROM gate_audit ORDER BY request_id")
+        let rows = sqlx::query("SELECT DISTINCT request_id FROM gate_audit WHERE request_id <> '' ORDER BY request_id")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| Ok(r.try_get("request_id")?)).collect()
@@ -105,6 +106,18 @@ impl Tx {
         .await?;
         self.log_append(prev_seq as u64, leaf).await?;
         self.log.chain_head = Some((seq, hash.clone()));
+        let row = audit::Row {
+            seq,
+            at: d.at,
+            request_id: d.request_id.clone(),
+            kind: d.kind.clone(),
+            actor: d.actor.clone(),
+            data,
+            prev_hash,
+            hash: hash.clone(),
+            sig: Some(sig),
+        };
+        self.queue_audit(&row).await?;
         Ok((seq, hash))
     }
 }

@@ -59,6 +59,7 @@ impl Store {
             backend,
             url: url.to_string(),
             event_key: None,
+            audit_out: Default::default(),
         };
         Ok(store)
     }

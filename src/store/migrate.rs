@@ -159,7 +159,83 @@ FOR EACH ROW EXECUTE FUNCTION gate_append_only();
 "#
         ),
     },
+    Migration {
+        version: 9,
+        name: "people and groups from the identity provider",
+        sqlite: DIRECTORY,
+        postgres: DIRECTORY,
+    },
+    Migration {
+        version: 10,
+        name: "delegations",
+        sqlite: DELEGATIONS,
+        postgres: DELEGATIONS,
+    },
+    Migration {
+        version: 11,
+        name: "the change report's index",
+        sqlite: REPORT_INDEX,
+        postgres: REPORT_INDEX,
+    },
 ];
+
+/// SCIM users and groups (`store::scim`), and the identity provider's groups seen when a
+/// web session signed in. A deleted SCIM user stays as a row with `deleted_at` set, so
+/// the person's configured tokens stay refused.
+const DIRECTORY: &str = r#"
+CREATE TABLE gate_scim_users (
+    id TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    user_key TEXT NOT NULL UNIQUE,
+    email_key TEXT,
+    external_id TEXT,
+    active BIGINT NOT NULL,
+    doc TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    deleted_at BIGINT
+);
+CREATE INDEX gate_scim_users_email ON gate_scim_users (email_key);
+CREATE TABLE gate_scim_groups (
+    id TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    name_key TEXT NOT NULL UNIQUE,
+    external_id TEXT,
+    doc TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE gate_scim_members (
+    group_id TEXT NOT NULL REFERENCES gate_scim_groups (id),
+    user_id TEXT NOT NULL REFERENCES gate_scim_users (id),
+    PRIMARY KEY (group_id, user_id)
+);
+CREATE INDEX gate_scim_members_user ON gate_scim_members (user_id);
+ALTER TABLE gate_sessions ADD COLUMN idp_groups TEXT;
+"#;
+
+/// Who votes for whom while they are away (`gate delegate`). Rows are never deleted:
+/// a revocation sets `revoked_at`, so the list stays the history.
+const DELEGATIONS: &str = r#"
+CREATE TABLE gate_delegations (
+    id TEXT PRIMARY KEY,
+    delegator TEXT NOT NULL,
+    delegate TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    until_at BIGINT NOT NULL,
+    revoked_at BIGINT,
+    revoked_by TEXT
+);
+CREATE INDEX gate_delegations_delegate ON gate_delegations (delegate, until_at);
+"#;
+
+/// The change report reads the requests decided in a period in (decided_at, id) order,
+/// a page at a time (`store::reports`): this index answers each page without a scan.
+const REPORT_INDEX: &str = "CREATE INDEX gate_requests_decided ON gate_requests (decided_at, id);";
 
 /// Web UI sign-ins and single sign-on logins in flight. Only SHA-256 digests of the
 /// session id and of the login `state` are stored, never the values the browser holds.

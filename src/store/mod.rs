@@ -6,20 +6,25 @@
 mod chain;
 mod connect;
 mod copy;
+mod delegations;
 mod deliveries;
 mod health;
 pub mod keyfile;
 mod log;
 mod migrate;
+mod reports;
+mod scim;
 mod web;
 
 pub use copy::{Copied, CopyError, Side};
 pub use log::CheckpointRow;
+pub use reports::DecidedRow;
+pub use scim::{ScimGroupRow, ScimUserRow, Standing};
 pub use web::{HistoryFilter, SessionRow, SsoLogin};
 
 mod outbox;
 
-pub use outbox::{NotificationDraft, NotificationRow};
+pub use outbox::{AuditOut, AuditSink, NotificationDraft, NotificationRow};
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
@@ -126,6 +131,8 @@ pub struct Store {
     /// process only (the database never holds it), so a row written straight into the
     /// database cannot carry a valid signature.
     event_key: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
+    /// The channels every appended audit event is queued to (`notify.syslog`, `notify.hec`).
+    audit_out: std::sync::Arc<AuditOut>,
 }
 
 impl std::fmt::Debug for Store {
@@ -141,6 +148,7 @@ pub struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,
     event_key: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
+    audit_out: std::sync::Arc<AuditOut>,
     /// Set when a notification is queued in this transaction.
     queued: bool,
     /// The transparency log as this transaction has read and written it (see `log.rs`).
@@ -185,6 +193,12 @@ impl Store {
         self
     }
 
+    /// The store, queuing every audit event it appends to `out`'s channels.
+    pub fn with_audit_out(mut self, out: AuditOut) -> Store {
+        self.audit_out = std::sync::Arc::new(out);
+        self
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -219,6 +233,7 @@ impl Store {
             tx,
             backend: self.backend,
             event_key: self.event_key.clone(),
+            audit_out: self.audit_out.clone(),
             queued: false,
             log: Default::default(),
         })
@@ -415,6 +430,9 @@ impl Tx {
     pub async fn commit(mut self) -> Result<()> {
         self.log_flush().await?;
         self.tx.commit().await?;
+        if self.queued {
+            self.audit_out.woken();
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Result, Store, Tx};
+use crate::core::audit;
 
 /// A notification to queue.
 #[derive(Debug, Clone)]
@@ -44,7 +45,114 @@ pub struct NotificationRow {
 
 const COLS: &str = "id, idem_key, request_id, event, channel, recipient, payload, created_at, attempts, next_attempt_at, claimed_until, delivered_at, gave_up_at, last_error";
 
+/// A channel that every audit event of the kinds it wants is queued to, as the event
+/// is appended, in the writer's transaction: so a kind added to the chain anywhere flows
+/// to the SIEM without code of its own (`notify.syslog`, `notify.hec`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSink {
+    /// The outbox channel (`syslog`, `hec`).
+    pub channel: String,
+    /// The channel's configured name.
+    pub recipient: String,
+    /// The kinds wanted; `None` is every kind.
+    pub kinds: Option<Vec<String>>,
+}
+
+impl AuditSink {
+    pub fn wants(&self, kind: &str) -> bool {
+        self.kinds.as_ref().is_none_or(|k| k.iter().any(|k| k == kind))
+    }
+}
+
+/// Where appended audit events go, and what to call once a transaction that queued
+/// some committed (the delivery worker's wake-up).
+#[derive(Default)]
+pub struct AuditOut {
+    pub sinks: Vec<AuditSink>,
+    pub wake: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for AuditOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditOut")
+            .field("sinks", &self.sinks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditOut {
+    pub(super) fn woken(&self) {
+        if let Some(w) = &self.wake {
+            w();
+        }
+    }
+}
+
+/// The document an audit event is delivered as (the syslog MSG, the HEC `event`): the
+/// chain's row as stored, with the request's environment and repository beside it.
+pub fn audit_document(r: &audit::Row, environment: &str, repository: &str) -> serde_json::Value {
+    let data: serde_json::Value = serde_json::from_str(&r.data).unwrap_or(serde_json::Value::String(r.data.clone()));
+    serde_json::json!({
+        "seq": r.seq,
+        "at": crate::core::duration::rfc3339(r.at),
+        "kind": r.kind,
+        "request_id": r.request_id,
+        "actor": r.actor,
+        "environment": environment,
+        "repository": repository,
+        "data": data,
+        "prev_hash": r.prev_hash,
+        "hash": r.hash,
+        "sig": r.sig,
+    })
+}
+
 impl Tx {
+    /// Queues `r`, just appended, to every audit sink that wants its kind.
+    pub(super) async fn queue_audit(&mut self, r: &audit::Row) -> Result<()> {
+        debug_assert!(
+            audit::KINDS.contains(&r.kind.as_str()),
+            "audit kind `{}` is not in core::audit::KINDS: add it there (and to docs/notifications.md)",
+            r.kind
+        );
+        let sinks: Vec<AuditSink> = self
+            .audit_out
+            .sinks
+            .iter()
+            .filter(|s| s.wants(&r.kind))
+            .cloned()
+            .collect();
+        if sinks.is_empty() {
+            return Ok(());
+        }
+        let (environment, repository) = if r.request_id.is_empty() {
+            (String::new(), String::new())
+        } else {
+            let row = sqlx::query("SELECT environment, repository FROM gate_requests WHERE id = $1")
+                .bind(&r.request_id)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+            match row {
+                Some(row) => (row.try_get("environment")?, row.try_get("repository")?),
+                None => (String::new(), String::new()),
+            }
+        };
+        let payload = audit_document(r, &environment, &repository).to_string();
+        for s in sinks {
+            self.enqueue_notification(&NotificationDraft {
+                key: format!("audit:{}:{}:{}", r.seq, s.channel, s.recipient),
+                request_id: r.request_id.clone(),
+                event: r.kind.clone(),
+                channel: s.channel.clone(),
+                recipient: s.recipient.clone(),
+                payload: payload.clone(),
+                created_at: r.at,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Queues a notification, durable exactly when this transaction commits. A key already
     /// queued is left as it is (returns `false`).
     pub async fn enqueue_notification(&mut self, n: &NotificationDraft) -> Result<bool> {

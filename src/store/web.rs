@@ -24,6 +24,9 @@ pub struct SessionRow {
     pub csrf: String,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The identity provider's groups at sign-in (`sso.groups_claim`); `None` when the
+    /// session did not come from single sign-on with a groups claim.
+    pub idp_groups: Option<Vec<String>>,
 }
 
 /// A single sign-on login between the redirect to the provider and its callback.
@@ -56,7 +59,7 @@ pub struct HistoryFilter {
 impl Store {
     pub async fn insert_session(&self, s: &SessionRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO gate_sessions (id_sha256, user_name, can_vote, via, auth_time, amr, csrf, created_at, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+            "INSERT INTO gate_sessions (id_sha256, user_name, can_vote, via, auth_time, amr, csrf, created_at, expires_at, idp_groups) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
         )
         .bind(&s.id_sha256)
         .bind(&s.user_name)
@@ -67,6 +70,7 @@ impl Store {
         .bind(&s.csrf)
         .bind(s.created_at)
         .bind(s.expires_at)
+        .bind(s.idp_groups.as_ref().and_then(|g| serde_json::to_string(g).ok()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -75,7 +79,7 @@ impl Store {
     /// The session with this id digest, if it has not expired at `now`.
     pub async fn session(&self, id_sha256: &str, now: i64) -> Result<Option<SessionRow>> {
         let row = sqlx::query(
-            "SELECT id_sha256, user_name, can_vote, via, auth_time, amr, csrf, created_at, expires_at FROM gate_sessions WHERE id_sha256 = $1 AND expires_at > $2",
+            "SELECT id_sha256, user_name, can_vote, via, auth_time, amr, csrf, created_at, expires_at, idp_groups FROM gate_sessions WHERE id_sha256 = $1 AND expires_at > $2",
         )
         .bind(id_sha256)
         .bind(now)
@@ -83,6 +87,7 @@ impl Store {
         .await?;
         let Some(r) = row else { return Ok(None) };
         let amr: String = r.try_get("amr")?;
+        let groups: Option<String> = r.try_get("idp_groups")?;
         Ok(Some(SessionRow {
             id_sha256: r.try_get("id_sha256")?,
             user_name: r.try_get("user_name")?,
@@ -93,6 +98,7 @@ impl Store {
             csrf: r.try_get("csrf")?,
             created_at: r.try_get("created_at")?,
             expires_at: r.try_get("expires_at")?,
+            idp_groups: groups.and_then(|g| serde_json::from_str(&g).ok()),
         }))
     }
 

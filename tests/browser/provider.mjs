@@ -1,7 +1,8 @@
 // A real OpenID provider (the `oidc-provider` package) for the browser test, on the
 // loopback. Prints {"issuer": …} once listening, then reads one JSON line on stdin,
 // {"redirect_uri": …, "client_id": …, "client_secret": …}, registers that client
-// (authorization code, PKCE required) and prints {"ready": true}. People sign in on a
+// (authorization code, PKCE required) and prints {"ready": true}. The ID token carries a
+// `groups` claim (tests/it/idp_groups.rs). People sign in on a
 // plain login form at /interaction/{uid}; consent is implied for the test client.
 import crypto from "node:crypto";
 import http from "node:http";
@@ -9,7 +10,9 @@ import readline from "node:readline";
 import Provider from "oidc-provider";
 
 const ACCOUNTS = {
-  alice: { password: "alice-password", claims: { sub: "u-alice", email: "alice@example.test", email_verified: true, preferred_username: "alice", name: "Alice" } },
+  alice: { password: "alice-password", claims: { sub: "u-alice", email: "alice@example.test", email_verified: true, preferred_username: "alice", name: "Alice", groups: ["Release-Managers", "staff"] } },
+  // Known only to the identity provider (and to jitgate through SCIM): tests/it/idp_groups.rs.
+  zoe: { password: "zoe-password", claims: { sub: "u-zoe", email: "zoe@example.test", email_verified: true, preferred_username: "zoe", name: "Zoe", groups: ["staff"] } },
   mallory: { password: "mallory-password", claims: { sub: "u-mallory", email: "mallory@elsewhere.test", email_verified: true, preferred_username: "mallory", name: "Mallory" } },
 };
 const BY_SUB = Object.fromEntries(Object.values(ACCOUNTS).map((a) => [a.claims.sub, a.claims]));
@@ -36,7 +39,7 @@ const provider = new Provider(issuer, {
   }],
   jwks: { keys: [{ ...key, kid: "browser-test-rsa", use: "sig", alg: "RS256" }] },
   pkce: { required: () => true },
-  claims: { acr: null, sid: null, auth_time: null, iss: null, openid: ["sub", "amr"], email: ["email", "email_verified"], profile: ["name", "preferred_username"] },
+  claims: { acr: null, sid: null, auth_time: null, iss: null, openid: ["sub", "amr", "groups"], email: ["email", "email_verified"], profile: ["name", "preferred_username"] },
   // Put the scope's claims in the ID token itself, as most providers do.
   conformIdTokenClaims: false,
   cookies: { keys: [crypto.randomBytes(32).toString("hex")] },

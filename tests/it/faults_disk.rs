@@ -155,7 +155,7 @@ async fn sqlite_on_a_full_disk_refuses_writes_clearly_and_recovers() {
         .unwrap_or_else(|e| panic!("{e}\n{}", s.log()));
     assert_eq!(approved.status, jitgate::core::decide::Status::Approved);
     s.client("bob").approve(&before.id, None).await.unwrap();
-    let v = s.run("ci", &["audit", "verify"]).await;
+    let v = s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
     assert_eq!(v.code, 0, "{v:?}");
     let mut s = s;
     s.stop().await;

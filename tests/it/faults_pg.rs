@@ -179,7 +179,7 @@ async fn check_after(s: &TestApp, db: &str, load: Load) {
         );
         assert_eq!(count(db, &sql).await, 1, "acknowledged vote on {id} is in the database");
     }
-    let v = s.run("ci", &["audit", "verify"]).await;
+    let v = s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
     assert_eq!(v.code, 0, "{v:?}");
     // And the service works as before: a new request opened and approved.
     let id = s.open_via_api("dave").await.id;

@@ -151,7 +151,7 @@ async fn replicas_release_every_gate_once_through_a_sigkill() {
             "{id}: one record"
         );
     }
-    let v = replicas[0].run("ci", &["audit", "verify"]).await;
+    let v = replicas[0].run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
     assert_eq!(v.code, 0, "{v:?}");
     drop(replicas);
 }

@@ -161,9 +161,9 @@ async fn removed_member_refused_at_vote_time_and_added_member_counts() {
     let e = s.client("alice").approve(&w.id, None).await.unwrap_err();
     assert_eq!(e.status(), Some(403), "{e}");
     assert!(e.to_string().contains("not in any group"), "{e}");
-    // Frank was never in it.
+    // Frank was never in it: he may not even read it, so it is unknown to him.
     let e = s.client("frank").approve(&w.id, None).await.unwrap_err();
-    assert_eq!(e.status(), Some(403), "{e}");
+    assert_eq!(e.status(), Some(404), "{e}");
     // Bob's approval was cast while he was a member: it still counts. Carol's completes it.
     let mid = s.client("ci").get(&w.id).await.unwrap();
     assert_eq!(mid.requirements[0].approved_by, ["bob"]);
@@ -353,12 +353,17 @@ async fn github_comment_approvals() {
         );
         assert!(r[0].contains(&w.id), "{}", r[0]);
 
-        // Not in the team (and in no other required group).
+        // Not in the team (and in no other required group): he may not read the request,
+        // so for him the pull request has none.
         let body = pr_comment("frank-gh", 102, "/approve");
         let (_, v) = post_github(&s, "d-2", &body, Some(sign(&body))).await;
         assert_eq!(v["result"], "refused", "{v}");
         let r = github_replies(&gh).await;
-        assert!(r[1].contains("not in any group"), "{}", r[1]);
+        assert!(
+            r[1].contains("no pending jitgate request belongs to this pull request #7"),
+            "{}",
+            r[1]
+        );
 
         // Not a jitgate user at all.
         let body = pr_comment("mallory", 103, "/approve");
@@ -514,10 +519,10 @@ async fn gitlab_note_approvals_with_a_paginated_group() {
     let (_, v) = post_gitlab(&s, GL_SECRET, 2, "erin-gl", "/approve").await;
     assert_eq!(v["result"], "refused", "{v}");
     assert!(notes().await[0].contains("separation of duties"));
-    // Blocked in the group: not a member.
+    // Blocked in the group: not a member, so not one who may read the request.
     let (_, v) = post_gitlab(&s, GL_SECRET, 3, "dave-gl", "/approve").await;
     assert_eq!(v["result"], "refused", "{v}");
-    assert!(notes().await[1].contains("not in any group"));
+    assert!(notes().await[1].contains("no pending jitgate request belongs to this merge request"));
     // A deny needs a reason.
     let (_, v) = post_gitlab(&s, GL_SECRET, 4, "bob-gl", "/deny").await;
     assert_eq!(v["result"], "refused", "{v}");
@@ -531,4 +536,63 @@ async fn gitlab_note_approvals_with_a_paginated_group() {
     let (st, v) = post_gitlab(&s, GL_SECRET, 5, "bob-gl", "/approve").await;
     assert_eq!(st, 409, "{v}");
     assert_eq!(notes().await.len(), 4);
+}
+
+/// A `/approve` comment naming a request the commenter may not read gets the reply an
+/// unknown request gets; one naming none does not count it among the PR's requests.
+#[tokio::test]
+async fn a_comment_on_a_request_the_commenter_cannot_read_is_answered_as_unknown() {
+    let gh = MockServer::start().await;
+    let gl = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/web/issues/7/comments"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": 1})))
+        .mount(&gh)
+        .await;
+    let s = TestApp::builder()
+        .config_extra(&forge_config(&gh.uri(), &gl.uri()))
+        .spawn()
+        .await;
+    // One of sre (alice, bob, carol); erin is in ops only.
+    let w = s
+        .open(&[
+            "--environment",
+            "production",
+            "--repository",
+            "acme/web",
+            "--actor",
+            "dave",
+            "--label",
+            "pull_request=7",
+        ])
+        .await;
+    let mut seen = Vec::new();
+    for (n, text) in [
+        (201, format!("/approve {}", w.id)),
+        (202, "/approve req_nosuchrequest".to_string()),
+        (203, "/approve".to_string()),
+    ] {
+        let body = pr_comment("erin-gh", n, &text);
+        let (st, v) = post_github(&s, &format!("d-{n}"), &body, Some(sign(&body))).await;
+        assert_eq!((st, v["result"].as_str()), (200, Some("refused")), "{v}");
+        assert!(v["request"].is_null(), "{v}");
+        seen.push(v["message"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        seen[0].replace(&w.id, "ID"),
+        seen[1].replace("req_nosuchrequest", "ID"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[2], "no pending jitgate request belongs to this pull request #7");
+    let replies = github_replies(&gh).await;
+    assert_eq!(replies.len(), 3);
+    assert_eq!(
+        replies[0].replace(&w.id, "ID"),
+        replies[1].replace("req_nosuchrequest", "ID"),
+        "the replies on the forge are the same too"
+    );
+    // Bob, named, is counted.
+    let body = pr_comment("bob-gh", 204, &format!("/approve {}", w.id));
+    let (_, v) = post_github(&s, "d-204", &body, Some(sign(&body))).await;
+    assert_eq!(v["result"], "counted", "{v}");
 }

@@ -24,7 +24,7 @@ async fn automatic_approve_and_deny() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let export = s.run("ci", &["audit", "export"]).await.stdout;
+    let export = s.run(crate::helpers::AUDITOR, &["audit", "export"]).await.stdout;
     assert!(
         export.contains(r#""kind":"vote""#) && export.contains(r#""automatic":true"#),
         "{export}"
@@ -229,9 +229,9 @@ async fn race_on(db: Db) {
         assert!(now.status == Status::Approved || now.status == Status::Denied);
         assert_eq!(now.votes.len(), 1, "only the deciding vote counts");
     }
-    let audit = s.run("ci", &["audit", "verify"]).await;
+    let audit = s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
     assert_eq!(audit.code, 0, "{audit:?}");
-    let events = s.run("ci", &["audit", "export"]).await.stdout;
+    let events = s.run(crate::helpers::AUDITOR, &["audit", "export"]).await.stdout;
     // One decision event per request, never two.
     let decided = events
         .lines()
@@ -336,7 +336,7 @@ async fn server_killed_and_restarted_while_a_gate_waits() {
     let id = w.id.clone();
     let (code, events, err) = w.finish().await;
     assert_eq!(code, 0, "{events:?} {err}");
-    assert_eq!(s.run("ci", &["audit", "verify"]).await.code, 0);
+    assert_eq!(s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await.code, 0);
     assert_eq!(s.client("ci").get(&id).await.unwrap().status, Status::Consumed);
 }
 
@@ -361,7 +361,7 @@ async fn a_tampered_audit_row_is_found() {
     let w = s.open(&["--environment", "production", "--actor", "erin"]).await;
     s.client("bob").approve(&w.id, None).await.unwrap();
     assert_eq!(w.finish().await.0, 0);
-    assert_eq!(s.run("ci", &["audit", "verify"]).await.code, 0);
+    assert_eq!(s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await.code, 0);
 
     let mut db = sqlx::SqliteConnection::connect(&s.database_url).await.unwrap();
     let upd = sqlx::query("UPDATE gate_audit SET actor = 'mallory' WHERE seq = 2")
@@ -377,7 +377,7 @@ async fn a_tampered_audit_row_is_found() {
         .execute(&mut db)
         .await
         .unwrap();
-    let v = s.run("ci", &["audit", "verify"]).await;
+    let v = s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("BROKEN") && v.stdout.contains("event #2 "), "{v:?}");
 }

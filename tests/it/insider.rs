@@ -74,7 +74,7 @@ async fn a_status_set_to_approved_in_the_database_is_refused_at_consume() {
         assert_eq!(tampered_total(&m), 1, "{db:?}: {m}");
         assert!(s.log().contains("its database row was altered"), "{db:?}");
         // The audit names the request.
-        let v = s.run("ci", &["audit", "verify"]).await;
+        let v = s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
         assert_eq!(v.code, 1, "{db:?}: {v:?}");
         assert!(v.stdout.contains(&format!("request {}", r.id)), "{db:?}: {v:?}");
     }
@@ -100,7 +100,7 @@ async fn a_renamed_voter_cannot_vote_twice() {
         assert_eq!(e.status(), Some(409), "{db:?}: {e}");
         assert!(e.to_string().contains("tampered"), "{db:?}: {e}");
         assert_eq!(s.client("ci").get(&r.id).await.unwrap().status, Status::Pending);
-        let v = s.run("ci", &["audit", "verify"]).await;
+        let v = s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
         assert_eq!(v.code, 1, "{db:?}: {v:?}");
         assert!(v.stdout.contains("are not the signed ones"), "{db:?}: {v:?}");
     }
@@ -125,7 +125,7 @@ async fn a_correctly_hashed_fake_event_is_found() {
             ),
         )
         .await;
-        let v = s.run("ci", &["audit", "verify"]).await;
+        let v = s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
         assert_eq!(v.code, 1, "{db:?}: {v:?} {}", s.log());
         assert!(
             v.stdout.contains(&format!(
@@ -150,7 +150,12 @@ async fn a_deleted_tail_fails_against_a_kept_checkpoint() {
         }
         let kept = s.dir.path().join("kept-checkpoint");
         let kept_arg = kept.to_str().unwrap();
-        let v = s.run("ci", &["audit", "verify", "--save-checkpoint", kept_arg]).await;
+        let v = s
+            .run(
+                crate::helpers::AUDITOR,
+                &["audit", "verify", "--save-checkpoint", kept_arg],
+            )
+            .await;
         assert_eq!(v.code, 0, "{db:?}: {v:?}");
         let note = std::fs::read_to_string(&kept).unwrap();
         let size: i64 = note.lines().nth(1).unwrap().parse().unwrap();
@@ -159,7 +164,11 @@ async fn a_deleted_tail_fails_against_a_kept_checkpoint() {
         // An auditor's copy verifies offline against the kept checkpoint and the key
         // alone; an edited copy does not.
         let export = s.dir.path().join("period.jsonl");
-        std::fs::write(&export, s.run("ci", &["audit", "export"]).await.stdout).unwrap();
+        std::fs::write(
+            &export,
+            s.run(crate::helpers::AUDITOR, &["audit", "export"]).await.stdout,
+        )
+        .unwrap();
         let keys = s.dir.path().join("keys.json");
         std::fs::write(&keys, s.http().get("/api/v1/keys").send().await.text().await).unwrap();
         let offline = |file: &std::path::Path| {
@@ -198,7 +207,9 @@ async fn a_deleted_tail_fails_against_a_kept_checkpoint() {
             ),
         )
         .await;
-        let v = s.run("ci", &["audit", "verify", "--checkpoint", kept_arg]).await;
+        let v = s
+            .run(crate::helpers::AUDITOR, &["audit", "verify", "--checkpoint", kept_arg])
+            .await;
         assert_eq!(v.code, 1, "{db:?}: {v:?}");
         assert!(
             v.stdout
@@ -218,12 +229,15 @@ async fn rewriting_history_from_an_event_onwards_is_found_at_that_event() {
         s.client("carol").approve(&r2.id, None).await.unwrap();
         let kept = s.dir.path().join("kept");
         let v = s
-            .run("ci", &["audit", "verify", "--save-checkpoint", kept.to_str().unwrap()])
+            .run(
+                crate::helpers::AUDITOR,
+                &["audit", "verify", "--save-checkpoint", kept.to_str().unwrap()],
+            )
             .await;
         assert_eq!(v.code, 0, "{db:?}: {v:?}");
         // Rewrite bob's vote (its reason) and re-hash every event after it, as someone
         // who knows the hash format (but not the key) would.
-        let all = s.run("ci", &["audit", "export"]).await.stdout;
+        let all = s.run(crate::helpers::AUDITOR, &["audit", "export"]).await.stdout;
         let mut rows: Vec<jitgate::core::api::AuditEvent> =
             all.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let from = rows.iter().position(|e| e.kind == "vote" && e.actor == "bob").unwrap();
@@ -244,7 +258,7 @@ async fn rewriting_history_from_an_event_onwards_is_found_at_that_event() {
             ));
         }
         as_dba(&s, db, &sql).await;
-        let v = s.run("ci", &["audit", "verify"]).await;
+        let v = s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
         assert_eq!(v.code, 1, "{db:?}: {v:?}");
         assert!(
             v.stdout
@@ -254,7 +268,10 @@ async fn rewriting_history_from_an_event_onwards_is_found_at_that_event() {
         // Against the checkpoint kept before, the rewrite shows as history that no
         // longer verifies from that event on.
         let v = s
-            .run("ci", &["audit", "verify", "--checkpoint", kept.to_str().unwrap()])
+            .run(
+                crate::helpers::AUDITOR,
+                &["audit", "verify", "--checkpoint", kept.to_str().unwrap()],
+            )
             .await;
         assert_eq!(v.code, 1, "{db:?}: {v:?}");
         assert!(

@@ -80,7 +80,7 @@ async fn checkpoints_proofs_and_cosignatures_verify_and_a_fork_is_refused() {
         // The auditor can require the witness's cosignature on the log's latest head.
         let v = s
             .run(
-                "ci",
+                crate::helpers::AUDITOR,
                 &[
                     "--output",
                     "json",
@@ -139,7 +139,7 @@ async fn checkpoints_proofs_and_cosignatures_verify_and_a_fork_is_refused() {
         if let Some(py) = &py {
             let out = std::process::Command::new(py)
                 .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tlog_check.py"))
-                .args([&s.url, &token("ci")])
+                .args([&s.url, &token(crate::helpers::AUDITOR)])
                 .args(["--witness", &witness_key().vkey()])
                 .arg("--record")
                 .arg(&first)
@@ -203,7 +203,7 @@ async fn the_log_routes_answer_bad_input_with_4xx() {
     let r = s
         .http()
         .get("/api/v1/log/leaves/99999")
-        .bearer(&token("ci"))
+        .bearer(&token(crate::helpers::AUDITOR))
         .send()
         .await;
     assert_eq!(r.status, 404);

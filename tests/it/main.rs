@@ -8,6 +8,7 @@
 mod helpers;
 mod support;
 
+mod admin;
 mod architecture;
 mod browser;
 mod connections;
@@ -27,6 +28,7 @@ mod fuzz_inputs;
 mod gate;
 mod hostile;
 mod identity;
+mod idp_groups;
 mod insider;
 mod json_body;
 mod listings;
@@ -41,7 +43,11 @@ mod pipelines;
 mod policy_time;
 mod quickstart;
 mod records;
+mod reports;
 mod request_id;
+mod roles;
+mod scim;
+mod siem;
 mod store;
 mod throttle;
 mod ui;

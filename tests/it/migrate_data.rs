@@ -117,9 +117,9 @@ async fn deployment(hook: &MockServer) -> (TestApp, Work) {
     let (session, _) = crate::ui::sign_in(&s.http(), "carol").await;
     // A forge delivery (a push event: recorded and ignored).
     assert_eq!(push_delivery(&s).await, 200);
-    let v = s.run("ci", &["audit", "verify"]).await;
+    let v = s.run(crate::helpers::AUDITOR, &["audit", "verify"]).await;
     assert_eq!(v.code, 0, "{v:?}");
-    let export = s.run("ci", &["audit", "export"]).await.stdout;
+    let export = s.run(crate::helpers::AUDITOR, &["audit", "export"]).await.stdout;
     let keys = s.dir.path().join("keys.json");
     let text = reqwest::get(format!("{}/api/v1/keys", s.url))
         .await
@@ -219,10 +219,15 @@ async fn sqlite_deployment_moves_to_postgres_and_carries_on() {
     s.database_url = pg.clone();
     s.respawn().await;
     let keys = work.keys.to_str().unwrap();
-    let v = s.run("ci", &["audit", "verify", "--key", keys]).await;
+    let v = s
+        .run(crate::helpers::AUDITOR, &["audit", "verify", "--key", keys])
+        .await;
     assert_eq!(v.code, 0, "{v:?}");
     assert!(v.stdout.contains("audit log intact"), "{v:?}");
-    assert_eq!(s.run("ci", &["audit", "export"]).await.stdout, work.export);
+    assert_eq!(
+        s.run(crate::helpers::AUDITOR, &["audit", "export"]).await.stdout,
+        work.export
+    );
     let c = s.client("alice");
     assert_eq!(c.get(&work.approved).await.unwrap().status, Status::Consumed);
     assert_eq!(c.get(&work.denied).await.unwrap().status, Status::Denied);
@@ -246,11 +251,18 @@ async fn sqlite_deployment_moves_to_postgres_and_carries_on() {
     let v = s.run("bob", &["approve", &work.pending]).await;
     assert_eq!(v.code, 0, "{v:?}");
     assert_eq!(c.get(&work.pending).await.unwrap().status, Status::Approved);
-    let v = s.run("ci", &["audit", "verify", "--key", keys]).await;
+    let v = s
+        .run(crate::helpers::AUDITOR, &["audit", "verify", "--key", keys])
+        .await;
     assert_eq!(v.code, 0, "{v:?}");
     let after = counts(&pg).await;
     assert!(after["gate_audit"] > before["gate_audit"], "{after:?}");
-    assert!(s.run("ci", &["audit", "export"]).await.stdout.starts_with(&work.export));
+    assert!(
+        s.run(crate::helpers::AUDITOR, &["audit", "export"])
+            .await
+            .stdout
+            .starts_with(&work.export)
+    );
     assert_eq!(s.stop().await.code(), Some(0));
 
     // And back: PostgreSQL into a new SQLite file, by the same code.
@@ -260,7 +272,9 @@ async fn sqlite_deployment_moves_to_postgres_and_carries_on() {
     assert_eq!(counts(&back).await, after);
     s.database_url = back;
     s.respawn().await;
-    let v = s.run("ci", &["audit", "verify", "--key", keys]).await;
+    let v = s
+        .run(crate::helpers::AUDITOR, &["audit", "verify", "--key", keys])
+        .await;
     assert_eq!(v.code, 0, "{v:?}");
 }
 
@@ -336,27 +350,31 @@ async fn bad_urls_and_schemas_are_refused_by_name() {
     let source = dir.path().join("gate.db");
     let url = format!("sqlite://{}?mode=rwc", source.display());
     let same = format!("sqlite://{}/./gate.db", dir.path().display());
-    make_schema(&url, &[1, 2, 3, 4, 5, 6, 7, 8]).await;
+    make_schema(&url, &(1..=CURRENT).collect::<Vec<_>>()).await;
     let out = migrate(&["--from", &url, "--to", &same]).await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("are the same database"), "{out:?}");
 
     // A schema older than this gate's: say what to do.
     let old = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
-    make_schema(&old, &[1, 2, 3, 4, 5, 6, 7]).await;
+    make_schema(&old, &(1..CURRENT).collect::<Vec<_>>()).await;
     let out = migrate(&["--from", &old, "--to", &to]).await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr
-            .contains("the source's schema is at version 7, this gate's is 8: start this version's `gate serve` on the source once"),
+            .contains(&format!("the source's schema is at version {}, this gate's is {CURRENT}: start this version's `gate serve` on the source once", CURRENT - 1)),
         "{out:?}"
     );
     // Newer than this gate's.
     let new = format!("sqlite://{}?mode=rwc", dir.path().join("new.db").display());
-    make_schema(&new, &[1, 2, 3, 4, 5, 6, 7, 8, 9]).await;
+    make_schema(&new, &(1..=CURRENT + 1).collect::<Vec<_>>()).await;
     let out = migrate(&["--from", &new, "--to", &to]).await;
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("version 9, newer than this gate's 8"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("version {}, newer than this gate's {CURRENT}", CURRENT + 1)),
+        "{out:?}"
+    );
     // Not a jitgate database at all.
     let empty = format!("sqlite://{}?mode=rwc", dir.path().join("empty.db").display());
     make_schema(&empty, &[]).await;
@@ -367,6 +385,9 @@ async fn bad_urls_and_schemas_are_refused_by_name() {
 
 /// A SQLite file whose `gate_schema` lists these versions (and nothing else; an empty
 /// list: a database with one unrelated table).
+/// The schema version of this build (its last migration's, `store::migrate`).
+const CURRENT: i64 = 11;
+
 async fn make_schema(url: &str, versions: &[i64]) {
     use sqlx::Connection as _;
     let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();

@@ -188,9 +188,10 @@ async fn github_token_claims_become_the_context() {
     let (st, _) = call(&s, "POST", &format!("/requests/{id}/approve"), &token("bob"), None).await;
     assert_eq!(st, 200);
 
-    // Only the identity that opened it may use the approval, not a static pipeline.
+    // Only the identity that opened it may use the approval, not a static pipeline (which
+    // may not even read it: unknown to it).
     let (st, e) = call(&s, "POST", &format!("/requests/{id}/consume"), &token("ci"), None).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (403, Some("not_yours")), "{e}");
+    assert_eq!((st, e["error"]["code"].as_str()), (404, Some("not_found")), "{e}");
     let (st, v) = call(&s, "POST", &format!("/requests/{id}/consume"), &jwt, None).await;
     assert_eq!((st, v["status"].as_str()), (200, Some("consumed")), "{v}");
 
@@ -563,4 +564,41 @@ async fn github_runner_end_to_end_on_a_verified_oidc_token() {
     assert!(out.contains("decision=approved"), "{out}");
     let sum = std::fs::read_to_string(&summary).unwrap();
     assert!(sum.contains("bob") && sum.contains("verified run"), "{sum}");
+}
+
+/// `allow:` on an issuer narrows what its tokens may open; and under one issuer (one
+/// pipeline name, `oidc:github`) a token of one repository does not read another's.
+#[tokio::test]
+async fn an_issuer_allow_scopes_its_tokens_and_repositories_read_only_their_own() {
+    let m = jwks_server(&["rsa-1"]).await;
+    let extra = format!("{}    allow: {{environments: [\"prod*\"]}}\n", github_issuer(&m));
+    let app = TestApp::builder().config_extra(&extra).in_process().await;
+    let s = app.http();
+    let staging = sign("rsa-1", &github_claims("staging"));
+    let (st, v) = open(&s, &staging, json!({"environment": "staging"})).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (403, Some("out_of_scope")), "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    for want in ["environment `staging`", "prod*", GITHUB] {
+        assert!(msg.contains(want), "{want} not in {msg}");
+    }
+    let web = sign("rsa-1", &github_claims("production"));
+    let (st, v) = open(&s, &web, json!({"environment": "production"})).await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().unwrap();
+    let api = sign(
+        "rsa-1",
+        &with(
+            github_claims("production"),
+            json!({"repository": "acme/api", "repository_id": "4343", "sub": "repo:acme/api:environment:production"}),
+        ),
+    );
+    for route in ["", "/record", "/audit", "/wait?timeout=0"] {
+        let (st, other) = call(&s, "GET", &format!("/requests/{id}{route}"), &api, None).await;
+        assert_eq!(st, 404, "{route}: {other}");
+        assert_eq!(other["error"]["message"], format!("no request `{id}`"), "{route}");
+    }
+    let (st, v) = call(&s, "POST", &format!("/requests/{id}/cancel"), &api, None).await;
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = call(&s, "GET", &format!("/requests/{id}"), &web, None).await;
+    assert_eq!((st, v["opened_by"].as_str()), (200, Some("oidc:github")), "{v}");
 }

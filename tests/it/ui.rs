@@ -166,7 +166,11 @@ async fn ui_on(db: Db) {
         let page = hist(q).await.text().await;
         assert_eq!(page.contains(&id), found, "{q}");
     }
-    let audit = c.get("/audit").header("cookie", &cookie).send().await.text().await;
+    // The audit page is an auditor's.
+    let r = c.get("/audit").header("cookie", &cookie).send().await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let (auditor, _) = sign_in(&c, AUDITOR).await;
+    let audit = c.get("/audit").header("cookie", &auditor).send().await.text().await;
     assert!(audit.contains("id=\"chain-ok\""), "{audit}");
     assert!(audit.contains("BEGIN PUBLIC KEY"));
 
@@ -207,6 +211,7 @@ async fn sessions_expire_and_sso_logins_are_single_use() {
         csrf: "c".into(),
         created_at: 1000,
         expires_at: 2000,
+        idp_groups: Some(vec!["release-managers".into()]),
     };
     store.insert_session(&row).await.unwrap();
     assert_eq!(store.session("d1", 1999).await.unwrap(), Some(row.clone()));

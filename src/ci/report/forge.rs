@@ -206,7 +206,7 @@ impl Summary {
                     .filter(|r| !r.trim().is_empty())
                     .map(|r| format!(": {}", code(r)))
                     .unwrap_or_default();
-                s.push_str(&format!("- {icon} {} {verb}{how}, {}{why}\n", code(&v.voter), v.at));
+                s.push_str(&format!("- {icon} {} {verb}{how}, {}{why}\n", code(&v.who()), v.at));
             }
         }
         s.push_str(&format!(
@@ -439,6 +439,8 @@ mod tests {
                 auth_time: None,
                 amr: vec![],
                 source: None,
+                idp_groups: vec![],
+                on_behalf_of: None,
             }],
             created_at: String::new(),
             expires_at: String::new(),

@@ -92,8 +92,12 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
                     _ = signals.recv() => return Err(Failure::no("interrupted before the request was opened")),
                 }
             }
-            // No policy rule covers this request: that is a refusal, not a failure to decide.
-            Err(e) if e.status() == Some(422) && e.to_string().contains("no_matching_rule") => {
+            // No policy rule covers this request, or the credential may not open it: that
+            // is a refusal, not a failure to decide.
+            Err(e)
+                if (e.status() == Some(422) && e.to_string().contains("no_matching_rule"))
+                    || (e.status() == Some(403) && e.to_string().contains("out_of_scope")) =>
+            {
                 return Err(Failure::no(format!("refused: {e}")));
             }
             Err(e) => return Err(Failure::usage(format!("cannot open the request: {e}"))),

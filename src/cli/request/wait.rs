@@ -49,7 +49,7 @@ pub(super) async fn follow(
                     if v.version != view.version && v.status == Status::Pending {
                         for vote in v.votes.iter().filter(|x| !view.votes.contains(x)) {
                             out.event(json!({"event": "vote", "id": v.id, "voter": vote.voter, "decision": vote.decision, "reason": vote.reason}),
-                                format!("jitgate: {} voted {}{}; still needs {}", vote.voter, vote.decision, vote.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(), v.needs()));
+                                format!("jitgate: {} voted {}{}; still needs {}", vote.who(), vote.decision, vote.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(), v.needs()));
                         }
                     }
                     *view = v;

@@ -15,6 +15,25 @@ use crate::core::log::tree::{self, Hash};
 
 use crate::core::api::AuditEvent;
 
+/// Every `kind` of audit event the chain records: the one list that `notify.syslog` and
+/// `notify.hec` `events:` are checked against, that docs/notifications.md is tested to
+/// list, and that the store checks each appended event against (in debug builds, so a
+/// test that writes a kind missing here fails). Adding a kind is adding it here.
+pub const KINDS: &[&str] = &[
+    "created",
+    "vote",
+    "approved",
+    "denied",
+    "refused",
+    "escalated",
+    "canceled",
+    "expired",
+    "consumed",
+    "delegation_created",
+    "delegation_revoked",
+    "config_reloaded",
+];
+
 /// `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

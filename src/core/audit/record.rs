@@ -115,10 +115,11 @@ pub struct Verified {
     pub request_id: String,
 }
 
-/// Checks the envelope's signature against `keys`, then the statement's shape, subjects,
-/// outcome and the decision `expect` asks for. Only an approved (or approved-and-used)
-/// record for the expected commit, artifacts and decision passes.
-pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<Verified, RecordError> {
+/// Checks the envelope's signature against `keys` and that it holds an in-toto
+/// statement of our predicate type, whatever its outcome: what every reader of a record
+/// does first (`verify` for a pipeline's approval, the auditor's bundle for any record).
+/// Returns the key that signed and the statement.
+pub fn open(envelope: &str, keys: &[VerifyingKey]) -> Result<(VerifyingKey, Value), RecordError> {
     let env: Envelope = serde_json::from_str(envelope).map_err(RecordError::NotEnvelope)?;
     if env.payload_type != PAYLOAD_TYPE {
         return Err(RecordError::PayloadType(env.payload_type));
@@ -135,7 +136,6 @@ pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<
         }
     }
     let signer = good.ok_or(RecordError::Signature)?;
-    let keyid = keyid(&signer);
     let st: Value = serde_json::from_slice(&payload).map_err(RecordError::PayloadJson)?;
     if st["_type"] != STATEMENT_TYPE {
         return Err(RecordError::NotStatement);
@@ -143,6 +143,15 @@ pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<
     if st["predicateType"] != PREDICATE_TYPE {
         return Err(RecordError::PredicateType(st["predicateType"].clone()));
     }
+    Ok((signer, st))
+}
+
+/// Checks the envelope's signature against `keys`, then the statement's shape, subjects,
+/// outcome and the decision `expect` asks for. Only an approved (or approved-and-used)
+/// record for the expected commit, artifacts and decision passes.
+pub fn verify(envelope: &str, keys: &[VerifyingKey], expect: &Expect) -> Result<Verified, RecordError> {
+    let (signer, st) = open(envelope, keys)?;
+    let keyid = keyid(&signer);
     let pred = &st["predicate"];
     if let Some(claimed) = pred["signed_by"].as_str()
         && claimed != keyid

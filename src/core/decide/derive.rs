@@ -106,25 +106,29 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
                     allowed = Some(if approve { Status::Approved } else { Status::Denied });
                     continue;
                 }
+                // A vote under a delegation counts as the delegator ("bob for alice").
+                let for_whom = e.data["on_behalf_of"].as_str();
+                let counted = for_whom.unwrap_or(e.actor);
                 if let Some(groups) = e.data["forge_groups"].as_array() {
                     // Membership of a forge group was read live when the vote was cast.
                     for r in st.requirements.iter_mut() {
                         if groups.iter().any(|g| g.as_str() == Some(r.group.as_str()))
-                            && !r.members.iter().any(|m| m == e.actor)
+                            && !r.members.iter().any(|m| m == counted)
                         {
-                            r.members.push(e.actor.to_string());
+                            r.members.push(counted.to_string());
                         }
                     }
                 }
                 let reason = e.data["reason"].as_str();
                 let next = st
-                    .vote(e.actor, approve, reason, e.at)
+                    .vote_as(e.actor, for_whom, approve, reason, e.at)
                     .map_err(|r| bad(e, format!("the vote by `{}` could not have counted: {r}", e.actor)))?;
                 st.votes.push(Vote {
-                    voter: e.actor.to_string(),
+                    voter: counted.to_string(),
                     approve,
                     reason: reason.map(str::to_string),
                     at: e.at,
+                    by: for_whom.map(|_| e.actor.to_string()),
                 });
                 votes.push((e.actor.to_string(), approve));
                 allowed = (next.status != Status::Pending).then_some(next.status);

@@ -92,10 +92,20 @@ pub struct Requirement {
 /// A counted vote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vote {
+    /// Who the vote counts as: the voter, or the person they voted for under a delegation.
     pub voter: String,
     pub approve: bool,
     pub reason: Option<String>,
     pub at: i64,
+    /// The person who cast it when that is not `voter` ("bob for alice": `by` is bob).
+    pub by: Option<String>,
+}
+
+impl Vote {
+    /// The human who cast the vote.
+    pub fn cast_by(&self) -> &str {
+        self.by.as_deref().unwrap_or(&self.voter)
+    }
 }
 
 /// What the machine needs to know about one request.
@@ -125,6 +135,8 @@ pub enum Refusal {
     NotPending(Status),
     /// The requester may not vote on their own request (403).
     Requester,
+    /// A vote for someone who has not delegated to the voter at the vote's time (403).
+    NotDelegated(String),
     /// One person counts once (409).
     AlreadyVoted,
     /// Not in any group this request needs (403).
@@ -143,6 +155,12 @@ impl fmt::Display for Refusal {
             Refusal::NotPending(s) => write!(f, "the request is {s}, not pending"),
             Refusal::Requester => {
                 f.write_str("the requester of a request can never approve or deny it (separation of duties)")
+            }
+            Refusal::NotDelegated(whom) => {
+                write!(
+                    f,
+                    "`{whom}` has no delegation to you in force now, so you cannot vote for them"
+                )
             }
             Refusal::AlreadyVoted => f.write_str("you have already voted on this request"),
             Refusal::NotEligible => f.write_str("you are not in any group whose approval this request needs"),
@@ -173,20 +191,37 @@ impl State {
                 || self.requirements.iter().any(|r| r.members.iter().any(|m| m == who)))
     }
 
+    /// Whether `who` already counts, or already cast a vote (for themselves or for
+    /// someone else): one human is one vote on a request.
     fn has_voted(&self, who: &str) -> bool {
-        self.votes.iter().any(|v| v.voter == who)
+        self.votes.iter().any(|v| v.voter == who || v.cast_by() == who)
     }
 
     /// Applies one vote. On success the vote counts and `Next` is the state to store.
     pub fn vote(&self, voter: &str, approve: bool, reason: Option<&str>, now: i64) -> Result<Next, Refusal> {
+        self.vote_as(voter, None, approve, reason, now)
+    }
+
+    /// Applies one vote cast by `human`, counted as `for_whom` when given (a delegation
+    /// the caller found in force at `now`). Neither may be a requester; the one it counts
+    /// as must be eligible; and neither may have voted or been voted for already.
+    pub fn vote_as(
+        &self,
+        human: &str,
+        for_whom: Option<&str>,
+        approve: bool,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<Next, Refusal> {
         self.check_open(now)?;
-        if self.is_requester(voter) {
+        let voter = for_whom.unwrap_or(human);
+        if self.is_requester(human) || self.is_requester(voter) {
             return Err(Refusal::Requester);
         }
         if !self.is_eligible(voter) {
             return Err(Refusal::NotEligible);
         }
-        if self.has_voted(voter) {
+        if self.has_voted(voter) || self.has_voted(human) {
             return Err(Refusal::AlreadyVoted);
         }
         // A reason nobody can see (only whitespace, U+200B, NUL...) is no reason.
@@ -206,6 +241,7 @@ impl State {
             approve: true,
             reason: reason.map(str::to_string),
             at: now,
+            by: for_whom.map(|_| human.to_string()),
         });
         if after.threshold_met() {
             Ok(Next {

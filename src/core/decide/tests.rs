@@ -33,6 +33,7 @@ fn approve(s: &mut State, who: &str, now: i64) -> Result<Next, Refusal> {
         approve: true,
         reason: None,
         at: now,
+        by: None,
     });
     s.status = next.status;
     s.approval_expires_at = next.approval_expires_at;
@@ -262,4 +263,40 @@ fn closed_window_refuses_consume_and_keeps_the_approval() {
     assert_eq!(s.consume(110), Err(Refusal::Expired));
     s.window_open = true;
     assert_eq!(s.consume(20).unwrap().status, Status::Consumed);
+}
+
+#[test]
+fn a_delegate_counts_for_the_delegator_once_and_one_human_is_one_vote() {
+    let mut s = state(
+        vec![req("leads", 1, &["alice"]), req("ops", 1, &["bob", "carol"])],
+        &["dave"],
+    );
+    // bob is not a lead, but votes for alice, who is.
+    let next = s.vote_as("bob", Some("alice"), true, None, 1).unwrap();
+    assert_eq!(next.status, Status::Pending);
+    s.votes.push(Vote {
+        voter: "alice".into(),
+        approve: true,
+        reason: None,
+        at: 1,
+        by: Some("bob".into()),
+    });
+    assert_eq!(s.assign()[0], vec!["alice".to_string()]);
+    // alice herself now adds nothing, and bob cannot vote again for himself.
+    assert_eq!(s.vote("alice", true, None, 2), Err(Refusal::AlreadyVoted));
+    assert_eq!(s.vote("bob", true, None, 2), Err(Refusal::AlreadyVoted));
+    assert_eq!(approve(&mut s, "carol", 3).unwrap().status, Status::Approved);
+}
+
+#[test]
+fn neither_a_requester_delegate_nor_a_requester_delegator_counts() {
+    let s = state(vec![req("leads", 1, &["alice", "bob"])], &["bob"]);
+    assert_eq!(s.vote_as("bob", Some("alice"), true, None, 1), Err(Refusal::Requester));
+    let s = state(vec![req("leads", 1, &["alice", "bob"])], &["alice"]);
+    assert_eq!(s.vote_as("bob", Some("alice"), true, None, 1), Err(Refusal::Requester));
+    let s = state(vec![req("leads", 1, &["alice"])], &[]);
+    assert_eq!(
+        s.vote_as("bob", Some("carol"), true, None, 1),
+        Err(Refusal::NotEligible)
+    );
 }

@@ -29,6 +29,10 @@ pub(super) struct ForgeGroupDef {
     github_team: Option<String>,
     #[serde(default)]
     gitlab_group: Option<String>,
+    #[serde(default)]
+    scim_group: Option<String>,
+    #[serde(default)]
+    idp_group: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for GroupDef {
@@ -37,7 +41,9 @@ impl<'de> Deserialize<'de> for GroupDef {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = GroupDef;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a list of user names, `{ github_team: org/slug }` or `{ gitlab_group: path }`")
+                f.write_str(
+                    "a list of user names, `{ github_team: org/slug }`, `{ gitlab_group: path }`, `{ scim_group: NAME }` or `{ idp_group: NAME }`",
+                )
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<GroupDef, A::Error> {
                 Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(GroupDef::Users)
@@ -57,10 +63,14 @@ pub(super) enum ForgeGroupError {
     NotATeam(String),
     #[error("`gitlab_group: {0}` is not a group path like `acme/release-managers`")]
     NotAGroupPath(String),
-    #[error("give either `github_team` or `gitlab_group`, not both")]
+    #[error("give one of `github_team`, `gitlab_group`, `scim_group` and `idp_group`, not several")]
     Both,
-    #[error("needs `github_team: org/slug` or `gitlab_group: path` (or a list of users)")]
+    #[error(
+        "needs `github_team: org/slug`, `gitlab_group: path`, `scim_group: NAME` or `idp_group: NAME` (or a list of users)"
+    )]
     Neither,
+    #[error("`{0}` names no group: give the group's display name at the identity provider")]
+    EmptyName(&'static str),
 }
 
 fn forge_name_ok(s: &str) -> bool {
@@ -71,6 +81,28 @@ fn forge_name_ok(s: &str) -> bool {
 
 impl ForgeGroupDef {
     pub(super) fn source(&self) -> Result<GroupSource, ForgeGroupError> {
+        let given = [&self.github_team, &self.gitlab_group, &self.scim_group, &self.idp_group];
+        if given.iter().filter(|g| g.is_some()).count() > 1 {
+            return Err(ForgeGroupError::Both);
+        }
+        let named = |key: &'static str, n: &str| {
+            let n = n.trim();
+            if n.is_empty() || n.chars().any(char::is_control) {
+                Err(ForgeGroupError::EmptyName(key))
+            } else {
+                Ok(n.to_string())
+            }
+        };
+        if let Some(n) = &self.scim_group {
+            return Ok(GroupSource::ScimGroup {
+                name: named("scim_group", n)?,
+            });
+        }
+        if let Some(n) = &self.idp_group {
+            return Ok(GroupSource::IdpGroup {
+                name: named("idp_group", n)?,
+            });
+        }
         match (&self.github_team, &self.gitlab_group) {
             (Some(t), None) => {
                 let t = t.trim();

@@ -17,7 +17,8 @@ pub const DEFAULT_APPROVAL_TTL: Dur = Dur(3_600_000);
 pub struct Policy {
     /// Groups listed as users from `gate.yaml`.
     pub groups: BTreeMap<String, Vec<String>>,
-    /// Groups resolved on GitHub or GitLab when a request opens and at every vote.
+    /// Groups resolved on GitHub or GitLab, or from the identity provider, when a request
+    /// opens and at every vote.
     pub forge_groups: BTreeMap<String, GroupSource>,
     pub rules: Vec<Rule>,
     /// `sha256:HEX` of the file's bytes, stored with every request.
@@ -27,13 +28,18 @@ pub struct Policy {
     pub(super) text: String,
 }
 
-/// A group whose members live on a forge, resolved by the server (see docs/forge-groups.md).
+/// A group whose members live elsewhere, resolved by the server: on a forge (see
+/// docs/forge-groups.md) or at the identity provider (docs/scim.md, docs/sso.md).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GroupSource {
     /// `github_team: org/slug`.
     GithubTeam { org: String, slug: String },
     /// `gitlab_group: path/with/subgroups`.
     GitlabGroup { path: String },
+    /// `scim_group: NAME`: a group the identity provider pushed over SCIM.
+    ScimGroup { name: String },
+    /// `idp_group: NAME`: a group named in the SSO groups claim of the voter's session.
+    IdpGroup { name: String },
 }
 
 impl GroupSource {
@@ -46,8 +52,19 @@ impl GroupSource {
                 slug: slug.into(),
             });
         }
+        if let Some(n) = s.strip_prefix("scim_group:") {
+            return Some(GroupSource::ScimGroup { name: n.into() });
+        }
+        if let Some(n) = s.strip_prefix("idp_group:") {
+            return Some(GroupSource::IdpGroup { name: n.into() });
+        }
         s.strip_prefix("gitlab_group:")
             .map(|p| GroupSource::GitlabGroup { path: p.into() })
+    }
+
+    /// Whether a forge holds this group's members (else the identity provider does).
+    pub fn on_forge(&self) -> bool {
+        matches!(self, GroupSource::GithubTeam { .. } | GroupSource::GitlabGroup { .. })
     }
 
     /// `GitHub team acme/security`, for messages.
@@ -55,6 +72,8 @@ impl GroupSource {
         match self {
             GroupSource::GithubTeam { org, slug } => format!("GitHub team {org}/{slug}"),
             GroupSource::GitlabGroup { path } => format!("GitLab group {path}"),
+            GroupSource::ScimGroup { name } => format!("SCIM group {name}"),
+            GroupSource::IdpGroup { name } => format!("identity provider group {name}"),
         }
     }
 }
@@ -64,6 +83,8 @@ impl std::fmt::Display for GroupSource {
         match self {
             GroupSource::GithubTeam { org, slug } => write!(f, "github_team:{org}/{slug}"),
             GroupSource::GitlabGroup { path } => write!(f, "gitlab_group:{path}"),
+            GroupSource::ScimGroup { name } => write!(f, "scim_group:{name}"),
+            GroupSource::IdpGroup { name } => write!(f, "idp_group:{name}"),
         }
     }
 }

@@ -129,7 +129,7 @@ fn forge_groups_parse_and_are_checked() {
         "{ github_team: a/b, gitlab_group: c }",
     );
     let e = Policy::parse("p.yaml", &bad).unwrap_err();
-    assert!(e.message.contains("not both"), "{e}");
+    assert!(e.message.contains("not several"), "{e}");
     let bad = text.replace("{ github_team: acme/security }", "{}");
     let e = Policy::parse("p.yaml", &bad).unwrap_err();
     assert!(e.message.contains("needs `github_team"), "{e}");
@@ -137,6 +137,27 @@ fn forge_groups_parse_and_are_checked() {
     let e = Policy::parse("p.yaml", &bad).unwrap_err();
     assert!(e.message.contains("a list of user names"), "{e}");
     assert_eq!(e.line, 4, "{e}");
+}
+
+#[test]
+fn identity_provider_groups_parse() {
+    let text = "version: 1\ngroups:\n  release: { scim_group: Release Managers }\n  oncall: { idp_group: sre-oncall }\nrules:\n  - name: prod\n    require:\n      - { group: release, count: 2 }\n      - { group: oncall }\n";
+    let p = Policy::parse("p.yaml", text).unwrap();
+    let reqs = p.requirements(&p.rules[0]);
+    assert_eq!(reqs[0].source.as_deref(), Some("scim_group:Release Managers"));
+    assert_eq!(reqs[1].source.as_deref(), Some("idp_group:sre-oncall"));
+    for s in ["scim_group:Release Managers", "idp_group:sre-oncall"] {
+        let g = GroupSource::parse(s).unwrap();
+        assert!(!g.on_forge());
+        assert_eq!(g.to_string(), s);
+    }
+    let bad = text.replace("{ scim_group: Release Managers }", "{ scim_group: \"  \" }");
+    let e = Policy::parse("p.yaml", &bad).unwrap_err();
+    assert!(e.message.contains("`scim_group` names no group"), "{e}");
+    assert_eq!(e.line, 3, "{e}");
+    let bad = text.replace("{ idp_group: sre-oncall }", "{ idp_group: a, scim_group: b }");
+    let e = Policy::parse("p.yaml", &bad).unwrap_err();
+    assert!(e.message.contains("not several"), "{e}");
 }
 
 #[test]

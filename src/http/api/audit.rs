@@ -1,6 +1,7 @@
 //! What lets anyone check the gate's word: the public keys records are signed with
 //! (`/api/v1/keys`, no token), the audit chain's check (`/api/v1/audit/verify`) and the
-//! audit log as JSON lines (`/api/v1/audit/export`).
+//! audit log as JSON lines (`/api/v1/audit/export`). The last two are for auditors and
+//! admins: the log names every request.
 
 use axum::extract::State;
 use axum::http::header;
@@ -18,7 +19,8 @@ pub(super) async fn keys(State(s): State<AppState>) -> Json<Keys> {
     })
 }
 
-pub(super) async fn audit_verify(State(s): State<AppState>, _c: Caller) -> Result<Json<AuditVerify>> {
+pub(super) async fn audit_verify(State(s): State<AppState>, Caller(who): Caller) -> Result<Json<AuditVerify>> {
+    s.engine.require_reads_everything(&who, "the audit log's check")?;
     let check = s.engine.store.verify_chain(s.engine.event_keys()).await?;
     let (requests, tampered) = s.engine.scan_requests().await?;
     Ok(Json(AuditVerify {
@@ -48,10 +50,11 @@ const EXPORT_LIMIT_RANGE: std::ops::RangeInclusive<i64> = 1..=100_000;
 /// [`EXPORT_LIMIT_RANGE`] is a 400 naming the range.
 pub(super) async fn audit_export(
     State(s): State<AppState>,
-    _c: Caller,
+    Caller(who): Caller,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response> {
     let limit = super::requests::limit_in(q.limit, 10_000, EXPORT_LIMIT_RANGE)?;
+    s.engine.require_reads_everything(&who, "the audit log's export")?;
     let rows = s.engine.store.audit_page(q.after.unwrap_or(0), limit).await?;
     let mut out = String::new();
     for r in rows {

@@ -2,13 +2,15 @@
 //! the engine. The OpenAPI document is served with the operations routes ([`super::ops`]).
 
 mod audit;
+mod delegations;
 pub(crate) mod events;
 mod log;
 mod notifications;
+pub(crate) mod reports;
 mod requests;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use super::AppState;
 
@@ -31,6 +33,10 @@ pub fn router() -> Router<AppState> {
         .route("/log/proof/consistency", get(log::consistency))
         .route("/log/cosign", post(log::cosign))
         .route("/events", get(events::events))
-        .route("/notifications", get(notifications::list));
+        .route("/notifications", get(notifications::list))
+        .route("/reports/changes", get(reports::changes))
+        .route("/delegations", post(delegations::create).get(delegations::list))
+        .route("/delegations/{id}", delete(delegations::revoke))
+        .route("/admin/reload", post(delegations::reload));
     Router::new().nest("/api/v1", v1)
 }

@@ -29,7 +29,9 @@ pub(super) struct ListQuery {
     version: Option<u64>,
 }
 
-/// Approvers only: rows name recipients' addresses.
+/// People only: rows name recipients' addresses. One request's rows (`request=`) for
+/// those who may read it (404 otherwise, as for an unknown id); the whole outbox for
+/// auditors and admins.
 pub(super) async fn list(
     State(s): State<AppState>,
     Caller(who): Caller,
@@ -49,6 +51,15 @@ pub(super) async fn list(
         .and_then(|r| crate::core::text::control_message(r, false))
     {
         return Err(AppError::Invalid(ErrorCode::InvalidField, format!("request: {m}")));
+    }
+    // One request's rows for whoever may read it (`request=` empty: the rows of no
+    // request, such as checkpoints); the whole outbox names every request.
+    match q.request.as_deref() {
+        Some("") => {}
+        Some(id) => drop(s.engine.load_for(&who, id).await?),
+        None => s
+            .engine
+            .require_reads_everything(&who, "the whole notification outbox (without `request=`)")?,
     }
     let hub = &s.engine.notify;
     let mut rx = hub.subscribe();

@@ -94,8 +94,12 @@ pub(super) async fn list(
     Ok(resp)
 }
 
-pub(super) async fn show(State(s): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<RequestView>> {
-    let (row, votes) = s.engine.load(&id).await?;
+pub(super) async fn show(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RequestView>> {
+    let (row, votes) = s.engine.load_for(&who, &id).await?;
     Ok(Json(s.engine.view(&row, &votes)?))
 }
 
@@ -112,6 +116,8 @@ pub(super) async fn wait(
     Query(q): Query<WaitQuery>,
 ) -> Result<Json<RequestView>> {
     let _slot = s.throttle.waits.take(who.name())?;
+    // Who may read a request does not change while it waits: checked once, up front.
+    s.engine.load_for(&who, &id).await?;
     let timeout = Duration::from_secs(q.timeout.unwrap_or(30)).min(s.max_wait);
     let mut stop = s.shutdown.clone();
     Ok(Json(s.engine.wait(&id, q.version, timeout, &mut stop).await?))
@@ -136,12 +142,18 @@ pub(super) async fn act(
     Path((id, verb)): Path<(String, String)>,
     req: Request,
 ) -> Result<Json<RequestView>> {
-    let reason = optional_body(req, s.body_limit).await?.reason;
+    let body = optional_body(req, s.body_limit).await?;
+    let reason = body.reason;
+    // `on_behalf_of`: vote for someone whose delegation to the caller is in force.
+    let meta = VoteMeta {
+        on_behalf_of: body.on_behalf_of,
+        ..VoteMeta::token()
+    };
     let e = &s.engine;
     let act = async {
         match verb.as_str() {
-            "approve" => e.vote(&who, &id, true, reason, VoteMeta::token(), now_ms).await,
-            "deny" => e.vote(&who, &id, false, reason, VoteMeta::token(), now_ms).await,
+            "approve" => e.vote(&who, &id, true, reason, meta, now_ms).await,
+            "deny" => e.vote(&who, &id, false, reason, meta, now_ms).await,
             "cancel" => e.cancel(&who, &id, reason, now_ms).await,
             "consume" => e.consume(&who, &id, now_ms).await,
             other => Err(AppError::NotFound(format!(
@@ -152,8 +164,8 @@ pub(super) async fn act(
     Ok(Json(s.throttle.action(who.name(), act).await?))
 }
 
-pub(super) async fn record(State(s): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Response> {
-    s.engine.load(&id).await?;
+pub(super) async fn record(State(s): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> Result<Response> {
+    s.engine.load_for(&who, &id).await?;
     let env = s.engine.store.record(&id).await?.ok_or_else(|| {
         AppError::Conflict(
             ErrorCode::NoRecordYet,
@@ -165,10 +177,10 @@ pub(super) async fn record(State(s): State<AppState>, _c: Caller, Path(id): Path
 
 pub(super) async fn request_audit(
     State(s): State<AppState>,
-    _c: Caller,
+    Caller(who): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<crate::core::api::AuditEvent>>> {
-    s.engine.load(&id).await?;
+    s.engine.load_for(&who, &id).await?;
     let rows = s.engine.store.audit_for(&id).await?;
     Ok(Json(rows.iter().map(|r| r.to_event()).collect()))
 }

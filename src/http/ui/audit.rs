@@ -1,4 +1,5 @@
-//! `GET /audit`: the audit chain's check and the key records are signed with.
+//! `GET /audit`: the audit chain's check and the key records are signed with; for
+//! auditors and admins (403 for others, as `/api/v1/audit/*`).
 
 use askama::Template;
 use axum::extract::State;
@@ -28,12 +29,15 @@ pub(super) async fn audit(State(s): State<AppState>, headers: HeaderMap) -> Resp
         Ok(x) => x,
         Err(r) => return r,
     };
+    if let Err(e) = s.engine.require_reads_everything(&sess.principal(), "the audit page") {
+        return UiError::from(e).into_response();
+    }
     let check = match s.engine.store.verify_chain(s.engine.event_keys()).await {
         Ok(c) => c,
         Err(e) => return UiError::from(e).into_response(),
     };
     render(&AuditPage {
-        nav: Nav::of(&sess),
+        nav: Nav::of(&sess, &s.engine),
         watch: "",
         ok: check.broken.is_none(),
         events: check.count(),

@@ -59,6 +59,8 @@ struct DetailPage<'a> {
     votes: Vec<VoteLine>,
     timeline: Vec<TimelineLine>,
     can_vote: bool,
+    /// Whom the caller's vote counts for under a delegation ("" for themselves).
+    vote_for: String,
     /// Why there are no buttons, when there are none on a pending request.
     no_vote_reason: String,
     requester: String,
@@ -76,17 +78,33 @@ pub(super) async fn detail(State(s): State<AppState>, headers: HeaderMap, Path(i
 }
 
 async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Response> {
-    let (row, votes) = s.engine.load(id).await?;
+    let who = sess.principal();
+    let (row, votes) = s.engine.load_in(&who, &sess.vote_meta(), id).await?;
     let v = s.engine.view(&row, &votes)?;
+    let auditor = s.engine.has_role(&who, crate::auth::config::Role::Auditor);
     let audit = s.engine.store.audit_for(id).await?;
     let user = sess.user();
     let pending = v.status == Status::Pending;
-    let eligible = v.approvers().iter().any(|a| a == user);
     let is_requester = v.requester.iter().any(|r| r == user);
     let voted = v.votes.iter().any(|x| x.voter == user);
-    let can_vote = pending && sess.row.can_vote && eligible;
+    // Without a vote of their own to cast, a delegate's vote counts for whoever
+    // delegated to them and may still vote here (the engine picks the same one).
+    let vote_for = if v.approvers().iter().any(|a| a == user) || is_requester || !pending {
+        String::new()
+    } else {
+        let approvers = v.approvers();
+        let mut from = s.engine.delegators_of(user, now_ms()).await?;
+        from.sort();
+        from.into_iter().find(|d| approvers.contains(d)).unwrap_or_default()
+    };
+    let eligible = v.approvers().iter().any(|a| a == user)
+        || !vote_for.is_empty()
+        || s.engine.in_idp_group(&row, &sess.vote_meta(), now_ms())?;
+    let can_vote = pending && sess.row.can_vote && eligible && !auditor;
     let no_vote_reason = if !pending || can_vote {
         String::new()
+    } else if auditor {
+        "You are an auditor: you read every request and never approve or deny one.".into()
     } else if !sess.row.can_vote {
         "You are signed in read-only: your sign-in matches no approver in the server config.".into()
     } else if is_requester {
@@ -97,7 +115,7 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
         "You are not among the approvers this request still needs.".into()
     };
     let page = DetailPage {
-        nav: Nav::of(sess),
+        nav: Nav::of(sess, &s.engine),
         watch: id,
         pending,
         links: context_links(&v.context)
@@ -126,7 +144,7 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
             .votes
             .iter()
             .map(|x| VoteLine {
-                voter: x.voter.clone(),
+                voter: x.who(),
                 decision: x.decision.clone(),
                 reason: x.reason.clone().unwrap_or_default(),
                 at: x.at.clone(),
@@ -134,7 +152,7 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
                     Some(t) if !x.amr.is_empty() => format!("{} (signed in {t}, {})", x.via, x.amr.join("+")),
                     Some(t) => format!("{} (signed in {t})", x.via),
                     None => x.via.clone(),
-                },
+                } + &super::format::idp_groups(&x.idp_groups),
             })
             .collect(),
         timeline: audit
@@ -147,6 +165,7 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
             })
             .collect(),
         can_vote,
+        vote_for,
         no_vote_reason,
         requester: v.requester.join(", "),
         v,
@@ -163,14 +182,14 @@ pub(super) async fn record(
     if what != "record" {
         return Err(UiError::new(StatusCode::NOT_FOUND, "no such page"));
     }
-    if current(&s, &headers).await?.is_none() {
+    let Some(sess) = current(&s, &headers).await? else {
         return Ok(Redirect::to(&format!(
             "/login?next={}",
             sso::url_encode(&format!("/requests/{id}/record"))
         ))
         .into_response());
-    }
-    s.engine.load(&id).await?;
+    };
+    s.engine.load_in(&sess.principal(), &sess.vote_meta(), &id).await?;
     let env = s.engine.store.record(&id).await?.ok_or_else(|| {
         UiError::new(
             StatusCode::CONFLICT,

@@ -10,8 +10,8 @@ use super::session::current;
 use crate::http::AppState;
 
 pub(super) async fn events(State(s): State<AppState>, headers: HeaderMap) -> UiResult<Response> {
-    if current(&s, &headers).await?.is_none() {
+    let Some(sess) = current(&s, &headers).await? else {
         return Err(UiError::new(StatusCode::UNAUTHORIZED, "sign in first"));
-    }
-    Ok(crate::http::api::events::stream(&s).into_response())
+    };
+    Ok(crate::http::api::events::stream(&s, sess.principal()).into_response())
 }

@@ -7,6 +7,15 @@ pub(super) fn parse_time(s: &str) -> Option<i64> {
 }
 
 /// "4 min", "2 h 5 min", "3 d 4 h".
+/// `, groups a, b` for a vote cast in a session that saw identity provider groups.
+pub(super) fn idp_groups(groups: &[String]) -> String {
+    if groups.is_empty() {
+        String::new()
+    } else {
+        format!(", groups {}", groups.join(", "))
+    }
+}
+
 pub fn human_age(ms: i64) -> String {
     let m = (ms.max(0) / 60_000) as u64;
     match m {

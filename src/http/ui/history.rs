@@ -126,7 +126,7 @@ pub(super) async fn history(State(s): State<AppState>, headers: HeaderMap, Query
         Ok(after) => HistoryFilter { after, ..f },
         Err(e) => return UiError::from(e).into_response(),
     };
-    let mut rows = match s.engine.store.history(&f).await {
+    let mut rows = match s.engine.history_for(&sess.principal(), &f).await {
         Ok(r) => r,
         Err(e) => return UiError::from(e).into_response(),
     };
@@ -166,7 +166,7 @@ pub(super) async fn history(State(s): State<AppState>, headers: HeaderMap, Query
         .map(|x| (x.as_str(), status == Some(x)))
         .collect();
     render(&HistoryPage {
-        nav: Nav::of(&sess),
+        nav: Nav::of(&sess, &s.engine),
         watch: "",
         q,
         statuses,

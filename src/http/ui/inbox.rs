@@ -105,6 +105,6 @@ pub(super) async fn inbox(State(s): State<AppState>, headers: HeaderMap, Query(q
         next: next
             .map(|p| format!("/?after={}", encode_cursor(&p)))
             .unwrap_or_default(),
-        nav: Nav::of(&sess),
+        nav: Nav::of(&sess, &s.engine),
     })
 }

@@ -84,7 +84,7 @@ pub(super) async fn login_token(
     }
     let next = local_next(f.next.as_deref());
     let token = f.token.unwrap_or_default();
-    let Some(crate::auth::Principal::Approver(user)) = s.engine.tokens.authenticate(token.trim()) else {
+    let Some(crate::auth::Principal::Approver(user)) = s.engine.tokens().authenticate(token.trim()) else {
         tracing::info!("web sign-in with an unknown or non-approver token refused");
         return Ok(login_response(
             &s,
@@ -93,7 +93,10 @@ pub(super) async fn login_token(
             "That is not an approver token this server knows.".into(),
         ));
     };
-    let cookie = start_session(&s, user, true, "session", now_ms(), vec![]).await?;
+    s.engine
+        .check_active(&crate::auth::Principal::Approver(user.clone()))
+        .await?;
+    let cookie = start_session(&s, user, true, "session", now_ms(), vec![], None).await?;
     let mut resp = Redirect::to(&next).into_response();
     resp.headers_mut().append(header::SET_COOKIE, cookie);
     resp.headers_mut().append(
@@ -240,7 +243,11 @@ pub(super) async fn sso_callback(
             )));
         }
     }
-    let users = s.engine.config.users_for_login(&who.identity);
+    let mut users = s.engine.config().users_for_login(&who.identity);
+    if users.is_empty() {
+        // A person only the identity provider knows (SCIM), by userName or email.
+        users.extend(s.engine.sso_person(&who.identity).await?);
+    }
     let (user, can_vote) = match users.as_slice() {
         [one] => (one.clone(), true),
         [] if !cfg.allowed_domains.is_empty() => (who.identity.to_string(), false),
@@ -259,7 +266,10 @@ pub(super) async fn sso_callback(
             )));
         }
     };
-    let cookie = start_session(&s, user, can_vote, "sso", who.auth_time, who.amr).await?;
+    s.engine
+        .check_active(&crate::auth::Principal::Approver(user.clone()))
+        .await?;
+    let cookie = start_session(&s, user, can_vote, "sso", who.auth_time, who.amr, who.groups).await?;
     // The provider's redirect here was a cross-site navigation, so a SameSite=Strict cookie
     // would not ride on a redirect from it; a page of ours that moves on does carry it.
     let mut resp = render(&ContinuePage {

@@ -5,10 +5,13 @@
 //! per page.
 //!
 //! Routes: `/` inbox, `/requests/{id}` detail, `POST /requests/{id}/approve|deny`,
-//! `/history`, `/audit`, `/login` (GET form, POST token), `POST /logout`, `/auth/sso`,
+//! `/history`, `/audit`, `/reports` (auditors and admins), `/delegations` (and
+//! `POST /delegations`, `POST /delegations/{id}/revoke`), `/login` (GET form, POST token),
+//! `POST /logout`, `/auth/sso`,
 //! `/auth/callback`, `/ui/events` (the change stream, by session cookie), `/static/…`.
 
 mod audit;
+mod delegations;
 mod detail;
 mod error;
 mod events;
@@ -18,6 +21,7 @@ mod history;
 mod inbox;
 mod login;
 mod page;
+mod reports;
 pub mod session;
 pub mod sso;
 
@@ -73,6 +77,10 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/{verb}", post(detail::vote).get(detail::record))
         .route("/history", get(history::history))
         .route("/audit", get(audit::audit))
+        .route("/reports", get(reports::reports))
+        .route("/reports/{file}", get(reports::download))
+        .route("/delegations", get(delegations::page).post(delegations::create))
+        .route("/delegations/{id}/revoke", post(delegations::revoke))
         .route("/login", get(login::login_page).post(login::login_token))
         .route("/logout", post(login::logout))
         .route("/auth/sso", get(login::sso_start))

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::session::Session;
+use crate::service::Engine;
 
 /// The header bar: who is signed in, and the token its sign-out form needs.
 #[derive(Default)]
@@ -13,10 +14,12 @@ pub struct Nav {
     pub csrf: String,
     pub via: String,
     pub read_only: bool,
+    /// Whether the Audit and Reports links show: auditors and admins only, as the pages.
+    pub auditor_links: bool,
 }
 
 impl Nav {
-    pub(super) fn of(s: &Session) -> Nav {
+    pub(super) fn of(s: &Session, engine: &Engine) -> Nav {
         Nav {
             user: s.user().to_string(),
             csrf: s.csrf().to_string(),
@@ -26,6 +29,7 @@ impl Nav {
                 "token".into()
             },
             read_only: !s.row.can_vote,
+            auditor_links: engine.reads_everything(&s.principal()),
         }
     }
 }

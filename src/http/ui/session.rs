@@ -93,6 +93,9 @@ impl Session {
             auth_time: Some(self.row.auth_time),
             amr: self.row.amr.clone(),
             source: None,
+            on_behalf_of: None,
+            idp_groups: self.row.idp_groups.clone(),
+            groups_seen_at: self.row.idp_groups.as_ref().map(|_| self.row.created_at),
         }
     }
 }
@@ -104,6 +107,7 @@ pub(super) async fn current(s: &AppState, headers: &HeaderMap) -> UiResult<Optio
         return Ok(None);
     };
     let row = s.engine.store.session(&digest(&id), now_ms()).await?;
+    let row = s.engine.active_session(row).await?;
     if let Some(r) = &row {
         crate::http::extract::note_caller(&r.user_name);
     }
@@ -127,9 +131,10 @@ pub(super) async fn start_session(
     via: &str,
     auth_time: i64,
     amr: Vec<String>,
+    idp_groups: Option<Vec<String>>,
 ) -> UiResult<HeaderValue> {
     let now = now_ms();
-    let ttl = s.engine.config.session_ttl_ms();
+    let ttl = s.engine.config().session_ttl_ms();
     let id = random_token();
     let row = SessionRow {
         id_sha256: digest(&id),
@@ -141,6 +146,7 @@ pub(super) async fn start_session(
         csrf: random_token(),
         created_at: now,
         expires_at: now + ttl,
+        idp_groups,
     };
     if let Err(e) = s.engine.store.purge_sessions(now).await {
         tracing::warn!(error = %e, "cannot purge expired sessions");

@@ -81,6 +81,9 @@ pub struct SignedIn {
     /// Unix ms: `auth_time`, else `iat`.
     pub auth_time: i64,
     pub amr: Vec<String>,
+    /// The `groups_claim` values (`None` when no claim is configured; a token without
+    /// the claim is in no group).
+    pub groups: Option<Vec<String>>,
 }
 
 pub struct Client {
@@ -277,6 +280,7 @@ impl Client {
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
                 .unwrap_or_default(),
+            groups: self.cfg.groups_claim.as_deref().map(|c| groups_of(claims.get(c))),
         })
     }
 
@@ -292,6 +296,24 @@ impl Client {
             Err(no_key) => Err(SsoError::Key(Box::new(no_key))),
         }
     }
+}
+
+/// A groups claim: a list of names (or one name); anything else, or a name with control
+/// characters, is no group. At most 1,000 are kept.
+fn groups_of(v: Option<&Value>) -> Vec<String> {
+    let names: Vec<&Value> = match v {
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(one @ Value::String(_)) => vec![one],
+        _ => vec![],
+    };
+    names
+        .into_iter()
+        .filter_map(Value::as_str)
+        .map(str::trim)
+        .filter(|g| !g.is_empty() && g.len() <= 256 && !g.chars().any(char::is_control))
+        .take(1000)
+        .map(str::to_string)
+        .collect()
 }
 
 /// `application/x-www-form-urlencoded` of the pairs.
@@ -315,6 +337,15 @@ mod tests {
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+    }
+
+    #[test]
+    fn groups_claims_are_lists_of_names() {
+        use serde_json::json;
+        assert_eq!(groups_of(Some(&json!(["a", " b ", 3, "", "c\u{0}"]))), ["a", "b"]);
+        assert_eq!(groups_of(Some(&json!("solo"))), ["solo"]);
+        assert!(groups_of(Some(&json!({"a": 1}))).is_empty());
+        assert!(groups_of(None).is_empty());
     }
 
     #[test]

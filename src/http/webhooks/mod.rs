@@ -222,7 +222,8 @@ async fn act(engine: &Engine, v: &CommentVote) -> Acted {
         Ok(l) => l,
         Err(e) => return refused(None, format!("@{} is not a jitgate approver: the login {e}", v.login)),
     };
-    let Some(user) = engine.config.user_for_login(v.forge, &login) else {
+    let config = engine.config();
+    let Some(user) = config.user_for_login(v.forge, &login) else {
         return refused(
             None,
             format!(
@@ -232,23 +233,27 @@ async fn act(engine: &Engine, v: &CommentVote) -> Acted {
         );
     };
     let user = user.name.clone();
-    let candidates = match pending_for(engine, v).await {
+    let who = Principal::Approver(user.clone());
+    let found = match pending_for(engine, v, &who).await {
         Ok(c) => c,
         Err(e) => return refused(None, format!("the vote was not counted: {e}")),
     };
+    // Requests the commenter may not read are not theirs to see named here, except those
+    // of a forge group, whose live members may vote (the vote checks membership).
+    let candidates: Vec<String> = found
+        .iter()
+        .filter(|p| p.readable || p.forge_groups)
+        .map(|p| p.id.clone())
+        .collect();
     let what = if v.forge == "github" {
         format!("pull request #{}", v.number)
     } else {
         format!("merge request !{}", v.number)
     };
+    let unknown = |want: &str| format!("`{want}` is not a pending jitgate request of this {what}");
     let id = match (&v.cmd.request, candidates.as_slice()) {
         (Some(want), _) if candidates.contains(want) => want.clone(),
-        (Some(want), _) => {
-            return refused(
-                None,
-                format!("`{want}` is not a pending jitgate request of this {what}"),
-            );
-        }
+        (Some(want), _) => return refused(None, unknown(want)),
         (None, []) => return refused(None, format!("no pending jitgate request belongs to this {what}")),
         (None, [one]) => one.clone(),
         (None, many) => {
@@ -269,7 +274,6 @@ async fn act(engine: &Engine, v: &CommentVote) -> Acted {
         source: (!v.url.is_empty()).then(|| v.url.clone()),
         ..Default::default()
     };
-    let who = Principal::Approver(user.clone());
     match engine
         .vote(&who, &id, v.cmd.approve, v.cmd.reason.clone(), meta, now_ms)
         .await
@@ -292,6 +296,11 @@ async fn act(engine: &Engine, v: &CommentVote) -> Acted {
                 message,
             }
         }
+        // Not readable (not a live member either): the same answer as an unknown id.
+        Err(AppError::NotFound(_)) => match &v.cmd.request {
+            Some(want) => refused(None, unknown(want)),
+            None => refused(None, format!("no pending jitgate request belongs to this {what}")),
+        },
         Err(e) => refused(Some(id), format!("{user}'s vote was not counted: {e}")),
     }
 }
@@ -305,15 +314,29 @@ fn reply_text(engine: &Engine, v: &CommentVote, a: &Acted) -> String {
     out
 }
 
+/// A pending request of the pull/merge request a comment is on.
+struct Pending {
+    id: String,
+    /// The commenter may read it (see `Engine::may_read`).
+    readable: bool,
+    /// It has a forge-group requirement, whose live members may vote on it.
+    forge_groups: bool,
+}
+
 /// Pending requests of the pull/merge request a comment is on, oldest first.
-async fn pending_for(engine: &Engine, v: &CommentVote) -> Result<Vec<String>> {
+async fn pending_for(engine: &Engine, v: &CommentVote, who: &Principal) -> Result<Vec<Pending>> {
     let n = v.number.to_string();
     let mut out = Vec::new();
+    let mut votes = engine.store.votes_by_status(Status::Pending).await?;
+    let reach = engine.reach(who, crate::core::duration::now_ms()).await?;
     for row in engine.store.list(Some(Status::Pending), SEARCH_LIMIT).await? {
         if !row.repository.eq_ignore_ascii_case(&v.repo) {
             continue;
         }
-        let ctx = doc_of(&row)?.context;
+        let doc = doc_of(&row)?;
+        let readable = engine.may_read(who, &reach, &row, &votes.remove(&row.id).unwrap_or_default())?;
+        let forge_groups = doc.requirements.iter().any(|r| r.source.is_some());
+        let ctx = doc.context;
         let hit = match v.forge {
             "github" => {
                 ctx.labels.get("pull_request") == Some(&n)
@@ -323,7 +346,11 @@ async fn pending_for(engine: &Engine, v: &CommentVote) -> Result<Vec<String>> {
             _ => ctx.labels.get("merge_request") == Some(&n),
         };
         if hit {
-            out.push(row.id);
+            out.push(Pending {
+                id: row.id,
+                readable,
+                forge_groups,
+            });
         }
     }
     Ok(out)

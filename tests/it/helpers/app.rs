@@ -20,9 +20,16 @@ pub struct TestAppBuilder {
     env: Vec<(String, String)>,
     open_files: Option<u64>,
     database_url: Option<String>,
+    roles: Vec<(String, String)>,
 }
 
 impl TestAppBuilder {
+    /// Gives one of the fixed users `roles:` (YAML flow list, e.g. `[auditor]`).
+    pub fn user_roles(mut self, user: &str, roles: &str) -> Self {
+        self.roles.push((user.into(), roles.into()));
+        self
+    }
+
     /// This database URL instead of a fresh one for the backend (e.g. through a proxy).
     pub fn database_url(mut self, url: &str) -> Self {
         self.database_url = Some(url.into());
@@ -75,7 +82,12 @@ impl TestAppBuilder {
         let policy = dir.path().join("policy.yaml");
         std::fs::write(&policy, &self.policy).unwrap();
         let config = dir.path().join("gate.yaml");
-        std::fs::write(&config, format!("{}{}", identities_yaml(), self.extra)).unwrap();
+        let mut users = identities_yaml();
+        for (user, roles) in &self.roles {
+            let line = format!("  - name: {user}\n");
+            users = users.replacen(&line, &format!("{line}    roles: {roles}\n"), 1);
+        }
+        std::fs::write(&config, format!("{users}{}", self.extra)).unwrap();
         Prepared {
             dir,
             database_url,
@@ -147,6 +159,7 @@ impl TestApp {
             env: Vec::new(),
             open_files: None,
             database_url: None,
+            roles: Vec::new(),
         }
     }
 

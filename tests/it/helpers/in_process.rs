@@ -33,9 +33,11 @@ impl InProcessApp {
         policy: PathBuf,
         database_url: String,
     ) -> InProcessApp {
-        let config = jitgate::config::Config::load(&config).unwrap();
+        let config_path = config;
+        let config = jitgate::config::Config::load(&config_path).unwrap();
         let settings = Settings {
             config: config.clone(),
+            config_path: Some(config_path),
             policy,
             database_url: database_url.clone(),
             data_dir: dir.path().to_path_buf(),

@@ -21,6 +21,10 @@ pub use in_process::InProcessApp;
 pub const GATE: &str = env!("CARGO_BIN_EXE_gate");
 pub const USERS: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
 pub const PIPELINES: [&str; 2] = ["ci", "ci2"];
+/// A user with `roles: [auditor]`: reads everything, votes on nothing.
+pub const AUDITOR: &str = "audrey";
+/// A user with `roles: [admin]`, in no policy group.
+pub const ADMIN: &str = "adam";
 pub const COMMIT: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
 /// `gate request` flags for a production deploy of COMMIT triggered by dave.
 pub const PRODUCTION_BY_DAVE: [&str; 6] = ["--environment", "production", "--commit", COMMIT, "--actor", "dave"];
@@ -112,7 +116,15 @@ pub fn identities_yaml() -> String {
             token: token(p),
         })
         .collect();
-    identities_yaml(&users, &pipelines)
+    // An auditor and an admin (`roles:`), in no policy group.
+    let mut roles = String::new();
+    for (name, role) in [(AUDITOR, "auditor"), (ADMIN, "admin")] {
+        roles.push_str(&format!(
+            "  - name: {name}\n    token_sha256: {}\n    roles: [{role}]\n",
+            jitgate::auth::hash_token(&token(name))
+        ));
+    }
+    identities_yaml(&users, &pipelines).replacen("pipelines:\n", &format!("{roles}pipelines:\n"), 1)
 }
 
 /// The last `outcome` line a gate printed.
