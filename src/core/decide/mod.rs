@@ -405,3 +405,6 @@ pub fn next_escalation(afters: &[i64], done: &[usize], opened: i64, expires_at: 
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;
