@@ -199,10 +199,10 @@ fn check_state(s: &State) -> Result<(), TestCaseError> {
     let mut seen = HashSet::new();
     for v in &s.votes {
         prop_assert!(seen.insert(v.voter.clone()), "{} counted twice", v.voter);
-        if let Some(by) = &v.by {
-            if by != &v.voter {
-                prop_assert!(seen.insert(by.clone()), "{by} voted twice");
-            }
+        if let Some(by) = &v.by
+            && by != &v.voter
+        {
+            prop_assert!(seen.insert(by.clone()), "{by} voted twice");
         }
     }
     let assignment = s.assign();
