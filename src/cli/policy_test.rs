@@ -56,6 +56,11 @@ pub fn run(ctx: &Ctx, dir: &Path, policy: Option<&Path>) -> Outcome {
                 }
                 Err(e) => {
                     let (line, column) = policy_test::locate(&text, "policy", 1);
+                    let e = if e.line == 0 {
+                        format!("{}: {}", e.file, e.message)
+                    } else {
+                        e.to_string()
+                    };
                     errors.push(format!("{shown}:{line}:{column}: policy: {e}"));
                     continue;
                 }

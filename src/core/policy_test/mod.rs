@@ -162,11 +162,22 @@ pub struct FixtureError {
     pub message: String,
 }
 
+/// An RFC 3339 time as Unix ms, refused inside the parser's visit so the error is placed
+/// at the value itself.
 fn time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    let s = String::deserialize(d)?;
-    s.parse::<jiff::Timestamp>()
-        .map(|t| Some(t.as_millisecond()))
-        .map_err(|e| serde::de::Error::custom(format!("`{s}` is not an RFC 3339 time like 2026-05-04T10:00:00Z: {e}")))
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an RFC 3339 time like 2026-05-04T10:00:00Z")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Option<i64>, E> {
+            s.parse::<jiff::Timestamp>()
+                .map(|t| Some(t.as_millisecond()))
+                .map_err(|e| E::custom(format!("`{s}` is not an RFC 3339 time like 2026-05-04T10:00:00Z: {e}")))
+        }
+    }
+    d.deserialize_str(V)
 }
 
 /// Parses a fixture file's text: the YAML strictly (unknown keys, repeated keys and bad
