@@ -17,6 +17,7 @@ mod delegate;
 mod exit;
 mod key;
 mod migrate_data;
+mod policy_test;
 mod reports;
 mod request;
 mod serve;
@@ -308,6 +309,14 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         request: PathBuf,
     },
+    /// Run policy test fixtures (YAML) offline: every *.yaml and *.yml under DIR.
+    Test {
+        /// A directory of fixture files (searched recursively), or one fixture file.
+        dir: PathBuf,
+        /// The policy for fixtures that name no `policy:` of their own.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -477,6 +486,9 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Policy {
             command: PolicyCommand::Explain { file, request },
         } => tools::policy_explain(&ctx, &file, &request),
+        Command::Policy {
+            command: PolicyCommand::Test { dir, policy },
+        } => policy_test::run(&ctx, &dir, policy.as_deref()),
         Command::Token {
             command: TokenCommand::Hash,
         } => tools::token_hash(),

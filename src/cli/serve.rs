@@ -36,7 +36,7 @@ pub struct ServeArgs {
     pub demo: bool,
 }
 
-const DEMO_POLICY: &str = r#"# jitgate demo policy
+pub(super) const DEMO_POLICY: &str = r#"# jitgate demo policy
 version: 1
 groups:
   sre: [alice, bob, carol]

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::decide::{Requirement, State, Status};
+
 /// Where a request comes from: what the pipeline is, what it runs and who started it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -243,27 +245,66 @@ impl RequestView {
         out
     }
 
-    /// What is still needed, in words: "sre 1 of 2 more, security 1 more".
+    /// What is still needed, in words: "sre 1/2 (may vote: alice, bob)".
     pub fn needs(&self) -> String {
-        let parts: Vec<String> = self
-            .requirements
+        needs_text(&self.requirements)
+    }
+}
+
+/// What `requirements` still need, in words, as every client shows it:
+/// `sre 1/2 (may vote: alice, bob); security 0/1 (may vote: carol)`; empty when all are met.
+pub fn needs_text(requirements: &[RequirementView]) -> String {
+    let parts: Vec<String> = requirements
+        .iter()
+        .filter(|r| !r.met)
+        .map(|r| {
+            format!(
+                "{} {}/{} (may vote: {})",
+                r.group,
+                r.approved_by.len(),
+                r.count,
+                if r.may_vote.is_empty() {
+                    "nobody".to_string()
+                } else {
+                    r.may_vote.join(", ")
+                }
+            )
+        })
+        .collect();
+    parts.join("; ")
+}
+
+impl RequirementView {
+    /// The requirements of a request as shown: `requirements` as snapshotted when it
+    /// opened, who counts for each in `state`, and, while it is pending, who may still
+    /// vote (members and escalated voters, not a requester, not anyone in `voted`, the
+    /// people who cast a vote).
+    pub fn of(state: &State, requirements: &[Requirement], voted: &[&str]) -> Vec<RequirementView> {
+        requirements
             .iter()
-            .filter(|r| !r.met)
-            .map(|r| {
-                format!(
-                    "{} {}/{} (may vote: {})",
-                    r.group,
-                    r.approved_by.len(),
-                    r.count,
-                    if r.may_vote.is_empty() {
-                        "nobody".to_string()
-                    } else {
-                        r.may_vote.join(", ")
+            .zip(state.assign())
+            .map(|(r, approved_by)| RequirementView {
+                group: r.group.clone(),
+                count: r.count,
+                members: r.members.clone(),
+                met: approved_by.len() as u32 >= r.count,
+                may_vote: if state.status == Status::Pending {
+                    let mut may: Vec<String> = r.members.clone();
+                    for x in &state.extra_voters {
+                        if !may.contains(x) {
+                            may.push(x.clone());
+                        }
                     }
-                )
+                    may.into_iter()
+                        .filter(|m| !state.is_requester(m) && !voted.contains(&m.as_str()))
+                        .collect()
+                } else {
+                    vec![]
+                },
+                approved_by,
+                source: r.source.clone(),
             })
-            .collect();
-        parts.join("; ")
+            .collect()
     }
 }
 

@@ -13,6 +13,7 @@ pub mod duration;
 pub mod identity;
 pub mod log;
 pub mod policy;
+pub mod policy_test;
 pub mod report;
 pub mod request;
 pub mod scim;

@@ -20,34 +20,8 @@ impl Engine {
     pub fn view(&self, row: &RequestRow, votes: &[VoteRow]) -> Result<RequestView> {
         let doc = doc_of(row)?;
         let state = self.state(row, &doc, votes)?;
-        let assigned = state.assign();
-        let requirements = doc
-            .requirements
-            .iter()
-            .zip(assigned)
-            .map(|(r, approved_by)| RequirementView {
-                group: r.group.clone(),
-                count: r.count,
-                members: r.members.clone(),
-                met: approved_by.len() as u32 >= r.count,
-                may_vote: if state.status == Status::Pending {
-                    let mut may: Vec<String> = r.members.clone();
-                    for x in &state.extra_voters {
-                        if !may.contains(x) {
-                            may.push(x.clone());
-                        }
-                    }
-                    may.iter()
-                        .filter(|m| !state.is_requester(m) && !votes.iter().any(|v| &&v.voter == m))
-                        .cloned()
-                        .collect()
-                } else {
-                    vec![]
-                },
-                approved_by,
-                source: r.source.clone(),
-            })
-            .collect();
+        let voted: Vec<&str> = votes.iter().map(|v| v.voter.as_str()).collect();
+        let requirements = RequirementView::of(&state, &doc.requirements, &voted);
         Ok(RequestView {
             id: row.id.clone(),
             status: row.status,

@@ -40,6 +40,7 @@ mod oidc;
 mod openapi;
 mod ops_logs;
 mod pipelines;
+mod policy_test;
 mod policy_time;
 mod quickstart;
 mod records;
