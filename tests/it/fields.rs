@@ -35,7 +35,7 @@ fn line_with<'a>(stderr: &'a str, needle: &str) -> &'a str {
 async fn pending_count(s: &TestApp) -> usize {
     let (status, list) = s
         .http()
-        .api("GET", "/api/v1/requests?status=pending", &token("alice"), None)
+        .api("GET", "/requests?status=pending", &token("alice"), None)
         .await;
     assert_eq!(status, 200, "{list}");
     list.as_array().unwrap().len()
@@ -89,12 +89,7 @@ async fn fields_on(db: Db) {
     };
     let (st, e) = s
         .http()
-        .api(
-            "POST",
-            "/api/v1/requests",
-            &token("ci"),
-            Some(body(json!({"rollback": "r"}))),
-        )
+        .api("POST", "/requests", &token("ci"), Some(body(json!({"rollback": "r"}))))
         .await;
     assert_eq!((st, e["error"]["code"].as_str()), (422, Some("missing_field")), "{e}");
     assert_eq!(
@@ -105,7 +100,7 @@ async fn fields_on(db: Db) {
         .http()
         .api(
             "POST",
-            "/api/v1/requests",
+            "/requests",
             &token("ci"),
             Some(body(json!({"ticket": "CHG-1", "rollback": "r", "Bad-Name": "x"}))),
         )
@@ -122,7 +117,7 @@ async fn fields_on(db: Db) {
         .http()
         .api(
             "POST",
-            "/api/v1/requests",
+            "/requests",
             &token("ci"),
             Some(body(json!({"ticket": "CHG-1", "rollback": "a\u{1b}[31m"}))),
         )
@@ -149,7 +144,7 @@ async fn fields_on(db: Db) {
     assert_eq!(serde_json::to_value(&v.fields).unwrap(), want);
     let (_, raw) = s
         .http()
-        .api("GET", &format!("/api/v1/requests/{id}"), &token("alice"), None)
+        .api("GET", &format!("/requests/{id}"), &token("alice"), None)
         .await;
     assert_eq!(raw["fields"], want, "{raw}");
 
@@ -204,7 +199,7 @@ async fn fields_on(db: Db) {
     let record = w.record_path().to_path_buf();
     let (_, raw) = s
         .http()
-        .api("GET", &format!("/api/v1/requests/{}", w.id), &token("alice"), None)
+        .api("GET", &format!("/requests/{}", w.id), &token("alice"), None)
         .await;
     assert!(raw.get("fields").is_none(), "{raw}");
     let (code, events, stderr) = w.finish().await;
