@@ -367,6 +367,7 @@ mod tests {
             },
             summary: String::new(),
             artifacts: vec![],
+            fields: Default::default(),
             requester: vec!["erin".into()],
             requester_sources: vec![],
             opened_by: "ci".into(),

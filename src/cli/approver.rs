@@ -144,6 +144,9 @@ pub fn print_view(v: &RequestView) {
     for a in &v.artifacts {
         outln!("artifact    {}", t(a));
     }
+    for (name, value) in &v.fields {
+        outln!("field       {}: {}", t(name), t(value));
+    }
     outln!("rule        {} ({})", t(&v.rule), t(&v.policy_digest));
     for r in &v.requirements {
         outln!(

@@ -151,7 +151,12 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
     let verdicts = p.explain(&c);
     let matched = verdicts.iter().find(|v| v.matched).map(|v| v.rule.clone());
     if ctx.json() {
-        print_json(&serde_json::json!({"matched": matched, "rules": verdicts}));
+        let fields = matched
+            .as_ref()
+            .and_then(|m| p.rules.iter().find(|r| &r.name == m))
+            .map(|r| r.fields.clone())
+            .unwrap_or_default();
+        print_json(&serde_json::json!({"matched": matched, "rules": verdicts, "fields": fields}));
     } else {
         for v in &verdicts {
             if v.matched {
@@ -171,6 +176,9 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
                     rule.timeout(),
                     rule.approval_ttl()
                 );
+                if !rule.fields.is_empty() {
+                    outln!("       requires fields: {}", rule.fields_described());
+                }
             } else {
                 outln!("skip   {}: {}", v.rule, v.mismatches.join("; "));
             }

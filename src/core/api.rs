@@ -60,6 +60,10 @@ pub struct CreateRequest {
     /// Replays with the same key return the same request. Derived from the run identity when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Change fields (`ticket`, `rollback`, …): those the matched rule requires must be
+    /// here and match its patterns; others are kept as given.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
 }
 
 /// One requirement of the matched rule, with the votes it has so far.
@@ -194,6 +198,9 @@ pub struct RequestView {
     pub context: Context,
     pub summary: String,
     pub artifacts: Vec<String>,
+    /// The change fields the request was opened with (absent when none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
     /// Every identity that can never approve this request.
     pub requester: Vec<String>,
     /// Where each requester identity came from (absent for requests opened before it was kept).

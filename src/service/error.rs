@@ -64,6 +64,7 @@ error_codes! {
     BadCosignature = "bad_cosignature",
     InvalidTimeout = "invalid_timeout",
     NoMatchingRule = "no_matching_rule",
+    MissingField = "missing_field",
     RequesterUnknown = "requester_unknown",
     ReasonRequired = "reason_required",
     ReasonTooLong = "reason_too_long",

@@ -12,7 +12,7 @@ use crate::auth::oidc::VerifiedIdentity;
 use crate::core::api::{CreateRequest, RequestView};
 use crate::core::decide::Status;
 use crate::core::duration::{Dur, rfc3339};
-use crate::core::policy::AutoDecision;
+use crate::core::policy::{AutoDecision, FieldRefusal};
 use crate::store::{AuditDraft, RequestRow, VoteRow};
 
 impl Engine {
@@ -38,9 +38,14 @@ impl Engine {
         let given = normalise_requester(&mut body.context)?;
         require_requester(&body.context)?;
         self.check_scope(who, &body.context)?;
-        let fingerprint = crate::core::policy::digest(&crate::core::audit::canonical_bytes(&json!({
+        let mut fingerprinted = json!({
             "context": body.context, "summary": body.summary, "artifacts": body.artifacts, "timeout": body.timeout,
-        })));
+        });
+        // Only when given, so a request without fields keeps the fingerprint it always had.
+        if !body.fields.is_empty() {
+            fingerprinted["fields"] = json!(body.fields);
+        }
+        let fingerprint = crate::core::policy::digest(&crate::core::audit::canonical_bytes(&fingerprinted));
         // Keys are per opener: for an OIDC identity, its issuer and repository (or subject)
         // too, so two repositories under one issuer never replay each other's requests.
         let owner = match verified {
@@ -104,6 +109,13 @@ impl Engine {
                 format!("no policy rule matches this request ({})", earlier_misses(&policy, ctx)),
             )
         })?;
+        rule.check_fields(&body.fields).map_err(|e| {
+            let code = match e {
+                FieldRefusal::Missing { .. } => ErrorCode::MissingField,
+                FieldRefusal::NoMatch { .. } => ErrorCode::InvalidField,
+            };
+            AppError::Invalid(code, e.to_string())
+        })?;
         let mut timeout = rule.timeout();
         if let Some(t) = &body.timeout {
             let asked =
@@ -119,6 +131,7 @@ impl Engine {
             context: ctx.clone(),
             summary: body.summary.clone(),
             artifacts: body.artifacts.clone(),
+            fields: body.fields.clone(),
             requesters: requesters.ids,
             requester_sources: requesters.origins,
             requirements: self.resolve_requirements(policy.requirements(&rule)).await?,
@@ -155,6 +168,9 @@ impl Engine {
             "requirements": doc.requirements, "requester": doc.requesters, "requester_sources": doc.requester_sources,
             "expires_at": rfc3339(row.expires_at),
         });
+        if !doc.fields.is_empty() {
+            data["fields"] = json!(doc.fields);
+        }
         if let Some(v) = &doc.verified {
             data["verified_claims"] = json!(v);
         }

@@ -53,7 +53,7 @@ impl Engine {
             let hexd = a.strip_prefix("sha256:").unwrap_or(a);
             subject.push(json!({"name": a, "digest": {"sha256": hexd}}));
         }
-        json!({
+        let mut statement = json!({
             "_type": STATEMENT_TYPE,
             "subject": subject,
             "predicateType": PREDICATE_TYPE,
@@ -94,6 +94,11 @@ impl Engine {
                 "server": self.public_url,
                 "signed_by": self.keys.keyid,
             }
-        })
+        });
+        // Only when there are some: records of requests without fields stay as they were.
+        if !doc.fields.is_empty() {
+            statement["predicate"]["request"]["fields"] = json!(doc.fields);
+        }
+        statement
     }
 }

@@ -2,6 +2,8 @@
 //! who and why. It holds an OIDC identity and reads the stored row, so it lives here
 //! rather than in `core`; its pure parts are `core::request`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::error::{AppError, Result};
@@ -18,6 +20,9 @@ pub struct Doc {
     pub context: Context,
     pub summary: String,
     pub artifacts: Vec<String>,
+    /// The change fields given at opening; absent for requests opened before there were any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
     pub requesters: Vec<String>,
     /// Where each requester identity came from; empty for requests opened before it was kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -4,6 +4,7 @@ use super::Doc;
 use super::error::{AppError, ErrorCode, Result};
 use crate::core::api::{Context, CreateRequest, RequesterSource};
 use crate::core::identity::Identity;
+use crate::core::policy::{MAX_FIELDS, name_message, value_message};
 use crate::core::text::control_message;
 
 /// The request context's fields that name the requester, with their keys.
@@ -175,6 +176,17 @@ pub(super) fn validate_create(b: &CreateRequest) -> Result<()> {
     }
     if let Some(m) = b.timeout.as_deref().and_then(|t| control_message(t, false)) {
         return bad("timeout", m);
+    }
+    if b.fields.len() > MAX_FIELDS {
+        return bad("fields", format!("at most {MAX_FIELDS} fields"));
+    }
+    for (name, value) in &b.fields {
+        if let Some(m) = name_message(name) {
+            return bad("fields", m);
+        }
+        if let Some(m) = value_message(value) {
+            return bad(&format!("fields.{name}"), m);
+        }
     }
     Ok(())
 }

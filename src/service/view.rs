@@ -29,6 +29,7 @@ impl Engine {
             context: doc.context,
             summary: doc.summary,
             artifacts: doc.artifacts,
+            fields: doc.fields,
             requester: doc.requesters,
             requester_sources: doc.requester_sources,
             opened_by: row.opened_by.clone(),

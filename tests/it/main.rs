@@ -22,6 +22,7 @@ mod faults;
 mod faults_disk;
 mod faults_pg;
 mod faults_replicas;
+mod fields;
 mod forge;
 mod forge_groups;
 mod fuzz_inputs;

@@ -424,6 +424,7 @@ mod tests {
             },
             summary: String::new(),
             artifacts: vec![],
+            fields: Default::default(),
             requester: vec![],
             requester_sources: vec![],
             opened_by: "ci".into(),

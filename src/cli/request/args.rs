@@ -1,6 +1,7 @@
 //! What `gate request` is asked: its flags (each also a `GATE_` variable), and the
 //! request body they make with the context detected from the platform.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -8,6 +9,7 @@ use clap::Args;
 use crate::ci;
 use crate::cli::Failure;
 use crate::core::api::CreateRequest;
+use crate::core::policy::name_message;
 
 #[derive(Debug, Args)]
 pub struct RequestArgs {
@@ -26,6 +28,9 @@ pub struct RequestArgs {
     /// sha256:HEX digest of what is released, repeatable (GATE_ARTIFACT: comma-separated).
     #[arg(long = "artifact", env = "GATE_ARTIFACT", value_delimiter = ',')]
     pub artifacts: Vec<String>,
+    /// A change field the policy may require, NAME=VALUE, repeatable (also GATE_FIELD_<NAME>=VALUE; the flag wins).
+    #[arg(long = "field", value_name = "NAME=VALUE")]
+    pub fields: Vec<String>,
     /// Ask for a shorter timeout than the policy's (e.g. 30m).
     #[arg(long, env = "GATE_TIMEOUT")]
     pub timeout: Option<String>,
@@ -127,11 +132,68 @@ pub(super) fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {
         artifacts: a.artifacts.clone(),
         timeout: a.timeout.clone(),
         idempotency_key,
+        fields: fields(&a.fields, std::env::vars_os())?,
     })
+}
+
+/// The request's change fields: `GATE_FIELD_<NAME>` variables (NAME lower-cased), then
+/// `--field NAME=VALUE` flags, which win.
+fn fields(
+    flags: &[String],
+    env: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<BTreeMap<String, String>, Failure> {
+    let mut out = BTreeMap::new();
+    for (k, v) in env {
+        let Some(name) = k.to_str().and_then(|k| k.strip_prefix("GATE_FIELD_")) else {
+            continue;
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some(m) = name_message(&name) {
+            return Err(Failure::usage(format!("GATE_FIELD_{}: {m}", name.to_ascii_uppercase())));
+        }
+        let v = v
+            .into_string()
+            .map_err(|_| Failure::usage(format!("GATE_FIELD_{}: not UTF-8", name.to_ascii_uppercase())))?;
+        out.insert(name, v);
+    }
+    for f in flags {
+        let Some((name, v)) = f.split_once('=') else {
+            return Err(Failure::usage(format!(
+                "--field `{}` is not NAME=VALUE",
+                crate::core::text::for_terminal(f, false)
+            )));
+        };
+        if let Some(m) = name_message(name) {
+            return Err(Failure::usage(format!("--field {m}")));
+        }
+        out.insert(name.to_string(), v.to_string());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+
+    #[test]
+    fn fields_from_flags_win_over_variables() {
+        let env = [
+            ("GATE_FIELD_TICKET", "CHG-1"),
+            ("GATE_FIELD_ROLLBACK", "redeploy 1.2.3"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let got = super::fields(&["ticket=CHG-2".into(), "impact=low=ish".into()], env.into_iter()).unwrap();
+        assert_eq!(got["ticket"], "CHG-2");
+        assert_eq!(got["rollback"], "redeploy 1.2.3");
+        assert_eq!(got["impact"], "low=ish");
+        assert_eq!(got.len(), 3);
+        let e = super::fields(&["ticket".into()], std::iter::empty()).unwrap_err();
+        assert!(e.message.contains("is not NAME=VALUE"), "{}", e.message);
+        let e = super::fields(&["Ticket=x".into()], std::iter::empty()).unwrap_err();
+        assert!(e.message.contains("`Ticket` is not a field name"), "{}", e.message);
+    }
+
     use clap::CommandFactory;
 
     /// Every `gate request` flag can be given as `GATE_` + the flag in upper snake case.
@@ -143,7 +205,8 @@ mod tests {
         let mut seen = 0;
         for arg in request.get_arguments() {
             let Some(long) = arg.get_long() else { continue };
-            if matches!(long, "help" | "version") {
+            // `--field`'s variables are one per field: GATE_FIELD_<NAME>.
+            if matches!(long, "help" | "version" | "field") {
                 continue;
             }
             let want = format!("GATE_{}", long.to_uppercase().replace('-', "_"));

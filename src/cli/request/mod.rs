@@ -56,6 +56,12 @@ impl Printer {
     }
 }
 
+/// A change field the rule requires is missing, or its value is refused: the answer is no.
+fn refused_field(e: &crate::client::ClientError) -> bool {
+    matches!(e, crate::client::ClientError::Api { status: 422, code, message, .. }
+        if code == "missing_field" || (code == "invalid_field" && message.starts_with("field")))
+}
+
 pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
     let budget = Dur::parse(&a.retry_budget)
         .map_err(|e| Failure::usage(format!("--retry-budget: {e}")))?
@@ -96,7 +102,8 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
             // is a refusal, not a failure to decide.
             Err(e)
                 if (e.status() == Some(422) && e.to_string().contains("no_matching_rule"))
-                    || (e.status() == Some(403) && e.to_string().contains("out_of_scope")) =>
+                    || (e.status() == Some(403) && e.to_string().contains("out_of_scope"))
+                    || refused_field(&e) =>
             {
                 return Err(Failure::no(format!("refused: {e}")));
             }

@@ -5,11 +5,13 @@
 //! - `file`: the file as written, before validation;
 //! - `parse`: loading and validating it, section by section;
 //! - `error`: errors located in the file;
+//! - `fields`: the change fields a rule requires, and a request's checked against them;
 //! - `eval`: which rule a request falls under, and why not the others;
 //! - `glob`, `window`: repository/ref patterns and change windows.
 
 mod error;
 mod eval;
+mod fields;
 mod file;
 mod glob;
 mod model;
@@ -18,6 +20,7 @@ pub mod window;
 
 pub use error::PolicyError;
 pub use eval::RuleVerdict;
+pub use fields::{FieldRefusal, FieldSpec, MAX_FIELDS, MAX_NAME_BYTES, MAX_VALUE_BYTES, name_message, value_message};
 pub use glob::glob_match;
 pub use model::{
     AutoDecision, DEFAULT_APPROVAL_TTL, DEFAULT_TIMEOUT, Escalate, GroupSource, Match, Policy, Require, Rule, Windows,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::fields::FieldSpec;
 use super::window;
 use crate::core::duration::Dur;
 
@@ -153,6 +154,9 @@ pub struct Rule {
     /// When an approval may be used (consumed); absent = any time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<Windows>,
+    /// Fields a request must carry to open under this rule (a ticket, a rollback plan).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, FieldSpec>,
 }
 
 /// One escalation step: `after` the request opened, if it is still pending.

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use sha2::{Digest, Sha256};
 
 use super::error::{PolicyError, Source, locate};
+use super::fields::{MAX_FIELDS, compile, name_message};
 use super::file::{GroupDef, PolicyFile};
 use super::model::{Escalate, GroupSource, Policy, Rule};
 use super::window;
@@ -30,6 +31,7 @@ impl Policy {
             r.check_durations()?;
             r.check_windows()?;
             r.check_escalate(&groups)?;
+            r.check_fields()?;
         }
         Ok(Policy {
             groups: groups.users,
@@ -240,6 +242,36 @@ impl RuleAt<'_> {
         }
         for spec in &w.allow {
             window::Window::parse(spec).map_err(|m| self.err(spec, format!("rule `{}`: {m}", rule.name)))?;
+        }
+        Ok(())
+    }
+
+    /// `fields`: at most [`MAX_FIELDS`], each a valid name, each `pattern` a regular expression.
+    fn check_fields(&self) -> Result<(), PolicyError> {
+        let rule = self.rule;
+        if rule.fields.is_empty() {
+            return Ok(());
+        }
+        let section = self.src.at("fields", self.at.0);
+        if rule.fields.len() > MAX_FIELDS {
+            return Err(self.src.err(
+                section,
+                format!(
+                    "rule `{}`: at most {MAX_FIELDS} `fields`, not {}",
+                    rule.name,
+                    rule.fields.len()
+                ),
+            ));
+        }
+        for (name, spec) in &rule.fields {
+            let at = self.src.at(name, section.0);
+            if let Some(m) = name_message(name) {
+                return Err(self.src.err(at, format!("rule `{}` field {m}", rule.name)));
+            }
+            if let Some(p) = &spec.pattern {
+                let at = self.src.at(p, at.0);
+                compile(p).map_err(|m| self.src.err(at, format!("rule `{}` field `{name}`: {m}", rule.name)))?;
+            }
         }
         Ok(())
     }

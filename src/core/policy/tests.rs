@@ -276,3 +276,83 @@ fn escalate_and_windows_errors_are_located() {
         17,
     );
 }
+
+const FIELDS: &str = r#"version: 1
+groups:
+  sre: [alice, bob]
+rules:
+  - name: prod
+    match: { environment: production }
+    require: [{ group: sre }]
+    fields:
+      ticket: { pattern: "^CHG-[0-9]+$" }
+      rollback: {}
+  - name: rest
+    decision: approve
+"#;
+
+#[test]
+fn fields_parse_and_check_a_request() {
+    use std::collections::BTreeMap;
+    let p = Policy::parse("p.yaml", FIELDS).unwrap();
+    let prod = &p.rules[0];
+    assert_eq!(prod.fields.len(), 2);
+    assert_eq!(prod.fields["ticket"].pattern.as_deref(), Some("^CHG-[0-9]+$"));
+    assert_eq!(prod.fields["rollback"].pattern, None);
+    assert!(p.rules[1].fields.is_empty());
+    assert_eq!(prod.fields_described(), "rollback, ticket (pattern ^CHG-[0-9]+$)");
+    let given = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let e = prod.check_fields(&given(&[("rollback", "redeploy")])).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "field `ticket` is required by rule `prod` (pattern ^CHG-[0-9]+$)"
+    );
+    let e = prod
+        .check_fields(&given(&[("ticket", "CHG-1"), ("rollback", "  \n")]))
+        .unwrap_err();
+    assert_eq!(e.to_string(), "field `rollback` is required by rule `prod`");
+    let e = prod
+        .check_fields(&given(&[("ticket", "chg-1\nx"), ("rollback", "r")]))
+        .unwrap_err();
+    assert!(matches!(e, FieldRefusal::NoMatch { .. }));
+    assert_eq!(
+        e.to_string(),
+        "field `ticket` is \"chg-1\\nx\", which does not match the pattern ^CHG-[0-9]+$ of rule `prod`"
+    );
+    let ok = given(&[("ticket", "CHG-42"), ("rollback", "redeploy 1.2.3"), ("extra", "kept")]);
+    prod.check_fields(&ok).unwrap();
+    // The rule, fields and all, round-trips through a request's document.
+    let back: Rule = serde_json::from_str(&serde_json::to_string(prod).unwrap()).unwrap();
+    assert_eq!(&back, prod);
+}
+
+#[test]
+fn fields_errors_are_located() {
+    let check = |from: &str, to: &str, want: &str, line: usize, column: usize| {
+        let bad = FIELDS.replace(from, to);
+        assert_ne!(bad, FIELDS);
+        let e = Policy::parse("p.yaml", &bad).unwrap_err();
+        assert!(e.message.contains(want), "{e}");
+        assert_eq!((e.line, e.column), (line, column), "{e}");
+        assert!(e.to_string().starts_with(&format!("p.yaml:{line}:{column}: ")), "{e}");
+    };
+    check(
+        "      rollback: {}",
+        "      Roll-back: {}",
+        "rule `prod` field `Roll-back` is not a field name",
+        10,
+        7,
+    );
+    check(
+        "^CHG-[0-9]+$",
+        "^CHG-[0-9+$",
+        "rule `prod` field `ticket`: `^CHG-[0-9+$` is not a regular expression",
+        9,
+        27,
+    );
+    check("{ pattern: \"^CHG", "{ patern: \"^CHG", "unknown field `patern`", 9, 17);
+    let many: String = (0..33).map(|i| format!("      f{i}: {{}}\n")).collect();
+    check("      rollback: {}\n", &many, "at most 32 `fields`, not 34", 8, 5);
+}
