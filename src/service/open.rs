@@ -202,48 +202,17 @@ impl Engine {
                     reason.push_str(&format!("; earlier rules did not match: {missed}"));
                 }
             }
-            let vote = VoteRow {
+            let auto = AutoVote {
                 voter: format!("policy:{}", doc.rule.name),
                 approve,
-                reason: Some(reason.clone()),
-                at: now,
-                via: "policy".into(),
-                meta: None,
+                reason,
+                via: "policy",
+                vote_data: json!({}),
+                decided_by: format!("policy rule `{}`", doc.rule.name),
+                outcome_data: json!({"rule": doc.rule.name}),
             };
-            tx.insert_vote(&id, &vote).await?;
-            tx.append_audit(&AuditDraft {
-                at: now,
-                request_id: id.clone(),
-                kind: "vote".into(),
-                actor: vote.voter.clone(),
-                data: json!({"decision": if approve { "approve" } else { "deny" }, "reason": reason, "via": "policy", "automatic": true}),
-            })
-            .await?;
-            votes.push(vote);
-            let status = if approve { Status::Approved } else { Status::Denied };
-            let ev = tx
-                .append_audit(&AuditDraft {
-                    at: now,
-                    request_id: id.clone(),
-                    kind: status.as_str().into(),
-                    actor: "policy".into(),
-                    data: json!({"automatic": true, "rule": doc.rule.name, "reason": reason}),
-                })
+            self.decide_at_open(&mut tx, &mut row, &mut doc, &mut votes, auto, now)
                 .await?;
-            doc.decided_by = Some(format!("policy rule `{}`", doc.rule.name));
-            doc.reason = Some(reason);
-            doc.decision_log = Some(self.record_log(&mut tx, ev.0, now).await?);
-            doc.decision_event = Some(ev);
-            row.status = status;
-            row.version = 2;
-            row.decided_at = Some(now);
-            if approve {
-                row.approval_expires_at = Some(now.saturating_add(doc.approval_ttl_ms));
-            }
-            row.doc = serde_json::to_string(&doc)?;
-            let deadline = if approve { row.approval_expires_at } else { None };
-            tx.update_request(&row, deadline).await?;
-            self.put_record(&mut tx, &row, &votes, now).await?;
         }
         let event = (row.status == Status::Pending).then_some(crate::notify::Event::Opened);
         self.commit(tx, &row, &votes, event, now).await?;
@@ -254,6 +223,102 @@ impl Engine {
         self.timer_poke.notify_one();
         self.publish(&row);
         Ok(self.view(&row, &votes)?)
+    }
+}
+
+/// A decision made while a request opens, in the transaction that creates it: one vote
+/// that is not a person's (`automatic` in its event, so `gate verify --min-approvers`
+/// never counts it) and the outcome it implies.
+pub(super) struct AutoVote {
+    /// Who the vote is recorded as: `policy:RULE`, never a configured user.
+    pub voter: String,
+    pub approve: bool,
+    pub reason: String,
+    /// The vote's `via`: `policy` for a rule's own `decision`.
+    pub via: &'static str,
+    /// Keys added to the vote event beside `decision`, `reason`, `via` and `automatic`.
+    pub vote_data: serde_json::Value,
+    /// What the request shows as its decider.
+    pub decided_by: String,
+    /// Keys added to the outcome event beside `automatic` and `reason`.
+    pub outcome_data: serde_json::Value,
+}
+
+impl Engine {
+    /// Records `auto` on the request just inserted in `tx`: its vote, the outcome event
+    /// with its log entry, the row's new state and the signed record.
+    pub(super) async fn decide_at_open(
+        &self,
+        tx: &mut crate::store::Tx,
+        row: &mut RequestRow,
+        doc: &mut Doc,
+        votes: &mut Vec<VoteRow>,
+        auto: AutoVote,
+        now: i64,
+    ) -> Result<(), Failure> {
+        let AutoVote {
+            voter,
+            approve,
+            reason,
+            via,
+            vote_data,
+            decided_by,
+            outcome_data,
+        } = auto;
+        let vote = VoteRow {
+            voter,
+            approve,
+            reason: Some(reason.clone()),
+            at: now,
+            via: via.into(),
+            meta: None,
+        };
+        tx.insert_vote(&row.id, &vote).await?;
+        let mut data = json!({"decision": if approve { "approve" } else { "deny" }, "reason": reason, "via": via, "automatic": true});
+        merge(&mut data, vote_data);
+        tx.append_audit(&AuditDraft {
+            at: now,
+            request_id: row.id.clone(),
+            kind: "vote".into(),
+            actor: vote.voter.clone(),
+            data,
+        })
+        .await?;
+        votes.push(vote);
+        let status = if approve { Status::Approved } else { Status::Denied };
+        let mut data = json!({"automatic": true, "reason": reason});
+        merge(&mut data, outcome_data);
+        let ev = tx
+            .append_audit(&AuditDraft {
+                at: now,
+                request_id: row.id.clone(),
+                kind: status.as_str().into(),
+                actor: "policy".into(),
+                data,
+            })
+            .await?;
+        doc.decided_by = Some(decided_by);
+        doc.reason = Some(reason);
+        doc.decision_log = Some(self.record_log(tx, ev.0, now).await?);
+        doc.decision_event = Some(ev);
+        row.status = status;
+        row.version += 1;
+        row.decided_at = Some(now);
+        if approve {
+            row.approval_expires_at = Some(now.saturating_add(doc.approval_ttl_ms));
+        }
+        row.doc = serde_json::to_string(&doc)?;
+        let deadline = if approve { row.approval_expires_at } else { None };
+        tx.update_request(row, deadline).await?;
+        self.put_record(tx, row, votes, now).await?;
+        Ok(())
+    }
+}
+
+/// Adds the keys of `extra` (an object) to `into`.
+fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(into), serde_json::Value::Object(extra)) = (into.as_object_mut(), extra) {
+        into.extend(extra);
     }
 }
 
