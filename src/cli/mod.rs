@@ -21,6 +21,7 @@ mod policy_test;
 mod reports;
 mod request;
 mod serve;
+mod simulate;
 mod tools;
 
 use std::path::PathBuf;
@@ -317,6 +318,10 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
     },
+    /// Replay the real requests of a period through a new policy (auditors and admins, or
+    /// an export file) and print each whose rule, approvers or outcome would change.
+    /// Nothing is written.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -489,6 +494,9 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Policy {
             command: PolicyCommand::Test { dir, policy },
         } => policy_test::run(&ctx, &dir, policy.as_deref()),
+        Command::Policy {
+            command: PolicyCommand::Simulate(a),
+        } => simulate::run(&ctx, &a).await,
         Command::Token {
             command: TokenCommand::Hash,
         } => tools::token_hash(),
