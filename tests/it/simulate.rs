@@ -188,6 +188,27 @@ async fn scenario(db: Db) {
     assert!(out.stderr.starts_with("gate: bad.yaml:8:5: "), "{out:?}");
     assert!(out.stderr.contains("requires"), "{out:?}");
 
+    // With --config, a member the server's users do not have is refused, placed.
+    std::fs::write(
+        dir.join("zoe.yaml"),
+        NEW.replace("sre: [alice, bob, carol]", "sre: [alice, bob, zoe]"),
+    )
+    .unwrap();
+    let config = app.config.display().to_string();
+    let out = app
+        .run(AUDITOR, &["policy", "simulate", "zoe.yaml", "--config", &config])
+        .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.starts_with("gate: zoe.yaml:3:"), "{out:?}");
+    assert!(
+        out.stderr.contains("`zoe` is not a user in the server config"),
+        "{out:?}"
+    );
+    let out = app
+        .run(AUDITOR, &["policy", "simulate", "new.yaml", "--config", &config])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+
     // A broken export line is placed too.
     let mut broken: Vec<&str> = exported.lines().collect();
     broken.insert(2, "{\"seq\": \"three\"}");
