@@ -179,6 +179,8 @@ struct Seen {
     bodies: Mutex<Vec<(Value, bool)>>,
     /// Released by the test: the `hang` answer holds the connection until then.
     release: Notify,
+    /// Told when a `release 1.2.3` request arrives (the restart test).
+    arrived: Notify,
 }
 
 /// A check service on port 0 that answers according to the request's summary.
@@ -203,6 +205,22 @@ async fn fake_service() -> (String, Arc<Seen>) {
                     "deny" => json!({"decision": "deny", "reason": "CHG-7 was rejected by the CAB"}),
                     "abstain" => json!({"decision": "abstain"}),
                     "garbage" => json!({"decision": "yes"}),
+                    // The first one hangs (the server is killed meanwhile), later ones approve.
+                    "release 1.2.3" => {
+                        let first = seen
+                            .bodies
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .filter(|(b, _)| b["id"] == doc["id"])
+                            .count()
+                            == 1;
+                        if first {
+                            seen.arrived.notify_one();
+                            seen.release.notified().await;
+                        }
+                        json!({"decision": "approve", "reason": "asked again after the restart"})
+                    }
                     _ => {
                         seen.release.notified().await;
                         json!({"decision": "approve", "reason": "too late"})
@@ -340,4 +358,48 @@ rules:
     assert!(seen.bodies.lock().unwrap().iter().all(|(_, ok)| *ok));
     let out = s.run(AUDITOR, &["audit", "verify"]).await;
     assert_eq!(out.code, 0, "{out:?}");
+}
+
+async fn restart_on(db: Db) {
+    let (url, seen) = fake_service().await;
+    let rule = format!(
+        "    require: [{{ group: sre, count: 1 }}]
+    auto_approve_if:
+      - http: {{ url: \"{url}\", timeout: 30s, secret_env: CHECK_SECRET }}"
+    );
+    let mut s = TestApp::builder()
+        .backend(db)
+        .rule(&rule)
+        .env("CHECK_SECRET", SECRET)
+        .spawn()
+        .await;
+    let v = s.open_via_api("dave").await;
+    // The check is in flight when the server dies: nothing of it is recorded.
+    seen.arrived.notified().await;
+    s.kill().await;
+    s.respawn().await;
+    // The new process's timer finds the request unchecked and runs its checks again.
+    let v = s.client("alice").wait(&v.id, Some(1), 60).await.unwrap();
+    assert_eq!(v.status.as_str(), "approved", "{v:?}");
+    let ev = check_events(&s, &v.id).await;
+    assert_eq!(ev.len(), 1, "recorded once: {ev:?}");
+    assert_eq!(ev[0]["data"]["reason"], "asked again after the restart");
+    seen.release.notify_waiters();
+    let calls = seen
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(b, _)| b["id"] == json!(v.id))
+        .count();
+    assert_eq!(calls, 2);
+    let out = s.run(AUDITOR, &["audit", "verify"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[tokio::test]
+async fn checks_interrupted_by_a_restart_run_again_and_are_recorded_once() {
+    for db in backends() {
+        restart_on(db).await;
+    }
 }
