@@ -403,3 +403,42 @@ async fn checks_interrupted_by_a_restart_run_again_and_are_recorded_once() {
         restart_on(db).await;
     }
 }
+
+#[tokio::test]
+async fn policy_explain_and_check_name_the_checks() {
+    let rule = "    require: [{ group: sre, count: 1 }]
+    auto_approve_if:
+      - promotion: { from: staging, within: 7d }";
+    let s = TestApp::builder().rule(rule).spawn().await;
+    let ctx = s.dir.path().join("ctx.json");
+    std::fs::write(&ctx, r#"{"environment": "production", "actor": "dave"}"#).unwrap();
+    let policy = s.policy.to_str().unwrap().to_string();
+    let out = s
+        .run(
+            "ci",
+            &["policy", "explain", &policy, "--request", ctx.to_str().unwrap()],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("auto_approve_if: promotion from staging within 7d (run once the request is open)"),
+        "{out:?}"
+    );
+    // A check that cannot be used is refused at its line.
+    let bad = s.dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap().replace(
+        "promotion: { from: staging, within: 7d }",
+        "http: { url: \"http://cab.example\", secret_env: CAB }",
+    );
+    std::fs::write(&bad, text).unwrap();
+    let out = s.run("ci", &["policy", "check", bad.to_str().unwrap()]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("bad.yaml:")
+            && out
+                .stderr
+                .contains("auto_approve_if[0]: `http.url`: `http://cab.example` must be https://"),
+        "{out:?}"
+    );
+}
