@@ -222,8 +222,12 @@ fn check_decision(
             false => Ok(()),
         };
     };
+    // Other automatic mechanisms (not `policy`, not `check`) are judged by their own arms.
+    if e.data["via"] == "policy" {
+        return Err("a rule with checks decides automatically only by them, not by `decision`".into());
+    }
     if !by_checks {
-        return Err("a rule with checks decides automatically only by them".into());
+        return Ok(());
     }
     let Some((a, d)) = answers(results, approve_n, deny_n) else {
         return Err(format!(
