@@ -120,6 +120,8 @@ pub async fn serve(
     let app = crate::http::app(engine.clone(), stop_rx.clone())?;
     let timer = tokio::spawn(run_timer(engine.clone(), stop_rx.clone()));
     let listener_task = tokio::spawn(run_listener(engine.clone(), stop_rx.clone()));
+    // Evidence checks of requests the timer hands over (see `service::checks`).
+    let checker = tokio::spawn(engine.clone().run_check_worker(stop_rx.clone()));
     let reloader = tokio::spawn(reload_on_hangup(engine.clone()));
     let notifier = channels.map(|channels| {
         tokio::spawn(crate::notify::worker::run(
@@ -153,6 +155,7 @@ pub async fn serve(
     crate::http::listen::run(listener, app, limits, stop_rx.clone()).await;
     timer.abort();
     listener_task.abort();
+    checker.abort();
     reloader.abort();
     if let Some(mut n) = notifier {
         // Let deliveries in flight finish and record their outcome; a lease left behind

@@ -179,6 +179,15 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
                 if !rule.fields.is_empty() {
                     outln!("       requires fields: {}", rule.fields_described());
                 }
+                for (list, checks) in [
+                    ("auto_approve_if", &rule.auto_approve_if),
+                    ("auto_deny_if", &rule.auto_deny_if),
+                ] {
+                    if !checks.is_empty() {
+                        let each: Vec<String> = checks.iter().map(|c| c.describe()).collect();
+                        outln!("       {list}: {} (run once the request is open)", each.join(", "));
+                    }
+                }
             } else {
                 outln!("skip   {}: {}", v.rule, v.mismatches.join("; "));
             }

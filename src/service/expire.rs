@@ -19,6 +19,9 @@ impl Engine {
                 if state.status != Status::Pending {
                     return Ok(None);
                 }
+                if super::checks::checks_due(&doc) {
+                    self.want_checks(id);
+                }
                 let due = crate::core::decide::due_escalations(
                     &doc.escalation_afters(),
                     &doc.escalations_done(),

@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicI64;
 use tokio::sync::{Notify, broadcast, watch};
 
 mod cancel;
+mod checks;
 mod commit;
 mod consume;
 mod delegate;
@@ -94,6 +95,8 @@ pub struct Engine {
     reload_lock: tokio::sync::Mutex<()>,
     /// Requests already reported as altered in the database (see `derive.rs`).
     tampered_seen: Mutex<std::collections::HashSet<String>>,
+    /// Requests whose evidence checks are to run (see `checks.rs`).
+    checks: checks::CheckQueue,
 }
 
 type Loaded = (RequestRow, Vec<VoteRow>);
@@ -126,6 +129,7 @@ impl Engine {
             log,
             witnesses,
             tampered_seen: Mutex::new(Default::default()),
+            checks: Default::default(),
             sources: Default::default(),
             reload_lock: Default::default(),
             tokens: ArcSwap::from_pointee(tokens),

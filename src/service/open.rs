@@ -145,6 +145,7 @@ impl Engine {
             decision_log: None,
             verified: verified.cloned(),
             escalations: vec![],
+            checks: vec![],
         };
         let mut row = RequestRow {
             id: id.clone(),
@@ -173,6 +174,10 @@ impl Engine {
         }
         if let Some(v) = &doc.verified {
             data["verified_claims"] = json!(v);
+        }
+        // How many checks will decide, so a replay can tell a decision they made (see derive).
+        if doc.rule.has_checks() {
+            data["checks"] = json!({"approve": doc.rule.auto_approve_if.len(), "deny": doc.rule.auto_deny_if.len()});
         }
         let created = AuditDraft {
             at: now,

@@ -99,6 +99,10 @@ impl Engine {
         if !doc.fields.is_empty() {
             statement["predicate"]["request"]["fields"] = json!(doc.fields);
         }
+        // The evidence checks' results, when the rule had checks.
+        if !doc.checks.is_empty() {
+            statement["predicate"]["checks"] = json!(doc.checks);
+        }
         statement
     }
 }

@@ -51,6 +51,9 @@ pub struct Doc {
     /// Escalation steps of the rule already taken, so none is taken twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalations: Vec<Escalation>,
+    /// The results of the rule's evidence checks, once they ran (see `checks.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::core::decide::checks::CheckResult>,
 }
 
 impl Doc {
@@ -82,6 +85,8 @@ impl Doc {
 /// escalation while pending, the end of the approval's validity once approved.
 pub(super) fn deadline_of(status: Status, row: &RequestRow, doc: &Doc) -> Option<i64> {
     match status {
+        // Checks not yet run are due at once: the timer hands them to the check worker.
+        Status::Pending if super::checks::checks_due(doc) => Some(row.created_at),
         Status::Pending => Some(
             doc.next_escalation(row)
                 .map_or(row.expires_at, |e| e.min(row.expires_at)),

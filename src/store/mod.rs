@@ -12,6 +12,7 @@ mod health;
 pub mod keyfile;
 mod log;
 mod migrate;
+mod promotions;
 mod reports;
 mod scim;
 mod web;

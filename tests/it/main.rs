@@ -11,6 +11,7 @@ mod support;
 mod admin;
 mod architecture;
 mod browser;
+mod checks;
 mod connections;
 mod deploy_container;
 mod deploy_kubernetes;

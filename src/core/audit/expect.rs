@@ -151,7 +151,8 @@ impl<'a> Decision<'a> {
 
 /// A vote the policy cast (an automatic decision), not a person.
 fn is_policy_vote(v: &Value) -> bool {
-    v["via"] == "policy" || v["automatic"] == Value::Bool(true)
+    // `check`: an evidence check of the rule decided (see `core::decide::checks`).
+    v["via"] == "policy" || v["via"] == "check" || v["automatic"] == Value::Bool(true)
 }
 
 fn mismatch(field: &'static str, message: String) -> Mismatch {

@@ -67,6 +67,13 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
     let requesters: Vec<String> = serde_json::from_value(first.data["requester"].clone())
         .map_err(|e| bad(first, format!("requester does not parse: {e}")))?;
     let expires_at = first.data["expires_at"].as_str().unwrap_or_default().to_string();
+    // How many evidence checks the rule had (`auto_approve_if`, `auto_deny_if`); absent
+    // when it had none, and then no check may decide.
+    let declared = first.data.get("checks").map(|c| {
+        let n = |k: &str| c[k].as_u64().unwrap_or(0) as usize;
+        (n("approve"), n("deny"))
+    });
+    let mut check_results: Vec<super::checks::CheckResult> = Vec::new();
     let mut st = State {
         status: Status::Pending,
         requesters: requesters.clone(),
@@ -101,6 +108,7 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
                     return Err(bad(e, format!("a vote on a request that is {}", st.status)));
                 }
                 if e.data["automatic"] == Value::Bool(true) {
+                    check_decision(e, declared, &check_results, approve).map_err(|why| bad(e, why))?;
                     // The rule decides by itself, in the same transaction as `created`.
                     votes.push((e.actor.to_string(), approve));
                     allowed = Some(if approve { Status::Approved } else { Status::Denied });
@@ -132,6 +140,14 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
                 });
                 votes.push((e.actor.to_string(), approve));
                 allowed = (next.status != Status::Pending).then_some(next.status);
+            }
+            "check" => {
+                if declared.is_none() {
+                    return Err(bad(e, "a check result on a request whose rule has no checks".into()));
+                }
+                let r: super::checks::CheckResult = serde_json::from_value(e.data.clone())
+                    .map_err(|err| bad(e, format!("the check result does not parse: {err}")))?;
+                check_results.push(r);
             }
             "escalated" => {
                 let added: Vec<String> = serde_json::from_value(e.data["added"].clone()).unwrap_or_default();
@@ -188,6 +204,43 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
         state: st,
         expires_at,
     })
+}
+
+/// An automatic vote is legitimate: a rule's own `decision` on a rule without checks, or
+/// (`via: check`) exactly what the recorded check results combine to.
+fn check_decision(
+    e: &Event<'_>,
+    declared: Option<(usize, usize)>,
+    results: &[super::checks::CheckResult],
+    approve: bool,
+) -> Result<(), String> {
+    use super::checks::{Combined, answers, combine};
+    let by_checks = e.data["via"] == "check";
+    let Some((approve_n, deny_n)) = declared else {
+        return match by_checks {
+            true => Err("a decision by checks on a request whose rule has no checks".into()),
+            false => Ok(()),
+        };
+    };
+    // Other automatic mechanisms (not `policy`, not `check`) are judged by their own arms.
+    if e.data["via"] == "policy" {
+        return Err("a rule with checks decides automatically only by them, not by `decision`".into());
+    }
+    if !by_checks {
+        return Ok(());
+    }
+    let Some((a, d)) = answers(results, approve_n, deny_n) else {
+        return Err(format!(
+            "a decision by checks without one recorded result for each of its {approve_n} approve- and {deny_n} deny-checks"
+        ));
+    };
+    match (combine(&a, &d), approve) {
+        (Combined::Approve, true) | (Combined::Deny(_), false) => Ok(()),
+        (c, _) => Err(format!(
+            "the recorded check results ({a:?}, {d:?}) decide {c:?}, not {}",
+            if approve { "approve" } else { "deny" }
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -284,5 +337,121 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(d.status, Status::Approved);
+    }
+
+    fn with_checks(approve: usize, deny: usize) -> Event<'static> {
+        let mut c = created();
+        c.data["checks"] = json!({"approve": approve, "deny": deny});
+        c
+    }
+
+    fn check(seq: i64, list: &str, index: usize, answer: &str) -> Event<'static> {
+        ev(
+            seq,
+            "check",
+            "policy:prod",
+            json!({"list": list, "index": index, "kind": "http", "check": "http https://x", "answer": answer, "reason": "r", "evidence": {}}),
+        )
+    }
+
+    fn by_checks(seq: i64, decision: &str) -> Event<'static> {
+        ev(
+            seq,
+            "vote",
+            "policy:prod",
+            json!({"decision": decision, "automatic": true, "via": "check"}),
+        )
+    }
+
+    #[test]
+    fn decisions_by_checks_replay_only_when_the_results_make_them() {
+        let approved = |events: Vec<Event<'static>>| {
+            let mut events = events;
+            let seq = events.len() as i64 + 1;
+            events.push(ev(seq, "approved", "policy", json!({"automatic": true})));
+            derive(&events)
+        };
+        // Every approve-check approved, the deny-check abstained: approved by the policy.
+        let d = approved(vec![
+            with_checks(2, 1),
+            check(2, "auto_approve_if", 0, "approve"),
+            check(3, "auto_approve_if", 1, "approve"),
+            check(4, "auto_deny_if", 0, "abstain"),
+            by_checks(5, "approve"),
+        ])
+        .unwrap();
+        assert_eq!(d.status, Status::Approved);
+        // A deny-check's deny denies.
+        let d = derive(&[
+            with_checks(1, 1),
+            check(2, "auto_approve_if", 0, "approve"),
+            check(3, "auto_deny_if", 0, "deny"),
+            by_checks(4, "deny"),
+            ev(5, "denied", "policy", json!({"automatic": true})),
+        ])
+        .unwrap();
+        assert_eq!(d.status, Status::Denied);
+        // Results that leave it to people, and then people decide.
+        let d = derive(&[
+            with_checks(1, 0),
+            check(2, "auto_approve_if", 0, "error"),
+            approve(3, "alice"),
+            approve(4, "bob"),
+            ev(5, "approved", "bob", json!({})),
+        ])
+        .unwrap();
+        assert_eq!(d.status, Status::Approved);
+        // Forged: an approval by checks that errored, abstained or were never recorded,
+        // or one result standing for two checks, or a deny by checks that did not deny.
+        for forged in [
+            vec![
+                with_checks(1, 0),
+                check(2, "auto_approve_if", 0, "error"),
+                by_checks(3, "approve"),
+            ],
+            vec![
+                with_checks(1, 0),
+                check(2, "auto_approve_if", 0, "abstain"),
+                by_checks(3, "approve"),
+            ],
+            vec![
+                with_checks(1, 1),
+                check(2, "auto_approve_if", 0, "approve"),
+                by_checks(3, "approve"),
+            ],
+            vec![
+                with_checks(2, 0),
+                check(2, "auto_approve_if", 0, "approve"),
+                check(3, "auto_approve_if", 0, "approve"),
+                by_checks(4, "approve"),
+            ],
+            vec![
+                with_checks(1, 1),
+                check(2, "auto_approve_if", 0, "approve"),
+                check(3, "auto_deny_if", 0, "error"),
+                by_checks(4, "approve"),
+            ],
+            vec![
+                with_checks(1, 0),
+                check(2, "auto_approve_if", 0, "deny"),
+                by_checks(3, "deny"),
+            ],
+            // A rule with checks never decides by `decision`, nor one without by checks.
+            vec![
+                with_checks(1, 0),
+                ev(
+                    2,
+                    "vote",
+                    "policy:prod",
+                    json!({"decision": "approve", "automatic": true, "via": "policy"}),
+                ),
+            ],
+            vec![created(), check(2, "auto_approve_if", 0, "approve")],
+            vec![created(), by_checks(2, "approve")],
+        ] {
+            let seq = forged.last().unwrap().seq;
+            let e = derive(&forged).unwrap_err();
+            assert_eq!(e.seq, seq, "{e}");
+        }
     }
 }

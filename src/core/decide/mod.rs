@@ -13,6 +13,7 @@
 //! open; the caller computes `window_open` for `now`. Outside it, `consume` is refused
 //! and the request stays approved until its approval lapses.
 
+pub mod checks;
 pub mod derive;
 
 use std::fmt;

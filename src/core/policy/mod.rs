@@ -5,10 +5,12 @@
 //! - `file`: the file as written, before validation;
 //! - `parse`: loading and validating it, section by section;
 //! - `error`: errors located in the file;
+//! - `checks`: the evidence checks of `auto_approve_if` and `auto_deny_if`;
 //! - `fields`: the change fields a rule requires, and a request's checked against them;
 //! - `eval`: which rule a request falls under, and why not the others;
 //! - `glob`, `window`: repository/ref patterns and change windows.
 
+pub mod checks;
 mod error;
 mod eval;
 mod fields;

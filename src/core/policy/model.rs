@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::checks::CheckSpec;
 use super::fields::FieldSpec;
 use super::window;
 use crate::core::duration::Dur;
@@ -157,6 +158,12 @@ pub struct Rule {
     /// Fields a request must carry to open under this rule (a ticket, a rollback plan).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, FieldSpec>,
+    /// Checks that approve by policy when every one of them answers approve (see `checks.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_approve_if: Vec<CheckSpec>,
+    /// Checks that deny by policy when any one of them answers deny.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_deny_if: Vec<CheckSpec>,
 }
 
 /// One escalation step: `after` the request opened, if it is still pending.
@@ -206,6 +213,10 @@ impl Rule {
     /// The allowed windows; empty when the rule has none (always open).
     pub fn allowed_windows(&self) -> &[String] {
         self.windows.as_ref().map(|w| w.allow.as_slice()).unwrap_or_default()
+    }
+    /// Whether the server runs evidence checks on requests under this rule.
+    pub fn has_checks(&self) -> bool {
+        !self.auto_approve_if.is_empty() || !self.auto_deny_if.is_empty()
     }
     /// Whether an approval under this rule may be used at `now` (Unix ms).
     pub fn window_open(&self, now: i64) -> bool {

@@ -32,6 +32,7 @@ impl Policy {
             r.check_windows()?;
             r.check_escalate(&groups)?;
             r.check_fields()?;
+            r.check_checks()?;
         }
         Ok(Policy {
             groups: groups.users,
@@ -271,6 +272,55 @@ impl RuleAt<'_> {
             if let Some(p) = &spec.pattern {
                 let at = self.src.at(p, at.0);
                 compile(p).map_err(|m| self.src.err(at, format!("rule `{}` field `{name}`: {m}", rule.name)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `auto_approve_if` and `auto_deny_if`: on a rule with `require` (the people who
+    /// decide otherwise), each entry one valid check.
+    fn check_checks(&self) -> Result<(), PolicyError> {
+        let rule = self.rule;
+        for (list, checks) in [
+            ("auto_approve_if", &rule.auto_approve_if),
+            ("auto_deny_if", &rule.auto_deny_if),
+        ] {
+            if checks.is_empty() {
+                continue;
+            }
+            let section = self.src.at(list, self.at.0);
+            if rule.decision.is_some() {
+                return Err(self.src.err(
+                    section,
+                    format!(
+                        "rule `{}` has both `decision` and `{list}`: a rule that decides by itself runs no checks",
+                        rule.name
+                    ),
+                ));
+            }
+            if checks.len() > super::checks::MAX_CHECKS {
+                return Err(self.src.err(
+                    section,
+                    format!(
+                        "rule `{}`: at most {} checks in `{list}`",
+                        rule.name,
+                        super::checks::MAX_CHECKS
+                    ),
+                ));
+            }
+            // Each entry's errors point at its own kind's key, from the entry before it on.
+            let mut line = section.0;
+            for (i, c) in checks.iter().enumerate() {
+                let entry = self.src.at(c.kind(), line);
+                if let Some((key, m)) = c.problem(list) {
+                    let at = if key == list {
+                        section
+                    } else {
+                        self.src.at(key, entry.0)
+                    };
+                    return Err(self.src.err(at, format!("rule `{}` {list}[{i}]: {m}", rule.name)));
+                }
+                line = entry.0 + 1;
             }
         }
         Ok(())

@@ -1,0 +1,234 @@
+//! Evidence checks (`auto_approve_if`, `auto_deny_if`), run once a request is open.
+//!
+//! When they run: a pending request whose rule has checks and whose document holds no
+//! results yet is due for the timer at once (`deadline_of` gives it its creation time),
+//! so the timer of whichever replica holds it hands it to the check worker; a restart
+//! between opening and the checks loses nothing, the next timer tick hands it over again.
+//! The worker runs the checks with no transaction open (an http check may take its
+//! timeout), then records every result, and the outcome they make, in one transaction
+//! behind the request's compare-and-set: a person's vote that lands first wins, and a
+//! request already decided or already checked is left as it is, so nothing is doubled.
+
+mod http;
+mod promotion;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use super::commit::Failure;
+use super::error::{AppError, Result};
+use super::open::AutoVote;
+use super::{Doc, Engine, MAX_ATTEMPTS, deadline_of, doc_of};
+use crate::core::decide::Status;
+use crate::core::decide::checks::{Answer, CheckResult, Combined, List, answers, combine};
+use crate::core::policy::checks::{Check, CheckSpec};
+use crate::store::{AuditDraft, RequestRow, VoteRow};
+
+/// Requests waiting for their checks, each once until its run ends.
+pub struct CheckQueue {
+    tx: mpsc::UnboundedSender<String>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    running: Mutex<HashSet<String>>,
+}
+
+impl Default for CheckQueue {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        CheckQueue {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            running: Mutex::default(),
+        }
+    }
+}
+
+/// Whether a request's checks have yet to be run.
+pub(super) fn checks_due(doc: &Doc) -> bool {
+    doc.rule.has_checks() && doc.checks.is_empty()
+}
+
+impl Engine {
+    /// Hands a request to the check worker, unless its checks are already running.
+    pub(super) fn want_checks(&self, id: &str) {
+        let fresh = self
+            .checks
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string());
+        if fresh {
+            let _ = self.checks.tx.send(id.to_string());
+        }
+    }
+
+    /// Runs the checks of each request handed over, concurrently, until `stop`.
+    pub async fn run_check_worker(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let Some(mut rx) = self.checks.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                id = rx.recv() => {
+                    let Some(id) = id else { return };
+                    let engine = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = engine.run_checks(&id).await {
+                            tracing::warn!(request = %id, error = %e, "recording checks failed; the timer will retry");
+                        }
+                        engine.checks.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    });
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Runs the checks of request `id` if it is still pending and unchecked, and records them.
+    pub(super) async fn run_checks(&self, id: &str) -> Result<()> {
+        let (row, _) = self.load(id).await?;
+        let doc = doc_of(&row)?;
+        if row.status != Status::Pending || !checks_due(&doc) {
+            return Ok(());
+        }
+        let now = crate::core::duration::now_ms();
+        let mut results = Vec::new();
+        for (list, specs) in [
+            (List::Approve, &doc.rule.auto_approve_if),
+            (List::Deny, &doc.rule.auto_deny_if),
+        ] {
+            for (index, spec) in specs.iter().enumerate() {
+                results.push(self.run_check(&row, &doc, list, index, spec, now).await);
+            }
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let now = crate::core::duration::now_ms();
+            let (row, votes) = self.load(id).await?;
+            let doc = doc_of(&row)?;
+            let state = self.verified_state(&row, &doc, &votes).await?;
+            // Decided meanwhile (a person, a cancel), or checked by another replica.
+            if state.status != Status::Pending || !checks_due(&doc) {
+                return Ok(());
+            }
+            if state.tick(now).is_some() {
+                self.expire(id, now).await?;
+                return Ok(());
+            }
+            match self.record_checks(row, votes, doc, &results, now).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::Unavailable(
+            "too much contention recording checks; retry".into(),
+        ))
+    }
+
+    async fn run_check(
+        &self,
+        row: &RequestRow,
+        doc: &Doc,
+        list: List,
+        index: usize,
+        spec: &CheckSpec,
+        now: i64,
+    ) -> CheckResult {
+        let (answer, reason, evidence) = match spec.check() {
+            Some(Check::Promotion(p)) => self.promotion(doc, p, now).await,
+            Some(Check::Http(h)) => self.http_check(row, doc, h, list, index).await,
+            None => (Answer::Error, "not a check the server knows".into(), json!({})),
+        };
+        CheckResult {
+            list,
+            index,
+            kind: spec.kind().into(),
+            check: spec.describe(),
+            answer,
+            reason,
+            evidence,
+        }
+    }
+
+    /// One transaction: a `check` event per result, the results in the document and, when
+    /// they decide, the automatic vote, the outcome and the signed record.
+    async fn record_checks(
+        &self,
+        mut row: RequestRow,
+        mut votes: Vec<VoteRow>,
+        mut doc: Doc,
+        results: &[CheckResult],
+        now: i64,
+    ) -> Result<(), Failure> {
+        let mut tx = self.store.begin().await?;
+        let voter = format!("policy:{}", doc.rule.name);
+        for r in results {
+            tx.append_audit(&AuditDraft {
+                at: now,
+                request_id: row.id.clone(),
+                kind: "check".into(),
+                actor: voter.clone(),
+                data: serde_json::to_value(r)?,
+            })
+            .await?;
+        }
+        doc.checks = results.to_vec();
+        let (a, d) = answers(results, doc.rule.auto_approve_if.len(), doc.rule.auto_deny_if.len()).unwrap_or_default();
+        let reason = match combine(&a, &d) {
+            Combined::Humans => None,
+            Combined::Approve => Some((true, approve_reason(results))),
+            Combined::Deny(i) => {
+                let r = results.iter().find(|r| r.list == List::Deny && r.index == i);
+                Some((
+                    false,
+                    r.map_or_else(String::new, |r| {
+                        format!("auto_deny_if[{i}] ({}) denied: {}", r.check, r.reason)
+                    }),
+                ))
+            }
+        };
+        let Some((approve, reason)) = reason else {
+            row.version += 1;
+            row.doc = serde_json::to_string(&doc)?;
+            tx.update_request(&row, deadline_of(Status::Pending, &row, &doc))
+                .await?;
+            self.commit(tx, &row, &votes, None, now).await?;
+            self.timer_poke.notify_one();
+            self.publish(&row);
+            return Ok(());
+        };
+        let summary: Vec<_> = results
+            .iter()
+            .map(|r| json!({"list": r.list, "index": r.index, "kind": r.kind, "answer": r.answer}))
+            .collect();
+        let auto = AutoVote {
+            voter,
+            approve,
+            reason,
+            via: "check",
+            vote_data: json!({"checks": summary}),
+            decided_by: format!("policy rule `{}` (checks)", doc.rule.name),
+            outcome_data: json!({"rule": doc.rule.name, "via": "check"}),
+        };
+        self.decide_at_open(&mut tx, &mut row, &mut doc, &mut votes, auto, now)
+            .await?;
+        self.commit(tx, &row, &votes, Some(crate::notify::Event::Decided), now)
+            .await?;
+        self.metrics.decided(row.status, now - row.created_at);
+        self.timer_poke.notify_one();
+        self.publish(&row);
+        Ok(())
+    }
+}
+
+/// `every auto_approve_if check approved: promotion from staging within 7d: …; http …: …`.
+fn approve_reason(results: &[CheckResult]) -> String {
+    let each: Vec<String> = results
+        .iter()
+        .filter(|r| r.list == List::Approve)
+        .map(|r| format!("{}: {}", r.check, r.reason))
+        .collect();
+    format!("every auto_approve_if check approved: {}", each.join("; "))
+}
