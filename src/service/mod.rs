@@ -34,6 +34,7 @@ mod reports;
 mod request;
 mod requesters;
 mod roles;
+mod stages;
 mod validate;
 mod view;
 mod vote;

@@ -50,6 +50,7 @@ mod request_id;
 mod roles;
 mod scim;
 mod siem;
+mod stages;
 mod store;
 mod throttle;
 mod ui;
