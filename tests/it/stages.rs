@@ -147,15 +147,47 @@ async fn stages_open_in_order_and_the_gate_exits_0() {
             "{out:?}"
         );
         assert_eq!(view(&s, &id).await.status, Status::Pending);
-        // Only the open stage's approvers have it in their inbox.
+        // Only the open stage's approvers have it in their inbox, in the CLI and the web UI.
         assert!(pending(&s, "bob").await.contains(&id));
         assert!(!pending(&s, "carol").await.contains(&id));
+        let web = s.http();
+        let (cookie, _) = crate::ui::sign_in(&web, "carol").await;
+        let page = |route: String| {
+            let (web, cookie) = (web.clone(), cookie.clone());
+            async move { web.get(&route).header("cookie", &cookie).send().await.text().await }
+        };
+        // "Waiting for you" comes before the other pending requests (shown read-only).
+        let waiting_for_me = |html: String| {
+            html.split("Other pending requests")
+                .next()
+                .unwrap_or_default()
+                .contains(&id)
+        };
+        assert!(!waiting_for_me(page("/".into()).await));
+        let detail = page(format!("/requests/{id}")).await;
+        assert!(detail.contains("stage release (not open yet): release"), "{detail}");
+        assert!(detail.contains("<dt>Open stage</dt><dd>security</dd>"), "{detail}");
+        assert!(
+            !detail.contains("id=\"approve\""),
+            "no vote form before the stage opens"
+        );
 
         let out = s.run("bob", &["approve", &id]).await;
         assert_eq!(out.code, 0, "{out:?}");
         let v = view(&s, &id).await;
         assert_eq!((v.status, v.open_stage.as_deref()), (Status::Pending, Some("release")));
         assert!(pending(&s, "carol").await.contains(&id));
+        assert!(waiting_for_me(page("/".into()).await));
+        let detail = page(format!("/requests/{id}")).await;
+        assert!(detail.contains("stage release (waiting): release"), "{detail}");
+        assert!(detail.contains("id=\"approve\""), "{detail}");
+        let show = s.run("carol", &["show", &id]).await;
+        assert!(show.stdout.contains("open stage  release"), "{show:?}");
+        assert!(
+            show.stdout
+                .contains("· [release] 1 of release: no approvals yet, may vote: carol, erin, alice"),
+            "{show:?}"
+        );
         // The release approvers are told, once, naming the stage.
         let n = delivered(&s, &id, "stage_opened").await;
         assert_eq!(n.delivery, format!("{id}:stage_opened-1:webhook:audit"));
