@@ -6,8 +6,12 @@
 //!    │  ├──an eligible deny───────▶ denied
 //!    │  ├──timeout─────────────────▶ expired   (approved, not consumed in time: expired too)
 //!    │  └──requester or job stops──▶ canceled
-//!    └──escalation due──▶ pending (more people may vote; the engine records it)
+//!    └──escalation due──▶ pending (more people may vote; the engine records it), or
+//!                          approved when those it adds make the approvals cast enough
 //! ```
+//!
+//! Stages (`stages.rs`): a rule's requirements may come in stages, each opening once
+//! the stages before it are met; only open stages take votes.
 //!
 //! Change windows: an approval is used (`consume`) only while the rule's window is
 //! open; the caller computes `window_open` for `now`. Outside it, `consume` is refused

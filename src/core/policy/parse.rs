@@ -171,7 +171,7 @@ impl RuleAt<'_> {
             (None, true) => Err(self.err(
                 "",
                 format!(
-                    "rule `{}` needs either `decision: approve|deny` or `require`",
+                    "rule `{}` needs either `decision: approve|deny`, `require` or `stages`",
                     rule.name
                 ),
             )),
