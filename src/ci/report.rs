@@ -374,6 +374,7 @@ mod tests {
             rule: "production".into(),
             policy_digest: "sha256:00".into(),
             requirements: vec![],
+            open_stage: None,
             votes: vec![VoteView {
                 voter: "bob".into(),
                 decision: "deny".into(),

@@ -148,10 +148,14 @@ pub fn print_view(v: &RequestView) {
         outln!("field       {}: {}", t(name), t(value));
     }
     outln!("rule        {} ({})", t(&v.rule), t(&v.policy_digest));
+    if let Some(s) = &v.open_stage {
+        outln!("open stage  {}", t(s));
+    }
     for r in &v.requirements {
         outln!(
-            "  {} {} of {}: {}{}",
+            "  {} {}{} of {}: {}{}",
             if r.met { "✓" } else { "·" },
+            r.stage.as_ref().map(|s| format!("[{}] ", t(s))).unwrap_or_default(),
             r.count,
             t(&r.group),
             if r.approved_by.is_empty() {

@@ -163,12 +163,13 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
                 let rule = p.rules.iter().find(|r| r.name == v.rule).expect("matched rule exists");
                 let what = match (rule.decision, rule.require.is_empty()) {
                     (Some(d), _) => format!("decides {d:?} automatically").to_lowercase(),
-                    (None, _) => rule
-                        .require
+                    (None, _) if !rule.stages.is_empty() => rule
+                        .stages
                         .iter()
-                        .map(|r| format!("{} of {}", r.count, r.group))
+                        .map(|s| format!("stage {}: {}", s.name, requires_text(&s.require)))
                         .collect::<Vec<_>>()
-                        .join(" AND "),
+                        .join(", then "),
+                    (None, _) => requires_text(&rule.require),
                 };
                 outln!(
                     "MATCH  {}: {what}; timeout {}, approval valid {}",
@@ -197,6 +198,15 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
         }
     }
     Ok(Exit::yes_or_no(matched.is_some()))
+}
+
+/// `2 of sre AND 1 of security`.
+fn requires_text(require: &[crate::core::policy::Require]) -> String {
+    require
+        .iter()
+        .map(|r| format!("{} of {}", r.count, r.group))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 pub fn token_hash() -> Outcome {

@@ -83,6 +83,10 @@ pub struct RequirementView {
     /// and membership is checked again with the forge at every vote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The stage this requirement belongs to, for a rule with `stages`. Until its stage
+    /// opens, `may_vote` is empty: its members are asked only then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
 }
 
 /// A vote as stored and shown.
@@ -210,6 +214,10 @@ pub struct RequestView {
     pub rule: String,
     pub policy_digest: String,
     pub requirements: Vec<RequirementView>,
+    /// For a rule with `stages`, while pending: the stage that waits for approvals now
+    /// (every stage before it is met; the ones after it are not open yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_stage: Option<String>,
     pub votes: Vec<VoteView>,
     pub created_at: String,
     pub expires_at: String,
@@ -260,13 +268,22 @@ impl RequestView {
 
 /// What `requirements` still need, in words, as every client shows it:
 /// `sre 1/2 (may vote: alice, bob); security 0/1 (may vote: carol)`; empty when all are met.
+/// A staged requirement names its stage, and one whose stage is not open yet says so:
+/// `stage security: security 0/1 (may vote: sam); stage release: release 0/1 (not open yet)`.
 pub fn needs_text(requirements: &[RequirementView]) -> String {
+    let open = open_stages(requirements);
     let parts: Vec<String> = requirements
         .iter()
         .filter(|r| !r.met)
         .map(|r| {
+            let stage = r.stage.as_ref().map(|s| format!("stage {s}: ")).unwrap_or_default();
+            if let Some(s) = &r.stage
+                && !open.contains(&s.as_str())
+            {
+                return format!("{stage}{} {}/{} (not open yet)", r.group, r.approved_by.len(), r.count);
+            }
             format!(
-                "{} {}/{} (may vote: {})",
+                "{stage}{} {}/{} (may vote: {})",
                 r.group,
                 r.approved_by.len(),
                 r.count,
@@ -281,21 +298,44 @@ pub fn needs_text(requirements: &[RequirementView]) -> String {
     parts.join("; ")
 }
 
+/// The stages open in `requirements` as shown: the first, and each whose stages before it
+/// are all met.
+fn open_stages(requirements: &[RequirementView]) -> Vec<&str> {
+    let mut open: Vec<&str> = Vec::new();
+    let mut all_met = true;
+    for (i, r) in requirements.iter().enumerate() {
+        let Some(s) = r.stage.as_deref() else { continue };
+        let starts = i == 0 || requirements[i - 1].stage.as_deref() != Some(s);
+        if starts && !all_met {
+            break;
+        }
+        if starts {
+            open.push(s);
+        }
+        all_met &= r.met;
+    }
+    open
+}
+
 impl RequirementView {
     /// The requirements of a request as shown: `requirements` as snapshotted when it
     /// opened, who counts for each in `state`, and, while it is pending, who may still
     /// vote (members and escalated voters, not a requester, not anyone in `voted`, the
     /// people who cast a vote).
     pub fn of(state: &State, requirements: &[Requirement], voted: &[&str]) -> Vec<RequirementView> {
+        let open = state.open_prefix();
         requirements
             .iter()
             .zip(state.assign())
-            .map(|(r, approved_by)| RequirementView {
+            .enumerate()
+            .map(|(i, (r, approved_by))| RequirementView {
                 group: r.group.clone(),
                 count: r.count,
                 members: r.members.clone(),
                 met: approved_by.len() as u32 >= r.count,
-                may_vote: if state.status == Status::Pending {
+                stage: r.stage.clone(),
+                // A stage not open yet asks nobody: its members are told when it opens.
+                may_vote: if state.status == Status::Pending && i < open {
                     let mut may: Vec<String> = r.members.clone();
                     for x in &state.extra_voters {
                         if !may.contains(x) {

@@ -150,6 +150,7 @@ mod tests {
                 count: 1,
                 members: vec!["alice".into(), "carol".into()],
                 source: None,
+                stage: None,
             }],
             votes: vec![],
             expires_at: 1_000,

@@ -19,6 +19,10 @@ pub enum Event {
     Checkpoint,
     /// A delegation was created or revoked: its delegator and delegate are told.
     Delegation,
+    /// A stage of a rule with `stages` opened (the stages before it are met): the
+    /// approvers of the stage are told, as `opened` tells the first stage's.
+    #[serde(rename = "stage_opened")]
+    StageOpened,
 }
 
 impl Event {
@@ -29,6 +33,7 @@ impl Event {
             Event::Escalated => "escalated",
             Event::Checkpoint => "checkpoint",
             Event::Delegation => "delegation",
+            Event::StageOpened => "stage_opened",
         }
     }
 
@@ -39,6 +44,7 @@ impl Event {
             "escalated" => Event::Escalated,
             "checkpoint" => Event::Checkpoint,
             "delegation" => Event::Delegation,
+            "stage_opened" => Event::StageOpened,
             _ => return None,
         })
     }

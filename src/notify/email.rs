@@ -122,7 +122,7 @@ fn facts(doc: &Value) -> Vec<(&'static str, String)> {
         ("Pipeline run", s("run_url")),
     ];
     match field(doc, "event") {
-        "opened" | "escalated" => {
+        "opened" | "escalated" | "stage_opened" => {
             out.push(("Still needed", field(doc, "needs").to_string()));
             out.push(("Expires", field(doc, "expires_at").to_string()));
         }
@@ -138,7 +138,7 @@ fn facts(doc: &Value) -> Vec<(&'static str, String)> {
 
 fn lead(doc: &Value) -> String {
     match field(doc, "event") {
-        "opened" => "A deployment is waiting for your approval.".into(),
+        "opened" | "stage_opened" => "A deployment is waiting for your approval.".into(),
         "escalated" => "A deployment is still waiting for approval, and you have been asked to help.".into(),
         "delegation" => field(doc, "summary").to_string(),
         _ => format!("Your request was {}.", field(doc, "status")),
@@ -146,7 +146,7 @@ fn lead(doc: &Value) -> String {
 }
 
 fn action(doc: &Value) -> &'static str {
-    if matches!(field(doc, "event"), "opened" | "escalated") {
+    if matches!(field(doc, "event"), "opened" | "escalated" | "stage_opened") {
         "Review and vote"
     } else {
         "View the request"
@@ -163,7 +163,7 @@ pub fn plain(doc: &Value) -> String {
         t.push_str(&format!("{k}: {v}\n"));
     }
     t.push_str(&format!("\n{}: {}\n", action(doc), field(doc, "url")));
-    if matches!(field(doc, "event"), "opened" | "escalated") {
+    if matches!(field(doc, "event"), "opened" | "escalated" | "stage_opened") {
         let id = field(doc, "request_id");
         t.push_str(&format!(
             "\nFrom a terminal:\n  gate approve {id} --reason \"...\"\n  gate deny {id} --reason \"...\"\n"

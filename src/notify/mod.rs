@@ -249,6 +249,7 @@ pub(crate) fn title(doc: &Value) -> String {
     let what = match (field(doc, "event"), field(doc, "status")) {
         ("opened", _) => "Approval needed".to_string(),
         ("escalated", _) => "Escalated: approval still needed".to_string(),
+        ("stage_opened", _) => format!("Approval needed (stage {})", field(doc, "stage")),
         ("delegation", s) => {
             return format!(
                 "Delegation {s}: {} votes for {}",

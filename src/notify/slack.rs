@@ -17,7 +17,7 @@ pub fn message(doc: &Value) -> Value {
     let id = field(doc, "request_id");
     let ctx = &doc["context"];
     let icon = match (event, status) {
-        ("opened", _) => ":raised_hand:",
+        ("opened" | "stage_opened", _) => ":raised_hand:",
         ("escalated", _) => ":rotating_light:",
         (_, "approved") => ":white_check_mark:",
         (_, "denied") => ":no_entry:",
@@ -53,7 +53,7 @@ pub fn message(doc: &Value) -> Value {
         json!({"type": "section", "text": {"type": "mrkdwn", "text": lead}, "fields": fields.into_iter().take(10).collect::<Vec<_>>()}),
     ];
     let detail = match event {
-        "opened" | "escalated" => {
+        "opened" | "escalated" | "stage_opened" => {
             let needs = field(doc, "needs");
             format!(
                 "*Still needed:* {}\n*Expires:* {}",
@@ -72,13 +72,13 @@ pub fn message(doc: &Value) -> Value {
         }
     };
     blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": detail}}));
-    let button = if matches!(event, "opened" | "escalated") {
+    let button = if matches!(event, "opened" | "escalated" | "stage_opened") {
         "Review and vote"
     } else {
         "View request"
     };
     let mut btn = json!({"type": "button", "text": {"type": "plain_text", "text": button}, "url": url, "action_id": "jitgate_open"});
-    if matches!(event, "opened" | "escalated") {
+    if matches!(event, "opened" | "escalated" | "stage_opened") {
         btn["style"] = json!("primary");
     }
     blocks.push(json!({"type": "actions", "elements": [btn]}));

@@ -84,6 +84,7 @@ impl Engine {
         now: i64,
     ) -> Result<RequestView, Failure> {
         let before = row.status;
+        let stages_before = self.stages_before(&row, &doc, &votes)?;
         let mut tx = self.store.begin().await?;
         row.version += 1;
         row.status = next.status;
@@ -127,6 +128,9 @@ impl Engine {
         tx.update_request(&row, deadline_of(next.status, &row, &doc)).await?;
         if decides {
             self.put_record(&mut tx, &row, &votes, now).await?;
+        }
+        if let Some(b) = &stages_before {
+            self.queue_stages_opened(&mut tx, b, &row, &doc, &votes, now).await?;
         }
         let event = (decides && before == Status::Pending).then_some(crate::notify::Event::Decided);
         self.commit(tx, &row, &votes, event, now).await?;

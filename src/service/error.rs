@@ -53,6 +53,7 @@ error_codes! {
     NotPending = "not_pending",
     Expired = "expired",
     OutsideWindow = "outside_window",
+    StageNotOpen = "stage_not_open",
     Tampered = "tampered",
     NoRecordYet = "no_record_yet",
     ReplayedDelivery = "replayed_delivery",

@@ -32,7 +32,7 @@ impl Engine {
                 if due.is_empty() {
                     return Ok(None);
                 }
-                match self.escalate(row, votes, doc, &due, now).await {
+                match self.escalate(row, votes, doc, &state, &due, now).await {
                     Ok(v) => return Ok(Some(v)),
                     Err(e) if e.is_retryable() => continue,
                     Err(e) => return Err(e.into()),

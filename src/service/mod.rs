@@ -35,6 +35,7 @@ mod reports;
 mod request;
 mod requesters;
 mod roles;
+mod stages;
 mod validate;
 mod view;
 mod vote;

@@ -51,6 +51,9 @@ impl Engine {
                 AppError::Conflict(ErrorCode::NotPending, format!("cannot {what}: the request is {s}"))
             }
             Refusal::OutsideWindow => AppError::Conflict(ErrorCode::OutsideWindow, format!("cannot {what}: {refusal}")),
+            Refusal::StageNotOpen { .. } => {
+                AppError::Conflict(ErrorCode::StageNotOpen, format!("cannot {what}: {refusal}"))
+            }
             Refusal::Expired => {
                 AppError::Conflict(ErrorCode::Expired, format!("cannot {what}: the request is {status}"))
             }

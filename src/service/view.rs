@@ -36,6 +36,7 @@ impl Engine {
             rule: doc.rule.name,
             policy_digest: doc.policy_digest,
             requirements,
+            open_stage: (row.status == Status::Pending).then(|| state.waiting_stage()).flatten(),
             votes: votes.iter().map(vote_view).collect(),
             created_at: rfc3339(row.created_at),
             expires_at: rfc3339(row.expires_at),
@@ -161,7 +162,10 @@ impl Engine {
             Principal::Approver(u) => {
                 status != Status::Pending || self.has_role(who, Role::Auditor) || {
                     let st = self.state(row, &doc, votes)?;
-                    let open_to = |p: &String| st.is_eligible(p) && !st.votes.iter().any(|v| &v.voter == p);
+                    // A staged request is in the inbox of its open stages' approvers only.
+                    let open_to = |p: &String| {
+                        st.is_eligible(p) && st.in_open_stage(p) && !st.votes.iter().any(|v| &v.voter == p)
+                    };
                     (open_to(u) && !votes.iter().any(|v| &v.voter == u))
                         || (!st.is_requester(u) && reach.stands_for.iter().any(open_to))
                 }

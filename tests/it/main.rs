@@ -52,6 +52,7 @@ mod roles;
 mod scim;
 mod siem;
 mod simulate;
+mod stages;
 mod store;
 mod throttle;
 mod ui;

@@ -431,6 +431,7 @@ mod tests {
             rule: "production".into(),
             policy_digest: String::new(),
             requirements: vec![],
+            open_stage: None,
             votes: vec![VoteView {
                 voter: "bob".into(),
                 decision: "deny".into(),

@@ -151,11 +151,15 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
             }
             "escalated" => {
                 let added: Vec<String> = serde_json::from_value(e.data["added"].clone()).unwrap_or_default();
+                // The people it adds may let the approvals already cast meet every
+                // requirement: then the escalation approves, and only then.
+                let next = st.escalate(&added, e.at);
                 for a in added {
                     if !st.extra_voters.contains(&a) {
                         st.extra_voters.push(a);
                     }
                 }
+                allowed = (next.status == Status::Approved).then_some(Status::Approved);
             }
             "approved" | "denied" => {
                 let s = if e.kind == "approved" {
@@ -453,5 +457,62 @@ mod tests {
             let e = derive(&forged).unwrap_err();
             assert_eq!(e.seq, seq, "{e}");
         }
+    }
+
+    #[test]
+    fn an_escalation_approves_exactly_when_the_threshold_is_then_met() {
+        // 1 of sre {alice, bob} and 1 of security {carol}: bob's approval counts for
+        // nothing (alice fills sre) until an escalation adds him, then fills security.
+        let created = Event {
+            data: json!({
+                "requirements": [
+                    {"group": "sre", "count": 1, "members": ["alice", "bob"]},
+                    {"group": "security", "count": 1, "members": ["carol"]},
+                ],
+                "requester": ["dave"],
+                "expires_at": "2026-01-01T00:00:00Z",
+            }),
+            ..created()
+        };
+        let before = vec![created.clone(), approve(2, "alice"), approve(3, "bob")];
+        assert_eq!(derive(&before).unwrap().status, Status::Pending);
+        let escalated = |added: Value| ev(4, "escalated", "timer", json!({ "added": added }));
+        let approved = ev(5, "approved", "timer", json!({"decided_by": "escalation"}));
+        let d = derive(&[before.clone(), vec![escalated(json!(["bob"])), approved.clone()]].concat()).unwrap();
+        assert_eq!(d.status, Status::Approved);
+        assert_eq!(d.votes.len(), 2, "no vote is invented");
+        // Forged: an escalation that adds someone who has not voted meets nothing.
+        let e = derive(&[before.clone(), vec![escalated(json!(["erin"])), approved.clone()]].concat()).unwrap_err();
+        assert_eq!(e.seq, 5, "{e}");
+        // Nor does an approval with no escalation before it, or one after a later vote.
+        assert!(derive(&[before.clone(), vec![approved.clone()]].concat()).is_err());
+        let e = derive(&[created, approve(2, "alice"), escalated(json!(["bob"])), approved]).unwrap_err();
+        assert_eq!(e.seq, 5, "bob has not voted yet: {e}");
+    }
+
+    #[test]
+    fn a_vote_for_a_stage_not_open_yet_never_counted() {
+        let created = Event {
+            data: json!({
+                "requirements": [
+                    {"group": "security", "count": 1, "members": ["sam"], "stage": "security"},
+                    {"group": "release", "count": 1, "members": ["rita"], "stage": "release"},
+                ],
+                "requester": ["dave"],
+                "expires_at": "2026-01-01T00:00:00Z",
+            }),
+            ..created()
+        };
+        let e = derive(&[created.clone(), approve(2, "rita")]).unwrap_err();
+        assert!(e.why.contains("stage `release` is not open yet"), "{e}");
+        let d = derive(&[
+            created,
+            approve(2, "sam"),
+            approve(3, "rita"),
+            ev(4, "approved", "rita", json!({})),
+        ])
+        .unwrap();
+        assert_eq!(d.status, Status::Approved);
+        assert_eq!(d.requirements[1].stage.as_deref(), Some("release"));
     }
 }

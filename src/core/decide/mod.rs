@@ -6,8 +6,12 @@
 //!    │  ├──an eligible deny───────▶ denied
 //!    │  ├──timeout─────────────────▶ expired   (approved, not consumed in time: expired too)
 //!    │  └──requester or job stops──▶ canceled
-//!    └──escalation due──▶ pending (more people may vote; the engine records it)
+//!    └──escalation due──▶ pending (more people may vote; the engine records it), or
+//!                          approved when those it adds make the approvals cast enough
 //! ```
+//!
+//! Stages (`stages.rs`): a rule's requirements may come in stages, each opening once
+//! the stages before it are met; only open stages take votes.
 //!
 //! Change windows: an approval is used (`consume`) only while the rule's window is
 //! open; the caller computes `window_open` for `now`. Outside it, `consume` is refused
@@ -15,6 +19,9 @@
 
 pub mod checks;
 pub mod derive;
+mod stages;
+
+pub use self::stages::{Stage, newly_opened};
 
 use std::fmt;
 
@@ -88,6 +95,10 @@ pub struct Requirement {
     /// the members in `members` before asking the machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The stage this requirement belongs to (`stages:` in the rule); `None` for a rule
+    /// with a plain `require`. Stages run in the order of the requirements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
 }
 
 /// A counted vote.
@@ -148,6 +159,9 @@ pub enum Refusal {
     Expired,
     /// The approval may only be used inside the rule's change windows (409).
     OutsideWindow,
+    /// The voter may only vote for a stage that has not opened yet (409): `stage` is
+    /// theirs, `waiting` the open stage it waits for.
+    StageNotOpen { stage: String, waiting: String },
 }
 
 impl fmt::Display for Refusal {
@@ -168,6 +182,10 @@ impl fmt::Display for Refusal {
             Refusal::ReasonRequired => f.write_str("a deny needs a reason"),
             Refusal::Expired => f.write_str("the request has expired"),
             Refusal::OutsideWindow => f.write_str("the rule's change window is closed"),
+            Refusal::StageNotOpen { stage, waiting } => write!(
+                f,
+                "stage `{stage}` is not open yet: it opens once stage `{waiting}` is approved"
+            ),
         }
     }
 }
@@ -222,6 +240,7 @@ impl State {
         if !self.is_eligible(voter) {
             return Err(Refusal::NotEligible);
         }
+        self.check_stage_open(voter)?;
         if self.has_voted(voter) || self.has_voted(human) {
             return Err(Refusal::AlreadyVoted);
         }
@@ -325,10 +344,15 @@ impl State {
             .all(|(r, got)| got.len() as u32 >= r.count)
     }
 
-    /// Assigns each counted approver to at most one requirement so that as many
-    /// requirements as possible are met (a maximum bipartite matching over the
-    /// requirements' slots). Returns, per requirement, who counts for it.
+    /// Assigns each counted approver to at most one requirement of an open stage so that
+    /// as many of them as possible are met (a maximum bipartite matching over their
+    /// slots). Returns, per requirement, who counts for it (nobody for a closed stage).
     pub fn assign(&self) -> Vec<Vec<String>> {
+        self.assign_over(self.open_prefix())
+    }
+
+    /// The matching of `assign` over the first `n` requirements only.
+    fn assign_over(&self, n: usize) -> Vec<Vec<String>> {
         let approvers: Vec<&str> = self
             .votes
             .iter()
@@ -336,8 +360,7 @@ impl State {
             .map(|v| v.voter.as_str())
             .collect();
         // One slot per needed approval.
-        let slots: Vec<usize> = self
-            .requirements
+        let slots: Vec<usize> = self.requirements[..n]
             .iter()
             .enumerate()
             .flat_map(|(i, r)| std::iter::repeat_n(i, r.count as usize))

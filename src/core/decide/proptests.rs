@@ -1,11 +1,12 @@
 //! Property tests of the decision machine: generated policies (1–3 requirements of
-//! N of 1–5 members), requester sets, delegations and sequences of actions (votes by
-//! anyone, delegated votes, escalations, clock steps, expiry checks, cancel, consume),
-//! each step checked against an independent model of the rules.
+//! N of 1–5 members, with or without stages), requester sets, delegations and sequences
+//! of actions (votes by anyone, delegated votes, escalations, clock steps, expiry
+//! checks, cancel, consume), each step checked against an independent model of the rules.
 //!
 //! The model decides "approved" by Hall's condition (every set of requirements has at
 //! least as many distinct counted approvers who may fill one of them as it has slots),
-//! not by the machine's matching, so the two are computed differently.
+//! not by the machine's matching, so the two are computed differently. It opens a stage
+//! by the same condition over the requirements of the stages before it.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -58,12 +59,35 @@ fn requirement() -> impl Strategy<Value = Requirement> {
             count,
             members: members.iter().map(|i| PEOPLE[*i].to_string()).collect(),
             source: None,
+            stage: None,
+        })
+}
+
+/// Requirements, and for each after the first whether it starts a new stage (only when
+/// `staged`): stages are runs of consecutive requirements.
+fn requirements() -> impl Strategy<Value = Vec<Requirement>> {
+    (
+        proptest::collection::vec(requirement(), 1..=3),
+        any::<bool>(),
+        proptest::collection::vec(any::<bool>(), 2),
+    )
+        .prop_map(|(mut reqs, staged, starts)| {
+            if staged {
+                let mut stage = 0;
+                for (i, r) in reqs.iter_mut().enumerate() {
+                    if i > 0 && starts[i - 1] {
+                        stage += 1;
+                    }
+                    r.stage = Some(format!("s{stage}"));
+                }
+            }
+            reqs
         })
 }
 
 fn world() -> impl Strategy<Value = World> {
     (
-        proptest::collection::vec(requirement(), 1..=3),
+        requirements(),
         proptest::sample::subsequence((0..8usize).collect::<Vec<_>>(), 0..=2),
         proptest::collection::vec((0..9usize, 0..9usize, 0..1_500i64), 0..4),
     )
@@ -126,17 +150,38 @@ fn fits(s: &State, r: usize, who: &str) -> bool {
 
 /// Hall's condition over the distinct approvers who are eligible and not requesters.
 fn model_met(s: &State, approvers: &BTreeSet<String>) -> bool {
+    model_met_over(s, approvers, s.requirements.len())
+}
+
+/// Hall's condition over the first `n` requirements only.
+fn model_met_over(s: &State, approvers: &BTreeSet<String>, n: usize) -> bool {
     let counted: Vec<&String> = approvers
         .iter()
         .filter(|a| !s.requesters.contains(a) && (0..s.requirements.len()).any(|r| fits(s, r, a)))
         .collect();
-    let n = s.requirements.len();
     (1u32..(1 << n)).all(|mask| {
         let rs: Vec<usize> = (0..n).filter(|r| mask & (1 << r) != 0).collect();
         let need: u32 = rs.iter().map(|r| s.requirements[*r].count).sum();
         let can = counted.iter().filter(|a| rs.iter().any(|r| fits(s, *r, a))).count() as u32;
         can >= need
     })
+}
+
+/// How many requirements belong to open stages: a stage opens when Hall's condition
+/// holds over every requirement before it.
+fn model_open(s: &State, approvers: &BTreeSet<String>) -> usize {
+    let n = s.requirements.len();
+    let mut open = 0;
+    while open < n {
+        if open > 0 && !model_met_over(s, approvers, open) {
+            break;
+        }
+        let stage = &s.requirements[open].stage;
+        while open < n && &s.requirements[open].stage == stage {
+            open += 1;
+        }
+    }
+    open
 }
 
 fn approvers(s: &State) -> BTreeSet<String> {
@@ -164,6 +209,14 @@ fn model_vote(
     }
     if !(0..s.requirements.len()).any(|r| fits(s, r, voter)) {
         return Err(Refusal::NotEligible);
+    }
+    let open = model_open(s, &approvers(s));
+    if !(0..open).any(|r| fits(s, r, voter)) {
+        let theirs = (open..s.requirements.len()).find(|r| fits(s, *r, voter)).unwrap();
+        return Err(Refusal::StageNotOpen {
+            stage: s.requirements[theirs].stage.clone().unwrap(),
+            waiting: s.requirements[open - 1].stage.clone().unwrap(),
+        });
     }
     let used: HashSet<&str> = s.votes.iter().flat_map(|v| [v.voter.as_str(), v.cast_by()]).collect();
     if used.contains(voter) || used.contains(human) {
@@ -227,14 +280,22 @@ fn check_state(s: &State) -> Result<(), TestCaseError> {
     }
     // 5. The threshold is met exactly when Hall's condition says it can be.
     prop_assert_eq!(s.threshold_met(), model_met(s, &approving), "{:?}", s);
+    // 6. Stages: no approval counts for a stage before the stages ahead of it are met.
+    let open = model_open(s, &approving);
+    for (r, who) in assignment.iter().enumerate() {
+        prop_assert!(who.is_empty() || r < open, "{who:?} count for closed requirement {r}");
+    }
+    prop_assert_eq!(
+        s.open_stages().len(),
+        s.stages()
+            .iter()
+            .filter(|g| g.requirements.end <= open && g.name.is_some())
+            .count()
+    );
     match s.status {
         Status::Approved | Status::Consumed => prop_assert!(s.threshold_met()),
-        // An escalation may add a voter who lets the approvals already cast meet the
-        // threshold: the machine has no escalation transition, so that request stays
-        // pending until its next vote (see the report of issue 12).
-        Status::Pending => {
-            prop_assert!((!s.threshold_met() || !s.extra_voters.is_empty()) && s.votes.iter().all(|v| v.approve))
-        }
+        // Met means decided: a vote or an escalation that meets the threshold approves.
+        Status::Pending => prop_assert!(!s.threshold_met() && s.votes.iter().all(|v| v.approve)),
         Status::Denied => prop_assert!(s.votes.iter().filter(|v| !v.approve).count() == 1),
         Status::Expired | Status::Canceled => {}
     }
@@ -312,13 +373,25 @@ fn run(w: &World, actions: &[Action]) -> Result<State, TestCaseError> {
             Action::Escalate(added) => {
                 // The engine escalates only a pending request before its timeout.
                 if s.status == Status::Pending && now < s.expires_at {
-                    for i in added {
-                        if !s.extra_voters.iter().any(|e| e == PEOPLE[*i]) {
-                            s.extra_voters.push(PEOPLE[*i].to_string());
+                    let added: Vec<String> = added.iter().map(|i| PEOPLE[*i].to_string()).collect();
+                    let next = s.escalate(&added, now);
+                    for a in added {
+                        if !s.extra_voters.contains(&a) {
+                            s.extra_voters.push(a);
                         }
                     }
-                    // Escalating never decides: whoever voted before still counts as before.
-                    prop_assert!(s.status == Status::Pending);
+                    // It approves exactly when the approvals already cast now meet the
+                    // threshold, and never counts a vote that was not cast.
+                    let met = model_met(&s, &approvers(&s));
+                    let want = if met { Status::Approved } else { Status::Pending };
+                    prop_assert_eq!(next.status, want);
+                    prop_assert_eq!(next.approval_expires_at, met.then_some(now + TTL));
+                    prop_assert_eq!(&s.votes, &before.votes);
+                    s.status = next.status;
+                    s.approval_expires_at = next.approval_expires_at;
+                } else {
+                    let next = s.escalate(&[PEOPLE[0].to_string()], now);
+                    prop_assert_eq!(next.status, s.status, "only a pending request escalates");
                 }
             }
             Action::Step(dt) => now += dt,
@@ -410,7 +483,10 @@ proptest! {
         let expect = if model_met(&base, &distinct) { Status::Approved } else { Status::Pending };
         let mut seen = BTreeSet::new();
         for order in &orders {
+            // A vote for a stage not open yet is refused: the voter tries again later.
+            // With at most three stages, three passes reach every stage that can open.
             let actions: Vec<Action> = order
+                .repeat(3)
                 .iter()
                 .map(|p| Action::Vote {
                     human: PEOPLE.iter().position(|q| q == p).unwrap(),

@@ -8,6 +8,7 @@ fn req(group: &str, count: u32, members: &[&str]) -> Requirement {
         count,
         members: members.iter().map(|s| s.to_string()).collect(),
         source: None,
+        stage: None,
     }
 }
 
@@ -299,4 +300,169 @@ fn neither_a_requester_delegate_nor_a_requester_delegator_counts() {
         s.vote_as("bob", Some("carol"), true, None, 1),
         Err(Refusal::NotEligible)
     );
+}
+
+fn staged(group: &str, count: u32, members: &[&str], stage: &str) -> Requirement {
+    Requirement {
+        stage: Some(stage.into()),
+        ..req(group, count, members)
+    }
+}
+
+fn deny(s: &mut State, who: &str, now: i64) -> Result<Next, Refusal> {
+    let next = s.vote(who, false, Some("no"), now)?;
+    s.votes.push(Vote {
+        voter: who.into(),
+        approve: false,
+        reason: Some("no".into()),
+        at: now,
+        by: None,
+    });
+    s.status = next.status;
+    Ok(next)
+}
+
+fn release_after_security() -> State {
+    state(
+        vec![
+            staged("security", 1, &["sam", "alice"], "security"),
+            staged("release", 1, &["rita", "alice"], "release"),
+        ],
+        &["dave"],
+    )
+}
+
+#[test]
+fn stages_open_in_order() {
+    let mut s = release_after_security();
+    assert_eq!(s.open_stages(), vec!["security".to_string()]);
+    assert_eq!(s.waiting_stage().as_deref(), Some("security"));
+    let closed = Refusal::StageNotOpen {
+        stage: "release".into(),
+        waiting: "security".into(),
+    };
+    assert_eq!(s.vote("rita", true, None, 1), Err(closed.clone()));
+    assert_eq!(
+        closed.to_string(),
+        "stage `release` is not open yet: it opens once stage `security` is approved"
+    );
+    // A deny from a closed stage is refused too: only open stages decide.
+    assert_eq!(s.vote("rita", false, Some("no"), 1), Err(closed));
+    assert!(!s.in_open_stage("rita") && s.is_eligible("rita"));
+    let before = s.clone();
+    assert_eq!(approve(&mut s, "sam", 2).unwrap().status, Status::Pending);
+    assert_eq!(newly_opened(&before, &s), vec!["release".to_string()]);
+    assert_eq!(s.waiting_stage().as_deref(), Some("release"));
+    assert!(s.in_open_stage("rita"));
+    assert_eq!(approve(&mut s, "rita", 3).unwrap().status, Status::Approved);
+    assert_eq!(s.waiting_stage(), None);
+    assert_eq!(s.assign(), vec![vec!["sam".to_string()], vec!["rita".to_string()]]);
+}
+
+#[test]
+fn one_person_in_two_stages_counts_once() {
+    let mut s = release_after_security();
+    assert_eq!(approve(&mut s, "alice", 1).unwrap().status, Status::Pending);
+    assert_eq!(s.open_stages().len(), 2, "alice met security");
+    assert_eq!(s.vote("alice", true, None, 2), Err(Refusal::AlreadyVoted));
+    // sam could only fill security, so alice moves to release: both are met.
+    assert_eq!(approve(&mut s, "sam", 3).unwrap().status, Status::Approved);
+    assert_eq!(s.assign(), vec![vec!["sam".to_string()], vec!["alice".to_string()]]);
+}
+
+#[test]
+fn a_deny_in_any_open_stage_denies() {
+    let mut s = release_after_security();
+    assert_eq!(deny(&mut s, "sam", 1).unwrap().status, Status::Denied);
+    let mut s = release_after_security();
+    approve(&mut s, "sam", 1).unwrap();
+    assert_eq!(deny(&mut s, "rita", 2).unwrap().status, Status::Denied);
+    // The requester is refused before any stage is considered.
+    let s = state(
+        vec![staged("a", 1, &["sam"], "a"), staged("b", 1, &["dave"], "b")],
+        &["dave"],
+    );
+    assert_eq!(s.vote("dave", true, None, 1), Err(Refusal::Requester));
+}
+
+#[test]
+fn a_stage_waits_for_every_requirement_of_every_stage_before_it() {
+    let mut s = state(
+        vec![
+            staged("sre", 2, &["a", "b", "c"], "one"),
+            staged("sec", 1, &["c", "d"], "one"),
+            staged("rel", 1, &["e"], "two"),
+            staged("vp", 1, &["f"], "three"),
+        ],
+        &[],
+    );
+    assert_eq!(s.stages().len(), 3);
+    assert_eq!(s.stages()[0].requirements, 0..2);
+    approve(&mut s, "a", 1).unwrap();
+    approve(&mut s, "c", 2).unwrap();
+    // a and c: sre has a, c goes to sre or sec but not both.
+    assert_eq!(s.open_stages(), vec!["one".to_string()]);
+    assert!(matches!(s.vote("e", true, None, 3), Err(Refusal::StageNotOpen { .. })));
+    approve(&mut s, "d", 3).unwrap();
+    assert_eq!(s.open_stages(), vec!["one".to_string(), "two".to_string()]);
+    assert_eq!(
+        s.vote("f", true, None, 4),
+        Err(Refusal::StageNotOpen {
+            stage: "three".into(),
+            waiting: "two".into()
+        })
+    );
+    approve(&mut s, "e", 4).unwrap();
+    assert_eq!(approve(&mut s, "f", 5).unwrap().status, Status::Approved);
+}
+
+#[test]
+fn escalated_voters_fill_open_stages_only() {
+    let mut s = release_after_security();
+    s.extra_voters = vec!["erin".into()];
+    // erin may vote now (the first stage is always open) and fills security.
+    assert_eq!(approve(&mut s, "erin", 1).unwrap().status, Status::Pending);
+    assert_eq!(s.assign(), vec![vec!["erin".to_string()], vec![]]);
+    assert_eq!(approve(&mut s, "rita", 2).unwrap().status, Status::Approved);
+}
+
+#[test]
+fn an_escalation_that_meets_the_threshold_approves() {
+    // bob's approval counts for nothing (alice fills sre) until he is added.
+    let mut s = state(
+        vec![req("sre", 1, &["alice", "bob"]), req("sec", 1, &["carol"])],
+        &["dave"],
+    );
+    approve(&mut s, "alice", 1).unwrap();
+    approve(&mut s, "bob", 2).unwrap();
+    assert_eq!(s.status, Status::Pending);
+    let none = s.escalate(&["erin".into()], 10);
+    assert_eq!(none.status, Status::Pending);
+    assert_eq!(
+        s.escalate(&["bob".into()], 10),
+        Next {
+            status: Status::Approved,
+            approval_expires_at: Some(110)
+        }
+    );
+    // The requester added by an escalation still never counts.
+    let mut r = state(
+        vec![req("sre", 1, &["alice", "dave"]), req("sec", 1, &["carol"])],
+        &["dave"],
+    );
+    approve(&mut r, "alice", 1).unwrap();
+    assert_eq!(r.escalate(&["dave".into()], 10).status, Status::Pending);
+    // Not at or after the timeout, and never on a request that is not pending.
+    assert_eq!(s.escalate(&["bob".into()], 1_000).status, Status::Pending);
+    s.status = Status::Canceled;
+    assert_eq!(s.escalate(&["bob".into()], 10).status, Status::Canceled);
+}
+
+#[test]
+fn requirements_without_a_stage_parse_from_old_rows() {
+    let r: Requirement = serde_json::from_str(r#"{"group":"sre","count":1,"members":["a"]}"#).unwrap();
+    assert_eq!(r.stage, None);
+    assert!(!serde_json::to_string(&r).unwrap().contains("stage"));
+    let s = state(vec![r], &[]);
+    assert!(s.open_stages().is_empty() && s.waiting_stage().is_none());
 }

@@ -43,14 +43,21 @@ impl Policy {
 
     /// The requirements of a rule with each group's members, as a request snapshots them.
     /// Forge groups come with no members and their `source`: the server resolves them.
+    /// A rule with `stages` yields each stage's requirements in order, named by stage.
     pub fn requirements(&self, rule: &Rule) -> Vec<Requirement> {
-        rule.require
+        let plain = rule.require.iter().map(|r| (r, None));
+        let staged = rule
+            .stages
             .iter()
-            .map(|r| Requirement {
+            .flat_map(|s| s.require.iter().map(move |r| (r, Some(s.name.clone()))));
+        plain
+            .chain(staged)
+            .map(|(r, stage)| Requirement {
                 group: r.group.clone(),
                 count: r.count,
                 members: self.groups.get(&r.group).cloned().unwrap_or_default(),
                 source: self.forge_groups.get(&r.group).map(|s| s.to_string()),
+                stage,
             })
             .collect()
     }

@@ -134,6 +134,14 @@ fn one() -> u32 {
     1
 }
 
+/// One stage of `stages`: a name and the approvals it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub name: String,
+    pub require: Vec<Require>,
+}
+
 /// One rule; the first whose `match` fits a request decides how it is handled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +153,10 @@ pub struct Rule {
     pub decision: Option<AutoDecision>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub require: Vec<Require>,
+    /// Requirements in stages, instead of `require`: a stage's approvers are asked
+    /// only once every stage before it is met (see docs/policy.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<Stage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Dur>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

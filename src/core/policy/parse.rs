@@ -11,6 +11,8 @@ use super::file::{GroupDef, PolicyFile};
 use super::model::{Escalate, GroupSource, Policy, Rule};
 use super::window;
 
+mod stages;
+
 impl Policy {
     /// Parses and validates policy text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
@@ -26,6 +28,7 @@ impl Policy {
                 at: src.at(&rule.name, 0),
             };
             r.check_name(&mut names)?;
+            r.check_stages()?;
             r.check_decision()?;
             r.check_require(&groups)?;
             r.check_durations()?;
@@ -161,7 +164,7 @@ impl RuleAt<'_> {
     /// Exactly one of `decision` and `require`.
     fn check_decision(&self) -> Result<(), PolicyError> {
         let rule = self.rule;
-        match (rule.decision, rule.require.is_empty()) {
+        match (rule.decision, rule.require.is_empty() && rule.stages.is_empty()) {
             (Some(_), false) => Err(self.err(
                 "require",
                 format!("rule `{}` has both `decision` and `require`: choose one", rule.name),
@@ -169,7 +172,7 @@ impl RuleAt<'_> {
             (None, true) => Err(self.err(
                 "",
                 format!(
-                    "rule `{}` needs either `decision: approve|deny` or `require`",
+                    "rule `{}` needs either `decision: approve|deny`, `require` or `stages`",
                     rule.name
                 ),
             )),
@@ -181,7 +184,7 @@ impl RuleAt<'_> {
     fn check_require(&self, groups: &Groups) -> Result<(), PolicyError> {
         let rule = self.rule;
         let no_members: Vec<String> = Vec::new();
-        for r in &rule.require {
+        for r in rule.require.iter().chain(rule.stages.iter().flat_map(|s| &s.require)) {
             let forge = groups.forge.contains_key(&r.group);
             let Some(members) = groups.users.get(&r.group).or(forge.then_some(&no_members)) else {
                 return Err(self.err(

@@ -129,16 +129,18 @@ pub enum RefusalCode {
     ReasonRequired,
     NotPending,
     Expired,
+    StageNotOpen,
 }
 
 impl RefusalCode {
-    pub const ALL: [RefusalCode; 6] = [
+    pub const ALL: [RefusalCode; 7] = [
         RefusalCode::RequesterCannotVote,
         RefusalCode::NotEligible,
         RefusalCode::AlreadyVoted,
         RefusalCode::ReasonRequired,
         RefusalCode::NotPending,
         RefusalCode::Expired,
+        RefusalCode::StageNotOpen,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -149,6 +151,7 @@ impl RefusalCode {
             RefusalCode::ReasonRequired => "reason_required",
             RefusalCode::NotPending => "not_pending",
             RefusalCode::Expired => "expired",
+            RefusalCode::StageNotOpen => "stage_not_open",
         }
     }
 }

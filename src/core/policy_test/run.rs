@@ -112,13 +112,19 @@ pub fn run(policy: &Policy, t: &TestCase) -> Result<Got, String> {
     let mut advance = |st: &mut State, now: i64| {
         if st.status == Status::Pending {
             for step in due_escalations(&afters, &done, opened, st.expires_at, now) {
+                let mut added: Vec<String> = Vec::new();
                 for g in &rule.escalate[step].add_groups {
-                    for m in policy.groups.get(g).into_iter().flatten() {
-                        if !st.extra_voters.contains(m) {
-                            st.extra_voters.push(m.clone());
-                        }
+                    added.extend(policy.groups.get(g).into_iter().flatten().cloned());
+                }
+                // As the server does: a step whose voters make the approvals enough approves.
+                let next = st.escalate(&added, now);
+                for m in added {
+                    if !st.extra_voters.contains(&m) {
+                        st.extra_voters.push(m);
                     }
                 }
+                st.status = next.status;
+                st.approval_expires_at = next.approval_expires_at;
                 done.push(step);
             }
         }
@@ -187,6 +193,7 @@ fn code(r: &Refusal) -> RefusalCode {
         Refusal::ReasonRequired => RefusalCode::ReasonRequired,
         Refusal::NotPending(_) => RefusalCode::NotPending,
         Refusal::Expired | Refusal::OutsideWindow => RefusalCode::Expired,
+        Refusal::StageNotOpen { .. } => RefusalCode::StageNotOpen,
     }
 }
 

@@ -24,6 +24,8 @@ struct Link {
 }
 
 struct Req {
+    /// `stage release (not open yet)`; empty for a rule without stages.
+    stage: String,
     group: String,
     count: u32,
     approved_by: String,
@@ -127,6 +129,7 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
             .requirements
             .iter()
             .map(|r| Req {
+                stage: stage_label(&v.requirements, r, v.open_stage.as_deref()),
                 group: r.group.clone(),
                 count: r.count,
                 approved_by: r.approved_by.join(", "),
@@ -242,4 +245,26 @@ pub(super) async fn vote(
     let vote = s.engine.vote(&who, &id, approve, reason, sess.vote_meta(), now_ms);
     s.throttle.action(who.name(), vote).await?;
     Ok(Redirect::to(&format!("/requests/{}", sso::url_encode(&id))).into_response())
+}
+
+/// How the detail page names `r`'s stage: `stage security (waiting)` for the open stage
+/// that waits for approvals, `(not open yet)` for the stages after it.
+fn stage_label(
+    all: &[crate::core::api::RequirementView],
+    r: &crate::core::api::RequirementView,
+    open: Option<&str>,
+) -> String {
+    let Some(stage) = r.stage.as_deref() else {
+        return String::new();
+    };
+    let Some(open) = open else {
+        return format!("stage {stage}");
+    };
+    let index = |s: &str| all.iter().position(|x| x.stage.as_deref() == Some(s));
+    let state = match index(stage).cmp(&index(open)) {
+        std::cmp::Ordering::Equal => " (waiting)",
+        std::cmp::Ordering::Greater => " (not open yet)",
+        std::cmp::Ordering::Less => "",
+    };
+    format!("stage {stage}{state}")
 }
