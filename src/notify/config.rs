@@ -19,6 +19,10 @@ pub enum Event {
     Checkpoint,
     /// A delegation was created or revoked: its delegator and delegate are told.
     Delegation,
+    /// A change was approved by break-glass: every channel is told, whatever its
+    /// `events`, and the review group by email.
+    #[serde(rename = "break_glass")]
+    BreakGlass,
 }
 
 impl Event {
@@ -29,6 +33,7 @@ impl Event {
             Event::Escalated => "escalated",
             Event::Checkpoint => "checkpoint",
             Event::Delegation => "delegation",
+            Event::BreakGlass => "break_glass",
         }
     }
 
@@ -39,6 +44,7 @@ impl Event {
             "escalated" => Event::Escalated,
             "checkpoint" => Event::Checkpoint,
             "delegation" => Event::Delegation,
+            "break_glass" => Event::BreakGlass,
             _ => return None,
         })
     }
@@ -260,6 +266,8 @@ pub fn wants(events: &Option<Vec<Event>>, e: Event) -> bool {
     match e {
         // Not a request's event: only where asked for by name.
         Event::Checkpoint => events.as_ref().is_some_and(|v| v.contains(&e)),
+        // Urgent: a change went out without approval; no filter hides it.
+        Event::BreakGlass => true,
         _ => events.as_ref().is_none_or(|v| v.contains(&e)),
     }
 }

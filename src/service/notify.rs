@@ -45,6 +45,8 @@ impl Engine {
             }
             // Not about a request: queued by the log (`checkpoint_in`).
             Event::Checkpoint | Event::Delegation => return Ok(false),
+            // Queued with its audience by `break_glass.rs`.
+            Event::BreakGlass => return Ok(false),
         };
         let recipients: Vec<Recipient> = people
             .iter()

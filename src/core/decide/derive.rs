@@ -101,6 +101,10 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
                     return Err(bad(e, format!("a vote on a request that is {}", st.status)));
                 }
                 if e.data["automatic"] == Value::Bool(true) {
+                    // A break-glass approval only where the signed `created` asked for one.
+                    if e.data["via"] == "break_glass" {
+                        check_break_glass(&first.data, e, approve).map_err(|why| bad(e, why))?;
+                    }
                     // The rule decides by itself, in the same transaction as `created`.
                     votes.push((e.actor.to_string(), approve));
                     allowed = Some(if approve { Status::Approved } else { Status::Denied });
@@ -190,6 +194,22 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
     })
 }
 
+/// A break-glass vote is legitimate only as an approval by `break-glass:BY`, where the
+/// request's `created` event names BY as the one who broke the glass.
+fn check_break_glass(created: &Value, vote: &Event<'_>, approve: bool) -> Result<(), String> {
+    let Some(by) = created["break_glass"]["by"].as_str().filter(|b| !b.is_empty()) else {
+        return Err("a break-glass approval on a request that was not opened with break-glass".into());
+    };
+    if !approve || vote.actor != format!("break-glass:{by}") {
+        return Err(format!(
+            "a break-glass vote must be an approval by `break-glass:{by}`, not a {} by `{}`",
+            if approve { "approval" } else { "deny" },
+            vote.actor
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +278,37 @@ mod tests {
         assert!(derive(&[created(), ev(2, "canceled", "ci", json!({})), approve(3, "alice"),]).is_err());
         assert!(derive(&[approve(1, "alice")]).is_err());
         assert!(derive(&[]).is_err());
+    }
+
+    #[test]
+    fn a_break_glass_approval_replays_only_where_created_asked_for_it() {
+        let bg_vote = |actor: &'static str, decision: &str| {
+            ev(
+                2,
+                "vote",
+                actor,
+                json!({"decision": decision, "automatic": true, "via": "break_glass"}),
+            )
+        };
+        let approved = ev(3, "approved", "policy", json!({"automatic": true}));
+        let mut bg_created = created();
+        bg_created.data["break_glass"] =
+            json!({"by": "dave", "reason": "db down", "incident": "INC-1", "review_id": "r2"});
+        let d = derive(&[
+            bg_created.clone(),
+            bg_vote("break-glass:dave", "approve"),
+            approved.clone(),
+        ])
+        .unwrap();
+        assert_eq!(d.status, Status::Approved);
+        // Forged: the same vote on a request opened without break-glass.
+        let e = derive(&[created(), bg_vote("break-glass:dave", "approve"), approved.clone()]).unwrap_err();
+        assert_eq!(e.seq, 2);
+        assert!(e.why.contains("not opened with break-glass"), "{e}");
+        // Forged: someone else's name, or a deny.
+        let e = derive(&[bg_created.clone(), bg_vote("break-glass:mallory", "approve"), approved]).unwrap_err();
+        assert!(e.why.contains("break-glass:dave"), "{e}");
+        assert!(derive(&[bg_created, bg_vote("break-glass:dave", "deny")]).is_err());
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! - `file`: the file as written, before validation;
 //! - `parse`: loading and validating it, section by section;
 //! - `error`: errors located in the file;
+//! - `break_glass`: a rule's break-glass and the rule its review request is held to;
 //! - `fields`: the change fields a rule requires, and a request's checked against them;
 //! - `eval`: which rule a request falls under, and why not the others;
 //! - `glob`, `window`: repository/ref patterns and change windows.
 
+pub mod break_glass;
 mod error;
 mod eval;
 mod fields;

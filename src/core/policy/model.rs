@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::break_glass::BreakGlass;
 use super::fields::FieldSpec;
 use super::window;
 use crate::core::duration::Dur;
@@ -157,6 +158,9 @@ pub struct Rule {
     /// Fields a request must carry to open under this rule (a ticket, a rollback plan).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, FieldSpec>,
+    /// Who may approve their own change at once in an incident, and its review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlass>,
 }
 
 /// One escalation step: `after` the request opened, if it is still pending.
