@@ -237,17 +237,30 @@ impl Engine {
     }
 }
 
-/// A review is decided by its review group only: consuming or canceling it is refused.
-pub(super) fn refuse_review(doc: &Doc, id: &str, what: &str) -> Result<()> {
-    match (&doc.kind, &doc.review_of) {
-        (RequestKind::Review, of) => Err(AppError::Conflict(
-            ErrorCode::NotAChange,
-            format!(
-                "request {id} is the review of break-glass change {}: the review group approves or denies it; it cannot be {what}",
-                of.as_deref().unwrap_or("?")
-            ),
-        )),
-        _ => Ok(()),
+impl Engine {
+    /// A review is decided by its review group only: consuming or canceling it is
+    /// refused. The signed `created` event decides, not only the row's document, which
+    /// anyone who can write the database could edit.
+    pub(super) async fn refuse_review(&self, doc: &Doc, id: &str, what: &str) -> Result<()> {
+        let of = match doc.kind {
+            RequestKind::Review => doc.review_of.clone().or(Some("?".into())),
+            RequestKind::Change => self
+                .store
+                .audit_for(id)
+                .await?
+                .first()
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.data).ok())
+                .and_then(|d| d["review_of"].as_str().map(str::to_string)),
+        };
+        match of {
+            Some(of) => Err(AppError::Conflict(
+                ErrorCode::NotAChange,
+                format!(
+                    "request {id} is the review of break-glass change {of}: the review group approves or denies it; it cannot be {what}"
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 }
 

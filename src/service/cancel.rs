@@ -20,7 +20,7 @@ impl Engine {
     ) -> Result<RequestView> {
         let (row, _) = self.load_for(who, id).await?;
         let doc = doc_of(&row)?;
-        super::break_glass::refuse_review(&doc, id, "canceled")?;
+        self.refuse_review(&doc, id, "canceled").await?;
         let allowed = match who {
             Principal::Pipeline { .. } => is_opener(who, &row, &doc),
             Principal::Approver(u) => doc.requesters.contains(u),

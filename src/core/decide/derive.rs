@@ -67,6 +67,8 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
     let requesters: Vec<String> = serde_json::from_value(first.data["requester"].clone())
         .map_err(|e| bad(first, format!("requester does not parse: {e}")))?;
     let expires_at = first.data["expires_at"].as_str().unwrap_or_default().to_string();
+    // A break-glass review ends only by its review group's vote.
+    let review = first.data["review_of"].is_string();
     let mut st = State {
         status: Status::Pending,
         requesters: requesters.clone(),
@@ -163,6 +165,9 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
                 st.status = s;
             }
             "expired" => st.status = Status::Expired,
+            "canceled" | "consumed" if review => {
+                return Err(bad(e, "a break-glass review is never canceled or consumed".into()));
+            }
             "canceled" => {
                 if st.status != Status::Pending {
                     return Err(bad(
@@ -309,6 +314,20 @@ mod tests {
         let e = derive(&[bg_created.clone(), bg_vote("break-glass:mallory", "approve"), approved]).unwrap_err();
         assert!(e.why.contains("break-glass:dave"), "{e}");
         assert!(derive(&[bg_created, bg_vote("break-glass:dave", "deny")]).is_err());
+        // A review is never canceled or consumed, whatever its row says.
+        let mut review = created();
+        review.data["review_of"] = json!("r1");
+        assert!(derive(&[review.clone(), ev(2, "canceled", "ci", json!({}))]).is_err());
+        let approved = [
+            review.clone(),
+            approve(2, "alice"),
+            approve(3, "bob"),
+            ev(4, "approved", "bob", json!({})),
+        ];
+        assert_eq!(derive(&approved).unwrap().status, Status::Approved);
+        let mut consumed = approved.to_vec();
+        consumed.push(ev(5, "consumed", "ci", json!({})));
+        assert!(derive(&consumed).is_err());
     }
 
     #[test]
