@@ -166,6 +166,26 @@ mod tests {
     }
 
     #[test]
+    fn policy_errors_point_at_the_break_glass_key() {
+        let policy = |bg: &str, rule: &str| {
+            format!(
+                "version: 1\ngroups:\n  sre: [alice, bob]\nrules:\n  - name: production\n{rule}    break_glass:\n{bg}"
+            )
+        };
+        let need = "    require: [{ group: sre }]\n";
+        let ok = "      groups: [sre]\n      ttl: 30m\n      review: { group: sre, within: 24h }\n";
+        assert!(super::super::Policy::parse("p.yaml", &policy(ok, need)).is_ok());
+        let e = super::super::Policy::parse("p.yaml", &policy(&ok.replace("[sre]", "[oncal]"), need)).unwrap_err();
+        assert_eq!((e.line, e.column), (8, 7), "{e}");
+        assert!(e.message.contains("`oncal` is not defined"), "{e}");
+        let e = super::super::Policy::parse("p.yaml", &policy(&ok.replace("24h", "0s"), need)).unwrap_err();
+        assert_eq!(e.line, 10, "{e}");
+        let e = super::super::Policy::parse("p.yaml", &policy(ok, "    decision: deny\n")).unwrap_err();
+        assert_eq!((e.line, e.column), (7, 5), "{e}");
+        assert!(e.message.contains("decides automatically"), "{e}");
+    }
+
+    #[test]
     fn checks_name_what_is_wrong() {
         let r = rule();
         let bg = r.break_glass.clone().unwrap();
