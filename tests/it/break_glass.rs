@@ -177,6 +177,42 @@ async fn the_gate_breaks_the_glass_and_the_review_group_reviews_it() {
         assert_eq!(bg[0]["request_id"], id.as_str());
         assert_eq!(bg[0]["review"], "approved");
         assert_eq!(s.run(AUDITOR, &["audit", "verify"]).await.code, 0);
+        // `gate show`, the request pages and the Reports page say so too.
+        let o = s.run("alice", &["show", &id]).await;
+        assert!(o.stdout.contains("break-glass by carol for incident INC-42"), "{o:?}");
+        let o = s.run("alice", &["show", &review_id]).await;
+        assert!(
+            o.stdout.contains(&format!("review of   break-glass change {id}")),
+            "{o:?}"
+        );
+        let c = s.http();
+        let (cookie, _) = crate::ui::sign_in(&c, "alice").await;
+        let page = c
+            .get(&format!("/requests/{id}"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .text()
+            .await;
+        assert!(page.contains("id=\"break-glass\"") && page.contains("INC-42"), "{page}");
+        let page = c
+            .get(&format!("/requests/{review_id}"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .text()
+            .await;
+        assert!(page.contains("id=\"review-of\""), "{page}");
+        let (cookie, _) = crate::ui::sign_in(&c, AUDITOR).await;
+        let page = c
+            .get("/reports?from=2000-01-01&to=2100-01-01")
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .text()
+            .await;
+        assert!(page.contains(&format!("{id}</a> by carol (incident INC-42)")), "{page}");
+        assert!(page.contains("review-approved"), "{page}");
     }
 }
 
