@@ -294,6 +294,9 @@ async fn an_overdue_review_escalates_and_shows_in_metrics_and_the_inbox() {
             .unwrap();
         assert!(new);
         assert_eq!(change.status, Status::Approved);
+        // Usable for the rule's `break_glass.ttl` (30m), not its `approval_ttl`.
+        let ms = |t: &Option<String>| jitgate::core::report::ms_of(t.as_deref().unwrap()).unwrap();
+        assert_eq!(ms(&change.approval_expires_at) - ms(&change.decided_at), 30 * 60_000);
         let review_id = change.links.review.clone().unwrap();
         let review = ci.get(&review_id).await.unwrap();
         // The timer takes the overdue step at `within`: wait for that change.
