@@ -90,7 +90,11 @@ pub async fn pending(ctx: &Ctx, quiet: bool) -> Outcome {
             t(&r.context.environment),
             t(&r.context.repository),
             t(r.requester.first().map(String::as_str).unwrap_or_default()),
-            t(&r.needs())
+            match (&r.links.review_of, r.links.overdue) {
+                (Some(of), true) => format!("OVERDUE review of {}: {}", t(of), t(&r.needs())),
+                (Some(of), false) => format!("review of {}: {}", t(of), t(&r.needs())),
+                _ => t(&r.needs()),
+            }
         );
     }
     Ok(Exit::Success)
@@ -151,6 +155,7 @@ pub fn print_view(v: &RequestView) {
     if let Some(s) = &v.open_stage {
         outln!("open stage  {}", t(s));
     }
+    print_break_glass(v);
     for r in &v.requirements {
         outln!(
             "  {} {}{} of {}: {}{}",
@@ -191,4 +196,29 @@ pub fn print_view(v: &RequestView) {
         "expires     {}",
         t(v.approval_expires_at.as_ref().unwrap_or(&v.expires_at))
     );
+}
+
+/// The break-glass lines of a request: who broke the glass and why, or what it reviews.
+fn print_break_glass(v: &RequestView) {
+    let l = &v.links;
+    if let Some(b) = &l.break_glass {
+        outln!(
+            "break-glass by {} for incident {}: {}",
+            t(&b.by),
+            t(&b.incident),
+            t(&b.reason)
+        );
+        outln!("review      {}", t(&b.review_id));
+    }
+    if let Some(of) = &l.review_of {
+        outln!(
+            "review of   break-glass change {}{}{}",
+            t(of),
+            l.review_due_at
+                .as_ref()
+                .map(|d| format!(", due {}", t(d)))
+                .unwrap_or_default(),
+            if l.overdue { " (OVERDUE)" } else { "" }
+        );
+    }
 }

@@ -156,7 +156,15 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
             .and_then(|m| p.rules.iter().find(|r| &r.name == m))
             .map(|r| r.fields.clone())
             .unwrap_or_default();
-        print_json(&serde_json::json!({"matched": matched, "rules": verdicts, "fields": fields}));
+        let break_glass = matched
+            .as_ref()
+            .and_then(|m| p.rules.iter().find(|r| &r.name == m))
+            .and_then(|r| r.break_glass.clone());
+        let mut out = serde_json::json!({"matched": matched, "rules": verdicts, "fields": fields});
+        if let Some(bg) = break_glass {
+            out["break_glass"] = serde_json::json!(bg);
+        }
+        print_json(&out);
     } else {
         for v in &verdicts {
             if v.matched {
@@ -188,6 +196,16 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
                         let each: Vec<String> = checks.iter().map(|c| c.describe()).collect();
                         outln!("       {list}: {} (run once the request is open)", each.join(", "));
                     }
+                }
+                if let Some(bg) = &rule.break_glass {
+                    outln!(
+                        "       break-glass: {} may approve at once (valid {}); review by {} of {} within {}",
+                        bg.groups.join(", "),
+                        bg.ttl,
+                        bg.review.count,
+                        bg.review.group,
+                        bg.review.within
+                    );
                 }
             } else {
                 outln!("skip   {}: {}", v.rule, v.mismatches.join("; "));

@@ -64,6 +64,10 @@ pub struct CreateRequest {
     /// here and match its patterns; others are kept as given.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, String>,
+    /// Break the glass: approved at once if the rule allows it and the requester is in
+    /// its `break_glass.groups` (see docs/break-glass.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<crate::core::break_glass::BreakGlassAsk>,
 }
 
 /// One requirement of the matched rule, with the votes it has so far.
@@ -244,6 +248,31 @@ pub struct RequestView {
     /// consume and record, so a gate outlives its short-lived OIDC token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder_token: Option<String>,
+    /// Break-glass and review: their keys appear only on those requests.
+    #[serde(flatten)]
+    pub links: ReviewLinks,
+}
+
+/// How a request stands to break-glass: a change approved by it (`break_glass`,
+/// `review`), or the review of one (`kind: review`, `review_of`, `overdue`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReviewLinks {
+    #[serde(default, skip_serializing_if = "crate::core::break_glass::RequestKind::is_change")]
+    pub kind: crate::core::break_glass::RequestKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<crate::core::break_glass::BreakGlassInfo>,
+    /// The review request a break-glass approval opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
+    /// The break-glass change a review is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_of: Option<String>,
+    /// When a review becomes overdue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_due_at: Option<String>,
+    /// A pending review past `review_due_at` (its escalation was taken).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overdue: bool,
 }
 
 impl RequestView {

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod audit;
 pub mod backoff;
+pub mod break_glass;
 pub mod context;
 pub mod crypto;
 pub mod decide;

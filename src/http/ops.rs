@@ -42,9 +42,13 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 async fn metrics(State(s): State<AppState>) -> Response {
     let waiting = s.engine.waiting.load(std::sync::atomic::Ordering::Relaxed);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.engine.metrics.render(waiting),
-    )
-        .into_response()
+    let mut text = s.engine.metrics.render(waiting);
+    // Read from the store at each scrape: every replica reports the same number.
+    match s.engine.reviews_overdue().await {
+        Ok(n) => text.push_str(&format!(
+            "# HELP jitgate_reviews_overdue Break-glass review requests still pending past their `within`.\n# TYPE jitgate_reviews_overdue gauge\njitgate_reviews_overdue {n}\n"
+        )),
+        Err(e) => tracing::warn!(error = %e, "cannot count overdue reviews for /metrics"),
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

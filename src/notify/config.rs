@@ -23,6 +23,10 @@ pub enum Event {
     /// approvers of the stage are told, as `opened` tells the first stage's.
     #[serde(rename = "stage_opened")]
     StageOpened,
+    /// A change was approved by break-glass: every channel is told, whatever its
+    /// `events`, and the review group by email.
+    #[serde(rename = "break_glass")]
+    BreakGlass,
 }
 
 impl Event {
@@ -34,6 +38,7 @@ impl Event {
             Event::Checkpoint => "checkpoint",
             Event::Delegation => "delegation",
             Event::StageOpened => "stage_opened",
+            Event::BreakGlass => "break_glass",
         }
     }
 
@@ -45,6 +50,7 @@ impl Event {
             "checkpoint" => Event::Checkpoint,
             "delegation" => Event::Delegation,
             "stage_opened" => Event::StageOpened,
+            "break_glass" => Event::BreakGlass,
             _ => return None,
         })
     }
@@ -266,6 +272,8 @@ pub fn wants(events: &Option<Vec<Event>>, e: Event) -> bool {
     match e {
         // Not a request's event: only where asked for by name.
         Event::Checkpoint => events.as_ref().is_some_and(|v| v.contains(&e)),
+        // Urgent: a change went out without approval; no filter hides it.
+        Event::BreakGlass => true,
         _ => events.as_ref().is_none_or(|v| v.contains(&e)),
     }
 }

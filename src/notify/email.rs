@@ -141,6 +141,7 @@ fn lead(doc: &Value) -> String {
         "opened" | "stage_opened" => "A deployment is waiting for your approval.".into(),
         "escalated" => "A deployment is still waiting for approval, and you have been asked to help.".into(),
         "delegation" => field(doc, "summary").to_string(),
+        "break_glass" => "A change was approved at once by break-glass; it needs your review.".into(),
         _ => format!("Your request was {}.", field(doc, "status")),
     }
 }

@@ -209,6 +209,15 @@ pub fn checkpoint_drafts(
 /// The JSON document of one notification: the webhook body as sent, and what Slack and
 /// email messages are rendered from. See docs/notifications.md.
 pub fn document(server: &str, event: Event, v: &RequestView, people: &[&str], now: i64) -> Value {
+    let mut doc = request_document(server, event, v, people, now);
+    // Break-glass keys only where they apply: other documents stay as they were.
+    if let (Some(o), Value::Object(links)) = (doc.as_object_mut(), json!(v.links)) {
+        o.extend(links);
+    }
+    doc
+}
+
+fn request_document(server: &str, event: Event, v: &RequestView, people: &[&str], now: i64) -> Value {
     json!({
         "event": event.as_str(),
         "delivery": "",
@@ -248,8 +257,14 @@ pub(crate) fn title(doc: &Value) -> String {
     let repo = field(doc, "repository");
     let what = match (field(doc, "event"), field(doc, "status")) {
         ("opened", _) => "Approval needed".to_string(),
+        ("escalated", _) if field(doc, "kind") == "review" => "Overdue: break-glass review still needed".to_string(),
         ("escalated", _) => "Escalated: approval still needed".to_string(),
         ("stage_opened", _) => format!("Approval needed (stage {})", field(doc, "stage")),
+        ("break_glass", _) => format!(
+            "BREAK-GLASS by {} (incident {})",
+            field(&doc["break_glass"], "by"),
+            field(&doc["break_glass"], "incident")
+        ),
         ("delegation", s) => {
             return format!(
                 "Delegation {s}: {} votes for {}",

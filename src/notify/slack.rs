@@ -19,6 +19,7 @@ pub fn message(doc: &Value) -> Value {
     let icon = match (event, status) {
         ("opened" | "stage_opened", _) => ":raised_hand:",
         ("escalated", _) => ":rotating_light:",
+        ("break_glass", _) => ":fire_extinguisher:",
         (_, "approved") => ":white_check_mark:",
         (_, "denied") => ":no_entry:",
         (_, "expired") => ":hourglass:",

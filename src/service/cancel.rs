@@ -20,6 +20,7 @@ impl Engine {
     ) -> Result<RequestView> {
         let (row, _) = self.load_for(who, id).await?;
         let doc = doc_of(&row)?;
+        self.refuse_review(&doc, id, "canceled").await?;
         let allowed = match who {
             Principal::Pipeline { .. } => is_opener(who, &row, &doc),
             Principal::Approver(u) => doc.requesters.contains(u),

@@ -22,6 +22,7 @@ impl Engine {
             ));
         };
         let (row, _) = self.load_for(who, id).await?;
+        self.refuse_review(&doc_of(&row)?, id, "consumed").await?;
         if !is_opener(who, &row, &doc_of(&row)?) {
             return Err(AppError::Forbidden(
                 ErrorCode::NotYours,

@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicI64;
 
 use tokio::sync::{Notify, broadcast, watch};
 
+mod break_glass;
 mod cancel;
 mod checks;
 mod commit;

@@ -47,6 +47,8 @@ impl Engine {
             Event::Checkpoint | Event::Delegation => return Ok(false),
             // Queued with the stage it is about (`stages.rs`).
             Event::StageOpened => return Ok(false),
+            // Queued with its audience by `break_glass.rs`.
+            Event::BreakGlass => return Ok(false),
         };
         let recipients: Vec<Recipient> = people
             .iter()

@@ -45,6 +45,9 @@ impl Engine {
         if !body.fields.is_empty() {
             fingerprinted["fields"] = json!(body.fields);
         }
+        if let Some(b) = &body.break_glass {
+            fingerprinted["break_glass"] = json!(b);
+        }
         let fingerprint = crate::core::policy::digest(&crate::core::audit::canonical_bytes(&fingerprinted));
         // Keys are per opener: for an OIDC identity, its issuer and repository (or subject)
         // too, so two repositories under one issuer never replay each other's requests.
@@ -146,7 +149,17 @@ impl Engine {
             verified: verified.cloned(),
             escalations: vec![],
             checks: vec![],
+            kind: Default::default(),
+            break_glass: None,
+            review_of: None,
         };
+        let glass = self
+            .break_glass_check(&policy, &doc.rule, body, &doc.requesters)
+            .await?;
+        if let Some(g) = &glass {
+            doc.break_glass = Some(g.info.clone());
+            doc.approval_ttl_ms = g.ttl_ms;
+        }
         let mut row = RequestRow {
             id: id.clone(),
             idem_key: key.to_string(),
@@ -179,6 +192,9 @@ impl Engine {
         if doc.rule.has_checks() {
             data["checks"] = json!({"approve": doc.rule.auto_approve_if.len(), "deny": doc.rule.auto_deny_if.len()});
         }
+        if let Some(b) = &doc.break_glass {
+            data["break_glass"] = json!(b);
+        }
         let created = AuditDraft {
             at: now,
             request_id: id.clone(),
@@ -192,6 +208,10 @@ impl Engine {
         tx.insert_request(&row, deadline_of(Status::Pending, &row, &doc))
             .await?;
         tx.append_audit(&created).await?;
+        if let Some(g) = glass {
+            self.break_glass_at_open(&mut tx, &mut row, &mut doc, &mut votes, g, now)
+                .await?;
+        }
         if let Some(decision) = doc.rule.decision {
             let approve = decision == AutoDecision::Approve;
             let mut reason = format!(

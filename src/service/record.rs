@@ -95,6 +95,14 @@ impl Engine {
                 "signed_by": self.keys.keyid,
             }
         });
+        // Break-glass and review records say so; other records stay as they were.
+        if let Some(b) = &doc.break_glass {
+            statement["predicate"]["break_glass"] = json!(b);
+        }
+        if let Some(of) = &doc.review_of {
+            statement["predicate"]["request"]["kind"] = json!(doc.kind);
+            statement["predicate"]["request"]["review_of"] = json!(of);
+        }
         // Only when there are some: records of requests without fields stay as they were.
         if !doc.fields.is_empty() {
             statement["predicate"]["request"]["fields"] = json!(doc.fields);

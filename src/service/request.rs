@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{AppError, Result};
 use crate::auth::oidc::VerifiedIdentity;
 use crate::core::api::{Context, RequesterOrigin};
+use crate::core::break_glass::{BreakGlassInfo, RequestKind};
 use crate::core::decide::{Requirement, Status};
 use crate::core::policy::Rule;
 use crate::core::request::Escalation;
@@ -54,6 +55,15 @@ pub struct Doc {
     /// The results of the rule's evidence checks, once they ran (see `checks.rs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::core::decide::checks::CheckResult>,
+    /// A change, or the review of a break-glass change (see `service::break_glass`).
+    #[serde(default, skip_serializing_if = "RequestKind::is_change")]
+    pub kind: RequestKind,
+    /// On a change approved by break-glass: who, why, the incident and its review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlassInfo>,
+    /// On a review: the break-glass change it reviews.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_of: Option<String>,
 }
 
 impl Doc {

@@ -53,6 +53,14 @@ impl Engine {
                 .map(|v| v.fields.keys().cloned().collect())
                 .unwrap_or_default(),
             holder_token: None,
+            links: super::break_glass::links(
+                row,
+                doc.kind,
+                doc.break_glass,
+                doc.review_of,
+                doc.rule.escalate.first().map(|e| e.after.millis()),
+                !doc.escalations.is_empty(),
+            ),
         })
     }
 
@@ -76,7 +84,7 @@ impl Engine {
             requirements,
             votes: votes
                 .iter()
-                .filter(|v| v.via != "policy")
+                .filter(|v| v.via != "policy" && v.via != "break_glass")
                 .map(|v| {
                     let by = forge_groups::on_behalf_of(v);
                     Vote {

@@ -73,6 +73,7 @@ impl Engine {
         if !readable && forge_groups.is_empty() {
             return Err(super::not_found(id));
         }
+        super::break_glass::check_review_vote(&doc, reason.as_deref())?;
         self.transition(id, now_fn, user, |state, now| {
             let state = &forge_groups::with_live(state, &live);
             let counted = crate::core::delegation::counts_as(state, user, asked.as_deref(), &received, now)?;

@@ -10,6 +10,7 @@ mod support;
 
 mod admin;
 mod architecture;
+mod break_glass;
 mod browser;
 mod checks;
 mod connections;

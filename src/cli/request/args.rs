@@ -31,6 +31,16 @@ pub struct RequestArgs {
     /// A change field the policy may require, NAME=VALUE, repeatable (also GATE_FIELD_<NAME>=VALUE; the flag wins).
     #[arg(long = "field", value_name = "NAME=VALUE")]
     pub fields: Vec<String>,
+    /// Break the glass: approved at once if the rule allows it and you are in its
+    /// `break_glass.groups`; needs --reason and --incident, and opens a review (docs/break-glass.md).
+    #[arg(long, env = "GATE_BREAK_GLASS")]
+    pub break_glass: bool,
+    /// Why the glass is broken (with --break-glass).
+    #[arg(long, env = "GATE_REASON")]
+    pub reason: Option<String>,
+    /// The incident this change is for (with --break-glass).
+    #[arg(long, env = "GATE_INCIDENT")]
+    pub incident: Option<String>,
     /// Ask for a shorter timeout than the policy's (e.g. 30m).
     #[arg(long, env = "GATE_TIMEOUT")]
     pub timeout: Option<String>,
@@ -126,7 +136,9 @@ pub(super) fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {
         .idempotency_key
         .clone()
         .or_else(|| c.run_id.is_empty().then(|| uuid::Uuid::new_v4().to_string()));
+    let break_glass = break_glass(a)?;
     Ok(CreateRequest {
+        break_glass,
         context: c,
         summary: a.summary.clone().unwrap_or_default(),
         artifacts: a.artifacts.clone(),
@@ -134,6 +146,27 @@ pub(super) fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {
         idempotency_key,
         fields: fields(&a.fields, std::env::vars_os())?,
     })
+}
+
+/// `--break-glass` with its `--reason` and `--incident`, both required; neither without it.
+fn break_glass(a: &RequestArgs) -> Result<Option<crate::core::break_glass::BreakGlassAsk>, Failure> {
+    let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(String::from);
+    let (reason, incident) = (given(&a.reason), given(&a.incident));
+    if !a.break_glass {
+        if reason.is_some() || incident.is_some() {
+            return Err(Failure::usage(
+                "--reason and --incident go with --break-glass (an approver gives a reason with `gate approve`)",
+            ));
+        }
+        return Ok(None);
+    }
+    match (reason, incident) {
+        (Some(reason), Some(incident)) => Ok(Some(crate::core::break_glass::BreakGlassAsk { reason, incident })),
+        (r, _) => Err(Failure::usage(format!(
+            "--break-glass needs {}: say why, and which incident (docs/break-glass.md)",
+            if r.is_none() { "--reason R" } else { "--incident ID" }
+        ))),
+    }
 }
 
 /// The request's change fields: `GATE_FIELD_<NAME>` variables (NAME lower-cased), then

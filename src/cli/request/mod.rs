@@ -57,9 +57,11 @@ impl Printer {
 }
 
 /// A change field the rule requires is missing, or its value is refused: the answer is no.
+/// So is break-glass on a rule without it, or by someone not on call.
 fn refused_field(e: &crate::client::ClientError) -> bool {
     matches!(e, crate::client::ClientError::Api { status: 422, code, message, .. }
-        if code == "missing_field" || (code == "invalid_field" && message.starts_with("field")))
+        if code == "missing_field" || (code == "invalid_field" && message.starts_with("field")) || code == "break_glass_not_allowed")
+        || matches!(e, crate::client::ClientError::Api { status: 403, code, .. } if code == "not_break_glass")
 }
 
 pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {

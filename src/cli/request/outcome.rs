@@ -72,7 +72,10 @@ pub(super) async fn finish(
         .filter(|v| v.decision == "approve")
         .map(|v| v.voter.clone())
         .collect();
-    let decision = if approved {
+    let decision = if approved && view.links.break_glass.is_some() {
+        // Approved, by the on-call engineer, pending review: the pipeline may say so.
+        "break_glass"
+    } else if approved {
         "approved"
     } else if view.status == Status::Consumed {
         "already-used"
@@ -80,11 +83,16 @@ pub(super) async fn finish(
         view.status.as_str()
     };
     let why = note.clone().or(view.reason.clone()).unwrap_or_default();
+    let mut line = json!({"event": "outcome", "id": view.id, "decision": decision, "status": view.status,
+           "decided_by": view.decided_by, "reason": why, "approved_by": who, "record": record_path});
+    if let Some(b) = &view.links.break_glass {
+        line["break_glass"] = json!(b);
+        line["review"] = json!(b.review_id);
+    }
     out.event(
-        json!({"event": "outcome", "id": view.id, "decision": decision, "status": view.status,
-               "decided_by": view.decided_by, "reason": why, "approved_by": who, "record": record_path}),
+        line,
         format!(
-            "jitgate: request {} {}{}{}{}",
+            "jitgate: request {} {}{}{}{}{}",
             view.id,
             decision.to_uppercase(),
             view.decided_by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default(),
@@ -96,6 +104,14 @@ pub(super) async fn finish(
             record_path
                 .as_ref()
                 .map(|p| format!("\n  record: {p} (check with `gate verify {p} --key SERVER/api/v1/keys`)"))
+                .unwrap_or_default(),
+            view.links
+                .break_glass
+                .as_ref()
+                .map(|b| format!(
+                    "\n  review:  {} (the review group must approve or deny it, with a reason)",
+                    b.review_id
+                ))
                 .unwrap_or_default()
         ),
     );

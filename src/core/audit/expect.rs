@@ -151,8 +151,9 @@ impl<'a> Decision<'a> {
 
 /// A vote the policy cast (an automatic decision), not a person.
 fn is_policy_vote(v: &Value) -> bool {
-    // `check`: an evidence check of the rule decided (see `core::decide::checks`).
-    v["via"] == "policy" || v["via"] == "check" || v["automatic"] == Value::Bool(true)
+    // `check`: an evidence check of the rule decided (see `core::decide::checks`);
+    // `break_glass`: an on-call engineer's emergency approval (see `core::break_glass`).
+    v["via"] == "policy" || v["via"] == "check" || v["via"] == "break_glass" || v["automatic"] == Value::Bool(true)
 }
 
 fn mismatch(field: &'static str, message: String) -> Mismatch {
@@ -162,6 +163,16 @@ fn mismatch(field: &'static str, message: String) -> Mismatch {
 /// Checks the predicate of a verified statement against everything `e` expects beyond
 /// commit and artifacts; the first mismatch is the answer.
 pub fn check(predicate: &Value, e: &Expect) -> Result<(), Mismatch> {
+    // A review's approval says a break-glass change was reviewed; it allows no change.
+    if predicate["request"]["kind"] == "review" {
+        return Err(mismatch(
+            "request",
+            format!(
+                "this record is the review of break-glass change {}, not evidence for a change",
+                predicate["request"]["review_of"].as_str().unwrap_or("?")
+            ),
+        ));
+    }
     let d = Decision::of(predicate);
     if let Some(id) = &e.request_id
         && d.request_id != id

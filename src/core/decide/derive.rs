@@ -74,6 +74,8 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
         (n("approve"), n("deny"))
     });
     let mut check_results: Vec<super::checks::CheckResult> = Vec::new();
+    // A break-glass review ends only by its review group's vote.
+    let review = first.data["review_of"].is_string();
     let mut st = State {
         status: Status::Pending,
         requesters: requesters.clone(),
@@ -109,6 +111,10 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
                 }
                 if e.data["automatic"] == Value::Bool(true) {
                     check_decision(e, declared, &check_results, approve).map_err(|why| bad(e, why))?;
+                    // A break-glass approval only where the signed `created` asked for one.
+                    if e.data["via"] == "break_glass" {
+                        check_break_glass(&first.data, e, approve).map_err(|why| bad(e, why))?;
+                    }
                     // The rule decides by itself, in the same transaction as `created`.
                     votes.push((e.actor.to_string(), approve));
                     allowed = Some(if approve { Status::Approved } else { Status::Denied });
@@ -179,6 +185,9 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
                 st.status = s;
             }
             "expired" => st.status = Status::Expired,
+            "canceled" | "consumed" if review => {
+                return Err(bad(e, "a break-glass review is never canceled or consumed".into()));
+            }
             "canceled" => {
                 if st.status != Status::Pending {
                     return Err(bad(
@@ -245,6 +254,20 @@ fn check_decision(
             if approve { "approve" } else { "deny" }
         )),
     }
+/// A break-glass vote is legitimate only as an approval by `break-glass:BY`, where the
+/// request's `created` event names BY as the one who broke the glass.
+fn check_break_glass(created: &Value, vote: &Event<'_>, approve: bool) -> Result<(), String> {
+    let Some(by) = created["break_glass"]["by"].as_str().filter(|b| !b.is_empty()) else {
+        return Err("a break-glass approval on a request that was not opened with break-glass".into());
+    };
+    if !approve || vote.actor != format!("break-glass:{by}") {
+        return Err(format!(
+            "a break-glass vote must be an approval by `break-glass:{by}`, not a {} by `{}`",
+            if approve { "approval" } else { "deny" },
+            vote.actor
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -315,6 +338,51 @@ mod tests {
         assert!(derive(&[created(), ev(2, "canceled", "ci", json!({})), approve(3, "alice"),]).is_err());
         assert!(derive(&[approve(1, "alice")]).is_err());
         assert!(derive(&[]).is_err());
+    }
+
+    #[test]
+    fn a_break_glass_approval_replays_only_where_created_asked_for_it() {
+        let bg_vote = |actor: &'static str, decision: &str| {
+            ev(
+                2,
+                "vote",
+                actor,
+                json!({"decision": decision, "automatic": true, "via": "break_glass"}),
+            )
+        };
+        let approved = ev(3, "approved", "policy", json!({"automatic": true}));
+        let mut bg_created = created();
+        bg_created.data["break_glass"] =
+            json!({"by": "dave", "reason": "db down", "incident": "INC-1", "review_id": "r2"});
+        let d = derive(&[
+            bg_created.clone(),
+            bg_vote("break-glass:dave", "approve"),
+            approved.clone(),
+        ])
+        .unwrap();
+        assert_eq!(d.status, Status::Approved);
+        // Forged: the same vote on a request opened without break-glass.
+        let e = derive(&[created(), bg_vote("break-glass:dave", "approve"), approved.clone()]).unwrap_err();
+        assert_eq!(e.seq, 2);
+        assert!(e.why.contains("not opened with break-glass"), "{e}");
+        // Forged: someone else's name, or a deny.
+        let e = derive(&[bg_created.clone(), bg_vote("break-glass:mallory", "approve"), approved]).unwrap_err();
+        assert!(e.why.contains("break-glass:dave"), "{e}");
+        assert!(derive(&[bg_created, bg_vote("break-glass:dave", "deny")]).is_err());
+        // A review is never canceled or consumed, whatever its row says.
+        let mut review = created();
+        review.data["review_of"] = json!("r1");
+        assert!(derive(&[review.clone(), ev(2, "canceled", "ci", json!({}))]).is_err());
+        let approved = [
+            review.clone(),
+            approve(2, "alice"),
+            approve(3, "bob"),
+            ev(4, "approved", "bob", json!({})),
+        ];
+        assert_eq!(derive(&approved).unwrap().status, Status::Approved);
+        let mut consumed = approved.to_vec();
+        consumed.push(ev(5, "consumed", "ci", json!({})));
+        assert!(derive(&consumed).is_err());
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! - `parse`: loading and validating it, section by section;
 //! - `error`: errors located in the file;
 //! - `checks`: the evidence checks of `auto_approve_if` and `auto_deny_if`;
+//! - `break_glass`: a rule's break-glass and the rule its review request is held to;
 //! - `fields`: the change fields a rule requires, and a request's checked against them;
 //! - `eval`: which rule a request falls under, and why not the others;
 //! - `glob`, `window`: repository/ref patterns and change windows.
 
 pub mod checks;
+pub mod break_glass;
 mod error;
 mod eval;
 mod fields;

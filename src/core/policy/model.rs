@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::checks::CheckSpec;
+use super::break_glass::BreakGlass;
 use super::fields::FieldSpec;
 use super::window;
 use crate::core::duration::Dur;
@@ -176,6 +177,9 @@ pub struct Rule {
     /// Checks that deny by policy when any one of them answers deny.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub auto_deny_if: Vec<CheckSpec>,
+    /// Who may approve their own change at once in an incident, and its review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlass>,
 }
 
 /// One escalation step: `after` the request opened, if it is still pending.

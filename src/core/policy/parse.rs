@@ -36,6 +36,7 @@ impl Policy {
             r.check_escalate(&groups)?;
             r.check_fields()?;
             r.check_checks()?;
+            r.check_break_glass(&groups)?;
         }
         Ok(Policy {
             groups: groups.users,
@@ -327,6 +328,27 @@ impl RuleAt<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `break_glass`, when given: its groups defined, a positive `ttl`, a review that can happen.
+    fn check_break_glass(&self, groups: &Groups) -> Result<(), PolicyError> {
+        let Some(bg) = &self.rule.break_glass else {
+            return Ok(());
+        };
+        // Members of a group listing users; `Some(None)` for a forge group (counted later).
+        let defined = |g: &str| match groups.users.get(g) {
+            Some(m) => Some(Some(m.len())),
+            None => groups.forge.contains_key(g).then_some(None),
+        };
+        super::break_glass::check(self.rule, bg, &defined).map_err(|(key, message)| {
+            let section = self.src.at("break_glass", self.at.0);
+            let at = if key == "break_glass" {
+                section
+            } else {
+                self.src.at(key, section.0)
+            };
+            self.src.err(at, message)
+        })
     }
 
     /// `escalate` steps on a rule that waits for people, each one able to happen.

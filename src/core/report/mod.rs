@@ -3,6 +3,7 @@
 //! is what `gate verify --bundle` does), and a summary of the rows. Pure: the records,
 //! the period and `now` in, the report out. Rendering is in `render.rs`.
 
+pub mod break_glass;
 pub mod complete;
 mod period;
 pub mod render;
@@ -68,6 +69,12 @@ pub struct Row {
     pub reason: Option<String>,
     /// Hex SHA-256 of the stored signed record (the DSSE envelope's bytes).
     pub record_digest: String,
+    /// A change approved by break-glass: who, why, and its review's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<break_glass::BreakGlassRow>,
+    /// A review request: the break-glass change it reviews.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_of: Option<String>,
 }
 
 /// One requester identity and its source: `verified_claim` (an OIDC token the server
@@ -121,6 +128,9 @@ pub struct Summary {
     pub denied: Vec<Exception>,
     /// Every policy version (digest) that decided a change, in the order it first appeared.
     pub policies: Vec<PolicyVersion>,
+    /// Changes approved by break-glass, each with its review's state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub break_glass: Vec<break_glass::BreakGlassChange>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -234,7 +244,10 @@ pub fn row_of(request_id: &str, envelope: &str) -> Result<Row, ReportError> {
         .unwrap_or_default();
     let outcome = string(&p["outcome"]["status"]);
     let decided_by = opt(&p["outcome"]["decided_by"]);
-    let decided_how = if votes.iter().any(|v| v.via == "policy") {
+    let (bg, review_of) = break_glass::of(p);
+    let decided_how = if bg.is_some() {
+        "break_glass"
+    } else if votes.iter().any(|v| v.via == "policy") {
         "automatic"
     } else if outcome == "expired" && !votes.iter().any(|v| v.decision == "approve") {
         "timer"
@@ -269,6 +282,8 @@ pub fn row_of(request_id: &str, envelope: &str) -> Result<Row, ReportError> {
         decided_by,
         reason: opt(&p["outcome"]["reason"]),
         record_digest: hex::encode(Sha256::digest(envelope.as_bytes())),
+        break_glass: bg,
+        review_of,
     })
 }
 
@@ -364,7 +379,8 @@ pub fn build(rows: Vec<Row>, period: &Period, environment: Option<&str>, now: i6
         .filter(|(t, r)| period.contains(*t) && environment.is_none_or(|e| r.environment == e))
         .collect();
     rows.sort_by(|a, b| (a.0, &a.1.request_id).cmp(&(b.0, &b.1.request_id)));
-    let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
+    let mut rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
+    break_glass::link_reviews(&mut rows);
     Report {
         format: FORMAT.into(),
         from: rfc3339(period.from),
@@ -389,6 +405,8 @@ pub fn summarise(rows: &[Row]) -> Summary {
         match r.decided_how.as_str() {
             "automatic" => s.automatic += 1,
             "human" => s.human += 1,
+            // Listed on their own (`break_glass`), with their review.
+            "break_glass" => {}
             _ => s.undecided += 1,
         }
         times.push(r.time_to_decision_ms);
@@ -429,6 +447,7 @@ pub fn summarise(rows: &[Row]) -> Summary {
     times.sort_unstable();
     s.median_time_to_decision_ms = percentile(&times, 50);
     s.p90_time_to_decision_ms = percentile(&times, 90);
+    s.break_glass = break_glass::changes(rows);
     s
 }
 

@@ -35,6 +35,10 @@ struct InboxItem {
     needs: String,
     summary: String,
     created_at: String,
+    /// The break-glass change this review is for ("" for a change).
+    review_of: String,
+    /// A review past its `within`: listed first, marked.
+    overdue: bool,
 }
 
 #[derive(Template)]
@@ -66,6 +70,8 @@ fn item(v: &RequestView, now: i64) -> InboxItem {
         needs: v.needs(),
         summary: v.summary.clone(),
         created_at: v.created_at.clone(),
+        review_of: v.links.review_of.clone().unwrap_or_default(),
+        overdue: v.links.overdue,
     }
 }
 
@@ -97,9 +103,12 @@ pub(super) async fn inbox(State(s): State<AppState>, headers: HeaderMap, Query(q
             Err(e) => return UiError::from(e).into_response(),
         }
     }
+    let mut items: Vec<InboxItem> = mine.iter().map(|v| item(v, now)).collect();
+    // Overdue break-glass reviews first: an unreviewed change outranks a waiting one.
+    items.sort_by_key(|i| !i.overdue);
     render(&InboxPage {
         watch: "all",
-        items: mine.iter().map(|v| item(v, now)).collect(),
+        items,
         others,
         others_more,
         next: next
