@@ -254,6 +254,8 @@ fn check_decision(
             if approve { "approve" } else { "deny" }
         )),
     }
+}
+
 /// A break-glass vote is legitimate only as an approval by `break-glass:BY`, where the
 /// request's `created` event names BY as the one who broke the glass.
 fn check_break_glass(created: &Value, vote: &Event<'_>, approve: bool) -> Result<(), String> {

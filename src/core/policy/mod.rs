@@ -11,8 +11,8 @@
 //! - `eval`: which rule a request falls under, and why not the others;
 //! - `glob`, `window`: repository/ref patterns and change windows.
 
-pub mod checks;
 pub mod break_glass;
+pub mod checks;
 mod error;
 mod eval;
 mod fields;

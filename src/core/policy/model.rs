@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::checks::CheckSpec;
 use super::break_glass::BreakGlass;
+use super::checks::CheckSpec;
 use super::fields::FieldSpec;
 use super::window;
 use crate::core::duration::Dur;
