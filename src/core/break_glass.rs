@@ -127,6 +127,7 @@ mod tests {
             count: 1,
             members: members.iter().map(|m| m.to_string()).collect(),
             source: None,
+            stage: None,
         };
         let req = vec!["carol-gh".to_string(), "carol".to_string()];
         assert_eq!(breaker(&req, &[g(&["bob", "carol"])]), Some("carol".into()));

@@ -59,6 +59,7 @@ impl Engine {
             count,
             members: policy.groups.get(g).cloned().unwrap_or_default(),
             source: policy.forge_groups.get(g).map(|s| s.to_string()),
+            stage: None,
         };
         let groups = self
             .resolve_requirements(bg.groups.iter().map(|g| group(g, 1)).collect())

@@ -528,6 +528,7 @@ fn needs_prints_users_sorted_and_forge_groups_by_source() {
         count: n,
         members: m.iter().map(|x| x.to_string()).collect(),
         source: s.map(str::to_string),
+        stage: None,
     };
     assert_eq!(needs(&[]), "none");
     assert_eq!(
