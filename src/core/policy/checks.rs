@@ -251,7 +251,8 @@ mod tests {
         assert_eq!(e.line, 9, "{e}");
         let e = policy("    auto_approve_if:\n      - promotion: { from: staging, within: 7d }").unwrap_err();
         assert!(
-            e.message.contains("needs either `decision: approve|deny`, `require` or `stages`"),
+            e.message
+                .contains("needs either `decision: approve|deny`, `require` or `stages`"),
             "{e}"
         );
     }
