@@ -156,7 +156,11 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
             .and_then(|m| p.rules.iter().find(|r| &r.name == m))
             .map(|r| r.fields.clone())
             .unwrap_or_default();
-        print_json(&serde_json::json!({"matched": matched, "rules": verdicts, "fields": fields}));
+        let rule = matched.as_ref().and_then(|m| p.rules.iter().find(|r| &r.name == m));
+        print_json(
+            &serde_json::json!({"matched": matched, "rules": verdicts, "fields": fields,
+            "approval_scope": rule.map(|r| r.approval_scope), "supersede": rule.map(|r| r.supersede)}),
+        );
     } else {
         for v in &verdicts {
             if v.matched {
@@ -178,6 +182,12 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
                 );
                 if !rule.fields.is_empty() {
                     outln!("       requires fields: {}", rule.fields_described());
+                }
+                if !rule.approval_scope.is_request() {
+                    outln!("       approval_scope: run (one approval covers every gate of the run attempt)");
+                }
+                if rule.supersede {
+                    outln!("       supersede: cancels older pending requests of the repository and environment");
                 }
             } else {
                 outln!("skip   {}: {}", v.rule, v.mismatches.join("; "));

@@ -17,6 +17,7 @@ pub mod policy_test;
 pub mod report;
 pub mod request;
 pub mod scim;
+pub mod scope;
 pub mod text;
 pub mod throttle;
 pub mod url;

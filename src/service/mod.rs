@@ -34,6 +34,8 @@ mod reports;
 mod request;
 mod requesters;
 mod roles;
+mod scope;
+mod supersede;
 mod validate;
 mod view;
 mod vote;
@@ -94,6 +96,9 @@ pub struct Engine {
     reload_lock: tokio::sync::Mutex<()>,
     /// Requests already reported as altered in the database (see `derive.rs`).
     tampered_seen: Mutex<std::collections::HashSet<String>>,
+    /// Held while a request under `approval_scope: run` opens and while a decision is
+    /// followed, so the gates of one matrix find one covering request (`scope.rs`).
+    scope_lock: tokio::sync::Mutex<()>,
 }
 
 type Loaded = (RequestRow, Vec<VoteRow>);
@@ -126,6 +131,7 @@ impl Engine {
             log,
             witnesses,
             tampered_seen: Mutex::new(Default::default()),
+            scope_lock: Default::default(),
             sources: Default::default(),
             reload_lock: Default::default(),
             tokens: ArcSwap::from_pointee(tokens),

@@ -145,7 +145,18 @@ impl Engine {
             decision_log: None,
             verified: verified.cloned(),
             escalations: vec![],
+            scope: None,
+            covered_by: None,
+            superseded_by: None,
         };
+        doc.scope = self.approval_scope_of(&doc.rule, &doc);
+        // The gates of one matrix open together: one at a time finds its covering request.
+        let held = match doc.scope {
+            Some(_) => Some(self.scope_lock.lock().await),
+            None => None,
+        };
+        let cover = self.covering_for(&doc, now).await?;
+        doc.covered_by = cover.as_ref().map(|c| c.row.id.clone());
         let mut row = RequestRow {
             id: id.clone(),
             idem_key: key.to_string(),
@@ -173,6 +184,12 @@ impl Engine {
         }
         if let Some(v) = &doc.verified {
             data["verified_claims"] = json!(v);
+        }
+        if let Some(scope) = &doc.scope {
+            data["scope"] = json!(scope);
+        }
+        if let Some(c) = &doc.covered_by {
+            data["covered_by"] = json!(c);
         }
         let created = AuditDraft {
             at: now,
@@ -214,8 +231,19 @@ impl Engine {
             self.decide_at_open(&mut tx, &mut row, &mut doc, &mut votes, auto, now)
                 .await?;
         }
-        let event = (row.status == Status::Pending).then_some(crate::notify::Event::Opened);
+        if let Some(c) = &cover
+            && row.status == Status::Pending
+        {
+            self.cover_at_open(&mut tx, &mut row, &mut doc, &mut votes, c, now)
+                .await?;
+        }
+        // A covered request is not for approvers to act on: its covering one is.
+        let event = (row.status == Status::Pending && doc.covered_by.is_none()).then_some(crate::notify::Event::Opened);
         self.commit(tx, &row, &votes, event, now).await?;
+        drop(held);
+        if doc.rule.supersede {
+            self.supersede_older(&row, &doc, now).await;
+        }
         self.metrics.opened();
         if row.decided_at.is_some() {
             self.metrics.decided(row.status, 0);

@@ -99,6 +99,12 @@ impl Engine {
         if !doc.fields.is_empty() {
             statement["predicate"]["request"]["fields"] = json!(doc.fields);
         }
+        if let Some(c) = &doc.covered_by {
+            statement["predicate"]["request"]["covered_by"] = json!(c);
+        }
+        if let Some(n) = &doc.superseded_by {
+            statement["predicate"]["outcome"]["superseded_by"] = json!(n);
+        }
         statement
     }
 }

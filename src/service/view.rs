@@ -52,6 +52,8 @@ impl Engine {
                 .map(|v| v.fields.keys().cloned().collect())
                 .unwrap_or_default(),
             holder_token: None,
+            covered_by: doc.covered_by,
+            superseded_by: doc.superseded_by,
         })
     }
 
@@ -75,7 +77,7 @@ impl Engine {
             requirements,
             votes: votes
                 .iter()
-                .filter(|v| v.via != "policy")
+                .filter(|v| v.via != "policy" && v.via != crate::core::scope::VIA)
                 .map(|v| {
                     let by = forge_groups::on_behalf_of(v);
                     Vote {
@@ -158,6 +160,8 @@ impl Engine {
         }
         Ok(match who {
             Principal::Pipeline { .. } => is_opener(who, row, &doc),
+            // A covered request is decided with the one covering it, never on its own.
+            Principal::Approver(_) if status == Status::Pending && doc.covered_by.is_some() => false,
             Principal::Approver(u) => {
                 status != Status::Pending || self.has_role(who, Role::Auditor) || {
                     let st = self.state(row, &doc, votes)?;

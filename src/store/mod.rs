@@ -14,6 +14,7 @@ mod log;
 mod migrate;
 mod reports;
 mod scim;
+mod scope;
 mod web;
 
 pub use copy::{Copied, CopyError, Side};

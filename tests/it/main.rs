@@ -49,6 +49,7 @@ mod reports;
 mod request_id;
 mod roles;
 mod scim;
+mod scope;
 mod siem;
 mod store;
 mod throttle;

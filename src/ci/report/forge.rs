@@ -454,6 +454,8 @@ mod tests {
             verified_by: None,
             verified_fields: vec![],
             holder_token: None,
+            covered_by: None,
+            superseded_by: None,
         }
     }
 

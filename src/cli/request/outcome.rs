@@ -76,13 +76,19 @@ pub(super) async fn finish(
         "approved"
     } else if view.status == Status::Consumed {
         "already-used"
+    } else if view.superseded_by.is_some() {
+        "superseded"
     } else {
         view.status.as_str()
     };
     let why = note.clone().or(view.reason.clone()).unwrap_or_default();
+    let mut line = json!({"event": "outcome", "id": view.id, "decision": decision, "status": view.status,
+               "decided_by": view.decided_by, "reason": why, "approved_by": who, "record": record_path});
+    if let Some(n) = &view.superseded_by {
+        line["superseded_by"] = json!(n);
+    }
     out.event(
-        json!({"event": "outcome", "id": view.id, "decision": decision, "status": view.status,
-               "decided_by": view.decided_by, "reason": why, "approved_by": who, "record": record_path}),
+        line,
         format!(
             "jitgate: request {} {}{}{}{}",
             view.id,

@@ -151,7 +151,7 @@ impl<'a> Decision<'a> {
 
 /// A vote the policy cast (an automatic decision), not a person.
 fn is_policy_vote(v: &Value) -> bool {
-    v["via"] == "policy" || v["automatic"] == Value::Bool(true)
+    v["via"] == "policy" || v["via"] == crate::core::scope::VIA || v["automatic"] == Value::Bool(true)
 }
 
 fn mismatch(field: &'static str, message: String) -> Mismatch {

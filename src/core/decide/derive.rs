@@ -34,6 +34,9 @@ pub struct Derived {
     pub state: State,
     /// `expires_at` of the `created` event (RFC 3339), to compare with the row.
     pub expires_at: String,
+    /// The covering decisions that `approval_scope: run` votes name, which the caller
+    /// checks against the covering requests' own events (`core::scope`).
+    pub covering: Vec<crate::core::scope::Covering>,
 }
 
 /// Why a request's events do not add up.
@@ -82,6 +85,7 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
         window_open: true,
     };
     let mut votes = Vec::new();
+    let mut covering = Vec::new();
     // What the last vote made of the request: the outcome event that follows must match.
     let mut allowed: Option<Status> = None;
     for e in &events[1..] {
@@ -101,6 +105,11 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
                     return Err(bad(e, format!("a vote on a request that is {}", st.status)));
                 }
                 if e.data["automatic"] == Value::Bool(true) {
+                    // A covered request follows a decision of its scope, which it must name.
+                    if e.data["via"] == crate::core::scope::VIA {
+                        let c = crate::core::scope::check_vote(&first.data, &e.data, approve).map_err(|w| bad(e, w))?;
+                        covering.push(c);
+                    }
                     // The rule decides by itself, in the same transaction as `created`.
                     votes.push((e.actor.to_string(), approve));
                     allowed = Some(if approve { Status::Approved } else { Status::Denied });
@@ -187,6 +196,7 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
         votes,
         state: st,
         expires_at,
+        covering,
     })
 }
 
@@ -284,5 +294,35 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(d.status, Status::Approved);
+    }
+
+    #[test]
+    fn a_scope_approval_replays_only_naming_its_covering_decision() {
+        let mut opened = created();
+        opened.data["scope"] = json!("sha256:s");
+        let covering =
+            json!({"id": "req_a", "scope": "sha256:s", "decision": "approved", "event_seq": 9, "event_hash": "h"});
+        let scope_vote = |data: Value| {
+            let mut d = json!({"decision": "approve", "automatic": true, "via": "scope"});
+            d.as_object_mut().unwrap().extend(data.as_object().unwrap().clone());
+            ev(2, "vote", "scope:req_a", d)
+        };
+        let approved = ev(3, "approved", "policy", json!({"automatic": true}));
+        let d = derive(&[
+            opened.clone(),
+            scope_vote(json!({"covering": covering})),
+            approved.clone(),
+        ])
+        .unwrap();
+        assert_eq!(d.status, Status::Approved);
+        assert_eq!(d.covering.len(), 1);
+        assert_eq!(d.covering[0].id, "req_a");
+        // Forged: no covering decision named, another scope, or a request opened unscoped.
+        let e = derive(&[opened.clone(), scope_vote(json!({})), approved.clone()]).unwrap_err();
+        assert_eq!(e.seq, 2, "{e}");
+        let mut other = covering.clone();
+        other["scope"] = json!("sha256:t");
+        assert!(derive(&[opened.clone(), scope_vote(json!({"covering": other})), approved.clone()]).is_err());
+        assert!(derive(&[created(), scope_vote(json!({"covering": covering})), approved]).is_err());
     }
 }

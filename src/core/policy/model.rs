@@ -157,6 +157,31 @@ pub struct Rule {
     /// Fields a request must carry to open under this rule (a ticket, a rollback plan).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, FieldSpec>,
+    /// What one approval covers: its own request (the default), or every request of the
+    /// same run attempt (see `core::scope`).
+    #[serde(default, skip_serializing_if = "ApprovalScope::is_request")]
+    pub approval_scope: ApprovalScope,
+    /// A new request under this rule cancels the older pending ones of the same
+    /// repository and environment (`superseded_by` the new one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supersede: bool,
+}
+
+/// `approval_scope: request|run`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalScope {
+    /// One approval for one request.
+    #[default]
+    Request,
+    /// One approval for every gate of one run attempt, commit and artifact set.
+    Run,
+}
+
+impl ApprovalScope {
+    pub fn is_request(&self) -> bool {
+        *self == ApprovalScope::Request
+    }
 }
 
 /// One escalation step: `after` the request opened, if it is still pending.
