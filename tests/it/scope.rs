@@ -4,6 +4,7 @@
 //! request and exiting 1 naming it; nothing superseded without the key.
 
 use serde_json::Value;
+use sqlx::Connection;
 use tokio::process::Command;
 
 use crate::helpers::{COMMIT, Db, TestApp, Waiting, backends, token};
@@ -198,5 +199,71 @@ async fn supersede_on(db: Db) {
 async fn a_newer_request_supersedes_older_waiting_gates() {
     for db in backends() {
         supersede_on(db).await;
+    }
+}
+
+/// Runs SQL as the database's owner, past the audit table's triggers (as insider.rs does).
+async fn as_dba(s: &TestApp, db: Db, sql: &str) {
+    match db {
+        Db::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&s.database_url).await.unwrap();
+            let sql = format!("DROP TRIGGER IF EXISTS gate_audit_no_update; {sql}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
+        }
+        Db::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
+            let sql = format!("SET session_replication_role = replica; {sql}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
+        }
+    }
+}
+
+async fn forged_cover_on(db: Db) {
+    let s = TestApp::builder()
+        .backend(db)
+        .rule("    require: [{ group: sre, count: 1 }]\n    approval_scope: run\n    supersede: true")
+        .spawn()
+        .await;
+    let no_wait = ["--environment", "production", "--no-wait"];
+    let first = s.open_with(job(&s, "60", "1", "deploy-eu", COMMIT), &no_wait).await;
+    let covered = s.open_with(job(&s, "60", "1", "deploy-us", COMMIT), &no_wait).await;
+    approve(&s, &first.id).await;
+    assert_eq!(view(&s, &covered.id).await["status"], "approved");
+    // The covering approval's evidence edited in the database: the covered approval,
+    // which names it, is refused when used.
+    as_dba(
+        &s,
+        db,
+        &format!(
+            "UPDATE gate_audit SET data = replace(data, 'approve', 'approv3') WHERE request_id = '{}' AND kind = 'approved'",
+            first.id
+        ),
+    )
+    .await;
+    let e = s.client("ci").consume(&covered.id).await.unwrap_err().to_string();
+    assert!(e.contains("tampered") && e.contains(&first.id), "{e}");
+
+    // `gate policy explain` says what the rule does.
+    let ctx = s.dir.path().join("ctx.json");
+    std::fs::write(&ctx, r#"{"environment": "production"}"#).unwrap();
+    let policy = s.policy.to_str().unwrap().to_string();
+    let out = s
+        .run(
+            "ci",
+            &["policy", "explain", &policy, "--request", ctx.to_str().unwrap()],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("approval_scope: run (one approval covers"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("supersede: cancels older pending"), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_covered_approval_naming_altered_evidence_is_refused() {
+    for db in backends() {
+        forged_cover_on(db).await;
     }
 }
