@@ -78,6 +78,20 @@ async fn matrix_on(db: Db) {
     }
     assert!(view(&s, &first).await.get("covered_by").is_none());
     assert_eq!(inbox(&s).await, vec![first.clone()], "approvers see one item");
+    // The web page of a covered request sends approvers to the covering one.
+    let http = s.http();
+    let (cookie, _) = crate::ui::sign_in(&http, "alice").await;
+    let page = http
+        .get(&format!("/requests/{}", gates[1].id))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .text()
+        .await;
+    assert!(
+        page.contains(&format!("decided with request {first} of the same run")) && !page.contains("approve-reason"),
+        "{page}"
+    );
 
     // One approval: all three exit 0, each having consumed its own approval.
     approve(&s, &first).await;
