@@ -17,7 +17,7 @@ use crate::core::api::RequestView;
 /// The outcome of one `gate request`, as reported to the platform.
 #[derive(Debug, Clone)]
 pub struct Report<'a> {
-    /// `approved`, `denied`, `expired`, `canceled`, `consumed`, `pending` (with
+    /// `approved`, `denied`, `expired`, `canceled`, `superseded`, `consumed`, `pending` (with
     /// `--no-wait`) or `error` (no decision could be had).
     pub decision: &'a str,
     pub view: &'a RequestView,
@@ -118,7 +118,7 @@ fn icon(decision: &str) -> &'static str {
         "approved" => "✅",
         "denied" => "❌",
         "expired" => "⌛",
-        "canceled" => "🚫",
+        "canceled" | "superseded" => "🚫",
         "pending" => "⏳",
         _ => "⚠️",
     }
@@ -399,6 +399,8 @@ mod tests {
             verified_fields: vec![],
             holder_token: None,
             links: Default::default(),
+            covered_by: None,
+            superseded_by: None,
         }
     }
 

@@ -156,12 +156,10 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
             .and_then(|m| p.rules.iter().find(|r| &r.name == m))
             .map(|r| r.fields.clone())
             .unwrap_or_default();
-        let break_glass = matched
-            .as_ref()
-            .and_then(|m| p.rules.iter().find(|r| &r.name == m))
-            .and_then(|r| r.break_glass.clone());
-        let mut out = serde_json::json!({"matched": matched, "rules": verdicts, "fields": fields});
-        if let Some(bg) = break_glass {
+        let rule = matched.as_ref().and_then(|m| p.rules.iter().find(|r| &r.name == m));
+        let mut out = serde_json::json!({"matched": matched, "rules": verdicts, "fields": fields,
+            "approval_scope": rule.map(|r| r.approval_scope), "supersede": rule.map(|r| r.supersede)});
+        if let Some(bg) = rule.and_then(|r| r.break_glass.clone()) {
             out["break_glass"] = serde_json::json!(bg);
         }
         print_json(&out);
@@ -206,6 +204,12 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
                         bg.review.group,
                         bg.review.within
                     );
+                }
+                if !rule.approval_scope.is_request() {
+                    outln!("       approval_scope: run (one approval covers every gate of the run attempt)");
+                }
+                if rule.supersede {
+                    outln!("       supersede: cancels older pending requests of the repository and environment");
                 }
             } else {
                 outln!("skip   {}: {}", v.rule, v.mismatches.join("; "));

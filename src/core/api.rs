@@ -248,6 +248,13 @@ pub struct RequestView {
     /// consume and record, so a gate outlives its short-lived OIDC token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder_token: Option<String>,
+    /// Under `approval_scope: run`: the request of the same run whose decision this one
+    /// follows (approvers vote on that one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered_by: Option<String>,
+    /// The newer request that canceled this one (`supersede`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
     /// Break-glass and review: their keys appear only on those requests.
     #[serde(flatten)]
     pub links: ReviewLinks,

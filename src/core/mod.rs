@@ -18,6 +18,7 @@ pub mod policy_test;
 pub mod report;
 pub mod request;
 pub mod scim;
+pub mod scope;
 pub mod simulate;
 pub mod text;
 pub mod throttle;

@@ -141,6 +141,10 @@ impl Engine {
             self.timer_poke.notify_one();
         }
         self.publish(&row);
+        if decides && before == Status::Pending {
+            // The requests covered by this one (`approval_scope: run`) follow it.
+            Box::pin(self.follow_scope(&row, now)).await;
+        }
         Ok(self.view(&row, &votes)?)
     }
 

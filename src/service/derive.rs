@@ -21,6 +21,9 @@ impl Engine {
         let derived = self
             .check_against_events(row, votes, &rows)
             .map_err(|why| self.tampered(&row.id, why))?;
+        self.check_covering(&derived.covering)
+            .await
+            .map_err(|why| self.tampered(&row.id, format!("its scope approval does not hold: {why}")))?;
         let mut state = self.state(row, doc, votes)?;
         for r in derived.requesters {
             if !state.requesters.contains(&r) {
@@ -44,8 +47,13 @@ impl Engine {
                 continue;
             };
             let rows = self.store.audit_for(id).await?;
-            if let Err(why) = self.check_against_events(&row, &votes, &rows) {
-                bad.push((id.clone(), why));
+            match self.check_against_events(&row, &votes, &rows) {
+                Err(why) => bad.push((id.clone(), why)),
+                Ok(d) => {
+                    if let Err(why) = self.check_covering(&d.covering).await {
+                        bad.push((id.clone(), format!("its scope approval does not hold: {why}")));
+                    }
+                }
             }
         }
         for id in self.store.audited_request_ids().await? {

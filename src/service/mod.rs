@@ -36,7 +36,9 @@ mod reports;
 mod request;
 mod requesters;
 mod roles;
+mod scope;
 mod stages;
+mod supersede;
 mod validate;
 mod view;
 mod vote;
@@ -99,6 +101,9 @@ pub struct Engine {
     tampered_seen: Mutex<std::collections::HashSet<String>>,
     /// Requests whose evidence checks are to run (see `checks.rs`).
     checks: checks::CheckQueue,
+    /// Held while a request under `approval_scope: run` opens and while a decision is
+    /// followed, so the gates of one matrix find one covering request (`scope.rs`).
+    scope_lock: tokio::sync::Mutex<()>,
 }
 
 type Loaded = (RequestRow, Vec<VoteRow>);
@@ -132,6 +137,7 @@ impl Engine {
             witnesses,
             tampered_seen: Mutex::new(Default::default()),
             checks: Default::default(),
+            scope_lock: Default::default(),
             sources: Default::default(),
             reload_lock: Default::default(),
             tokens: ArcSwap::from_pointee(tokens),

@@ -152,6 +152,9 @@ impl Engine {
             kind: Default::default(),
             break_glass: None,
             review_of: None,
+            scope: None,
+            covered_by: None,
+            superseded_by: None,
         };
         let glass = self
             .break_glass_check(&policy, &doc.rule, body, &doc.requesters)
@@ -160,6 +163,19 @@ impl Engine {
             doc.break_glass = Some(g.info.clone());
             doc.approval_ttl_ms = g.ttl_ms;
         }
+        // A break-glass approval is one engineer's, for this gate alone: it neither
+        // joins a run's scope nor follows one.
+        doc.scope = match glass {
+            Some(_) => None,
+            None => self.approval_scope_of(&doc.rule, &doc),
+        };
+        // The gates of one matrix open together: one at a time finds its covering request.
+        let held = match doc.scope {
+            Some(_) => Some(self.scope_lock.lock().await),
+            None => None,
+        };
+        let cover = self.covering_for(&doc, now).await?;
+        doc.covered_by = cover.as_ref().map(|c| c.row.id.clone());
         let mut row = RequestRow {
             id: id.clone(),
             idem_key: key.to_string(),
@@ -194,6 +210,12 @@ impl Engine {
         }
         if let Some(b) = &doc.break_glass {
             data["break_glass"] = json!(b);
+        }
+        if let Some(scope) = &doc.scope {
+            data["scope"] = json!(scope);
+        }
+        if let Some(c) = &doc.covered_by {
+            data["covered_by"] = json!(c);
         }
         let created = AuditDraft {
             at: now,
@@ -239,8 +261,19 @@ impl Engine {
             self.decide_at_open(&mut tx, &mut row, &mut doc, &mut votes, auto, now)
                 .await?;
         }
-        let event = (row.status == Status::Pending).then_some(crate::notify::Event::Opened);
+        if let Some(c) = &cover
+            && row.status == Status::Pending
+        {
+            self.cover_at_open(&mut tx, &mut row, &mut doc, &mut votes, c, now)
+                .await?;
+        }
+        // A covered request is not for approvers to act on: its covering one is.
+        let event = (row.status == Status::Pending && doc.covered_by.is_none()).then_some(crate::notify::Event::Opened);
         self.commit(tx, &row, &votes, event, now).await?;
+        drop(held);
+        if doc.rule.supersede {
+            self.supersede_older(&row, &doc, now).await;
+        }
         self.metrics.opened();
         if row.decided_at.is_some() {
             self.metrics.decided(row.status, 0);

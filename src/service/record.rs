@@ -111,6 +111,12 @@ impl Engine {
         if !doc.checks.is_empty() {
             statement["predicate"]["checks"] = json!(doc.checks);
         }
+        if let Some(c) = &doc.covered_by {
+            statement["predicate"]["request"]["covered_by"] = json!(c);
+        }
+        if let Some(n) = &doc.superseded_by {
+            statement["predicate"]["outcome"]["superseded_by"] = json!(n);
+        }
         statement
     }
 }

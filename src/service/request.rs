@@ -64,6 +64,15 @@ pub struct Doc {
     /// On a review: the break-glass change it reviews.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review_of: Option<String>,
+    /// Under `approval_scope: run`, the scope one approval covers (`core::scope::scope_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The request of the same scope whose decision this one follows (never voted on itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered_by: Option<String>,
+    /// The newer request that canceled this one (`supersede`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
 }
 
 impl Doc {

@@ -61,6 +61,8 @@ impl Engine {
                 doc.rule.escalate.first().map(|e| e.after.millis()),
                 !doc.escalations.is_empty(),
             ),
+            covered_by: doc.covered_by,
+            superseded_by: doc.superseded_by,
         })
     }
 
@@ -84,7 +86,7 @@ impl Engine {
             requirements,
             votes: votes
                 .iter()
-                .filter(|v| v.via != "policy" && v.via != "break_glass")
+                .filter(|v| v.via != "policy" && v.via != "break_glass" && v.via != crate::core::scope::VIA)
                 .map(|v| {
                     let by = forge_groups::on_behalf_of(v);
                     Vote {
@@ -167,6 +169,8 @@ impl Engine {
         }
         Ok(match who {
             Principal::Pipeline { .. } => is_opener(who, row, &doc),
+            // A covered request is decided with the one covering it, never on its own.
+            Principal::Approver(_) if status == Status::Pending && doc.covered_by.is_some() => false,
             Principal::Approver(u) => {
                 status != Status::Pending || self.has_role(who, Role::Auditor) || {
                     let st = self.state(row, &doc, votes)?;

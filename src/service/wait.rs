@@ -72,6 +72,11 @@ impl Engine {
     ) -> Result<RequestView> {
         // Subscribe before the first read so a change between read and wait still wakes us.
         let mut rx = self.subscribe(id);
+        // A covered request whose covering decision was not followed (a crash between
+        // the two) follows it now, so its gate is never left waiting.
+        if let Err(e) = Box::pin(self.catch_up_scope(id, crate::core::duration::now_ms())).await {
+            tracing::debug!(request = %id, error = %e, "scope catch-up");
+        }
         let _guard = Waiting::new(self);
         let result = self.wait_inner(id, since, timeout, shutdown, &mut rx).await;
         drop(rx);

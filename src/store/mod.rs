@@ -15,6 +15,7 @@ mod migrate;
 mod promotions;
 mod reports;
 mod scim;
+mod scope;
 mod web;
 
 pub use copy::{Copied, CopyError, Side};

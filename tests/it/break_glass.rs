@@ -422,3 +422,23 @@ async fn every_webhook_hears_of_a_break_glass_whatever_it_filters() {
     assert_eq!(bg["break_glass"]["incident"], "INC-9");
     assert_eq!(bg["review"], change.links.review.clone().unwrap().as_str());
 }
+
+#[tokio::test]
+async fn a_newer_deploy_under_supersede_never_cancels_a_review() {
+    let policy = bg_policy("24h").replace("    break_glass: {", "    supersede: true\n    break_glass: {");
+    let s = TestApp::builder().policy(policy).spawn().await;
+    let ci = s.client("ci");
+    let (change, _) = ci
+        .create(&body("production", "carol", Some(("payments down", "INC-11"))))
+        .await
+        .unwrap();
+    let review_id = change.links.review.clone().unwrap();
+    // The next deploy to production supersedes older pending changes, not the review.
+    let mut next = body("production", "dave", None);
+    next.context.commit = OTHER_COMMIT.into();
+    let (newer, _) = ci.create(&next).await.unwrap();
+    assert_eq!(newer.status, Status::Pending);
+    let review = s.client("alice").get(&review_id).await.unwrap();
+    assert_eq!(review.status, Status::Pending, "{review:?}");
+    assert_eq!(review.superseded_by, None);
+}

@@ -51,6 +51,7 @@ mod reports;
 mod request_id;
 mod roles;
 mod scim;
+mod scope;
 mod siem;
 mod simulate;
 mod stages;

@@ -456,6 +456,8 @@ mod tests {
             verified_fields: vec![],
             holder_token: None,
             links: Default::default(),
+            covered_by: None,
+            superseded_by: None,
         }
     }
 

@@ -79,6 +79,8 @@ pub(super) async fn finish(
         "approved"
     } else if view.status == Status::Consumed {
         "already-used"
+    } else if view.superseded_by.is_some() {
+        "superseded"
     } else {
         view.status.as_str()
     };
@@ -88,6 +90,9 @@ pub(super) async fn finish(
     if let Some(b) = &view.links.break_glass {
         line["break_glass"] = json!(b);
         line["review"] = json!(b.review_id);
+    }
+    if let Some(n) = &view.superseded_by {
+        line["superseded_by"] = json!(n);
     }
     out.event(
         line,

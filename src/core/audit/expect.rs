@@ -152,8 +152,13 @@ impl<'a> Decision<'a> {
 /// A vote the policy cast (an automatic decision), not a person.
 fn is_policy_vote(v: &Value) -> bool {
     // `check`: an evidence check of the rule decided (see `core::decide::checks`);
-    // `break_glass`: an on-call engineer's emergency approval (see `core::break_glass`).
-    v["via"] == "policy" || v["via"] == "check" || v["via"] == "break_glass" || v["automatic"] == Value::Bool(true)
+    // `break_glass`: an on-call engineer's emergency approval (see `core::break_glass`);
+    // `scope`: a decision of the run's scope covered it (see `core::scope`).
+    v["via"] == "policy"
+        || v["via"] == "check"
+        || v["via"] == "break_glass"
+        || v["via"] == crate::core::scope::VIA
+        || v["automatic"] == Value::Bool(true)
 }
 
 fn mismatch(field: &'static str, message: String) -> Mismatch {

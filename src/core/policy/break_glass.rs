@@ -134,6 +134,9 @@ pub fn review_rule(rule: &Rule, bg: &BreakGlass) -> Rule {
     r.auto_approve_if.clear();
     r.auto_deny_if.clear();
     r.stages.clear();
+    // A review is its own request: no approval of a run covers it, and it supersedes nothing.
+    r.approval_scope = Default::default();
+    r.supersede = false;
     r
 }
 

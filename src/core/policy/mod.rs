@@ -27,8 +27,8 @@ pub use eval::RuleVerdict;
 pub use fields::{FieldRefusal, FieldSpec, MAX_FIELDS, MAX_NAME_BYTES, MAX_VALUE_BYTES, name_message, value_message};
 pub use glob::glob_match;
 pub use model::{
-    AutoDecision, DEFAULT_APPROVAL_TTL, DEFAULT_TIMEOUT, Escalate, GroupSource, Match, Policy, Require, Rule, Stage,
-    Windows,
+    ApprovalScope, AutoDecision, DEFAULT_APPROVAL_TTL, DEFAULT_TIMEOUT, Escalate, GroupSource, Match, Policy, Require,
+    Rule, Stage, Windows,
 };
 pub use parse::digest;
 

@@ -180,6 +180,31 @@ pub struct Rule {
     /// Who may approve their own change at once in an incident, and its review.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<BreakGlass>,
+    /// What one approval covers: its own request (the default), or every request of the
+    /// same run attempt (see `core::scope`).
+    #[serde(default, skip_serializing_if = "ApprovalScope::is_request")]
+    pub approval_scope: ApprovalScope,
+    /// A new request under this rule cancels the older pending ones of the same
+    /// repository and environment (`superseded_by` the new one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supersede: bool,
+}
+
+/// `approval_scope: request|run`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalScope {
+    /// One approval for one request.
+    #[default]
+    Request,
+    /// One approval for every gate of one run attempt, commit and artifact set.
+    Run,
+}
+
+impl ApprovalScope {
+    pub fn is_request(&self) -> bool {
+        *self == ApprovalScope::Request
+    }
 }
 
 /// One escalation step: `after` the request opened, if it is still pending.

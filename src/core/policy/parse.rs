@@ -37,6 +37,7 @@ impl Policy {
             r.check_fields()?;
             r.check_checks()?;
             r.check_break_glass(&groups)?;
+            r.check_scope()?;
         }
         Ok(Policy {
             groups: groups.users,
@@ -179,6 +180,22 @@ impl RuleAt<'_> {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// `approval_scope: run` shares a person's approval; a rule that decides by itself
+    /// has none to share.
+    fn check_scope(&self) -> Result<(), PolicyError> {
+        let rule = self.rule;
+        if rule.approval_scope == super::model::ApprovalScope::Run && rule.decision.is_some() {
+            return Err(self.err(
+                "approval_scope",
+                format!(
+                    "rule `{}` has `approval_scope: run` and `decision`: a rule that decides by itself has no approval to share",
+                    rule.name
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Each `require` names a defined group and a count it can meet.

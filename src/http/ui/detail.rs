@@ -102,9 +102,12 @@ async fn detail_page(s: &AppState, sess: &Session, id: &str) -> UiResult<Respons
     let eligible = v.approvers().iter().any(|a| a == user)
         || !vote_for.is_empty()
         || s.engine.in_idp_group(&row, &sess.vote_meta(), now_ms())?;
-    let can_vote = pending && sess.row.can_vote && eligible && !auditor;
+    // A covered request follows the one covering it (`approval_scope: run`): vote there.
+    let can_vote = pending && v.covered_by.is_none() && sess.row.can_vote && eligible && !auditor;
     let no_vote_reason = if !pending || can_vote {
         String::new()
+    } else if let Some(c) = &v.covered_by {
+        format!("This request is decided with request {c} of the same run (approval_scope: run): vote there.")
     } else if auditor {
         "You are an auditor: you read every request and never approve or deny one.".into()
     } else if !sess.row.can_vote {

@@ -26,6 +26,8 @@ pub const AUDITOR: &str = "audrey";
 /// A user with `roles: [admin]`, in no policy group.
 pub const ADMIN: &str = "adam";
 pub const COMMIT: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+/// Another commit, for a second change to the same place.
+pub const OTHER_COMMIT: &str = "1111111111111111111111111111111111111111";
 /// `gate request` flags for a production deploy of COMMIT triggered by dave.
 pub const PRODUCTION_BY_DAVE: [&str; 6] = ["--environment", "production", "--commit", COMMIT, "--actor", "dave"];
 /// The production rule most tests use: one of sre.
