@@ -205,6 +205,10 @@ async fn fake_service() -> (String, Arc<Seen>) {
                     "deny" => json!({"decision": "deny", "reason": "CHG-7 was rejected by the CAB"}),
                     "abstain" => json!({"decision": "abstain"}),
                     "garbage" => json!({"decision": "yes"}),
+                    "unavailable" => {
+                        let body = json!({"error": "the CAB is down for maintenance"});
+                        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
+                    }
                     // The first one hangs (the server is killed meanwhile), later ones approve.
                     "release 1.2.3" => {
                         let first = seen
@@ -329,26 +333,32 @@ rules:
         "{v:?}"
     );
 
-    // Abstain, and an answer that is no decision: the people decide.
-    for summary in ["abstain", "garbage"] {
+    // Abstain, a non-2xx (an abstention) and an answer that is no decision (an error):
+    // the people decide.
+    for (summary, want, reason) in [
+        ("abstain", "abstain", "answered abstain"),
+        ("unavailable", "abstain", "answered HTTP 503"),
+        ("garbage", "error", "`decision` must be approve, deny or abstain, not \"yes\""),
+    ] {
         let w = open("approve", summary).await;
         let v = after_checks(&s, &w.id).await;
         assert_eq!(v.status.as_str(), "pending", "{summary}");
         let ev = check_events(&s, &w.id).await;
-        let want = if summary == "abstain" { "abstain" } else { "error" };
         assert_eq!(ev[0]["data"]["answer"], want, "{ev:?}");
+        assert_eq!(ev[0]["data"]["reason"], reason, "{ev:?}");
         s.client("bob").approve(&w.id, None).await.unwrap();
         let (code, events, stderr) = w.finish().await;
         assert_eq!(code, 0, "{events:?} {stderr}");
     }
 
-    // No answer within the timeout: an error, never an approval; the people decide.
+    // The service accepts and never answers within the timeout: an abstention, never an
+    // approval; the people decide.
     let w = open("approve", "hang").await;
     let v = after_checks(&s, &w.id).await;
     assert_eq!(v.status.as_str(), "pending");
     let ev = check_events(&s, &w.id).await;
-    assert_eq!(ev[0]["data"]["answer"], "error", "{ev:?}");
-    assert_eq!(ev[0]["data"]["reason"], "no answer within 2s", "{ev:?}");
+    assert_eq!(ev[0]["data"]["answer"], "abstain", "{ev:?}");
+    assert_eq!(ev[0]["data"]["reason"], "timed out after 2s", "{ev:?}");
     assert_eq!(ev[0]["data"]["evidence"]["timeout"], "2s", "{ev:?}");
     seen.release.notify_waiters();
     s.client("carol").deny(&w.id, Some("not today".into())).await.unwrap();

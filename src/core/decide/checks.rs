@@ -18,7 +18,8 @@ pub enum Answer {
     Approve,
     Deny,
     Abstain,
-    /// It could not answer: a timeout, a non-2xx, an unreadable body, a missing secret.
+    /// It could not answer: a refused or unreachable service, an unreadable body, a
+    /// missing secret. (A timeout or a non-2xx status is an abstention.)
     Error,
 }
 

@@ -1,7 +1,8 @@
 //! The `http` check: the request POSTed as JSON, signed like outgoing webhooks
 //! (`X-Jitgate-Signature: sha256=<hex HMAC-SHA256 of the body>`), and the answer read
-//! strictly. Whatever is not a 2xx answer of the documented shape within the timeout is
-//! an error, which never approves.
+//! strictly. No answer within the timeout, or a non-2xx status, is an abstention (the
+//! service did not decide); an answer that is not of the documented shape, or a request
+//! that could not be made (refused, unreachable, no secret), is an error. Neither approves.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -93,7 +94,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) if e.is_timeout() => {
                 evidence["timeout"] = json!(timeout);
-                return (Answer::Error, format!("no answer within {timeout}"), evidence);
+                return (Answer::Abstain, format!("timed out after {timeout}"), evidence);
             }
             Err(e) => {
                 let why = format!("the request failed: {}", clean(&e.to_string()));
@@ -101,12 +102,15 @@ impl Engine {
             }
         };
         evidence["status"] = json!(status.as_u16());
+        if !too_big {
+            evidence["response_sha256"] = json!(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))));
+        }
+        if !status.is_success() {
+            // The service is down or refuses to decide: nothing was said either way.
+            return (Answer::Abstain, format!("answered HTTP {}", status.as_u16()), evidence);
+        }
         if too_big {
             return (Answer::Error, format!("the answer is over {MAX_BODY} bytes"), evidence);
-        }
-        evidence["response_sha256"] = json!(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))));
-        if !status.is_success() {
-            return (Answer::Error, format!("answered HTTP {}", status.as_u16()), evidence);
         }
         let reply: Reply = match serde_json::from_slice(&bytes) {
             Ok(r) => r,
