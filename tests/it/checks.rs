@@ -338,7 +338,11 @@ rules:
     for (summary, want, reason) in [
         ("abstain", "abstain", "answered abstain"),
         ("unavailable", "abstain", "answered HTTP 503"),
-        ("garbage", "error", "`decision` must be approve, deny or abstain, not \"yes\""),
+        (
+            "garbage",
+            "error",
+            "`decision` must be approve, deny or abstain, not \"yes\"",
+        ),
     ] {
         let w = open("approve", summary).await;
         let v = after_checks(&s, &w.id).await;
