@@ -151,16 +151,24 @@ pub fn policy_explain(ctx: &Ctx, file: &Path, request: &Path) -> Outcome {
     let verdicts = p.explain(&c);
     let matched = verdicts.iter().find(|v| v.matched).map(|v| v.rule.clone());
     if ctx.json() {
-        let fields = matched
-            .as_ref()
-            .and_then(|m| p.rules.iter().find(|r| &r.name == m))
-            .map(|r| r.fields.clone())
-            .unwrap_or_default();
         let rule = matched.as_ref().and_then(|m| p.rules.iter().find(|r| &r.name == m));
+        let fields = rule.map(|r| r.fields.clone()).unwrap_or_default();
         let mut out = serde_json::json!({"matched": matched, "rules": verdicts, "fields": fields,
             "approval_scope": rule.map(|r| r.approval_scope), "supersede": rule.map(|r| r.supersede)});
-        if let Some(bg) = rule.and_then(|r| r.break_glass.clone()) {
-            out["break_glass"] = serde_json::json!(bg);
+        // What else decides the matched rule, each key only when the rule has it.
+        if let Some(r) = rule {
+            if !r.stages.is_empty() {
+                out["stages"] = serde_json::json!(r.stages);
+            }
+            if !r.auto_approve_if.is_empty() {
+                out["auto_approve_if"] = serde_json::json!(r.auto_approve_if);
+            }
+            if !r.auto_deny_if.is_empty() {
+                out["auto_deny_if"] = serde_json::json!(r.auto_deny_if);
+            }
+            if let Some(bg) = &r.break_glass {
+                out["break_glass"] = serde_json::json!(bg);
+            }
         }
         print_json(&out);
     } else {

@@ -456,3 +456,75 @@ async fn policy_explain_and_check_name_the_checks() {
         "{out:?}"
     );
 }
+
+#[tokio::test]
+async fn policy_explain_json_has_the_stages_checks_and_break_glass() {
+    let policy = "version: 1
+groups:
+  sre: [alice, bob, carol]
+  security: [erin]
+  oncall: [dave]
+rules:
+  - name: staged
+    match: { environment: staging }
+    stages:
+      - { name: security, require: [{ group: security, count: 1 }] }
+      - { name: release, require: [{ group: sre, count: 1 }] }
+  - name: production
+    match: { environment: production }
+    require: [{ group: sre, count: 1 }]
+    auto_approve_if:
+      - promotion: { from: staging, within: 7d }
+    auto_deny_if:
+      - http: { url: \"https://127.0.0.1:9/opa\", timeout: 3s, secret_env: OPA_SECRET }
+    break_glass: { groups: [oncall], ttl: 30m, review: { group: sre, count: 1, within: 24h } }
+";
+    let s = TestApp::builder().policy(policy).spawn().await;
+    let file = s.policy.to_str().unwrap().to_string();
+    let explain = |env: &str| {
+        let ctx = s.dir.path().join(format!("{env}.json"));
+        std::fs::write(&ctx, json!({"environment": env, "actor": "dave"}).to_string()).unwrap();
+        let file = file.clone();
+        let s = &s;
+        async move {
+            let args = [
+                "--output",
+                "json",
+                "policy",
+                "explain",
+                &file,
+                "--request",
+                ctx.to_str().unwrap(),
+            ];
+            let out = s.run("ci", &args).await;
+            assert_eq!(out.code, 0, "{out:?}");
+            serde_json::from_str::<Value>(&out.stdout).unwrap()
+        }
+    };
+    let v = explain("production").await;
+    assert_eq!(v["matched"], "production", "{v}");
+    assert_eq!(
+        v["auto_approve_if"],
+        json!([{"promotion": {"from": "staging", "within": "7d"}}]),
+        "{v}"
+    );
+    assert_eq!(v["auto_deny_if"][0]["http"]["url"], "https://127.0.0.1:9/opa", "{v}");
+    assert_eq!(v["auto_deny_if"][0]["http"]["secret_env"], "OPA_SECRET", "{v}");
+    assert_eq!(v["break_glass"]["groups"], json!(["oncall"]), "{v}");
+    assert_eq!(v["break_glass"]["review"]["group"], "sre", "{v}");
+    assert!(v.get("stages").is_none(), "{v}");
+
+    let v = explain("staging").await;
+    assert_eq!(v["matched"], "staged", "{v}");
+    let names: Vec<&str> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["security", "release"], "{v}");
+    assert_eq!(v["stages"][0]["require"][0]["group"], "security", "{v}");
+    for key in ["auto_approve_if", "auto_deny_if", "break_glass"] {
+        assert!(v.get(key).is_none(), "{key}: {v}");
+    }
+}
