@@ -8,12 +8,17 @@
 //! timeout), then records every result, and the outcome they make, in one transaction
 //! behind the request's compare-and-set: a person's vote that lands first wins, and a
 //! request already decided or already checked is left as it is, so nothing is doubled.
+//! When recording fails (the store unavailable, too much contention), the request is
+//! not handed over again at every timer tick: [`Retries`] holds it back with capped
+//! exponential backoff (`core::backoff`, 1s doubling to 5m, jittered), per request, in
+//! this process; a success forgets it.
 
 mod http;
 mod promotion;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -22,6 +27,7 @@ use super::commit::Failure;
 use super::error::{AppError, Result};
 use super::open::AutoVote;
 use super::{Doc, Engine, MAX_ATTEMPTS, deadline_of, doc_of};
+use crate::core::backoff::Backoff;
 use crate::core::decide::Status;
 use crate::core::decide::checks::{Answer, CheckResult, Combined, List, answers, combine};
 use crate::core::policy::checks::{Check, CheckSpec};
@@ -32,6 +38,33 @@ pub struct CheckQueue {
     tx: mpsc::UnboundedSender<String>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     running: Mutex<HashSet<String>>,
+    retries: Mutex<Retries>,
+}
+
+/// The pause after a failed recording: 1s, doubling, at most 5 minutes.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+
+/// Requests whose checks failed to be recorded: how often in a row, and not before when
+/// they are run again.
+#[derive(Default)]
+struct Retries(HashMap<String, (u32, Instant)>);
+
+impl Retries {
+    /// Whether request `id` may be run at `now`.
+    fn due(&self, id: &str, now: Instant) -> bool {
+        self.0.get(id).is_none_or(|(_, at)| *at <= now)
+    }
+
+    /// Request `id` failed at `now`: held back for the next, longer pause.
+    fn failed(&mut self, id: &str, now: Instant, rng: &mut impl rand::Rng) {
+        let n = self.0.get(id).map_or(0, |(n, _)| *n);
+        self.0
+            .insert(id.to_string(), (n.saturating_add(1), now + RETRY.jittered(n, rng)));
+    }
+
+    fn succeeded(&mut self, id: &str) {
+        self.0.remove(id);
+    }
 }
 
 impl Default for CheckQueue {
@@ -41,6 +74,7 @@ impl Default for CheckQueue {
             tx,
             rx: Mutex::new(Some(rx)),
             running: Mutex::default(),
+            retries: Mutex::default(),
         }
     }
 }
@@ -51,8 +85,18 @@ pub(super) fn checks_due(doc: &Doc) -> bool {
 }
 
 impl Engine {
-    /// Hands a request to the check worker, unless its checks are already running.
+    /// Hands a request to the check worker, unless its checks are already running or
+    /// its last recording failed too recently (see [`Retries`]).
     pub(super) fn want_checks(&self, id: &str) {
+        let due = self
+            .checks
+            .retries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .due(id, Instant::now());
+        if !due {
+            return;
+        }
         let fresh = self
             .checks
             .running
@@ -75,8 +119,16 @@ impl Engine {
                     let Some(id) = id else { return };
                     let engine = self.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = engine.run_checks(&id).await {
-                            tracing::warn!(request = %id, error = %e, "recording checks failed; the timer will retry");
+                        let result = engine.run_checks(&id).await;
+                        {
+                            let mut retries = engine.checks.retries.lock().unwrap_or_else(|e| e.into_inner());
+                            match &result {
+                                Ok(()) => retries.succeeded(&id),
+                                Err(_) => retries.failed(&id, Instant::now(), &mut rand::thread_rng()),
+                            }
+                        }
+                        if let Err(e) = result {
+                            tracing::warn!(request = %id, error = %e, "recording checks failed; the timer will retry after a backoff");
                         }
                         engine.checks.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                     });
@@ -231,4 +283,44 @@ fn approve_reason(results: &[CheckResult]) -> String {
         .map(|r| format!("{}: {}", r.check, r.reason))
         .collect();
     format!("every auto_approve_if check approved: {}", each.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn a_failing_request_is_held_back_longer_each_time_up_to_the_cap() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut r = Retries::default();
+        let t0 = Instant::now();
+        assert!(r.due("req_a", t0));
+        let mut now = t0;
+        let mut last = Duration::ZERO;
+        for n in 0..12u32 {
+            r.failed("req_a", now, &mut rng);
+            let (count, at) = r.0["req_a"];
+            assert_eq!(count, n + 1);
+            let pause = at - now;
+            // Jittered into the upper half of 1s × 2^n, never over 5 minutes.
+            assert!(pause >= RETRY.pause(n) / 2 && pause <= RETRY.pause(n), "{n}: {pause:?}");
+            assert!(pause <= Duration::from_secs(300));
+            if n < 8 {
+                assert!(pause > last / 2, "{n}: {pause:?} after {last:?}");
+            }
+            assert!(!r.due("req_a", now), "held back right after failing");
+            assert!(!r.due("req_a", at - Duration::from_millis(1)));
+            assert!(r.due("req_a", at));
+            // Another request is not held back.
+            assert!(r.due("req_b", now));
+            last = pause;
+            now = at;
+        }
+        assert!(last >= Duration::from_secs(150), "capped near 5m: {last:?}");
+        r.succeeded("req_a");
+        assert!(r.due("req_a", now));
+        assert!(!r.0.contains_key("req_a"));
+    }
 }
