@@ -287,6 +287,18 @@ impl Client {
         self.act_body(id, "consume", &body).await
     }
 
+    /// Consumes the approval of the caller's run: the request a GitHub deployment
+    /// protection rule opened for the repository, run and environment its OIDC token
+    /// verifies (`POST /api/v1/run/consume`).
+    pub async fn consume_for_run(&self, environment: Option<String>) -> Result<RequestView> {
+        let body = crate::core::api::ConsumeForRun { environment };
+        self.json(
+            self.req(reqwest::Method::POST, "/api/v1/run/consume", Self::SHORT)
+                .json(&body),
+        )
+        .await
+    }
+
     /// The signed record, as the envelope's JSON text.
     pub async fn record(&self, id: &str) -> Result<String> {
         Ok(self

@@ -57,6 +57,7 @@ pub async fn build(s: &Settings) -> anyhow::Result<Server> {
     // which need no `notify:` section.
     let releaser = engine::Releaser {
         gitlab: forge.gitlab_api(),
+        github_app: forge.github_app(),
     };
     let notify = s.config.notify.clone().unwrap_or_default();
     let channels = Some(Arc::new(

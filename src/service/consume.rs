@@ -37,7 +37,13 @@ impl Engine {
             ));
         }
         super::release::check_consumer(&doc_of(&row)?, who, run, id)?;
-        let actor = name.clone();
+        self.use_approval(name, id, now_fn).await
+    }
+
+    /// Consumes approved request `id` as `actor`, who may (checked by the caller).
+    pub(super) async fn use_approval(&self, actor: &str, id: &str, now_fn: fn() -> i64) -> Result<RequestView> {
+        let (row, _) = self.load(id).await?;
+        let actor = actor.to_string();
         let rule = doc_of(&row)?.rule;
         let refused_at = std::sync::Mutex::new(None);
         self.transition(id, now_fn, &actor, |state, now| {

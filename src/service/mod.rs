@@ -17,6 +17,7 @@ mod checks;
 mod commit;
 mod consume;
 mod delegate;
+mod deployment;
 mod derive;
 pub mod directory;
 pub mod error;
@@ -44,6 +45,7 @@ mod vote;
 mod wait;
 
 pub use self::delegate::delegation_view;
+pub use self::deployment::{DeploymentOpening, GITHUB_APP};
 pub use self::holder::HOLDER_PREFIX;
 pub use self::read::{Reach, not_found};
 pub use self::release::Releaser;

@@ -19,7 +19,19 @@ impl Engine {
     /// Opens a request, or returns the one already open for the same run (`false`).
     /// With an OIDC identity, the fields its token verified fill the context, and a body
     /// that contradicts one is refused (401) naming both values.
-    pub async fn create(&self, who: &Principal, mut body: CreateRequest, now: i64) -> Result<(RequestView, bool)> {
+    pub async fn create(&self, who: &Principal, body: CreateRequest, now: i64) -> Result<(RequestView, bool)> {
+        self.create_trusted(who, body, Trusted::default(), now).await
+    }
+
+    /// [`Engine::create`] with what the server itself vouches for (a webhook it checked):
+    /// a release, and requesters beyond the context's.
+    pub(super) async fn create_trusted(
+        &self,
+        who: &Principal,
+        mut body: CreateRequest,
+        trusted: Trusted,
+        now: i64,
+    ) -> Result<(RequestView, bool)> {
         let Principal::Pipeline {
             name: pipeline,
             verified,
@@ -51,6 +63,9 @@ impl Engine {
         if let Some(r) = &body.release {
             fingerprinted["release"] = json!(r);
         }
+        if let Some(r) = &trusted.release {
+            fingerprinted["release"] = json!(r);
+        }
         let fingerprint = crate::core::policy::digest(&crate::core::audit::canonical_bytes(&fingerprinted));
         // Keys are per opener: for an OIDC identity, its issuer and repository (or subject)
         // too, so two repositories under one issuer never replay each other's requests.
@@ -79,7 +94,16 @@ impl Engine {
                 return Ok((self.view(&row, &votes)?, false));
             }
             match self
-                .insert_new(pipeline, verified.as_deref(), &body, &given, &key, &fingerprint, now)
+                .insert_new(
+                    pipeline,
+                    verified.as_deref(),
+                    &body,
+                    &trusted,
+                    &given,
+                    &key,
+                    &fingerprint,
+                    now,
+                )
                 .await
             {
                 Ok(v) => return Ok((v, true)),
@@ -101,6 +125,7 @@ impl Engine {
         pipeline: &str,
         verified: Option<&VerifiedIdentity>,
         body: &CreateRequest,
+        trusted: &Trusted,
         given: &[(&'static str, String)],
         key: &str,
         fingerprint: &str,
@@ -131,7 +156,7 @@ impl Engine {
             }
             timeout = timeout.min(asked);
         }
-        let requesters = self.requesters(ctx, verified, given).await?;
+        let requesters = self.requesters(ctx, verified, given, &trusted.requesters).await?;
         let id = new_id();
         let mut doc = Doc {
             context: ctx.clone(),
@@ -155,11 +180,14 @@ impl Engine {
             kind: Default::default(),
             break_glass: None,
             review_of: None,
-            release: body
-                .release
-                .as_ref()
-                .map(|a| super::release::release_of(a, ctx, verified))
-                .transpose()?,
+            release: match &trusted.release {
+                Some(r) => Some(r.clone()),
+                None => body
+                    .release
+                    .as_ref()
+                    .map(|a| super::release::release_of(a, ctx, verified))
+                    .transpose()?,
+            },
         };
         let glass = self
             .break_glass_check(&policy, &doc.rule, body, &doc.requesters)
@@ -264,6 +292,16 @@ impl Engine {
         self.publish(&row);
         Ok(self.view(&row, &votes)?)
     }
+}
+
+/// What the server vouches for when it opens a request itself (from a webhook whose
+/// signature it checked), never taken from a request body.
+#[derive(Debug, Default)]
+pub(super) struct Trusted {
+    /// The release (a GitHub deployment's is made only here).
+    pub release: Option<crate::core::release::Release>,
+    /// More requesters: `(identity as given, where it was read)`.
+    pub requesters: Vec<(String, String)>,
 }
 
 /// A decision made while a request opens, in the transaction that creates it: one vote

@@ -145,12 +145,73 @@ impl Engine {
     }
 }
 
+/// GitHub takes at most this many status reports per deployment.
+const MAX_REPORTS: i64 = 10;
+
+/// The outbox event of a status report.
+const STATUS_REPORT: &str = "status_report";
+
+impl Engine {
+    /// Queues, in `tx`, a status report on the GitHub deployment that pending `row`
+    /// holds (nothing for other kinds): `text` says what changed, `key` makes it once.
+    /// At most [`MAX_REPORTS`] per request; the outcome is always sent.
+    pub(super) async fn report_status(
+        &self,
+        tx: &mut Tx,
+        row: &RequestRow,
+        doc: &Doc,
+        key: &str,
+        text: &str,
+        now: i64,
+    ) -> Result<bool, Failure> {
+        let Some(r @ Release::GithubDeployment { .. }) = &doc.release else {
+            return Ok(false);
+        };
+        if row.status != crate::core::decide::Status::Pending
+            || tx.count_notifications(&row.id, release::CHANNEL, STATUS_REPORT).await? >= MAX_REPORTS
+        {
+            return Ok(false);
+        }
+        let url = self.request_url(&row.id);
+        let room = release::MAX_COMMENT.saturating_sub(url.chars().count() + 3);
+        let mut comment: String = format!("jitgate request {}: {text}", row.id)
+            .chars()
+            .take(room)
+            .collect();
+        comment.push_str(&format!(" — {url}"));
+        let payload = Payload {
+            release: r.clone(),
+            event: STATUS_REPORT.into(),
+            state: None,
+            comment,
+        };
+        self.queue_release_row(tx, &row.id, &format!("{STATUS_REPORT}:{key}"), &payload, now)
+            .await
+    }
+
+    /// The status report of the escalation `row` just took (its last).
+    pub(super) async fn report_escalation(&self, tx: &mut Tx, row: &RequestRow, now: i64) -> Result<bool, Failure> {
+        let doc = doc_of(row)?;
+        let Some(e) = doc.escalations.last() else {
+            return Ok(false);
+        };
+        let mut text = format!("escalated (step {})", e.step + 1);
+        if !e.add_groups.is_empty() {
+            text.push_str(&format!("; {} may now approve", e.add_groups.join(", ")));
+        }
+        let key = format!("escalated-{}", doc.escalations.len());
+        self.report_status(tx, row, &doc, &key, &text, now).await
+    }
+}
+
 /// Sends `release` rows: one client per platform, each `None` when not configured
 /// (its rows then fail, are retried and, if it never comes, given up, as any channel).
 #[derive(Default)]
 pub struct Releaser {
     /// `forge.gitlab`: plays manual jobs.
     pub gitlab: Option<crate::forge::gitlab::GitLab>,
+    /// `forge.github.app`: answers deployment protection rules.
+    pub github_app: Option<std::sync::Arc<crate::forge::github_app::GithubApp>>,
 }
 
 impl Releaser {
@@ -169,7 +230,34 @@ impl Releaser {
                     .ok_or_else(|| unconfigured("gitlab", "forge.gitlab"))?;
                 gitlab.play_job(project, pipeline, job).await.map_err(platform)
             }
-            Release::GithubDeployment { .. } => Err(unconfigured("github_deployment", "forge.github.app")),
+            Release::GithubDeployment {
+                installation_id,
+                environment,
+                callback_url,
+                ..
+            } => {
+                use crate::forge::github_app::{Review, State};
+                let app = self
+                    .github_app
+                    .as_ref()
+                    .ok_or_else(|| unconfigured("github_deployment", "forge.github.app"))?;
+                let state = match p.state.as_deref() {
+                    Some("approved") => Some(State::Approved),
+                    Some(_) => Some(State::Rejected),
+                    None => None,
+                };
+                // A post GitHub answers "already answered" counts as sent (`review`):
+                // a retry after a lost reply never answers the rule twice.
+                app.review(&Review {
+                    installation_id: *installation_id,
+                    callback_url,
+                    environment,
+                    state,
+                    comment: &p.comment,
+                })
+                .await
+                .map_err(platform)
+            }
             Release::JenkinsInput { .. } => Err(unconfigured("jenkins_input", "jenkins")),
         }
     }

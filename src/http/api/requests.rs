@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::core::api::{CreateRequest, RequestView, VoteBody, VoteMeta};
+use crate::core::api::{ConsumeForRun, CreateRequest, RequestView, VoteBody, VoteMeta};
 use crate::core::decide::Status;
 use crate::core::duration::now_ms;
 use crate::http::AppState;
@@ -125,12 +125,12 @@ pub(super) async fn wait(
 
 /// Bodies are optional on votes; an empty body is no reason. Refused as [`Json`] refuses
 /// one: 400 for JSON that does not parse, 422 `invalid_body` for an unknown or mistyped field.
-async fn optional_body(req: Request, limit: usize) -> Result<VoteBody> {
+async fn optional_body<T: serde::de::DeserializeOwned + Default>(req: Request, limit: usize) -> Result<T> {
     let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| AppError::TooLarge("request body is larger than the server accepts".into()))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(VoteBody::default());
+        return Ok(T::default());
     }
     json_from_slice(&bytes)
 }
@@ -142,7 +142,7 @@ pub(super) async fn act(
     Path((id, verb)): Path<(String, String)>,
     req: Request,
 ) -> Result<Json<RequestView>> {
-    let body = optional_body(req, s.body_limit).await?;
+    let body: VoteBody = optional_body(req, s.body_limit).await?;
     let (reason, run) = (body.reason, body.run_id);
     // `on_behalf_of`: vote for someone whose delegation to the caller is in force.
     let meta = VoteMeta {
@@ -161,6 +161,18 @@ pub(super) async fn act(
             ))),
         }
     };
+    Ok(Json(s.throttle.action(who.name(), act).await?))
+}
+
+/// `POST /run/consume`: the approval of the caller's run (a GitHub deployment protection
+/// rule's request), found from its OIDC token's verified repository, run and environment.
+pub(super) async fn consume_for_run(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    req: Request,
+) -> Result<Json<RequestView>> {
+    let body: ConsumeForRun = optional_body(req, s.body_limit).await?;
+    let act = s.engine.consume_for_run(&who, body.environment.as_deref(), now_ms);
     Ok(Json(s.throttle.action(who.name(), act).await?))
 }
 
