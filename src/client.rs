@@ -291,7 +291,7 @@ impl Client {
     /// protection rule opened for the repository, run and environment its OIDC token
     /// verifies (`POST /api/v1/run/consume`).
     pub async fn consume_for_run(&self, environment: Option<String>) -> Result<RequestView> {
-        let body = crate::core::api::ConsumeForRun { environment };
+        let body = crate::core::release::ConsumeForRun { environment };
         self.json(
             self.req(reqwest::Method::POST, "/api/v1/run/consume", Self::SHORT)
                 .json(&body),

@@ -116,16 +116,8 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        let app = cfg
-            .forge
-            .as_mut()
-            .and_then(|f| f.github.as_mut())
-            .and_then(|g| g.app.as_mut());
-        if let Some(k) = app
-            .and_then(|a| a.private_key_file.as_mut())
-            .filter(|k| k.is_relative())
-        {
-            *k = base.join(&*k);
+        if let Some(f) = cfg.forge.as_mut() {
+            f.resolve_paths(base);
         }
         Ok(cfg)
     }

@@ -391,16 +391,6 @@ impl RequirementView {
     }
 }
 
-/// `POST /api/v1/run/consume`: the deploy job of a GitHub deployment protection rule
-/// uses the approval its run was given (`gate consume --request-for-run`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConsumeForRun {
-    /// The environment, where the OIDC token names none (a verified claim wins).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment: Option<String>,
-}
-
 /// `POST /api/v1/requests/{id}/approve|deny|cancel|consume`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

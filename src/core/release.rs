@@ -149,6 +149,16 @@ pub fn comment(id: &str, status: Status, decided_by: Option<&str>, reason: Optio
     head + &tail
 }
 
+/// `POST /api/v1/run/consume`: the deploy job of a GitHub deployment protection rule
+/// uses the approval its run was given (`gate consume --request-for-run`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeForRun {
+    /// The environment, where the OIDC token names none (a verified claim wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
 /// One queued release, as the outbox stores it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Payload {

@@ -168,6 +168,19 @@ pub struct ForgeConfig {
     pub cache_ttl: Option<crate::core::duration::Dur>,
 }
 
+impl ForgeConfig {
+    /// Makes relative paths (the App's `private_key_file`) relative to `base`, gate.yaml's folder.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        let app = self.github.as_mut().and_then(|g| g.app.as_mut());
+        if let Some(k) = app
+            .and_then(|a| a.private_key_file.as_mut())
+            .filter(|k| k.is_relative())
+        {
+            *k = base.join(&*k);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::core::api::{ConsumeForRun, CreateRequest, RequestView, VoteBody, VoteMeta};
+use crate::core::api::{CreateRequest, RequestView, VoteBody, VoteMeta};
 use crate::core::decide::Status;
 use crate::core::duration::now_ms;
+use crate::core::release::ConsumeForRun;
 use crate::http::AppState;
 use crate::http::error::{AppError, ErrorCode, Result};
 use crate::http::extract::{Caller, Json, Path, Query, json_from_slice};

@@ -28,7 +28,7 @@ pub(super) async fn requested(s: &AppState, delivery: &str, body: &[u8]) -> Resu
     let store = &s.engine.store;
     if !store.add_delivery("github", delivery, now_ms()).await? {
         let again = store.delivery("github", delivery).await?;
-        if !again.is_some_and(|(_, outcome)| outcome.as_deref() == Some(FAILED)) {
+        if again.is_none_or(|(_, outcome)| outcome.as_deref() != Some(FAILED)) {
             return Err(replayed(&format!("GitHub delivery {delivery}")));
         }
     }
