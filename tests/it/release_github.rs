@@ -92,13 +92,15 @@ async fn github(key: &AppKey) -> MockServer {
 }
 
 async fn start(db: Db, gh: &MockServer, key: &AppKey, extra: &str) -> TestApp {
+    start_with(TestApp::builder().backend(db), gh, key, extra).await
+}
+
+async fn start_with(b: TestAppBuilder, gh: &MockServer, key: &AppKey, extra: &str) -> TestApp {
     let forge = format!(
         "forge:\n  github:\n    api_url: {}\n    token: ghp_unused\n    webhook_secret: {SECRET}\n    requesters: false\n    app:\n      app_id: {APP_ID}\n      private_key_env: {KEY_ENV}\nnotify:\n  retry_base: 50ms\n  retry_max: 400ms\n  timeout: 2s\n",
         gh.uri()
     );
-    TestApp::builder()
-        .backend(db)
-        .config_extra(&format!("{forge}{extra}"))
+    b.config_extra(&format!("{forge}{extra}"))
         .env(KEY_ENV, &key.pem)
         .spawn()
         .await
@@ -160,9 +162,7 @@ async fn view(s: &TestApp, id: &str) -> RequestView {
 
 /// The release row of `id` once it is delivered.
 async fn released(s: &TestApp, id: &str) -> NotificationView {
-    let done = |n: &NotificationView| n.channel == "release" && n.state == "delivered";
-    let rows = outbox_until(s, id, "the release delivered", |rows| rows.iter().any(done)).await;
-    rows.into_iter().find(done).unwrap()
+    delivered_row(s, id, "the release delivered", |n| n.channel == "release").await
 }
 
 /// What the fake received at `route`: the bodies, in order.
@@ -303,4 +303,33 @@ async fn the_deploy_job_of_that_run_consumes_the_approval_and_no_other_run_can()
     assert_eq!(view(&s, &id).await.status, Status::Consumed);
     let again = consume(run("acme/app", "4242")).await.unwrap_err();
     assert!(again.to_string().contains("consumed"), "{again}");
+}
+
+#[tokio::test]
+async fn a_stage_that_opens_is_reported_on_the_deployment_while_it_waits() {
+    let key = app_key();
+    let gh = github(&key).await;
+    let Some(body) = delivery_body(&gh).await else { return };
+    let staged = "    stages:\n      - name: first\n        require: [{ group: security }]\n      - name: second\n        require: [{ group: sre }]";
+    let s = start_with(TestApp::builder().rule(staged), &gh, &key, "").await;
+    let id = opened(&s, &body).await;
+    assert_eq!(s.run("alice", &["approve", &id]).await.code, 0);
+    let report = delivered_row(&s, &id, "the status report", |n| n.event == "status_report").await;
+    assert_eq!(report.recipient, "github_deployment");
+    assert_eq!(s.run("bob", &["approve", &id]).await.code, 0);
+    delivered_row(&s, &id, "the approval", |n| {
+        n.channel == "release" && n.event == "approved"
+    })
+    .await;
+    let sent = posts(&gh, CALLBACK).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let status: Vec<&Value> = sent.iter().filter(|b| b.get("state").is_none()).collect();
+    assert_eq!(status.len(), 1, "{sent:?}");
+    let text = status[0]["comment"].as_str().unwrap();
+    assert!(
+        text.contains("stage `second` is open") && text.chars().count() <= 1024,
+        "{text}"
+    );
+    assert_eq!(status[0]["environment_name"], "production");
+    assert!(sent.iter().any(|b| b["state"] == "approved"), "{sent:?}");
 }

@@ -54,9 +54,7 @@ async fn pending(s: &TestApp, who: &str) -> Vec<String> {
 
 /// Request `id`'s outbox row of `event` once it is delivered.
 async fn delivered(s: &TestApp, id: &str, event: &str) -> NotificationView {
-    let done = |n: &NotificationView| n.event == event && n.state == "delivered";
-    let rows = outbox_until(s, id, &format!("{event} delivered"), |rows| rows.iter().any(done)).await;
-    rows.into_iter().find(done).unwrap()
+    delivered_row(s, id, &format!("{event} delivered"), |n| n.event == event).await
 }
 
 /// The bodies the receiver got for `event`.

@@ -160,6 +160,18 @@ pub async fn outbox_until(
     }
 }
 
+/// Request `id`'s first outbox row that `is` picks, once it is delivered.
+pub async fn delivered_row(
+    s: &TestApp,
+    id: &str,
+    what: &str,
+    is: impl Fn(&jitgate::core::api::NotificationView) -> bool,
+) -> jitgate::core::api::NotificationView {
+    let done = |n: &jitgate::core::api::NotificationView| is(n) && n.state == "delivered";
+    let rows = outbox_until(s, id, what, |rows| rows.iter().any(done)).await;
+    rows.into_iter().find(done).unwrap()
+}
+
 /// `X-Hub-Signature-256` of `body` under `secret`.
 pub fn github_signature(secret: &str, body: &[u8]) -> String {
     format!(
