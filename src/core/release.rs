@@ -150,7 +150,7 @@ pub fn comment(id: &str, status: Status, decided_by: Option<&str>, reason: Optio
 }
 
 /// `POST /api/v1/run/consume`: the deploy job of a GitHub deployment protection rule
-/// uses the approval its run was given (`gate consume --request-for-run`).
+/// uses the approval its run was given.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumeForRun {

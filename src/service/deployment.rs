@@ -1,6 +1,6 @@
 //! GitHub deployment protection rules: the request a `deployment_protection_rule` event
 //! opens (by the App, [`GITHUB_APP`], never by a pipeline), and its approval used by the
-//! deploy job of that run (`gate consume --request-for-run`).
+//! deploy job of that run (`POST /api/v1/run/consume`).
 //!
 //! One request per repository, run and environment: its idempotency key is made from
 //! those three, so a second delivery for the same deployment replays it, and the deploy
@@ -74,7 +74,7 @@ impl Engine {
         let refuse = |m: String| AppError::Forbidden(ErrorCode::OtherRun, m);
         let Some(v) = who.verified() else {
             return Err(refuse(
-                "--request-for-run needs the run's OIDC token (`permissions: id-token: write`): a static token does not say which run it is".into(),
+                "consuming the approval of a run needs the run's OIDC token (`permissions: id-token: write`): a static token does not say which run it is".into(),
             ));
         };
         let claim = |k: &str| v.fields.get(k).map(String::as_str).filter(|s| !s.is_empty());
@@ -86,7 +86,8 @@ impl Engine {
         };
         let Some(environment) = claim("environment").or(environment.filter(|e| !e.is_empty())) else {
             return Err(refuse(
-                "the OIDC token names no environment: run `gate consume --request-for-run` in the job with `environment:`, or pass --environment".into(),
+                "the OIDC token names no environment: consume from the job with `environment:`, or send `environment`"
+                    .into(),
             ));
         };
         let key = format!("{GITHUB_APP}|key|{}", deployment_key(repository, run_id, environment));
