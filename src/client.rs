@@ -196,7 +196,7 @@ impl Client {
             verb,
             &VoteBody {
                 reason,
-                on_behalf_of: None,
+                ..Default::default()
             },
         )
         .await
@@ -235,6 +235,7 @@ impl Client {
             &VoteBody {
                 reason,
                 on_behalf_of: Some(for_whom),
+                ..Default::default()
             },
         )
         .await
@@ -275,6 +276,27 @@ impl Client {
     }
     pub async fn consume(&self, id: &str) -> Result<RequestView> {
         self.act(id, "consume", None).await
+    }
+
+    /// Consumes from CI run `run_id` (see [`VoteBody::run_id`]).
+    pub async fn consume_from(&self, id: &str, run_id: Option<String>) -> Result<RequestView> {
+        let body = VoteBody {
+            run_id,
+            ..Default::default()
+        };
+        self.act_body(id, "consume", &body).await
+    }
+
+    /// Consumes the approval of the caller's run: the request a GitHub deployment
+    /// protection rule opened for the repository, run and environment its OIDC token
+    /// verifies (`POST /api/v1/run/consume`).
+    pub async fn consume_for_run(&self, environment: Option<String>) -> Result<RequestView> {
+        let body = crate::core::release::ConsumeForRun { environment };
+        self.json(
+            self.req(reqwest::Method::POST, "/api/v1/run/consume", Self::SHORT)
+                .json(&body),
+        )
+        .await
     }
 
     /// The signed record, as the envelope's JSON text.

@@ -116,6 +116,9 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if let Some(f) = cfg.forge.as_mut() {
+            f.resolve_paths(base);
+        }
         Ok(cfg)
     }
 
@@ -246,6 +249,8 @@ enum Invalid {
     ForgeBothWebhookSecrets(&'static str),
     #[error("forge.cache_ttl must be positive")]
     ForgeCacheTtl,
+    #[error("{0}")]
+    ForgeApp(crate::forge::config::AppConfigError),
 }
 
 /// Checks `forge:`.
@@ -271,6 +276,9 @@ fn validate_forge(f: &ForgeConfig, at: &dyn Fn(&str, Invalid) -> ConfigError) ->
         }
         if a.webhook_secret.is_some() && a.webhook_secret_env.is_some() {
             return Err(at("webhook_secret", Invalid::ForgeBothWebhookSecrets(key)));
+        }
+        if let Some(app) = &a.app {
+            app.validate(key, &|n, e| at(n, Invalid::ForgeApp(e)))?;
         }
     }
     if f.cache_ttl.is_some_and(|t| t.millis() <= 0) {

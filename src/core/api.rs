@@ -68,6 +68,10 @@ pub struct CreateRequest {
     /// its `break_glass.groups` (see docs/break-glass.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<crate::core::break_glass::BreakGlassAsk>,
+    /// Wait without a runner: the platform holds the job, the server releases it on the
+    /// outcome (see docs/gitlab-ci.md). The server fills in where from what it can trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<crate::core::release::ReleaseAsk>,
 }
 
 /// One requirement of the matched rule, with the votes it has so far.
@@ -255,31 +259,12 @@ pub struct RequestView {
     /// The newer request that canceled this one (`supersede`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// The job the platform holds for this request and releases on its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<crate::core::release::Release>,
     /// Break-glass and review: their keys appear only on those requests.
     #[serde(flatten)]
-    pub links: ReviewLinks,
-}
-
-/// How a request stands to break-glass: a change approved by it (`break_glass`,
-/// `review`), or the review of one (`kind: review`, `review_of`, `overdue`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ReviewLinks {
-    #[serde(default, skip_serializing_if = "crate::core::break_glass::RequestKind::is_change")]
-    pub kind: crate::core::break_glass::RequestKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub break_glass: Option<crate::core::break_glass::BreakGlassInfo>,
-    /// The review request a break-glass approval opened.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub review: Option<String>,
-    /// The break-glass change a review is for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub review_of: Option<String>,
-    /// When a review becomes overdue.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub review_due_at: Option<String>,
-    /// A pending review past `review_due_at` (its escalation was taken).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub overdue: bool,
+    pub links: crate::core::break_glass::ReviewLinks,
 }
 
 impl RequestView {
@@ -391,10 +376,15 @@ impl RequirementView {
     }
 }
 
-/// `POST /api/v1/requests/{id}/approve|deny|cancel`.
+/// `POST /api/v1/requests/{id}/approve|deny|cancel|consume`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VoteBody {
+    /// Consume only: the CI run consuming (GitLab's `CI_PIPELINE_ID`). A request whose
+    /// `release` names a run is consumed only from it; with an OIDC token the token's
+    /// verified run counts instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Vote for this person under their delegation to you (`gate approve --for alice`).

@@ -83,6 +83,28 @@ pub fn review_state(status: Status, overdue: bool) -> &'static str {
     }
 }
 
+/// How a request stands to break-glass: a change approved by it (`break_glass`,
+/// `review`), or the review of one (`kind: review`, `review_of`, `overdue`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReviewLinks {
+    #[serde(default, skip_serializing_if = "RequestKind::is_change")]
+    pub kind: RequestKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlassInfo>,
+    /// The review request a break-glass approval opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
+    /// The break-glass change a review is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_of: Option<String>,
+    /// When a review becomes overdue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_due_at: Option<String>,
+    /// A pending review past `review_due_at` (its escalation was taken).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overdue: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,85 @@ pub struct ForgeAccess {
     /// needs read access to the repository's contents and pull (merge) requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requesters: Option<bool>,
+    /// GitHub only: the server acts as this GitHub App to answer deployment protection
+    /// rules (docs/github-actions.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<GithubAppConfig>,
+}
+
+/// `forge.github.app`: the GitHub App jitgate answers deployment protection rules as.
+/// Its private key stays on the server: a file, or an environment variable holding the PEM.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GithubAppConfig {
+    /// The App's id (its settings page, "App ID").
+    pub app_id: u64,
+    /// A PEM file with the App's private key; relative to gate.yaml's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<std::path::PathBuf>,
+    /// An environment variable holding the PEM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_env: Option<String>,
+}
+
+/// What is wrong with `forge.<key>.app` as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppConfigError {
+    #[error("forge.{0}.app: only GitHub has Apps; remove it from forge.{0}")]
+    NotGithub(&'static str),
+    #[error("forge.github.app.app_id must be the App's id (a positive number)")]
+    AppId,
+    #[error("forge.github.app: give `private_key_file` or `private_key_env`, not both")]
+    BothKeys,
+    #[error("forge.github.app: needs `private_key_file` (or `private_key_env`), the App's private key")]
+    NoKey,
+}
+
+/// Why the App's private key cannot be had at start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppKeyError {
+    #[error("private_key_file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("private_key_env names `{0}`, which is not set in the environment")]
+    Unset(String),
+    #[error(
+        "{from}: not an RSA private key in PEM (GitHub's App settings make one: \"Generate a private key\"): {reason}"
+    )]
+    Parse { from: String, reason: String },
+}
+
+impl GithubAppConfig {
+    /// Checks the section as written; `at(needle, problem)` locates the problem.
+    pub fn validate<E>(&self, key: &'static str, at: &dyn Fn(&str, AppConfigError) -> E) -> Result<(), E> {
+        if key != "github" {
+            return Err(at("app:", AppConfigError::NotGithub(key)));
+        }
+        if self.app_id == 0 {
+            return Err(at("app_id", AppConfigError::AppId));
+        }
+        match (&self.private_key_file, &self.private_key_env) {
+            (Some(_), Some(_)) => Err(at("private_key_env", AppConfigError::BothKeys)),
+            (None, None) => Err(at("app:", AppConfigError::NoKey)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The private key's PEM and where it came from (the file, or `$VAR`), read now.
+    pub fn read_key(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(String, String), AppKeyError> {
+        if let Some(var) = &self.private_key_env {
+            let pem = env(var)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| AppKeyError::Unset(var.clone()))?;
+            return Ok((pem, format!("private_key_env `{var}`")));
+        }
+        let path = self.private_key_file.clone().unwrap_or_default();
+        let shown = path.display().to_string();
+        let pem = std::fs::read_to_string(&path).map_err(|e| AppKeyError::File {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok((pem, format!("private_key_file {shown}")))
+    }
 }
 
 /// Why a forge secret cannot be had.
@@ -87,4 +166,80 @@ pub struct ForgeConfig {
     /// Votes always re-read membership from the forge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_ttl: Option<crate::core::duration::Dur>,
+}
+
+impl ForgeConfig {
+    /// Makes relative paths (the App's `private_key_file`) relative to `base`, gate.yaml's folder.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        let app = self.github.as_mut().and_then(|g| g.app.as_mut());
+        if let Some(k) = app
+            .and_then(|a| a.private_key_file.as_mut())
+            .filter(|k| k.is_relative())
+        {
+            *k = base.join(&*k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_sections_are_checked_where_written() {
+        let at = |needle: &str, e: AppConfigError| format!("{needle}: {e}");
+        let app = GithubAppConfig {
+            app_id: 7,
+            private_key_file: Some("k.pem".into()),
+            private_key_env: None,
+        };
+        assert_eq!(app.validate("github", &at), Ok(()));
+        assert_eq!(
+            app.validate("gitlab", &at).unwrap_err(),
+            "app:: forge.gitlab.app: only GitHub has Apps; remove it from forge.gitlab"
+        );
+        let both = GithubAppConfig {
+            private_key_env: Some("K".into()),
+            ..app.clone()
+        };
+        assert!(
+            both.validate("github", &at)
+                .unwrap_err()
+                .starts_with("private_key_env: ")
+        );
+        let none = GithubAppConfig {
+            private_key_file: None,
+            ..app.clone()
+        };
+        assert!(
+            none.validate("github", &at)
+                .unwrap_err()
+                .contains("needs `private_key_file`")
+        );
+        let zero = GithubAppConfig { app_id: 0, ..app };
+        assert!(zero.validate("github", &at).unwrap_err().starts_with("app_id: "));
+    }
+
+    #[test]
+    fn keys_are_read_from_the_file_or_the_variable_named() {
+        let var = GithubAppConfig {
+            app_id: 1,
+            private_key_file: None,
+            private_key_env: Some("APP_KEY".into()),
+        };
+        let e = var.read_key(&|_| None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "private_key_env names `APP_KEY`, which is not set in the environment"
+        );
+        let (pem, from) = var.read_key(&|_| Some("PEM".into())).unwrap();
+        assert_eq!((pem.as_str(), from.as_str()), ("PEM", "private_key_env `APP_KEY`"));
+        let file = GithubAppConfig {
+            private_key_file: Some("/nonexistent/app.pem".into()),
+            private_key_env: None,
+            ..var
+        };
+        let e = file.read_key(&|_| None).unwrap_err().to_string();
+        assert!(e.starts_with("private_key_file /nonexistent/app.pem: "), "{e}");
+    }
 }

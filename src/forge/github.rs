@@ -289,7 +289,7 @@ fn paging(message: String) -> Error {
     }
 }
 
-fn error(e: octocrab::Error, doing: &'static str) -> Error {
+pub(super) fn error(e: octocrab::Error, doing: &'static str) -> Error {
     match e {
         octocrab::Error::GitHub { source, .. } => {
             // An HTML error page from a proxy says nothing useful: keep the status words.

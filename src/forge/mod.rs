@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod github;
+pub mod github_app;
 pub mod gitlab;
 mod server;
 

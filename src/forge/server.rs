@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::config::{ForgeAccess, ForgeConfig, SecretError};
 use super::github::GitHub;
+use super::github_app::{AppSetupError, GithubApp};
 use super::gitlab::GitLab;
 use super::{CommitPerson, Error, Forge, Kind, Read, Thread, Timeouts};
 use crate::core::policy::GroupSource;
@@ -28,6 +29,8 @@ pub enum SetupError {
     Secret { key: &'static str, reason: SecretError },
     #[error("forge.{key}: {reason}")]
     Client { key: &'static str, reason: Error },
+    #[error("{0}")]
+    App(AppSetupError),
 }
 
 /// One configured forge: its adapter, the secret its webhooks are signed with, and
@@ -42,6 +45,8 @@ struct Access<A> {
 pub struct Forges {
     github: Option<Access<GitHub>>,
     gitlab: Option<Access<GitLab>>,
+    /// `forge.github.app`: what answers deployment protection rules.
+    app: Option<std::sync::Arc<GithubApp>>,
     ttl: Duration,
     /// Logins per group, with when they were read.
     cache: Mutex<HashMap<GroupSource, (Instant, Vec<String>)>>,
@@ -53,6 +58,7 @@ impl Default for Forges {
         Forges {
             github: None,
             gitlab: None,
+            app: None,
             ttl: DEFAULT_CACHE_TTL,
             cache: Mutex::default(),
         }
@@ -91,12 +97,26 @@ impl Forges {
             .as_ref()
             .map(|a| access("gitlab", a, "https://gitlab.com/api/v4", env, GitLab::new))
             .transpose()?;
+        let app = match f.github.as_ref().map(|g| (g, g.app.as_ref())) {
+            Some((g, Some(app))) => {
+                let url = g.api_url.as_deref().unwrap_or("https://api.github.com");
+                let app = GithubApp::from_config(url, app, env, TIMEOUTS).map_err(SetupError::App)?;
+                Some(std::sync::Arc::new(app))
+            }
+            _ => None,
+        };
         Ok(Forges {
             github,
             gitlab,
+            app,
             ttl: f.cache_ttl.map(|d| d.as_std()).unwrap_or(DEFAULT_CACHE_TTL),
             cache: Mutex::default(),
         })
+    }
+
+    /// The GitHub App of `forge.github.app`, if configured.
+    pub fn github_app(&self) -> Option<std::sync::Arc<GithubApp>> {
+        self.app.clone()
     }
 
     /// Whether the forge a group lives on is configured.
@@ -107,6 +127,12 @@ impl Forges {
             // The identity provider's groups need no forge.
             GroupSource::ScimGroup { .. } | GroupSource::IdpGroup { .. } => Ok(()),
         }
+    }
+
+    /// The GitLab client, for what the server does there besides reading (playing the
+    /// manual jobs it releases).
+    pub fn gitlab_api(&self) -> Option<GitLab> {
+        self.gitlab.as_ref().map(|a| a.api.clone())
     }
 
     fn github(&self) -> Result<&GitHub, Error> {

@@ -13,7 +13,8 @@ use super::commit::Failure;
 use super::error::{AppError, ErrorCode, Result};
 use super::open::AutoVote;
 use super::{Doc, Engine, deadline_of, doc_of};
-use crate::core::api::{CreateRequest, ReviewLinks};
+use crate::core::api::CreateRequest;
+use crate::core::break_glass::ReviewLinks;
 use crate::core::break_glass::{BreakGlassInfo, RequestKind, breaker, check_ask};
 use crate::core::decide::{Requirement, Status};
 use crate::core::duration::rfc3339;
@@ -118,6 +119,8 @@ impl Engine {
         rdoc.kind = RequestKind::Review;
         rdoc.review_of = Some(row.id.clone());
         rdoc.break_glass = None;
+        // The job is released by the change, never by its review.
+        rdoc.release = None;
         rdoc.summary = format!(
             "Review of break-glass change {} by {} (incident {}): {}",
             row.id, info.by, info.incident, info.reason

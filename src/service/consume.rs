@@ -13,8 +13,15 @@ use crate::core::duration::rfc3339;
 use crate::store::AuditDraft;
 
 impl Engine {
-    /// Uses an approval, once, by the pipeline that opened the request.
-    pub async fn consume(&self, who: &Principal, id: &str, now_fn: fn() -> i64) -> Result<RequestView> {
+    /// Uses an approval, once, by the pipeline that opened the request (and, for a
+    /// request that holds a platform's job, from the run that job is in: `run`).
+    pub async fn consume(
+        &self,
+        who: &Principal,
+        id: &str,
+        run: Option<&str>,
+        now_fn: fn() -> i64,
+    ) -> Result<RequestView> {
         let Principal::Pipeline { name, .. } = who else {
             return Err(AppError::Forbidden(
                 ErrorCode::ApproverCannotConsume,
@@ -29,7 +36,14 @@ impl Engine {
                 format!("request {id} was opened by another pipeline"),
             ));
         }
-        let actor = name.clone();
+        super::release::check_consumer(&doc_of(&row)?, who, run, id)?;
+        self.use_approval(name, id, now_fn).await
+    }
+
+    /// Consumes approved request `id` as `actor`, who may (checked by the caller).
+    pub(super) async fn use_approval(&self, actor: &str, id: &str, now_fn: fn() -> i64) -> Result<RequestView> {
+        let (row, _) = self.load(id).await?;
+        let actor = actor.to_string();
         let rule = doc_of(&row)?.rule;
         let refused_at = std::sync::Mutex::new(None);
         self.transition(id, now_fn, &actor, |state, now| {

@@ -19,7 +19,19 @@ impl Engine {
     /// Opens a request, or returns the one already open for the same run (`false`).
     /// With an OIDC identity, the fields its token verified fill the context, and a body
     /// that contradicts one is refused (401) naming both values.
-    pub async fn create(&self, who: &Principal, mut body: CreateRequest, now: i64) -> Result<(RequestView, bool)> {
+    pub async fn create(&self, who: &Principal, body: CreateRequest, now: i64) -> Result<(RequestView, bool)> {
+        self.create_trusted(who, body, Trusted::default(), now).await
+    }
+
+    /// [`Engine::create`] with what the server itself vouches for (a webhook it checked):
+    /// a release, and requesters beyond the context's.
+    pub(super) async fn create_trusted(
+        &self,
+        who: &Principal,
+        mut body: CreateRequest,
+        trusted: Trusted,
+        now: i64,
+    ) -> Result<(RequestView, bool)> {
         let Principal::Pipeline {
             name: pipeline,
             verified,
@@ -47,6 +59,12 @@ impl Engine {
         }
         if let Some(b) = &body.break_glass {
             fingerprinted["break_glass"] = json!(b);
+        }
+        if let Some(r) = &body.release {
+            fingerprinted["release"] = json!(r);
+        }
+        if let Some(r) = &trusted.release {
+            fingerprinted["release"] = json!(r);
         }
         let fingerprint = crate::core::policy::digest(&crate::core::audit::canonical_bytes(&fingerprinted));
         // Keys are per opener: for an OIDC identity, its issuer and repository (or subject)
@@ -76,7 +94,16 @@ impl Engine {
                 return Ok((self.view(&row, &votes)?, false));
             }
             match self
-                .insert_new(pipeline, verified.as_deref(), &body, &given, &key, &fingerprint, now)
+                .insert_new(
+                    pipeline,
+                    verified.as_deref(),
+                    &body,
+                    &trusted,
+                    &given,
+                    &key,
+                    &fingerprint,
+                    now,
+                )
                 .await
             {
                 Ok(v) => return Ok((v, true)),
@@ -98,6 +125,7 @@ impl Engine {
         pipeline: &str,
         verified: Option<&VerifiedIdentity>,
         body: &CreateRequest,
+        trusted: &Trusted,
         given: &[(&'static str, String)],
         key: &str,
         fingerprint: &str,
@@ -128,7 +156,7 @@ impl Engine {
             }
             timeout = timeout.min(asked);
         }
-        let requesters = self.requesters(ctx, verified, given).await?;
+        let requesters = self.requesters(ctx, verified, given, &trusted.requesters).await?;
         let id = new_id();
         let mut doc = Doc {
             context: ctx.clone(),
@@ -155,6 +183,14 @@ impl Engine {
             scope: None,
             covered_by: None,
             superseded_by: None,
+            release: match &trusted.release {
+                Some(r) => Some(r.clone()),
+                None => body
+                    .release
+                    .as_ref()
+                    .map(|a| super::release::release_of(a, ctx, verified))
+                    .transpose()?,
+            },
         };
         let glass = self
             .break_glass_check(&policy, &doc.rule, body, &doc.requesters)
@@ -217,6 +253,9 @@ impl Engine {
         if let Some(c) = &doc.covered_by {
             data["covered_by"] = json!(c);
         }
+        if let Some(r) = &doc.release {
+            data["release"] = json!(r);
+        }
         let created = AuditDraft {
             at: now,
             request_id: id.clone(),
@@ -267,6 +306,11 @@ impl Engine {
             self.cover_at_open(&mut tx, &mut row, &mut doc, &mut votes, c, now)
                 .await?;
         }
+        if row.status != Status::Pending {
+            // Decided at once (policy, break-glass, a covering approval): the held job is
+            // released or not now.
+            self.queue_release(&mut tx, &row, now).await?;
+        }
         // A covered request is not for approvers to act on: its covering one is.
         let event = (row.status == Status::Pending && doc.covered_by.is_none()).then_some(crate::notify::Event::Opened);
         self.commit(tx, &row, &votes, event, now).await?;
@@ -282,6 +326,16 @@ impl Engine {
         self.publish(&row);
         Ok(self.view(&row, &votes)?)
     }
+}
+
+/// What the server vouches for when it opens a request itself (from a webhook whose
+/// signature it checked), never taken from a request body.
+#[derive(Debug, Default)]
+pub(super) struct Trusted {
+    /// The release (a GitHub deployment's is made only here).
+    pub release: Option<crate::core::release::Release>,
+    /// More requesters: `(identity as given, where it was read)`.
+    pub requesters: Vec<(String, String)>,
 }
 
 /// A decision made while a request opens, in the transaction that creates it: one vote

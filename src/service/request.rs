@@ -73,6 +73,9 @@ pub struct Doc {
     /// The newer request that canceled this one (`supersede`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// The job a platform holds for this request, released on its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<crate::core::release::Release>,
 }
 
 impl Doc {

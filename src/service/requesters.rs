@@ -42,12 +42,14 @@ impl Requesters {
 
 impl Engine {
     /// The requesters of a request with context `ctx` (its requester fields already in
-    /// normal form; `given` holds those that normalising changed, as they were sent).
+    /// normal form; `given` holds those that normalising changed, as they were sent),
+    /// and the identities in `also` (`(identity, where it was read)`).
     pub(super) async fn requesters(
         &self,
         ctx: &Context,
         verified: Option<&VerifiedIdentity>,
         given: &[(&'static str, String)],
+        also: &[(String, String)],
     ) -> Result<Requesters> {
         let mut r = Requesters::default();
         for (field, value) in requester_fields(ctx) {
@@ -76,6 +78,13 @@ impl Engine {
                 let was = (id.as_str() != p.identity).then_some(p.identity);
                 r.add(id.as_str(), RequesterSource::ForgeApi, p.from, was);
             }
+        }
+        // Named by a payload the server checked (a webhook's pull request authors).
+        for (identity, from) in also {
+            let id = Identity::parse(identity)
+                .map_err(|e| AppError::Invalid(ErrorCode::InvalidField, format!("{from}: {e}")))?;
+            let was = (id.as_str() != identity).then(|| identity.clone());
+            r.add(id.as_str(), RequesterSource::ForgeApi, from.clone(), was);
         }
         // Every identity so far, then the configured users each one names.
         let named: Vec<String> = r.ids.clone();

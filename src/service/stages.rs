@@ -36,6 +36,11 @@ impl Engine {
         }
         let after = self.state(row, doc, votes)?;
         let opened = newly_opened(before, &after);
+        for stage in &opened {
+            let text = format!("stage `{stage}` is open and waits for its approvers");
+            self.report_status(tx, row, doc, &format!("stage_opened-{stage}"), &text, now)
+                .await?;
+        }
         let config = self.config();
         let Some(n) = &config.notify else {
             return Ok(());

@@ -176,6 +176,20 @@ impl Tx {
         Ok(new)
     }
 
+    /// How many rows of `channel` with event `event` request `request_id` has queued
+    /// (this transaction's included).
+    pub async fn count_notifications(&mut self, request_id: &str, channel: &str, event: &str) -> Result<i64> {
+        use sqlx::Row;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM gate_outbox WHERE request_id = $1 AND channel = $2 AND event = $3")
+                .bind(request_id)
+                .bind(channel)
+                .bind(event)
+                .fetch_one(&mut *self.tx)
+                .await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
     /// Whether this transaction queued any notification, so whoever commits it wakes
     /// the worker.
     pub fn queued_notifications(&self) -> bool {

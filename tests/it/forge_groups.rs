@@ -234,10 +234,7 @@ async fn forge_down_refuses_votes_and_opens() {
 }
 
 fn sign(body: &[u8]) -> String {
-    format!(
-        "sha256={}",
-        hex::encode(jitgate::core::crypto::hmac_sha256(GH_SECRET.as_bytes(), body))
-    )
+    github_signature(GH_SECRET, body)
 }
 
 fn pr_comment(login: &str, comment_id: u64, text: &str) -> Vec<u8> {
@@ -255,17 +252,7 @@ fn pr_comment(login: &str, comment_id: u64, text: &str) -> Vec<u8> {
 }
 
 async fn post_github(s: &TestApp, delivery: &str, body: &[u8], signature: Option<String>) -> (u16, Value) {
-    let mut r = s
-        .http()
-        .post("/webhooks/github")
-        .header("x-github-event", "issue_comment")
-        .header("x-github-delivery", delivery)
-        .body("application/json", body);
-    if let Some(sig) = signature {
-        r = r.header("x-hub-signature-256", sig);
-    }
-    let resp = r.send().await;
-    (resp.status.as_u16(), resp.json_or_text().await)
+    github_delivery(s, "issue_comment", delivery, body, signature).await
 }
 
 /// The reply comments posted so far, checked for method, path and auth; their bodies.

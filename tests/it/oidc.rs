@@ -47,16 +47,16 @@ fn sign_as(key: &str, kid: &str, claims: &Value) -> String {
     jsonwebtoken::encode(&h, claims, &enc).unwrap()
 }
 
-fn sign(kid: &str, claims: &Value) -> String {
+pub(crate) fn sign(kid: &str, claims: &Value) -> String {
     sign_as(kid, kid, claims)
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     jitgate::core::duration::now_ms() / 1000
 }
 
 /// A token as GitHub Actions mints it for a job in acme/web deploying to `environment`.
-fn github_claims(environment: &str) -> Value {
+pub(crate) fn github_claims(environment: &str) -> Value {
     let t = now();
     json!({
         "iss": GITHUB, "aud": "jitgate", "jti": uuid::Uuid::new_v4().to_string(),
@@ -70,14 +70,14 @@ fn github_claims(environment: &str) -> Value {
     })
 }
 
-fn with(mut claims: Value, patch: Value) -> Value {
+pub(crate) fn with(mut claims: Value, patch: Value) -> Value {
     for (k, v) in patch.as_object().unwrap() {
         claims[k] = v.clone();
     }
     claims
 }
 
-async fn jwks_server(kids: &[&str]) -> MockServer {
+pub(crate) async fn jwks_server(kids: &[&str]) -> MockServer {
     let m = MockServer::start().await;
     serve_jwks(&m, kids).await;
     m
@@ -95,7 +95,7 @@ async fn jwks_hits(m: &MockServer) -> usize {
     m.received_requests().await.unwrap_or_default().len()
 }
 
-fn github_issuer(jwks: &MockServer) -> String {
+pub(crate) fn github_issuer(jwks: &MockServer) -> String {
     format!(
         "oidc:\n  - issuer: {GITHUB}\n    audience: jitgate\n    platform: github\n    jwks_url: {}/jwks\n    repositories: [\"acme/*\"]\n",
         jwks.uri()

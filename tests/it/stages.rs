@@ -3,10 +3,8 @@
 //! receiver on wiremock for `stage_opened`; and the escalation that approves with no new
 //! vote, its clock injected through `Engine::expire(id, now)` in process.
 
-use std::time::{Duration, Instant};
-
 use crate::helpers::*;
-use jitgate::core::api::{NotificationList, NotificationView, RequestView};
+use jitgate::core::api::{NotificationView, RequestView};
 use jitgate::core::decide::Status;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -54,34 +52,9 @@ async fn pending(s: &TestApp, who: &str) -> Vec<String> {
     list.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
 }
 
-/// Request `id`'s outbox once a delivered row of `event` is there: long-polls the
-/// notifications API, answered at each change of the outbox, a minute at most overall.
+/// Request `id`'s outbox row of `event` once it is delivered.
 async fn delivered(s: &TestApp, id: &str, event: &str) -> NotificationView {
-    let http = s.http();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut version: Option<u64> = None;
-    loop {
-        let mut route = format!("/notifications?request={id}");
-        if let Some(v) = version {
-            route.push_str(&format!("&version={v}&wait=5"));
-        }
-        let (status, list) = http.api("GET", &route, &token(AUDITOR), None).await;
-        assert_eq!(status, 200, "{route}: {list}");
-        let list: NotificationList = serde_json::from_value(list).unwrap();
-        if let Some(n) = list
-            .notifications
-            .iter()
-            .find(|n| n.event == event && n.state == "delivered")
-        {
-            return n.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {event} delivered: {:#?}",
-            list.notifications
-        );
-        version = Some(list.version);
-    }
+    delivered_row(s, id, &format!("{event} delivered"), |n| n.event == event).await
 }
 
 /// The bodies the receiver got for `event`.

@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/{action}", post(requests::act))
         .route("/requests/{id}/record", get(requests::record))
         .route("/requests/{id}/audit", get(requests::request_audit))
+        .route("/run/consume", post(requests::consume_for_run))
         .route("/keys", get(audit::keys))
         .route("/audit/verify", get(audit::audit_verify))
         .route("/audit/export", get(audit::audit_export))

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::core::api::{CreateRequest, RequestView, VoteBody, VoteMeta};
 use crate::core::decide::Status;
 use crate::core::duration::now_ms;
+use crate::core::release::ConsumeForRun;
 use crate::http::AppState;
 use crate::http::error::{AppError, ErrorCode, Result};
 use crate::http::extract::{Caller, Json, Path, Query, json_from_slice};
@@ -125,12 +126,12 @@ pub(super) async fn wait(
 
 /// Bodies are optional on votes; an empty body is no reason. Refused as [`Json`] refuses
 /// one: 400 for JSON that does not parse, 422 `invalid_body` for an unknown or mistyped field.
-async fn optional_body(req: Request, limit: usize) -> Result<VoteBody> {
+async fn optional_body<T: serde::de::DeserializeOwned + Default>(req: Request, limit: usize) -> Result<T> {
     let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| AppError::TooLarge("request body is larger than the server accepts".into()))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(VoteBody::default());
+        return Ok(T::default());
     }
     json_from_slice(&bytes)
 }
@@ -142,8 +143,8 @@ pub(super) async fn act(
     Path((id, verb)): Path<(String, String)>,
     req: Request,
 ) -> Result<Json<RequestView>> {
-    let body = optional_body(req, s.body_limit).await?;
-    let reason = body.reason;
+    let body: VoteBody = optional_body(req, s.body_limit).await?;
+    let (reason, run) = (body.reason, body.run_id);
     // `on_behalf_of`: vote for someone whose delegation to the caller is in force.
     let meta = VoteMeta {
         on_behalf_of: body.on_behalf_of,
@@ -155,12 +156,24 @@ pub(super) async fn act(
             "approve" => e.vote(&who, &id, true, reason, meta, now_ms).await,
             "deny" => e.vote(&who, &id, false, reason, meta, now_ms).await,
             "cancel" => e.cancel(&who, &id, reason, now_ms).await,
-            "consume" => e.consume(&who, &id, now_ms).await,
+            "consume" => e.consume(&who, &id, run.as_deref(), now_ms).await,
             other => Err(AppError::NotFound(format!(
                 "no action `{other}`: use approve, deny, cancel or consume"
             ))),
         }
     };
+    Ok(Json(s.throttle.action(who.name(), act).await?))
+}
+
+/// `POST /run/consume`: the approval of the caller's run (a GitHub deployment protection
+/// rule's request), found from its OIDC token's verified repository, run and environment.
+pub(super) async fn consume_for_run(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    req: Request,
+) -> Result<Json<RequestView>> {
+    let body: ConsumeForRun = optional_body(req, s.body_limit).await?;
+    let act = s.engine.consume_for_run(&who, body.environment.as_deref(), now_ms);
     Ok(Json(s.throttle.action(who.name(), act).await?))
 }
 

@@ -1,7 +1,8 @@
 //! `POST /webhooks/github` and `POST /webhooks/gitlab`: `/approve` and `/deny` comments on
 //! the pull or merge request a pending request belongs to are that person's vote, with
 //! every check any vote gets. The server answers each command in a comment. See
-//! docs/comment-approvals.md.
+//! docs/comment-approvals.md. GitHub's `deployment_protection_rule` opens a request
+//! (`deployment.rs`).
 //!
 //! A request belongs to a pull request when its repository is the PR's repository and its
 //! context has the label `pull_request` = the PR number (or, from GitHub, the ref
@@ -13,6 +14,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
+mod deployment;
 mod parse;
 
 use parse::{Command, GithubIssueComment, GitlabNote};
@@ -83,6 +85,9 @@ pub async fn github(State(s): State<AppState>, headers: HeaderMap, RawBody(body)
     let Some(delivery) = header(&headers, "x-github-delivery").filter(|d| !d.is_empty() && d.len() <= 200) else {
         return Err(AppError::BadRequest("missing X-GitHub-Delivery".into()));
     };
+    if event == "deployment_protection_rule" {
+        return deployment::requested(&s, delivery, &body).await;
+    }
     let store = &s.engine.store;
     if !store.add_delivery("github", delivery, now_ms()).await? {
         return Err(replayed(&format!("GitHub delivery {delivery}")));

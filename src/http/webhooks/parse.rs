@@ -91,6 +91,53 @@ pub struct GithubRepo {
     pub full_name: String,
 }
 
+/// The parts of a GitHub `deployment_protection_rule` event we use (sent to the App).
+#[derive(Debug, Deserialize)]
+pub struct GithubProtectionRule {
+    pub action: String,
+    #[serde(default)]
+    pub environment: String,
+    #[serde(default)]
+    pub deployment_callback_url: String,
+    #[serde(default)]
+    pub deployment: Option<GithubDeployment>,
+    #[serde(default)]
+    pub pull_requests: Vec<GithubPull>,
+    pub repository: GithubRepoFull,
+    pub sender: GithubUser,
+    #[serde(default)]
+    pub installation: Option<GithubInstallation>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GithubDeployment {
+    pub id: u64,
+    pub sha: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    #[serde(default)]
+    pub creator: Option<GithubUser>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GithubPull {
+    pub number: u64,
+    #[serde(default)]
+    pub user: Option<GithubUser>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GithubRepoFull {
+    pub full_name: String,
+    #[serde(default)]
+    pub html_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GithubInstallation {
+    pub id: u64,
+}
+
 /// The parts of a GitLab note event we use.
 #[derive(Debug, Deserialize)]
 pub struct GitlabNote {

@@ -129,6 +129,81 @@ pub fn identities_yaml() -> String {
     identities_yaml(&users, &pipelines).replacen("pipelines:\n", &format!("{roles}pipelines:\n"), 1)
 }
 
+/// The outbox of request `id` once `cond` holds: long-polls the notifications API,
+/// answered at each change of the outbox, for at most a minute overall.
+pub async fn outbox_until(
+    s: &TestApp,
+    id: &str,
+    what: &str,
+    cond: impl Fn(&[jitgate::core::api::NotificationView]) -> bool,
+) -> Vec<jitgate::core::api::NotificationView> {
+    let http = s.http();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut version: Option<u64> = None;
+    loop {
+        let mut route = format!("/notifications?request={id}");
+        if let Some(v) = version {
+            route.push_str(&format!("&version={v}&wait=5"));
+        }
+        // The auditor reads every request's rows.
+        let (status, list) = http.api("GET", &route, &token(AUDITOR), None).await;
+        assert_eq!(status, 200, "{route}: {list}");
+        let list: jitgate::core::api::NotificationList = serde_json::from_value(list).unwrap();
+        if cond(&list.notifications) {
+            return list.notifications;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {:#?}\n{}",
+            list.notifications,
+            s.log()
+        );
+        version = Some(list.version);
+    }
+}
+
+/// Request `id`'s first outbox row that `is` picks, once it is delivered.
+pub async fn delivered_row(
+    s: &TestApp,
+    id: &str,
+    what: &str,
+    is: impl Fn(&jitgate::core::api::NotificationView) -> bool,
+) -> jitgate::core::api::NotificationView {
+    let done = |n: &jitgate::core::api::NotificationView| is(n) && n.state == "delivered";
+    let rows = outbox_until(s, id, what, |rows| rows.iter().any(done)).await;
+    rows.into_iter().find(done).unwrap()
+}
+
+/// `X-Hub-Signature-256` of `body` under `secret`.
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(jitgate::core::crypto::hmac_sha256(secret.as_bytes(), body))
+    )
+}
+
+/// Delivers a GitHub webhook `event` to `/webhooks/github` (signed when `signature` is
+/// given); the status and the answer.
+pub async fn github_delivery(
+    s: &TestApp,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    signature: Option<String>,
+) -> (u16, serde_json::Value) {
+    let mut r = s
+        .http()
+        .post("/webhooks/github")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .body("application/json", body);
+    if let Some(sig) = signature {
+        r = r.header("x-hub-signature-256", sig);
+    }
+    let resp = r.send().await;
+    (resp.status.as_u16(), resp.json_or_text().await)
+}
+
 /// The last `outcome` line a gate printed.
 pub fn outcome(events: &[serde_json::Value]) -> &serde_json::Value {
     events
