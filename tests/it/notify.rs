@@ -40,39 +40,6 @@ async fn open(s: &TestApp, actor: &str) -> String {
     s.open_via_api(actor).await.id
 }
 
-/// The outbox of request `id` once `cond` holds: long-polls the notifications API,
-/// answered at each change of the outbox, for at most a minute overall.
-async fn outbox_until(
-    s: &TestApp,
-    id: &str,
-    what: &str,
-    cond: impl Fn(&[NotificationView]) -> bool,
-) -> Vec<NotificationView> {
-    let http = s.http();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut version: Option<u64> = None;
-    loop {
-        let mut route = format!("/notifications?request={id}");
-        if let Some(v) = version {
-            route.push_str(&format!("&version={v}&wait=5"));
-        }
-        // The auditor reads every request's rows.
-        let (status, list) = http.api("GET", &route, &token(crate::helpers::AUDITOR), None).await;
-        assert_eq!(status, 200, "{route}: {list}");
-        let list: NotificationList = serde_json::from_value(list).unwrap();
-        if cond(&list.notifications) {
-            return list.notifications;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {:#?}\n{}",
-            list.notifications,
-            s.log()
-        );
-        version = Some(list.version);
-    }
-}
-
 fn all_delivered(n: usize) -> impl Fn(&[NotificationView]) -> bool {
     move |rows| rows.len() == n && rows.iter().all(|r| r.state == "delivered")
 }

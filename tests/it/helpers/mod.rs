@@ -127,6 +127,54 @@ pub fn identities_yaml() -> String {
     identities_yaml(&users, &pipelines).replacen("pipelines:\n", &format!("{roles}pipelines:\n"), 1)
 }
 
+/// The outbox of request `id` once `cond` holds: long-polls the notifications API,
+/// answered at each change of the outbox, for at most a minute overall.
+pub async fn outbox_until(
+    s: &TestApp,
+    id: &str,
+    what: &str,
+    cond: impl Fn(&[jitgate::core::api::NotificationView]) -> bool,
+) -> Vec<jitgate::core::api::NotificationView> {
+    let http = s.http();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut version: Option<u64> = None;
+    loop {
+        let mut route = format!("/notifications?request={id}");
+        if let Some(v) = version {
+            route.push_str(&format!("&version={v}&wait=5"));
+        }
+        // The auditor reads every request's rows.
+        let (status, list) = http.api("GET", &route, &token(AUDITOR), None).await;
+        assert_eq!(status, 200, "{route}: {list}");
+        let list: jitgate::core::api::NotificationList = serde_json::from_value(list).unwrap();
+        if cond(&list.notifications) {
+            return list.notifications;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {:#?}\n{}",
+            list.notifications,
+            s.log()
+        );
+        version = Some(list.version);
+    }
+}
+
+/// The variables of GitLab job `job` of pipeline 500 of acme/web, started by erin.
+pub fn gitlab_vars(job: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("GITLAB_CI", "true".into()),
+        ("CI", "true".into()),
+        ("CI_PROJECT_PATH", "acme/web".into()),
+        ("CI_COMMIT_REF_NAME", "main".into()),
+        ("CI_COMMIT_SHA", COMMIT.into()),
+        ("GITLAB_USER_LOGIN", "erin".into()),
+        ("CI_PIPELINE_ID", "500".into()),
+        ("CI_JOB_ID", job.into()),
+        ("CI_JOB_URL", format!("https://gitlab.example/acme/web/-/jobs/{job}")),
+    ]
+}
+
 /// The last `outcome` line a gate printed.
 pub fn outcome(events: &[serde_json::Value]) -> &serde_json::Value {
     events
