@@ -3,11 +3,11 @@
 //! long-polls on the outbox version, bounded by an overall deadline.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::helpers::*;
 use hmac::{Hmac, Mac};
-use jitgate::core::api::{Context, CreateRequest, NotificationList, NotificationView};
+use jitgate::core::api::{Context, CreateRequest, NotificationView};
 use jitgate::core::decide::Status;
 use serde_json::Value;
 use sha2::Sha256;
