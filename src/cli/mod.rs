@@ -98,6 +98,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Open an approval request for this pipeline run and wait for the decision.
     Request(Box<request::RequestArgs>),
+    /// Use an approved request once, from this run, as a held job's first step (after
+    /// `gate request --no-wait`); writes the record. Exit 0 only when it was approved and
+    /// this call consumed it.
+    Consume(Box<request::ConsumeArgs>),
     /// Approve a request.
     Approve {
         id: String,
@@ -408,6 +412,7 @@ pub async fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Serve(a) => serve::run(a).await,
         Command::Request(a) => request::run(&ctx, *a).await,
+        Command::Consume(a) => request::consume(&ctx, *a).await,
         Command::Approve { id, reason, for_whom } => approver::vote(&ctx, &id, true, reason, for_whom).await,
         Command::Deny { id, reason, for_whom } => approver::vote(&ctx, &id, false, Some(reason), for_whom).await,
         Command::Delegate(a) => delegate::delegate(&ctx, a).await,

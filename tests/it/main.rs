@@ -48,6 +48,7 @@ mod policy_time;
 mod quickstart;
 mod records;
 mod release_github;
+mod release_gitlab;
 mod reports;
 mod request_id;
 mod roles;

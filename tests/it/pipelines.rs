@@ -652,20 +652,6 @@ async fn the_composite_action_builds_with_cargo_when_there_is_no_release() {
 // ---------------------------------------------------------------------------------------
 // GitLab CI and Jenkins.
 
-fn gitlab_vars(job: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("GITLAB_CI", "true".into()),
-        ("CI", "true".into()),
-        ("CI_PROJECT_PATH", "acme/web".into()),
-        ("CI_COMMIT_REF_NAME", "main".into()),
-        ("CI_COMMIT_SHA", COMMIT.into()),
-        ("GITLAB_USER_LOGIN", "erin".into()),
-        ("CI_PIPELINE_ID", "500".into()),
-        ("CI_JOB_ID", job.into()),
-        ("CI_JOB_URL", format!("https://gitlab.example/acme/web/-/jobs/{job}")),
-    ]
-}
-
 #[tokio::test]
 async fn gitlab_id_token_then_static_fallback_with_dotenv_and_annotations() {
     let s = TestApp::spawn().await;
@@ -778,7 +764,7 @@ async fn jenkins_presents_its_bound_id_token_or_says_how_to_bind_one() {
     c.envs(jenkins);
     let w = s.open_with(c, &["--environment", "production", "--no-wait"]).await;
     let (code, _, err) = w.finish().await;
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 0, "--no-wait: open is enough: {err}");
     assert!(
         err.contains("withCredentials([string(credentialsId: 'jitgate-id-token', variable: 'GATE_ID_TOKEN')])"),
         "{err}"

@@ -44,15 +44,17 @@ pub struct RequestArgs {
     /// Ask for a shorter timeout than the policy's (e.g. 30m).
     #[arg(long, env = "GATE_TIMEOUT")]
     pub timeout: Option<String>,
-    /// Where to write the signed record.
-    #[arg(long, env = "GATE_RECORD_FILE", default_value = "gate-record.json")]
-    pub record_file: PathBuf,
     /// Wait for the decision (the default; wins over --no-wait, e.g. to undo GATE_NO_WAIT).
     #[arg(long, env = "GATE_WAIT")]
     pub wait: bool,
-    /// Open the request, print it and exit: 0 if already approved, 1 otherwise.
+    /// Open the request and exit without waiting: 0 when it is open (pending) or
+    /// approved, with GATE_REQUEST_ID in the platform's outputs; 1 when the policy denied it.
     #[arg(long, env = "GATE_NO_WAIT")]
     pub no_wait: bool,
+    /// GitLab CI, with --no-wait: the manual job of this pipeline the server plays once
+    /// the request is approved (never otherwise); its first step runs `gate consume`.
+    #[arg(long, env = "GATE_GITLAB_PLAY", value_name = "JOB_NAME", requires = "no_wait")]
+    pub gitlab_play: Option<String>,
     #[arg(long, env = "GATE_REPOSITORY")]
     pub repository: Option<String>,
     #[arg(long = "ref", env = "GATE_REF")]
@@ -66,15 +68,27 @@ pub struct RequestArgs {
     /// Replays with the same key return the same request (default: the run identity).
     #[arg(long, env = "GATE_IDEMPOTENCY_KEY")]
     pub idempotency_key: Option<String>,
-    /// Pin the server's public key (file, URL or PEM); otherwise it is fetched from the server.
-    #[arg(long = "server-key", visible_alias = "key", env = "GATE_SERVER_KEY")]
-    pub key: Option<String>,
-    /// Give up (exit 2) after the server has been unreachable this long.
-    #[arg(long, env = "GATE_RETRY_BUDGET", default_value = "10m")]
-    pub retry_budget: String,
     /// How often to print a status line while waiting.
     #[arg(long, env = "GATE_STATUS_EVERY", default_value = "60s", hide = true)]
     pub status_every: String,
+    /// The credential, the record and the platform's reports.
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// What `gate request` and `gate consume` share: the credential they present, the
+/// record they write and the platform's reports they leave.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Pin the server's public key (file, URL or PEM); otherwise it is fetched from the server.
+    #[arg(long = "server-key", visible_alias = "key", env = "GATE_SERVER_KEY")]
+    pub key: Option<String>,
+    /// Where to write the signed record.
+    #[arg(long, env = "GATE_RECORD_FILE", default_value = "gate-record.json")]
+    pub record_file: PathBuf,
+    /// Give up (exit 2) after the server has been unreachable this long.
+    #[arg(long, env = "GATE_RETRY_BUDGET", default_value = "10m")]
+    pub retry_budget: String,
     /// The audience of the OIDC token the gate asks GitHub Actions for.
     #[arg(long, env = "GATE_AUDIENCE", default_value = "jitgate")]
     pub audience: String,
@@ -145,7 +159,9 @@ pub(super) fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {
         timeout: a.timeout.clone(),
         idempotency_key,
         fields: fields(&a.fields, std::env::vars_os())?,
-        release: None,
+        release: a.gitlab_play.as_ref().map(|job| {
+            crate::core::release::ReleaseAsk::GitlabPlay(crate::core::release::GitlabPlayAsk { job: job.clone() })
+        }),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Which credential the gate presents, said in one line, and keeping an OIDC token fresh.
 
-use super::{Printer, RequestArgs};
+use super::Printer;
+use super::args::JobArgs;
 use crate::ci;
 use crate::cli::{Ctx, Failure};
 use crate::client::Client;
@@ -9,7 +10,7 @@ use crate::client::Client;
 /// line. On GitHub Actions every secret the gate holds is masked before anything prints.
 pub(super) async fn identify(
     ctx: &Ctx,
-    a: &RequestArgs,
+    a: &JobArgs,
     platform: ci::Platform,
     out: &Printer,
 ) -> Result<ci::identity::Identity, Failure> {

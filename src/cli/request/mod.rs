@@ -5,6 +5,7 @@
 //! approval's record does not verify.
 
 mod args;
+mod consume;
 mod identity;
 mod outcome;
 mod retry;
@@ -17,6 +18,7 @@ use serde_json::json;
 
 pub use args::RequestArgs;
 use args::build_body;
+pub use consume::{ConsumeArgs, run as consume};
 use identity::{identify, keep_token_fresh};
 use outcome::report;
 use retry::Retries;
@@ -65,7 +67,7 @@ fn refused_field(e: &crate::client::ClientError) -> bool {
 }
 
 pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
-    let budget = Dur::parse(&a.retry_budget)
+    let budget = Dur::parse(&a.job.retry_budget)
         .map_err(|e| Failure::usage(format!("--retry-budget: {e}")))?
         .as_std();
     let every = Dur::parse(&a.status_every)
@@ -77,7 +79,7 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
     let out = Printer { json: ctx.json() };
     let (platform, _) = ci::detect(&|k| std::env::var(k).ok());
     // Before anything else prints: the identity, its secrets masked first on GitHub.
-    let identity = identify(ctx, &a, platform, &out).await?;
+    let identity = identify(ctx, &a.job, platform, &out).await?;
     let client = Client::new(&ctx.server, Some(identity.token.clone()))?;
     let refresher = keep_token_fresh(&identity, &client, platform, out);
     let body = build_body(&a)?;
@@ -157,7 +159,7 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
     let result = follow(&client, &a, &out, &mut signals, &mut view, budget, every).await;
     if let Err(f) = &result {
         // No decision could be had: say so to the platform too, with the last known state.
-        report(&client, &a, &view, "error", &f.message, None);
+        report(&client, &a.job, &view, "error", &f.message, None);
     }
     result
 }

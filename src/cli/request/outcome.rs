@@ -3,7 +3,8 @@
 
 use serde_json::json;
 
-use super::{Printer, RequestArgs};
+use super::Printer;
+use super::args::JobArgs;
 use crate::ci;
 use crate::cli::{Exit, Failure, Outcome};
 use crate::client::Client;
@@ -14,7 +15,7 @@ use crate::core::decide::Status;
 /// Prints the outcome, fetches and (for approvals) verifies the record, writes it.
 pub(super) async fn finish(
     client: &Client,
-    a: &RequestArgs,
+    a: &JobArgs,
     view: RequestView,
     out: &Printer,
     note: Option<String>,
@@ -126,7 +127,7 @@ pub(super) async fn finish(
     Ok(Exit::yes_or_no(approved))
 }
 
-pub(super) async fn cancel(client: &Client, a: &RequestArgs, view: &RequestView, out: &Printer) -> Outcome {
+pub(super) async fn cancel(client: &Client, a: &JobArgs, view: &RequestView, out: &Printer) -> Outcome {
     let id = &view.id;
     let why = "the pipeline step was stopped";
     let r = client.cancel(id, Some(why.into())).await;
@@ -163,7 +164,7 @@ pub(super) async fn cancel(client: &Client, a: &RequestArgs, view: &RequestView,
 }
 
 /// Fetches and writes the record of a request that ended without an approval (best effort).
-async fn save_record(client: &Client, a: &RequestArgs, id: &str) -> Option<String> {
+async fn save_record(client: &Client, a: &JobArgs, id: &str) -> Option<String> {
     let env = client.record(id).await.ok()?;
     if let Some(dir) = a.record_file.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = std::fs::create_dir_all(dir);
@@ -177,7 +178,7 @@ async fn save_record(client: &Client, a: &RequestArgs, id: &str) -> Option<Strin
 /// body so that other side effects can be added there independently.
 pub(super) fn report(
     client: &Client,
-    a: &RequestArgs,
+    a: &JobArgs,
     view: &RequestView,
     decision: &str,
     reason: &str,

@@ -24,15 +24,34 @@ pub(super) async fn follow(
     every: Duration,
 ) -> Outcome {
     if a.no_wait && !a.wait {
-        report(
-            client,
-            a,
-            view,
-            view.status.as_str(),
-            view.reason.as_deref().unwrap_or(""),
-            None,
-        );
-        return Ok(Exit::yes_or_no(view.status == Status::Approved));
+        // Open is enough: a later job (or the platform, for a held job) takes it from
+        // here with GATE_REQUEST_ID. Only a request the policy already ended is a no.
+        let open = matches!(view.status, Status::Pending | Status::Approved);
+        let reason = view.reason.clone().unwrap_or_default();
+        report(client, &a.job, view, view.status.as_str(), &reason, None);
+        if !open {
+            out.event(
+                json!({"event": "outcome", "id": view.id, "decision": view.status, "status": view.status,
+                       "decided_by": view.decided_by, "reason": reason}),
+                format!(
+                    "jitgate: request {} {}{}{}",
+                    view.id,
+                    view.status.as_str().to_uppercase(),
+                    view.decided_by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default(),
+                    if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {reason}")
+                    }
+                ),
+            );
+        } else {
+            out.note(&format!(
+                "jitgate: not waiting (--no-wait): GATE_REQUEST_ID={}",
+                view.id
+            ));
+        }
+        return Ok(Exit::yes_or_no(open));
     }
 
     // Wait.
@@ -62,12 +81,12 @@ pub(super) async fn follow(
                     tracing::info!(error = %e, "waiting to reconnect");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
-                        _ = signals.recv() => return cancel(client, a, view, out).await,
+                        _ = signals.recv() => return cancel(client, &a.job, view, out).await,
                     }
                 }
                 Err(e) => return Err(Failure::usage(format!("waiting on request {}: {e}", view.id))),
             },
-            _ = signals.recv() => return cancel(client, a, view, out).await,
+            _ = signals.recv() => return cancel(client, &a.job, view, out).await,
         }
         if view.status == Status::Pending && last_line.elapsed() >= every {
             last_line = Instant::now();
@@ -86,7 +105,7 @@ pub(super) async fn follow(
                 let latest = client.get(&view.id).await.unwrap_or_else(|_| view.clone());
                 return finish(
                     client,
-                    a,
+                    &a.job,
                     latest,
                     out,
                     Some(format!("the approval could not be used: {e}")),
@@ -94,9 +113,9 @@ pub(super) async fn follow(
                 .await;
             }
             Err(Some(e)) => return Err(Failure::usage(format!("using approval of {}: {e}", view.id))),
-            Err(None) => return cancel(client, a, view, out).await,
+            Err(None) => return cancel(client, &a.job, view, out).await,
         };
-        return finish(client, a, view.clone(), out, None).await;
+        return finish(client, &a.job, view.clone(), out, None).await;
     }
     // Only an approval this gate used itself is a yes: a replay of a request another
     // gate already consumed must not pass twice.
@@ -106,5 +125,5 @@ pub(super) async fn follow(
             view.id
         )
     });
-    finish(client, a, view.clone(), out, note).await
+    finish(client, &a.job, view.clone(), out, note).await
 }

@@ -204,6 +204,21 @@ pub async fn github_delivery(
     (resp.status.as_u16(), resp.json_or_text().await)
 }
 
+/// The variables of GitLab job `job` of pipeline 500 of acme/web, started by erin.
+pub fn gitlab_vars(job: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("GITLAB_CI", "true".into()),
+        ("CI", "true".into()),
+        ("CI_PROJECT_PATH", "acme/web".into()),
+        ("CI_COMMIT_REF_NAME", "main".into()),
+        ("CI_COMMIT_SHA", COMMIT.into()),
+        ("GITLAB_USER_LOGIN", "erin".into()),
+        ("CI_PIPELINE_ID", "500".into()),
+        ("CI_JOB_ID", job.into()),
+        ("CI_JOB_URL", format!("https://gitlab.example/acme/web/-/jobs/{job}")),
+    ]
+}
+
 /// The last `outcome` line a gate printed.
 pub fn outcome(events: &[serde_json::Value]) -> &serde_json::Value {
     events
