@@ -15,7 +15,7 @@ use crate::auth::config as auth;
 pub use crate::auth::config::{OidcIssuer, OidcPlatform, Pipeline, Sso, User};
 use crate::core::identity::Identity;
 use crate::core::url::check_url;
-pub use crate::forge::config::{ForgeAccess, ForgeConfig};
+pub use crate::forge::config::{ForgeAccess, ForgeConfig, JenkinsConfig};
 
 pub mod limits;
 mod log;
@@ -80,6 +80,9 @@ pub struct Config {
     /// GitHub and GitLab access: team/group membership, comment approvals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forge: Option<ForgeConfig>,
+    /// The Jenkins whose builds wait in an `input` step for this server (docs/jenkins.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jenkins: Option<JenkinsConfig>,
     /// The transparency log over the audit events: its name, how often it signs a
     /// checkpoint, and the witnesses whose cosignatures it accepts (docs/audit.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +165,9 @@ impl Config {
         }
         if let Some(f) = &cfg.forge {
             validate_forge(f, &|n, e| fail(n, &e))?;
+        }
+        if let Some(j) = &cfg.jenkins {
+            j.validate(&|n, e| fail(n, &e))?;
         }
         if let Some(l) = &cfg.log {
             log::validate(l, &|n, e| fail(n, &e))?;
