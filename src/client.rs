@@ -196,7 +196,7 @@ impl Client {
             verb,
             &VoteBody {
                 reason,
-                on_behalf_of: None,
+                ..Default::default()
             },
         )
         .await
@@ -235,6 +235,7 @@ impl Client {
             &VoteBody {
                 reason,
                 on_behalf_of: Some(for_whom),
+                ..Default::default()
             },
         )
         .await
@@ -275,6 +276,15 @@ impl Client {
     }
     pub async fn consume(&self, id: &str) -> Result<RequestView> {
         self.act(id, "consume", None).await
+    }
+
+    /// Consumes from CI run `run_id` (see [`VoteBody::run_id`]).
+    pub async fn consume_from(&self, id: &str, run_id: Option<String>) -> Result<RequestView> {
+        let body = VoteBody {
+            run_id,
+            ..Default::default()
+        };
+        self.act_body(id, "consume", &body).await
     }
 
     /// The signed record, as the envelope's JSON text.

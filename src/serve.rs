@@ -53,10 +53,17 @@ pub async fn build(s: &Settings) -> anyhow::Result<Server> {
     }
     std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating data dir {}", s.data_dir.display()))?;
     // Notification secrets come from the environment: a missing one stops the start here.
-    let channels = match &s.config.notify {
-        Some(n) => Some(Arc::new(Channels::resolve(n).map_err(anyhow::Error::msg)?)),
-        None => None,
+    // The worker always runs: it also delivers the releases of held jobs (`release`),
+    // which need no `notify:` section.
+    let releaser = engine::Releaser {
+        gitlab: forge.gitlab_api(),
     };
+    let notify = s.config.notify.clone().unwrap_or_default();
+    let channels = Some(Arc::new(
+        Channels::resolve(&notify)
+            .map_err(anyhow::Error::msg)?
+            .with_release(Arc::new(releaser)),
+    ));
     let store = Store::connect(&s.database_url)
         .await
         .with_context(|| format!("opening the database ({})", redact(&s.database_url)))?;

@@ -398,6 +398,7 @@ mod tests {
             verified_by: None,
             verified_fields: vec![],
             holder_token: None,
+            release: None,
             links: Default::default(),
         }
     }

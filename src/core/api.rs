@@ -68,6 +68,10 @@ pub struct CreateRequest {
     /// its `break_glass.groups` (see docs/break-glass.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<crate::core::break_glass::BreakGlassAsk>,
+    /// Wait without a runner: the platform holds the job, the server releases it on the
+    /// outcome (see docs/gitlab-ci.md). The server fills in where from what it can trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<crate::core::release::ReleaseAsk>,
 }
 
 /// One requirement of the matched rule, with the votes it has so far.
@@ -248,6 +252,9 @@ pub struct RequestView {
     /// consume and record, so a gate outlives its short-lived OIDC token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder_token: Option<String>,
+    /// The job the platform holds for this request and releases on its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<crate::core::release::Release>,
     /// Break-glass and review: their keys appear only on those requests.
     #[serde(flatten)]
     pub links: ReviewLinks,
@@ -384,10 +391,15 @@ impl RequirementView {
     }
 }
 
-/// `POST /api/v1/requests/{id}/approve|deny|cancel`.
+/// `POST /api/v1/requests/{id}/approve|deny|cancel|consume`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VoteBody {
+    /// Consume only: the CI run consuming (GitLab's `CI_PIPELINE_ID`). A request whose
+    /// `release` names a run is consumed only from it; with an OIDC token the token's
+    /// verified run counts instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Vote for this person under their delegation to you (`gate approve --for alice`).

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod log;
 pub mod policy;
 pub mod policy_test;
+pub mod release;
 pub mod report;
 pub mod request;
 pub mod scim;

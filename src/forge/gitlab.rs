@@ -8,7 +8,9 @@
 use bytes::Bytes;
 use gitlab::api::common::NameOrId;
 use gitlab::api::groups::members::AllGroupMembers;
+use gitlab::api::projects::jobs::{JobScope, PlayJob};
 use gitlab::api::projects::merge_requests::notes::CreateMergeRequestNote;
+use gitlab::api::projects::pipelines::PipelineJobs;
 use gitlab::api::projects::repository::commits::{Commit, MergeRequests};
 use gitlab::api::{ApiError, AsyncClient, AsyncQuery, Endpoint, Pagination, RestClient};
 use serde::Deserialize;
@@ -21,6 +23,8 @@ const NOTE: &str = "posting the merge request note";
 const MEMBERS: &str = "listing group members";
 const COMMIT: &str = "reading the commit";
 const COMMIT_MRS: &str = "listing the commit's merge requests";
+const JOBS: &str = "listing the pipeline's jobs";
+const PLAY: &str = "playing the manual job";
 /// At most this many pages (of 100) are read for one group.
 const MAX_PAGES: usize = 200;
 
@@ -37,6 +41,15 @@ pub struct Member {
     /// `active`, `blocked`, `awaiting`…
     #[serde(default)]
     pub state: Option<String>,
+}
+
+/// One of `GET /projects/:id/pipelines/:pipeline_id/jobs`, the fields we read.
+#[derive(Debug, Clone, Deserialize)]
+struct PipelineJob {
+    id: u64,
+    name: String,
+    /// `manual`, `pending`, `running`, `success`, …
+    status: String,
 }
 
 /// `GET /projects/:id/repository/commits/:sha`, the fields we read.
@@ -66,6 +79,7 @@ struct MrAuthor {
 pub struct Transport(String);
 
 /// One GitLab API with one token: `gitlab::api::AsyncClient` over reqwest.
+#[derive(Clone)]
 pub struct GitLab {
     http: reqwest::Client,
     base: Url,
@@ -104,12 +118,8 @@ impl GitLab {
     /// Posts `body` (Markdown) as a note on merge request `!mr_iid` of `project` (its id,
     /// or its path): `POST /projects/{id}/merge_requests/{iid}/notes`.
     pub async fn create_mr_note(&self, project: &str, mr_iid: u64, body: &str) -> Result<Note, Error> {
-        let mut builder = CreateMergeRequestNote::builder();
-        match project.parse::<u64>() {
-            Ok(id) => builder.project(id),
-            Err(_) => builder.project(project),
-        };
-        let endpoint = builder
+        let endpoint = CreateMergeRequestNote::builder()
+            .project(name_or_id(project))
             .merge_request(mr_iid)
             .body(body)
             .build()
@@ -125,12 +135,7 @@ impl GitLab {
     /// authors of the merge requests that contain it (`…/commits/:sha/merge_requests`,
     /// the first 100). The token needs `read_api`.
     pub async fn commit_people(&self, project: &str, sha: &str) -> Result<Vec<CommitPerson>, Error> {
-        let id = || -> NameOrId<'_> {
-            match project.parse::<u64>() {
-                Ok(n) => n.into(),
-                Err(_) => project.into(),
-            }
-        };
+        let id = || name_or_id(project);
         let c: CommitAnswer = Commit::builder()
             .project(id())
             .commit(sha)
@@ -166,17 +171,84 @@ impl GitLab {
     }
 
     /// Everyone in a group, inherited members included (`GET /groups/{path}/members/all`),
-    /// every page: the crate's own paging stops at the first short page, so pages are
-    /// followed here, from `Link: rel="next"` or `x-next-page`.
+    /// every page.
     pub async fn group_members(&self, group: &str) -> Result<Vec<Member>, Error> {
         let endpoint = AllGroupMembers::builder()
             .group(group)
             .build()
             .map_err(|e| Error::Usage(format!("GitLab group members: {e}")))?;
+        self.all_pages(&endpoint, MEMBERS).await
+    }
+
+    /// Starts manual job `job` (its name) of pipeline `pipeline` of `project` (its id, or
+    /// its path): finds it among the pipeline's manual jobs (`GET
+    /// /projects/:id/pipelines/:pipeline_id/jobs?scope[]=manual`, every page) and plays it
+    /// (`POST /projects/:id/jobs/:job_id/play`). The token needs `api` and the right to
+    /// run the job (Developer, or what the protected branch or environment asks).
+    ///
+    /// A job of that name that is no longer manual was played already (by an earlier
+    /// attempt whose answer was lost, or by someone pressing play): that counts as done,
+    /// so a retried delivery never starts the job twice. GitLab answers a play of a job
+    /// that stopped being manual meanwhile with 400 (`Unplayable Job`); that is checked
+    /// the same way.
+    pub async fn play_job(&self, project: &str, pipeline: &str, job: &str) -> Result<(), Error> {
+        let pipeline_id: u64 = pipeline
+            .parse()
+            .map_err(|_| Error::Usage(format!("GitLab pipeline id `{pipeline}` is not a number")))?;
+        let jobs = |manual: bool| {
+            let mut b = PipelineJobs::builder();
+            b.project(name_or_id(project)).pipeline(pipeline_id);
+            if manual {
+                b.scope(JobScope::Manual);
+            }
+            b.build()
+                .map_err(|e| Error::Usage(format!("GitLab pipeline jobs: {e}")))
+        };
+        let manual: Vec<PipelineJob> = self.all_pages(&jobs(true)?, JOBS).await?;
+        if let Some(found) = manual.iter().find(|j| j.name == job) {
+            let play = PlayJob::builder()
+                .project(name_or_id(project))
+                .job(found.id)
+                .build()
+                .map_err(|e| Error::Usage(format!("GitLab play: {e}")))?;
+            match gitlab::api::ignore(play)
+                .query_async(self)
+                .await
+                .map_err(|e| error(e, PLAY))
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if e.status() == Some(400) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let all: Vec<PipelineJob> = self.all_pages(&jobs(false)?, JOBS).await?;
+        match all.iter().find(|j| j.name == job) {
+            Some(j) if j.status != "manual" => Ok(()),
+            Some(_) => Err(Error::Api {
+                forge: FORGE,
+                doing: PLAY,
+                status: 400,
+                message: format!("job `{job}` of pipeline {pipeline} is manual but cannot be played"),
+                hint: Some("the token needs the right to run it (protected branch or environment?)".into()),
+            }),
+            None => Err(Error::Usage(format!(
+                "pipeline {pipeline} of GitLab project {project} has no job named `{job}`"
+            ))),
+        }
+    }
+
+    /// Every page of a list endpoint: the crate's own paging stops at the first short
+    /// page, so pages are followed here, from `Link: rel="next"` or `x-next-page`, and
+    /// only on this API's origin.
+    async fn all_pages<E: Endpoint + Sync, T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &E,
+        doing: &'static str,
+    ) -> Result<Vec<T>, Error> {
         let mut url = endpoint
             .url_base()
             .endpoint_for(self, &endpoint.endpoint())
-            .map_err(|e| error(e, MEMBERS))?;
+            .map_err(|e| error(e, doing))?;
         endpoint.parameters().add_to_url(&mut url);
         url.query_pairs_mut()
             .append_pair("per_page", "100")
@@ -187,28 +259,39 @@ impl GitLab {
             let rsp = self
                 .rest_async(request, Vec::new())
                 .await
-                .map_err(|e| error(e, MEMBERS))?;
+                .map_err(|e| error(e, doing))?;
             if !rsp.status().is_success() {
-                return Err(api(rsp.status(), service_message(rsp.status(), rsp.body()), MEMBERS));
+                return Err(api(rsp.status(), service_message(rsp.status(), rsp.body()), doing));
             }
-            let page: Vec<Member> = serde_json::from_slice(rsp.body()).map_err(|e| Error::Decode {
+            let page: Vec<T> = serde_json::from_slice(rsp.body()).map_err(|e| Error::Decode {
                 forge: FORGE,
-                doing: MEMBERS,
+                doing,
                 message: e.to_string(),
             })?;
             out.extend(page);
             match next_page(rsp.headers(), &url) {
                 Some(next) if same_origin(next.as_str(), self.base.as_str()) => url = next,
                 Some(next) => {
-                    return Err(paging(format!(
-                        "the next page `{next}` is not on {}",
-                        self.base.as_str().trim_end_matches('/')
-                    )));
+                    return Err(paging(
+                        doing,
+                        format!(
+                            "the next page `{next}` is not on {}",
+                            self.base.as_str().trim_end_matches('/')
+                        ),
+                    ));
                 }
                 None => return Ok(out),
             }
         }
-        Err(paging(format!("more than {MAX_PAGES} pages")))
+        Err(paging(doing, format!("more than {MAX_PAGES} pages")))
+    }
+}
+
+/// A project id (all digits) or path, as the crate's endpoints take it.
+fn name_or_id(project: &str) -> NameOrId<'_> {
+    match project.parse::<u64>() {
+        Ok(n) => n.into(),
+        Err(_) => project.into(),
     }
 }
 
@@ -277,10 +360,10 @@ fn next_page(h: &http::HeaderMap, current: &Url) -> Option<Url> {
     Some(next)
 }
 
-fn paging(message: String) -> Error {
+fn paging(doing: &'static str, message: String) -> Error {
     Error::Paging {
         forge: FORGE,
-        doing: MEMBERS,
+        doing,
         message,
     }
 }

@@ -109,6 +109,12 @@ impl Forges {
         }
     }
 
+    /// The GitLab client, for what the server does there besides reading (playing the
+    /// manual jobs it releases).
+    pub fn gitlab_api(&self) -> Option<GitLab> {
+        self.gitlab.as_ref().map(|a| a.api.clone())
+    }
+
     fn github(&self) -> Result<&GitHub, Error> {
         self.github
             .as_ref()

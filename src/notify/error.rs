@@ -63,6 +63,10 @@ pub enum DeliveryError {
     /// A 2xx answer from a Splunk HEC that is not its `{"code": 0}` success.
     #[error("HEC answered without success: {body}")]
     HecAnswer { body: String },
+    /// A platform asked to release a job (GitLab, GitHub, Jenkins) failed or refused; the
+    /// message names the platform and the call.
+    #[error("{0}")]
+    Platform(String),
     #[error("SMTP: {0}")]
     Smtp(#[source] lettre::transport::smtp::Error),
 }

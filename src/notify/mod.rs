@@ -12,6 +12,7 @@ pub mod delegation;
 pub mod email;
 pub mod error;
 pub mod hec;
+pub mod release;
 pub mod slack;
 pub mod syslog;
 pub mod webhook;

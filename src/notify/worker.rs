@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::email::Mailer;
+use super::release::{RELEASE, ReleaseSender};
 use super::{ChannelError, DeliveryError, EMAIL, HEC, Hub, NotifyConfig, SLACK, SYSLOG, WEBHOOK};
 use crate::core::backoff::Backoff;
 use crate::core::duration::now_ms;
@@ -36,6 +37,8 @@ pub struct Channels {
     retry: Backoff,
     give_up_ms: i64,
     timeout: Duration,
+    /// Where `release` rows go (see [`super::release`]); none: they wait, unsent.
+    release: Option<Arc<dyn ReleaseSender>>,
 }
 
 impl Channels {
@@ -101,7 +104,14 @@ impl Channels {
             retry: Backoff::new(n.retry_base().as_std(), n.retry_max().as_std()),
             give_up_ms: n.give_up_after().millis(),
             timeout,
+            release: None,
         })
+    }
+
+    /// Routes the `release` channel's rows to `sender`.
+    pub fn with_release(mut self, sender: Arc<dyn ReleaseSender>) -> Channels {
+        self.release = Some(sender);
+        self
     }
 
     /// How long a claim lasts: one attempt's time limit with room to record the outcome.
@@ -122,6 +132,10 @@ impl Channels {
             HEC => {
                 let h = self.hec.get(&row.recipient).ok_or_else(|| gone(HEC))?;
                 return h.send(&self.http, row).await;
+            }
+            RELEASE => {
+                let r = self.release.as_ref().ok_or_else(|| gone(RELEASE))?;
+                return r.send(row).await;
             }
             _ => {}
         }

@@ -118,6 +118,8 @@ impl Engine {
         rdoc.kind = RequestKind::Review;
         rdoc.review_of = Some(row.id.clone());
         rdoc.break_glass = None;
+        // The job is released by the change, never by its review.
+        rdoc.release = None;
         rdoc.summary = format!(
             "Review of break-glass change {} by {} (incident {}): {}",
             row.id, info.by, info.incident, info.reason

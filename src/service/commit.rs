@@ -158,6 +158,10 @@ impl Engine {
         if let Some(e) = event {
             self.enqueue_notifications(&mut tx, e, row, votes, now).await?;
         }
+        if event == Some(crate::notify::Event::Decided) {
+            // The job a platform holds is released (or not) on the outcome.
+            self.queue_release(&mut tx, row, now).await?;
+        }
         // A checkpoint signed in this transaction may have queued notifications too.
         let queued = tx.queued_notifications();
         tx.notify_change(&row.id, row.status, row.version).await?;

@@ -13,8 +13,15 @@ use crate::core::duration::rfc3339;
 use crate::store::AuditDraft;
 
 impl Engine {
-    /// Uses an approval, once, by the pipeline that opened the request.
-    pub async fn consume(&self, who: &Principal, id: &str, now_fn: fn() -> i64) -> Result<RequestView> {
+    /// Uses an approval, once, by the pipeline that opened the request (and, for a
+    /// request that holds a platform's job, from the run that job is in: `run`).
+    pub async fn consume(
+        &self,
+        who: &Principal,
+        id: &str,
+        run: Option<&str>,
+        now_fn: fn() -> i64,
+    ) -> Result<RequestView> {
         let Principal::Pipeline { name, .. } = who else {
             return Err(AppError::Forbidden(
                 ErrorCode::ApproverCannotConsume,
@@ -29,6 +36,7 @@ impl Engine {
                 format!("request {id} was opened by another pipeline"),
             ));
         }
+        super::release::check_consumer(&doc_of(&row)?, who, run, id)?;
         let actor = name.clone();
         let rule = doc_of(&row)?.rule;
         let refused_at = std::sync::Mutex::new(None);

@@ -48,6 +48,9 @@ impl Engine {
         if let Some(b) = &body.break_glass {
             fingerprinted["break_glass"] = json!(b);
         }
+        if let Some(r) = &body.release {
+            fingerprinted["release"] = json!(r);
+        }
         let fingerprint = crate::core::policy::digest(&crate::core::audit::canonical_bytes(&fingerprinted));
         // Keys are per opener: for an OIDC identity, its issuer and repository (or subject)
         // too, so two repositories under one issuer never replay each other's requests.
@@ -152,6 +155,11 @@ impl Engine {
             kind: Default::default(),
             break_glass: None,
             review_of: None,
+            release: body
+                .release
+                .as_ref()
+                .map(|a| super::release::release_of(a, ctx, verified))
+                .transpose()?,
         };
         let glass = self
             .break_glass_check(&policy, &doc.rule, body, &doc.requesters)
@@ -194,6 +202,9 @@ impl Engine {
         }
         if let Some(b) = &doc.break_glass {
             data["break_glass"] = json!(b);
+        }
+        if let Some(r) = &doc.release {
+            data["release"] = json!(r);
         }
         let created = AuditDraft {
             at: now,
@@ -238,6 +249,10 @@ impl Engine {
             };
             self.decide_at_open(&mut tx, &mut row, &mut doc, &mut votes, auto, now)
                 .await?;
+        }
+        if row.status != Status::Pending {
+            // Decided at once (policy, break-glass): the held job is released or not now.
+            self.queue_release(&mut tx, &row, now).await?;
         }
         let event = (row.status == Status::Pending).then_some(crate::notify::Event::Opened);
         self.commit(tx, &row, &votes, event, now).await?;

@@ -64,6 +64,9 @@ pub struct Doc {
     /// On a review: the break-glass change it reviews.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review_of: Option<String>,
+    /// The job a platform holds for this request, released on its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<crate::core::release::Release>,
 }
 
 impl Doc {

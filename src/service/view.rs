@@ -53,6 +53,7 @@ impl Engine {
                 .map(|v| v.fields.keys().cloned().collect())
                 .unwrap_or_default(),
             holder_token: None,
+            release: doc.release,
             links: super::break_glass::links(
                 row,
                 doc.kind,

@@ -145,6 +145,7 @@ pub(super) fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {
         timeout: a.timeout.clone(),
         idempotency_key,
         fields: fields(&a.fields, std::env::vars_os())?,
+        release: None,
     })
 }
 

@@ -143,7 +143,7 @@ pub(super) async fn act(
     req: Request,
 ) -> Result<Json<RequestView>> {
     let body = optional_body(req, s.body_limit).await?;
-    let reason = body.reason;
+    let (reason, run) = (body.reason, body.run_id);
     // `on_behalf_of`: vote for someone whose delegation to the caller is in force.
     let meta = VoteMeta {
         on_behalf_of: body.on_behalf_of,
@@ -155,7 +155,7 @@ pub(super) async fn act(
             "approve" => e.vote(&who, &id, true, reason, meta, now_ms).await,
             "deny" => e.vote(&who, &id, false, reason, meta, now_ms).await,
             "cancel" => e.cancel(&who, &id, reason, now_ms).await,
-            "consume" => e.consume(&who, &id, now_ms).await,
+            "consume" => e.consume(&who, &id, run.as_deref(), now_ms).await,
             other => Err(AppError::NotFound(format!(
                 "no action `{other}`: use approve, deny, cancel or consume"
             ))),
