@@ -158,7 +158,7 @@ impl Engine {
             release: body
                 .release
                 .as_ref()
-                .map(|a| super::release::release_of(a, ctx, verified))
+                .map(|a| super::release::release_of(a, ctx, verified, self.config().jenkins.as_ref()))
                 .transpose()?,
         };
         let glass = self

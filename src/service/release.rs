@@ -18,7 +18,12 @@ use super::{Doc, Engine, doc_of};
 
 /// Where the release of `ask` points, from the verified claims where the caller has
 /// them, else from the request's context (already filled from those claims).
-pub(super) fn release_of(ask: &ReleaseAsk, ctx: &Context, verified: Option<&VerifiedIdentity>) -> Result<Release> {
+pub(super) fn release_of(
+    ask: &ReleaseAsk,
+    ctx: &Context,
+    verified: Option<&VerifiedIdentity>,
+    jenkins: Option<&crate::config::JenkinsConfig>,
+) -> Result<Release> {
     let invalid = |m: String| AppError::Invalid(ErrorCode::InvalidRelease, m);
     ask.check().map_err(invalid)?;
     match ask {
@@ -51,9 +56,22 @@ pub(super) fn release_of(ask: &ReleaseAsk, ctx: &Context, verified: Option<&Veri
                 job: a.job.clone(),
             })
         }
-        ReleaseAsk::JenkinsInput(_) => Err(invalid(
-            "release.jenkins_input is not available on this server (`jenkins:` in gate.yaml)".into(),
-        )),
+        ReleaseAsk::JenkinsInput(a) => {
+            let Some(j) = jenkins else {
+                return Err(invalid(
+                    "release.jenkins_input is not available on this server (`jenkins:` in gate.yaml)".into(),
+                ));
+            };
+            // The server sends the Jenkins user's API token to this build: only a build
+            // under the configured Jenkins will do, whatever the caller says.
+            let root = crate::forge::jenkins::root(&j.url).map_err(invalid)?;
+            let build = crate::forge::jenkins::build_url_under(&root, &ctx.run_url)
+                .map_err(|m| invalid(format!("release.jenkins_input: context.run_url (BUILD_URL): {m}")))?;
+            Ok(Release::JenkinsInput {
+                build_url: build.to_string(),
+                input: a.input.clone(),
+            })
+        }
     }
 }
 
@@ -151,6 +169,8 @@ impl Engine {
 pub struct Releaser {
     /// `forge.gitlab`: plays manual jobs.
     pub gitlab: Option<crate::forge::gitlab::GitLab>,
+    /// `jenkins:`: answers held `input` steps.
+    pub jenkins: Option<crate::forge::jenkins::Jenkins>,
 }
 
 impl Releaser {
@@ -170,7 +190,19 @@ impl Releaser {
                 gitlab.play_job(project, pipeline, job).await.map_err(platform)
             }
             Release::GithubDeployment { .. } => Err(unconfigured("github_deployment", "forge.github.app")),
-            Release::JenkinsInput { .. } => Err(unconfigured("jenkins_input", "jenkins")),
+            Release::JenkinsInput { build_url, input } => {
+                use crate::forge::jenkins::Answer;
+                let answer = match p.state.as_deref() {
+                    Some("approved") => Answer::Proceed,
+                    Some(_) => Answer::Abort,
+                    // Not an outcome: Jenkins has nothing to be told.
+                    None => return Ok(()),
+                };
+                let jenkins = self.jenkins.as_ref().ok_or_else(|| unconfigured("jenkins_input", "jenkins"))?;
+                // An input no longer waiting in a finished build counts as delivered
+                // (`Answered::Gone`): it was answered already, and answering again does nothing.
+                jenkins.answer(build_url, input, answer).await.map(|_| ()).map_err(platform)
+            }
         }
     }
 }

@@ -53,6 +53,10 @@ pub struct RequestArgs {
     /// Open the request, print it and exit: 0 if already approved, 1 otherwise.
     #[arg(long, env = "GATE_NO_WAIT")]
     pub no_wait: bool,
+    /// Jenkins: the id of the `input` step (outside any `node`) that holds the build; the
+    /// server answers it (proceed on approval, abort otherwise). Needs --no-wait.
+    #[arg(long, env = "GATE_JENKINS_INPUT", requires = "no_wait")]
+    pub jenkins_input: Option<String>,
     #[arg(long, env = "GATE_REPOSITORY")]
     pub repository: Option<String>,
     #[arg(long = "ref", env = "GATE_REF")]
@@ -145,7 +149,9 @@ pub(super) fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {
         timeout: a.timeout.clone(),
         idempotency_key,
         fields: fields(&a.fields, std::env::vars_os())?,
-        release: None,
+        release: a.jenkins_input.clone().map(|input| {
+            crate::core::release::ReleaseAsk::JenkinsInput(crate::core::release::JenkinsInputAsk { input })
+        }),
     })
 }
 
