@@ -198,10 +198,17 @@ impl Releaser {
                     // Not an outcome: Jenkins has nothing to be told.
                     None => return Ok(()),
                 };
-                let jenkins = self.jenkins.as_ref().ok_or_else(|| unconfigured("jenkins_input", "jenkins"))?;
+                let jenkins = self
+                    .jenkins
+                    .as_ref()
+                    .ok_or_else(|| unconfigured("jenkins_input", "jenkins"))?;
                 // An input no longer waiting in a finished build counts as delivered
                 // (`Answered::Gone`): it was answered already, and answering again does nothing.
-                jenkins.answer(build_url, input, answer).await.map(|_| ()).map_err(platform)
+                jenkins
+                    .answer(build_url, input, answer)
+                    .await
+                    .map(|_| ())
+                    .map_err(platform)
             }
         }
     }

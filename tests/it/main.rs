@@ -47,6 +47,7 @@ mod policy_test;
 mod policy_time;
 mod quickstart;
 mod records;
+mod release_jenkins;
 mod reports;
 mod request_id;
 mod roles;
