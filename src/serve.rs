@@ -326,6 +326,21 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The Jenkins of `jenkins:`, its token read now: an unset `token_env` stops the start.
+fn jenkins(cfg: Option<&crate::config::JenkinsConfig>) -> anyhow::Result<Option<crate::forge::jenkins::Jenkins>> {
+    let Some(j) = cfg else { return Ok(None) };
+    let token = j
+        .resolve_token(&|k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("jenkins: {e}"))?;
+    let t = crate::forge::Timeouts {
+        connect: std::time::Duration::from_secs(5),
+        read: std::time::Duration::from_secs(10),
+    };
+    Ok(Some(
+        crate::forge::jenkins::Jenkins::new(&j.url, &j.user, &token, t).map_err(|e| anyhow::anyhow!("jenkins: {e}"))?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact;
@@ -341,19 +356,4 @@ mod tests {
         assert_eq!(redact("sqlite://gate-data/gate.db"), "sqlite://gate-data/gate.db");
         assert_eq!(redact("postgres://a:b@c:notaport/x"), "postgres://***@c:notaport/x");
     }
-}
-
-/// The Jenkins of `jenkins:`, its token read now: an unset `token_env` stops the start.
-fn jenkins(cfg: Option<&crate::config::JenkinsConfig>) -> anyhow::Result<Option<crate::forge::jenkins::Jenkins>> {
-    let Some(j) = cfg else { return Ok(None) };
-    let token = j
-        .resolve_token(&|k| std::env::var(k).ok())
-        .map_err(|e| anyhow::anyhow!("jenkins: {e}"))?;
-    let t = crate::forge::Timeouts {
-        connect: std::time::Duration::from_secs(5),
-        read: std::time::Duration::from_secs(10),
-    };
-    Ok(Some(
-        crate::forge::jenkins::Jenkins::new(&j.url, &j.user, &token, t).map_err(|e| anyhow::anyhow!("jenkins: {e}"))?,
-    ))
 }
