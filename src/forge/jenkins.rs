@@ -222,19 +222,20 @@ impl Jenkins {
         Ok((status, resp.text().await.unwrap_or_default()))
     }
 
-    /// A crumb and the session cookie it belongs to.
-    async fn crumb(&self) -> Result<(Crumb, Option<String>), Error> {
-        let url = self
-            .root
-            .join("crumbIssuer/api/json")
-            .map_err(|e| Error::Usage(e.to_string()))?;
-        let resp = self
-            .http
+    /// An authenticated GET of `rel` under `base`.
+    async fn get(&self, base: &Url, rel: &str, doing: &'static str) -> Result<reqwest::Response, Error> {
+        let url = base.join(rel).map_err(|e| Error::Usage(e.to_string()))?;
+        self.http
             .get(url)
             .basic_auth(&self.user, Some(&self.token))
             .send()
             .await
-            .map_err(|e| transport(CRUMB, &e))?;
+            .map_err(|e| transport(doing, &e))
+    }
+
+    /// A crumb and the session cookie it belongs to.
+    async fn crumb(&self) -> Result<(Crumb, Option<String>), Error> {
+        let resp = self.get(&self.root, "crumbIssuer/api/json", CRUMB).await?;
         let status = resp.status().as_u16();
         let cookies: Vec<String> = resp
             .headers()
@@ -258,16 +259,7 @@ impl Jenkins {
 
     /// Whether the build is still running; a build Jenkins no longer has is not.
     async fn building(&self, build: &Url) -> Result<bool, Error> {
-        let url = build
-            .join("api/json?tree=building")
-            .map_err(|e| Error::Usage(e.to_string()))?;
-        let resp = self
-            .http
-            .get(url)
-            .basic_auth(&self.user, Some(&self.token))
-            .send()
-            .await
-            .map_err(|e| transport(BUILD, &e))?;
+        let resp = self.get(build, "api/json?tree=building", BUILD).await?;
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();
         match status {
