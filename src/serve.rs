@@ -58,6 +58,7 @@ pub async fn build(s: &Settings) -> anyhow::Result<Server> {
     let releaser = engine::Releaser {
         gitlab: forge.gitlab_api(),
         github_app: forge.github_app(),
+        jenkins: jenkins(s.config.jenkins.as_ref())?,
     };
     let notify = s.config.notify.clone().unwrap_or_default();
     let channels = Some(Arc::new(
@@ -324,6 +325,21 @@ pub fn redact(url: &str) -> String {
             _ => url.to_string(),
         },
     }
+}
+
+/// The Jenkins of `jenkins:`, its token read now: an unset `token_env` stops the start.
+fn jenkins(cfg: Option<&crate::config::JenkinsConfig>) -> anyhow::Result<Option<crate::forge::jenkins::Jenkins>> {
+    let Some(j) = cfg else { return Ok(None) };
+    let token = j
+        .resolve_token(&|k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("jenkins: {e}"))?;
+    let t = crate::forge::Timeouts {
+        connect: std::time::Duration::from_secs(5),
+        read: std::time::Duration::from_secs(10),
+    };
+    Ok(Some(
+        crate::forge::jenkins::Jenkins::new(&j.url, &j.user, &token, t).map_err(|e| anyhow::anyhow!("jenkins: {e}"))?,
+    ))
 }
 
 #[cfg(test)]

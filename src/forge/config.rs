@@ -1,4 +1,5 @@
-//! The `forge` section of gate.yaml: access to GitHub and GitLab.
+//! The `forge` section of gate.yaml (access to GitHub and GitLab) and the `jenkins`
+//! section (the Jenkins whose held `input` steps the server answers).
 
 use serde::{Deserialize, Serialize};
 
@@ -181,6 +182,54 @@ impl ForgeConfig {
     }
 }
 
+/// `jenkins:` in gate.yaml: the Jenkins whose builds wait in an `input` step for the
+/// server to answer (docs/jenkins.md). The server sends this user's API token to the
+/// builds it answers, so it answers only builds under `url`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct JenkinsConfig {
+    /// The Jenkins root as its builds' `BUILD_URL`s begin (`JENKINS_URL`), e.g.
+    /// `https://ci.example.com/` or `https://example.com/jenkins/`.
+    pub url: String,
+    /// The Jenkins user whose API token answers the inputs (needs Job/Read and the
+    /// right to submit them: in `submitter` if the input names one, or Job/Cancel to abort).
+    #[serde(deserialize_with = "not_blank")]
+    pub user: String,
+    /// The environment variable that holds that user's API token.
+    #[serde(deserialize_with = "not_blank")]
+    pub token_env: String,
+}
+
+/// A string that is not blank (refused where it is written, so the error has its place).
+fn not_blank<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if crate::core::text::is_blank(&s) {
+        return Err(serde::de::Error::custom("must not be blank"));
+    }
+    Ok(s.trim().to_string())
+}
+
+/// What is wrong with `jenkins:`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JenkinsConfigError {
+    #[error("jenkins.url {0}")]
+    Url(String),
+}
+
+impl JenkinsConfig {
+    /// Checks the section; `at` locates a problem by the text it is about.
+    pub fn validate<E>(&self, at: &dyn Fn(&str, JenkinsConfigError) -> E) -> Result<(), E> {
+        super::jenkins::root(&self.url)
+            .map(|_| ())
+            .map_err(|m| at(&self.url, JenkinsConfigError::Url(m)))
+    }
+
+    /// The API token, read from the variable `token_env` names.
+    pub fn resolve_token(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<String, SecretError> {
+        secret(&None, &Some(self.token_env.clone()), "token", env)?.ok_or(SecretError::NoToken)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +290,31 @@ mod tests {
         };
         let e = file.read_key(&|_| None).unwrap_err().to_string();
         assert!(e.starts_with("private_key_file /nonexistent/app.pem: "), "{e}");
+    }
+
+    #[test]
+    fn the_jenkins_section() {
+        let j: JenkinsConfig =
+            crate::core::yaml::strict("url: https://ci.example.com/jenkins\nuser: gate\ntoken_env: JENKINS_T\n")
+                .unwrap();
+        let at = |n: &str, e: JenkinsConfigError| format!("{n}: {e}");
+        j.validate(&at).unwrap();
+        let env = |k: &str| (k == "JENKINS_T").then(|| "11abc".to_string());
+        assert_eq!(j.resolve_token(&env).unwrap(), "11abc");
+        let e = j.resolve_token(&|_| None).unwrap_err().to_string();
+        assert_eq!(e, "`token_env` names `JENKINS_T`, which is not set in the environment");
+
+        let e =
+            crate::core::yaml::strict::<JenkinsConfig>("url: https://ci/\nuser: \" \"\ntoken_env: T\n").unwrap_err();
+        assert!(e.message.contains("must not be blank"), "{}", e.message);
+        let bad = JenkinsConfig {
+            url: "http://ci.example.com/".into(),
+            ..j
+        };
+        let e = bad.validate(&at).unwrap_err();
+        assert!(
+            e.starts_with("http://ci.example.com/: jenkins.url `http://ci.example.com/` must be https://"),
+            "{e}"
+        );
     }
 }

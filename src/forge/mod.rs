@@ -1,5 +1,5 @@
 //! GitHub and GitLab: one adapter each ([`github`] on octocrab, [`gitlab`] on the `gitlab`
-//! crate's endpoints), one error type, and the [`Forge`] trait the server reaches them
+//! crate's endpoints), the Jenkins that answers held `input` steps ([`jenkins`]), one error type, and the [`Forge`] trait the server reaches them
 //! through (team and group members, replies to comments, who wrote a commit),
 //! implemented by [`Forges`].
 //!
@@ -10,6 +10,7 @@ pub mod config;
 pub mod github;
 pub mod github_app;
 pub mod gitlab;
+pub mod jenkins;
 mod server;
 
 use std::time::Duration;

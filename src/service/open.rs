@@ -188,7 +188,7 @@ impl Engine {
                 None => body
                     .release
                     .as_ref()
-                    .map(|a| super::release::release_of(a, ctx, verified))
+                    .map(|a| super::release::release_of(a, ctx, verified, self.config().jenkins.as_ref()))
                     .transpose()?,
             },
         };

@@ -62,7 +62,7 @@ impl Engine {
             })
         };
         Ok(match who {
-            Principal::Pipeline { .. } => is_opener(who, row, doc),
+            Principal::Pipeline { .. } => is_opener(who, row, doc) || super::release::is_job_of_run(who, doc),
             Principal::Approver(u) => {
                 self.reads_everything(who)
                     || member(u)

@@ -18,7 +18,12 @@ use super::{Doc, Engine, doc_of};
 
 /// Where the release of `ask` points, from the verified claims where the caller has
 /// them, else from the request's context (already filled from those claims).
-pub(super) fn release_of(ask: &ReleaseAsk, ctx: &Context, verified: Option<&VerifiedIdentity>) -> Result<Release> {
+pub(super) fn release_of(
+    ask: &ReleaseAsk,
+    ctx: &Context,
+    verified: Option<&VerifiedIdentity>,
+    jenkins: Option<&crate::config::JenkinsConfig>,
+) -> Result<Release> {
     let invalid = |m: String| AppError::Invalid(ErrorCode::InvalidRelease, m);
     ask.check().map_err(invalid)?;
     match ask {
@@ -51,9 +56,22 @@ pub(super) fn release_of(ask: &ReleaseAsk, ctx: &Context, verified: Option<&Veri
                 job: a.job.clone(),
             })
         }
-        ReleaseAsk::JenkinsInput(_) => Err(invalid(
-            "release.jenkins_input is not available on this server (`jenkins:` in gate.yaml)".into(),
-        )),
+        ReleaseAsk::JenkinsInput(a) => {
+            let Some(j) = jenkins else {
+                return Err(invalid(
+                    "release.jenkins_input is not available on this server (`jenkins:` in gate.yaml)".into(),
+                ));
+            };
+            // The server sends the Jenkins user's API token to this build: only a build
+            // under the configured Jenkins will do, whatever the caller says.
+            let root = crate::forge::jenkins::root(&j.url).map_err(invalid)?;
+            let build = crate::forge::jenkins::build_url_under(&root, &ctx.run_url)
+                .map_err(|m| invalid(format!("release.jenkins_input: context.run_url (BUILD_URL): {m}")))?;
+            Ok(Release::JenkinsInput {
+                build_url: build.to_string(),
+                input: a.input.clone(),
+            })
+        }
     }
 }
 
@@ -72,22 +90,28 @@ pub(super) fn check_consumer(doc: &Doc, who: &Principal, run: Option<&str>, id: 
         .as_deref()
         .and_then(|v| v.fields.get("run_id").map(String::as_str))
         .or(run);
+    // A Jenkins release names its build by URL, but a consumer presents its run as the
+    // gate does, by `BUILD_TAG`: the run the request was opened from, in its context.
+    let want = match r {
+        crate::core::release::Release::JenkinsInput { .. } if !doc.context.run_id.is_empty() => {
+            doc.context.run_id.as_str()
+        }
+        _ => r.run(),
+    };
     match from {
-        Some(run) if run == r.run() => Ok(()),
+        Some(run) if run == want => Ok(()),
         Some(run) => Err(AppError::Forbidden(
             ErrorCode::OtherRun,
             format!(
-                "request {id} releases {} of run {}; it cannot be consumed from run {run}",
-                r.kind(),
-                r.run()
+                "request {id} releases {} of run {want}; it cannot be consumed from run {run}",
+                r.kind()
             ),
         )),
         None => Err(AppError::Forbidden(
             ErrorCode::OtherRun,
             format!(
-                "request {id} releases {} of run {}: say which run consumes it (`run_id`; `gate consume` sends it)",
-                r.kind(),
-                r.run()
+                "request {id} releases {} of run {want}: say which run consumes it (`run_id`; `gate consume` sends it)",
+                r.kind()
             ),
         )),
     }
@@ -212,6 +236,8 @@ pub struct Releaser {
     pub gitlab: Option<crate::forge::gitlab::GitLab>,
     /// `forge.github.app`: answers deployment protection rules.
     pub github_app: Option<std::sync::Arc<crate::forge::github_app::GithubApp>>,
+    /// `jenkins:`: answers held `input` steps.
+    pub jenkins: Option<crate::forge::jenkins::Jenkins>,
 }
 
 impl Releaser {
@@ -258,7 +284,26 @@ impl Releaser {
                 .await
                 .map_err(platform)
             }
-            Release::JenkinsInput { .. } => Err(unconfigured("jenkins_input", "jenkins")),
+            Release::JenkinsInput { build_url, input } => {
+                use crate::forge::jenkins::Answer;
+                let answer = match p.state.as_deref() {
+                    Some("approved") => Answer::Proceed,
+                    Some(_) => Answer::Abort,
+                    // Not an outcome: Jenkins has nothing to be told.
+                    None => return Ok(()),
+                };
+                let jenkins = self
+                    .jenkins
+                    .as_ref()
+                    .ok_or_else(|| unconfigured("jenkins_input", "jenkins"))?;
+                // An input no longer waiting in a finished build counts as delivered
+                // (`Answered::Gone`): it was answered already, and answering again does nothing.
+                jenkins
+                    .answer(build_url, input, answer)
+                    .await
+                    .map(|_| ())
+                    .map_err(platform)
+            }
         }
     }
 }
@@ -275,4 +320,19 @@ impl ReleaseSender for Releaser {
         let p: Payload = serde_json::from_str(&row.payload).map_err(DeliveryError::Payload)?;
         self.release(&p).await
     }
+}
+
+/// Whether `who` is a job of the run a GitHub deployment release names: an OIDC token
+/// verifying its repository and run id. That job consumes the approval with
+/// `--request-for-run` and reads the request and its record as its opener would; the
+/// opener (the App) is the server itself.
+pub(super) fn is_job_of_run(who: &Principal, doc: &Doc) -> bool {
+    let Some(crate::core::release::Release::GithubDeployment { repository, run_id, .. }) = &doc.release else {
+        return false;
+    };
+    let Principal::Pipeline { verified: Some(v), .. } = who else {
+        return false;
+    };
+    let claim = |k: &str| v.fields.get(k).map(String::as_str);
+    claim("repository").is_some_and(|r| r.eq_ignore_ascii_case(repository)) && claim("run_id") == Some(run_id.as_str())
 }

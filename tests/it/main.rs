@@ -49,6 +49,7 @@ mod quickstart;
 mod records;
 mod release_github;
 mod release_gitlab;
+mod release_jenkins;
 mod reports;
 mod request_id;
 mod roles;

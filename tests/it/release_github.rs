@@ -298,8 +298,28 @@ async fn the_deploy_job_of_that_run_consumes_the_approval_and_no_other_run_can()
         .unwrap_err();
     assert!(e.to_string().contains("OIDC token"), "{e}");
 
-    let ours = consume(run("acme/app", "4242")).await.unwrap();
-    assert_eq!((ours.id.as_str(), ours.status), (id.as_str(), Status::Consumed));
+    // The deploy job's first step: the real `gate consume --request-for-run`, with the
+    // run's OIDC token; it writes the record as `gate request` does.
+    let record = s.dir.path().join("deploy-record.json");
+    let mut c = s.gate("ci");
+    c.env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_REPOSITORY", "acme/app")
+        .env("GITHUB_RUN_ID", "4242")
+        .env_remove("GATE_TOKEN")
+        .args([
+            "consume",
+            "--request-for-run",
+            "--environment",
+            "production",
+            "--id-token",
+        ])
+        .arg(sign("rsa-1", &run("acme/app", "4242")))
+        .arg("--record-file")
+        .arg(&record);
+    let out = Out::of(c).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let envelope = std::fs::read_to_string(&record).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert!(envelope.contains("payloadType"), "{envelope}");
     assert_eq!(view(&s, &id).await.status, Status::Consumed);
     let again = consume(run("acme/app", "4242")).await.unwrap_err();
     assert!(again.to_string().contains("consumed"), "{again}");

@@ -53,8 +53,18 @@ pub struct RequestArgs {
     pub no_wait: bool,
     /// GitLab CI, with --no-wait: the manual job of this pipeline the server plays once
     /// the request is approved (never otherwise); its first step runs `gate consume`.
-    #[arg(long, env = "GATE_GITLAB_PLAY", value_name = "JOB_NAME", requires = "no_wait")]
+    #[arg(
+        long,
+        env = "GATE_GITLAB_PLAY",
+        value_name = "JOB_NAME",
+        requires = "no_wait",
+        conflicts_with = "jenkins_input"
+    )]
     pub gitlab_play: Option<String>,
+    /// Jenkins: the id of the `input` step (outside any `node`) that holds the build; the
+    /// server answers it (proceed on approval, abort otherwise). Needs --no-wait.
+    #[arg(long, env = "GATE_JENKINS_INPUT", requires = "no_wait")]
+    pub jenkins_input: Option<String>,
     #[arg(long, env = "GATE_REPOSITORY")]
     pub repository: Option<String>,
     #[arg(long = "ref", env = "GATE_REF")]
@@ -159,9 +169,17 @@ pub(super) fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {
         timeout: a.timeout.clone(),
         idempotency_key,
         fields: fields(&a.fields, std::env::vars_os())?,
-        release: a.gitlab_play.as_ref().map(|job| {
-            crate::core::release::ReleaseAsk::GitlabPlay(crate::core::release::GitlabPlayAsk { job: job.clone() })
-        }),
+        release: a
+            .gitlab_play
+            .as_ref()
+            .map(|job| {
+                crate::core::release::ReleaseAsk::GitlabPlay(crate::core::release::GitlabPlayAsk { job: job.clone() })
+            })
+            .or_else(|| {
+                a.jenkins_input.clone().map(|input| {
+                    crate::core::release::ReleaseAsk::JenkinsInput(crate::core::release::JenkinsInputAsk { input })
+                })
+            }),
     })
 }
 

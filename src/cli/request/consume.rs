@@ -20,14 +20,25 @@ use crate::core::duration::Dur;
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     /// The request to use (GATE_REQUEST_ID, from the gate job's dotenv report on GitLab).
-    #[arg(env = "GATE_REQUEST_ID")]
-    pub id: String,
+    #[arg(env = "GATE_REQUEST_ID", required_unless_present = "request_for_run")]
+    pub id: Option<String>,
+    /// GitHub Actions: use the approval a deployment protection rule's request holds for
+    /// this workflow run (the run and repository the OIDC token verifies) instead of an ID.
+    #[arg(long)]
+    pub request_for_run: bool,
+    /// With --request-for-run: the deployment environment, when the run deploys to more
+    /// than one.
+    #[arg(long, requires = "request_for_run")]
+    pub environment: Option<String>,
     #[command(flatten)]
     pub job: JobArgs,
 }
 
 pub async fn run(ctx: &Ctx, a: ConsumeArgs) -> Outcome {
-    let id = a.id.trim().to_string();
+    if a.request_for_run {
+        return for_run(ctx, a).await;
+    }
+    let id = a.id.as_deref().unwrap_or_default().trim().to_string();
     if id.is_empty() {
         return Err(Failure::usage(
             "no request id: pass it, or set GATE_REQUEST_ID (the gate job's dotenv report on GitLab)",
@@ -67,5 +78,29 @@ pub async fn run(ctx: &Ctx, a: ConsumeArgs) -> Outcome {
         }
         Err(Some(e)) if matches!(e.status(), Some(404 | 422)) => Err(Failure::no(format!("cannot consume {id}: {e}"))),
         Err(Some(e)) => Err(Failure::usage(format!("consuming {id}: {e}"))),
+    }
+}
+
+/// `gate consume --request-for-run`: the request is found by the run the OIDC token
+/// verifies, so the deploy job needs no id from the job that waited (there was none: the
+/// platform held the job, not a gate step).
+async fn for_run(ctx: &Ctx, a: ConsumeArgs) -> Outcome {
+    let budget = Dur::parse(&a.job.retry_budget)
+        .map_err(|e| Failure::usage(format!("--retry-budget: {e}")))?
+        .as_std();
+    let out = Printer { json: ctx.json() };
+    let env = |k: &str| std::env::var(k).ok();
+    let (platform, _) = ci::detect(&env);
+    let identity = identify(ctx, &a.job, platform, &out).await?;
+    let client = Client::new(&ctx.server, Some(identity.token.clone()))?;
+    let environment = a.environment.clone().filter(|e| !e.trim().is_empty());
+    let mut signals = Signals::new()?;
+    match retry(&mut signals, budget, || client.consume_for_run(environment.clone())).await {
+        Ok(view) => finish(&client, &a.job, view, &out, None).await,
+        Err(None) => Err(Failure::no("interrupted before this run's approval was consumed")),
+        Err(Some(e)) if matches!(e.status(), Some(403 | 404 | 409 | 422)) => {
+            Err(Failure::no(format!("cannot consume this run's approval: {e}")))
+        }
+        Err(Some(e)) => Err(Failure::usage(format!("consuming this run's approval: {e}"))),
     }
 }

@@ -115,6 +115,22 @@ impl TestAppBuilder {
         s
     }
 
+    /// The `gate serve` command of this setup, not started (to see a start fail), with
+    /// the temp dir that holds its files.
+    pub async fn serve_command(self) -> (Command, tempfile::TempDir) {
+        let p = self.prepare().await;
+        let files = ServeFiles {
+            config: p.config,
+            policy: p.policy,
+            data_dir: p.dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            database_url: Some(p.database_url),
+        };
+        let mut cmd = files.command(std::path::Path::new(GATE));
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        (cmd, p.dir)
+    }
+
     /// The same server, without a process: its router, called in process.
     pub async fn in_process(self) -> InProcessApp {
         assert!(
