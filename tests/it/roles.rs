@@ -143,6 +143,14 @@ const API: &[Row] = &[
         FreshApproved,
         [401, 200, 404, 403, 403, 403, 403, 403],
     ),
+    // The approval of a GitHub run is found by the run's OIDC token alone: every static
+    // credential is refused (a deployment protection rule's tests cover the token).
+    row(
+        "POST",
+        "/api/v1/run/consume",
+        Fixture::None,
+        [401, 403, 403, 403, 403, 403, 403, 403],
+    ),
     row("GET", "/api/v1/requests/{id}/record", Decided, READS),
     row("GET", "/api/v1/requests/{id}/audit", Pending, READS),
     row(
