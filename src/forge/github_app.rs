@@ -114,7 +114,7 @@ impl GithubApp {
             from: from.clone(),
             reason,
         };
-        let key = EncodingKey::from_rsa_der(&rsa_der(&pem).map_err(bad)?);
+        let key = signing_key(&pem).map_err(bad)?;
         let app = GithubApp::new(api, cfg.app_id, key, t).map_err(AppSetupError::Client)?;
         // Signing once now: a key that cannot sign stops the start, not the first callback.
         app.jwt(0).map_err(|e| bad(e.to_string()))?;
@@ -256,67 +256,21 @@ pub fn run_id_of(callback_url: &str, repository: &str) -> Option<String> {
     (digits && repo.eq_ignore_ascii_case(repository)).then(|| run.to_string())
 }
 
-/// The PKCS#1 DER of an RSA private key in PEM: `RSA PRIVATE KEY` (what GitHub's App
-/// settings make) as it is, `PRIVATE KEY` (PKCS#8, e.g. after `openssl pkcs8`) unwrapped.
-fn rsa_der(pem: &str) -> std::result::Result<Vec<u8>, String> {
-    use base64::Engine as _;
-    let text = pem.trim();
-    let label = text
-        .strip_prefix("-----BEGIN ")
-        .and_then(|t| t.split_once("-----"))
-        .map(|(l, _)| l.to_string())
-        .ok_or("no `-----BEGIN …-----` line")?;
-    let footer = format!("-----END {label}-----");
-    let body = text
-        .split_once('\n')
-        .and_then(|(_, rest)| rest.strip_suffix(footer.as_str()))
-        .ok_or_else(|| format!("no `{footer}` line at the end"))?;
-    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| format!("the base64 between the lines: {e}"))?;
-    match label.as_str() {
-        "RSA PRIVATE KEY" => Ok(der),
-        "PRIVATE KEY" => pkcs8_rsa(&der).ok_or_else(|| "a PKCS#8 key that is not RSA".to_string()),
+/// The signing key of an RSA private key in PEM: `RSA PRIVATE KEY` (PKCS#1, what GitHub's
+/// App settings make) or `PRIVATE KEY` (PKCS#8, e.g. after `openssl pkcs8`), read by
+/// jsonwebtoken; anything else is named.
+fn signing_key(text: &str) -> std::result::Result<EncodingKey, String> {
+    let block = pem::parse(text.trim()).map_err(|e| format!("not a PEM private key ({e})"))?;
+    match block.tag() {
+        "RSA PRIVATE KEY" | "PRIVATE KEY" => {
+            EncodingKey::from_rsa_pem(text.trim().as_bytes()).map_err(|_| match block.tag() {
+                "PRIVATE KEY" => "a PKCS#8 key that is not RSA".to_string(),
+                _ => "an `RSA PRIVATE KEY` whose content is not one".to_string(),
+            })
+        }
         "ENCRYPTED PRIVATE KEY" => Err("the key is encrypted; give it unencrypted".into()),
         other => Err(format!("a PEM `{other}`, not a private key")),
     }
-}
-
-/// One DER element: its tag, its content, and what follows it.
-fn der_element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, b) = b.split_first()?;
-    let (&first, mut b) = b.split_first()?;
-    let len = if first < 0x80 {
-        first as usize
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || b.len() < n {
-            return None;
-        }
-        let len = b[..n].iter().fold(0usize, |acc, x| (acc << 8) | *x as usize);
-        b = &b[n..];
-        len
-    };
-    (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
-}
-
-/// The PKCS#1 key inside a PKCS#8 `PrivateKeyInfo` of algorithm rsaEncryption.
-fn pkcs8_rsa(der: &[u8]) -> Option<Vec<u8>> {
-    const RSA_ENCRYPTION: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-    let (0x30, info, _) = der_element(der)? else {
-        return None;
-    };
-    let (0x02, _, rest) = der_element(info)? else {
-        return None;
-    };
-    let (0x30, algorithm, rest) = der_element(rest)? else {
-        return None;
-    };
-    let (0x04, key, _) = der_element(rest)? else {
-        return None;
-    };
-    algorithm.starts_with(RSA_ENCRYPTION).then(|| key.to_vec())
 }
 
 fn decode(message: String) -> Error {
@@ -354,39 +308,46 @@ mod tests {
     #[tokio::test]
     async fn the_jwt_is_rs256_from_the_app_for_ten_minutes_from_a_minute_ago() {
         let kp = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
-        let pkcs8 = kp.serialize_pem();
-        let pkcs1 = rsa_der(&pkcs8).unwrap();
-        // The same key as GitHub writes it (PKCS#1) and as PKCS#8.
-        assert_eq!(rsa_der(&pem("RSA PRIVATE KEY", &pkcs1)).unwrap(), pkcs1);
-        let app = GithubApp::new("https://api.github.com", 42, EncodingKey::from_rsa_der(&pkcs1), T).unwrap();
-        let token = app.jwt(1_000_000).unwrap();
-        let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
-        v.validate_exp = false;
-        v.required_spec_claims.clear();
-        let got = jsonwebtoken::decode::<serde_json::Value>(
-            &token,
-            &jsonwebtoken::DecodingKey::from_rsa_der(kp.public_key_raw()),
-            &v,
-        )
-        .unwrap();
-        assert_eq!(
-            got.claims,
-            serde_json::json!({"iss": "42", "iat": 999_940, "exp": 1_000_540})
-        );
+        // rcgen writes PKCS#8; GitHub writes PKCS#1, which in a 2048-bit key's PKCS#8 is
+        // the OCTET STRING after a fixed 26-byte header.
+        let der = kp.serialize_der();
+        assert_eq!(&der[22..24], &[0x04, 0x82], "an OCTET STRING at 22");
+        for text in [kp.serialize_pem(), pem("RSA PRIVATE KEY", &der[26..])] {
+            let app = GithubApp::new("https://api.github.com", 42, signing_key(&text).unwrap(), T).unwrap();
+            let token = app.jwt(1_000_000).unwrap();
+            let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
+            v.validate_exp = false;
+            v.required_spec_claims.clear();
+            let got = jsonwebtoken::decode::<serde_json::Value>(
+                &token,
+                &jsonwebtoken::DecodingKey::from_rsa_der(kp.public_key_raw()),
+                &v,
+            )
+            .unwrap();
+            assert_eq!(
+                got.claims,
+                serde_json::json!({"iss": "42", "iat": 999_940, "exp": 1_000_540})
+            );
+        }
     }
 
     #[test]
     fn keys_that_are_not_rsa_private_keys_say_what_they_are() {
-        assert_eq!(rsa_der("hello").unwrap_err(), "no `-----BEGIN …-----` line");
-        let e = rsa_der(&pem("PUBLIC KEY", b"x")).unwrap_err();
-        assert_eq!(e, "a PEM `PUBLIC KEY`, not a private key");
-        let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let e = |text: &str| signing_key(text).err().expect("refused");
+        assert!(e("hello").starts_with("not a PEM private key ("), "{}", e("hello"));
+        assert_eq!(e(&pem("PUBLIC KEY", b"x")), "a PEM `PUBLIC KEY`, not a private key");
         assert_eq!(
-            rsa_der(&ec.serialize_pem()).unwrap_err(),
-            "a PKCS#8 key that is not RSA"
+            e(&pem("ENCRYPTED PRIVATE KEY", b"x")),
+            "the key is encrypted; give it unencrypted"
+        );
+        let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        assert_eq!(e(&ec.serialize_pem()), "a PKCS#8 key that is not RSA");
+        assert_eq!(
+            e(&pem("RSA PRIVATE KEY", b"abc")),
+            "an `RSA PRIVATE KEY` whose content is not one"
         );
         let cut = pem("RSA PRIVATE KEY", b"abc").replace("-----END RSA PRIVATE KEY-----\n", "");
-        assert!(rsa_der(&cut).unwrap_err().contains("-----END RSA PRIVATE KEY-----"));
+        assert!(e(&cut).starts_with("not a PEM private key ("), "{}", e(&cut));
     }
 
     #[tokio::test]
