@@ -402,6 +402,7 @@ mod tests {
             links: Default::default(),
             covered_by: None,
             superseded_by: None,
+            checks: vec![],
         }
     }
 

@@ -175,6 +175,20 @@ pub fn print_view(v: &RequestView) {
             }
         );
     }
+    for c in &v.checks {
+        outln!(
+            "check       {}[{}] {}: {}{}",
+            c.list.as_str(),
+            c.index,
+            t(&c.check),
+            c.answer.as_str(),
+            if c.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", t(&c.reason))
+            }
+        );
+    }
     for vote in &v.votes {
         outln!(
             "vote        {} {} at {} via {}{}",

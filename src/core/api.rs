@@ -259,6 +259,10 @@ pub struct RequestView {
     /// The newer request that canceled this one (`supersede`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// The evidence checks' results, once they ran (absent before, and for a rule
+    /// without checks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::core::decide::checks::CheckResult>,
     /// The job the platform holds for this request and releases on its outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<crate::core::release::Release>,

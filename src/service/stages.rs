@@ -6,7 +6,7 @@ use super::error::Result;
 use super::{Doc, Engine};
 use crate::core::decide::{State, Status, newly_opened};
 use crate::notify::{Event, Recipient, drafts};
-use crate::store::{RequestRow, Tx, VoteRow};
+use crate::store::{AuditDraft, RequestRow, Tx, VoteRow};
 
 impl Engine {
     /// The machine's state before a change, kept to see which stages the change opens;
@@ -18,10 +18,11 @@ impl Engine {
         Ok(Some(self.state(row, doc, votes)?))
     }
 
-    /// Queues, in `tx`, one `stage_opened` notification per stage open in `row` (as it is
-    /// about to commit, with `votes`) that was not open in `before`, to the people who may
-    /// vote for that stage (never a requester, nobody who voted). Its deliveries are keyed
-    /// by the stage's position, so each stage is sent once.
+    /// Records, in `tx`, one `stage_opened` audit event and queues one `stage_opened`
+    /// notification per stage open in `row` (as it is about to commit, with `votes`) that
+    /// was not open in `before`, to the people who may vote for that stage (never a
+    /// requester, nobody who voted). Its deliveries are keyed by the stage's position, so
+    /// each stage is sent once.
     pub(super) async fn queue_stages_opened(
         &self,
         tx: &mut Tx,
@@ -37,6 +38,16 @@ impl Engine {
         let after = self.state(row, doc, votes)?;
         let opened = newly_opened(before, &after);
         for stage in &opened {
+            // In the log too: when each stage's approvers were first asked is part of the
+            // evidence that the chain ran in order.
+            tx.append_audit(&AuditDraft {
+                at: now,
+                request_id: row.id.clone(),
+                kind: "stage_opened".into(),
+                actor: "policy".into(),
+                data: serde_json::json!({"stage": stage}),
+            })
+            .await?;
             let text = format!("stage `{stage}` is open and waits for its approvers");
             self.report_status(tx, row, doc, &format!("stage_opened-{stage}"), &text, now)
                 .await?;

@@ -64,6 +64,7 @@ impl Engine {
             ),
             covered_by: doc.covered_by,
             superseded_by: doc.superseded_by,
+            checks: doc.checks,
         })
     }
 

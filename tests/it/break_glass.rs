@@ -176,6 +176,31 @@ async fn the_gate_breaks_the_glass_and_the_review_group_reviews_it() {
         assert_eq!(bg.as_array().map(Vec::len), Some(1), "{report}");
         assert_eq!(bg[0]["request_id"], id.as_str());
         assert_eq!(bg[0]["review"], "approved");
+        // The CSV says it in its own columns: the change's break-glass with its review's
+        // state, and the review's row the change it reviews.
+        let text = s
+            .client(AUDITOR)
+            .change_report("2000-01-01", "2100-01-01", None, "csv")
+            .await
+            .unwrap();
+        let mut csv = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+        let head: Vec<String> = csv.headers().unwrap().iter().map(str::to_string).collect();
+        let col = |name: &str| {
+            head.iter()
+                .position(|h| h == name)
+                .unwrap_or_else(|| panic!("no {name} in {head:?}"))
+        };
+        let (rid, glass, of) = (col("request_id"), col("break_glass"), col("review_of"));
+        let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+        let change = rows.iter().find(|r| r[rid] == *id).expect("the change's row");
+        assert!(change[glass].starts_with("by carol, incident INC-42: "), "{change:?}");
+        assert!(
+            change[glass].ends_with(&format!("; review {review_id} approved")),
+            "{change:?}"
+        );
+        assert_eq!(&change[of], "");
+        let review = rows.iter().find(|r| r[rid] == *review_id).expect("the review's row");
+        assert_eq!((&review[glass], &review[of]), ("", id.as_str()), "{review:?}");
         assert_eq!(s.run(AUDITOR, &["audit", "verify"]).await.code, 0);
         // `gate show`, the request pages and the Reports page say so too.
         let o = s.run("alice", &["show", &id]).await;

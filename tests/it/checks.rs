@@ -71,6 +71,36 @@ async fn promotion_on(db: Db) {
     assert_eq!(w.opened["status"], "pending", "{}", w.opened);
     let v = after_checks(&s, &w.id).await;
     assert_eq!(v.status.as_str(), "pending");
+    // The result is on the request object, and `gate show` prints it.
+    assert_eq!(v.checks.len(), 1, "{v:?}");
+    assert_eq!(v.checks[0].answer.as_str(), "abstain");
+    assert_eq!(v.checks[0].check, "promotion from staging within 7d");
+    let show = s.run("alice", &["show", &w.id]).await;
+    assert!(
+        show.stdout
+            .contains("check       auto_approve_if[0] promotion from staging within 7d: abstain ("),
+        "{}",
+        show.stdout
+    );
+    // And the request page, as a table row.
+    let c = s.http();
+    let (cookie, _) = crate::ui::sign_in(&c, "alice").await;
+    let page = c
+        .get(&format!("/requests/{}", w.id))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .text()
+        .await;
+    let table = &page[page.find("id=\"checks\"").expect("a checks table on the page")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    for want in [
+        "auto_approve_if[0]",
+        "promotion from staging within 7d",
+        "<td class=\"check-answer\">abstain</td>",
+    ] {
+        assert!(table.contains(want), "{want}: {table}");
+    }
     let ev = check_events(&s, &w.id).await;
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0]["data"]["answer"], "abstain", "{ev:?}");

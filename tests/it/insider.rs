@@ -3,36 +3,8 @@
 //! found: refused by the server when it acts, and by `gate audit verify`.
 
 use jitgate::core::decide::Status;
-use sqlx::Connection;
 
-use crate::helpers::{Db, TestApp, backends};
-
-/// Runs SQL as someone who owns the database: on SQLite the triggers are dropped first;
-/// on PostgreSQL the superuser sidesteps them with `session_replication_role = replica`.
-async fn as_dba(s: &TestApp, db: Db, sql: &str) {
-    match db {
-        Db::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&s.database_url).await.unwrap();
-            sqlx::raw_sql(
-                "DROP TRIGGER IF EXISTS gate_audit_no_update; DROP TRIGGER IF EXISTS gate_audit_no_delete;
-                 DROP TRIGGER IF EXISTS gate_log_hashes_no_update; DROP TRIGGER IF EXISTS gate_log_hashes_no_delete;
-                 DROP TRIGGER IF EXISTS gate_checkpoints_no_update; DROP TRIGGER IF EXISTS gate_checkpoints_no_delete;",
-            )
-            .execute(&mut c)
-            .await
-            .unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-                .execute(&mut c)
-                .await
-                .unwrap();
-        }
-        Db::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
-            let sql = format!("SET session_replication_role = replica; {sql}");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
-        }
-    }
-}
+use crate::helpers::{Db, TestApp, as_dba, backends};
 
 async fn spawn(db: Db, rule: &str) -> TestApp {
     TestApp::builder().backend(db).rule(rule).spawn().await

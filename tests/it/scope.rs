@@ -4,10 +4,9 @@
 //! request and exiting 1 naming it; nothing superseded without the key.
 
 use serde_json::Value;
-use sqlx::Connection;
 use tokio::process::Command;
 
-use crate::helpers::{COMMIT, Db, OTHER_COMMIT, TestApp, Waiting, backends, token};
+use crate::helpers::{COMMIT, Db, OTHER_COMMIT, TestApp, Waiting, as_dba, backends, token};
 
 /// The gate as a job of GitHub run `run`, attempt `attempt`, started by erin.
 fn job(s: &TestApp, run: &str, attempt: &str, job: &str, commit: &str) -> Command {
@@ -211,22 +210,6 @@ async fn supersede_on(db: Db) {
 async fn a_newer_request_supersedes_older_waiting_gates() {
     for db in backends() {
         supersede_on(db).await;
-    }
-}
-
-/// Runs SQL as the database's owner, past the audit table's triggers (as insider.rs does).
-async fn as_dba(s: &TestApp, db: Db, sql: &str) {
-    match db {
-        Db::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&s.database_url).await.unwrap();
-            let sql = format!("DROP TRIGGER IF EXISTS gate_audit_no_update; {sql}");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
-        }
-        Db::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
-            let sql = format!("SET session_replication_role = replica; {sql}");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
-        }
     }
 }
 

@@ -26,6 +26,7 @@ pub const KINDS: &[&str] = &[
     "denied",
     "refused",
     "escalated",
+    "stage_opened",
     "check",
     "canceled",
     "expired",

@@ -119,6 +119,32 @@ pub fn answers(results: &[CheckResult], approve_n: usize, deny_n: usize) -> Opti
     Some((approve?, deny?))
 }
 
+/// What the recorded results decide, with the reason the automatic vote and the record
+/// carry: `Some((true, …))` approved, `Some((false, …))` denied by the first deny-check
+/// that answered deny, `None` for the people of `require`. Results that are not one per
+/// check of lists `approve_n` and `deny_n` long decide nothing.
+pub fn decision(results: &[CheckResult], approve_n: usize, deny_n: usize) -> Option<(bool, String)> {
+    let (a, d) = answers(results, approve_n, deny_n)?;
+    match combine(&a, &d) {
+        Combined::Humans => None,
+        Combined::Approve => {
+            let each: Vec<String> = results
+                .iter()
+                .filter(|r| r.list == List::Approve)
+                .map(|r| format!("{}: {}", r.check, r.reason))
+                .collect();
+            Some((
+                true,
+                format!("every auto_approve_if check approved: {}", each.join("; ")),
+            ))
+        }
+        Combined::Deny(i) => {
+            let r = results.iter().find(|r| r.list == List::Deny && r.index == i)?;
+            Some((false, format!("auto_deny_if[{i}] ({}) denied: {}", r.check, r.reason)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -176,6 +176,16 @@ pub fn derive(events: &[Event<'_>]) -> Result<Derived, Inconsistent> {
                 }
                 allowed = (next.status == Status::Approved).then_some(Status::Approved);
             }
+            "stage_opened" => {
+                // Only a stage the events before it opened: its stages ahead are met.
+                let stage = e.data["stage"].as_str().unwrap_or_default();
+                if !st.open_stages().iter().any(|s| s == stage) {
+                    return Err(bad(
+                        e,
+                        format!("stage `{stage}` is not open after the events before it"),
+                    ));
+                }
+            }
             "approved" | "denied" => {
                 let s = if e.kind == "approved" {
                     Status::Approved

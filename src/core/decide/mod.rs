@@ -295,6 +295,24 @@ impl State {
         })
     }
 
+    /// The policy decides by itself (its evidence checks, as the check worker records
+    /// them): only a pending request before its timeout, and an approval's validity
+    /// starts now, as a vote's does.
+    pub fn decide_by_policy(&self, approve: bool, now: i64) -> Result<Next, Refusal> {
+        self.check_open(now)?;
+        Ok(if approve {
+            Next {
+                status: Status::Approved,
+                approval_expires_at: Some(now.saturating_add(self.approval_ttl_ms)),
+            }
+        } else {
+            Next {
+                status: Status::Denied,
+                approval_expires_at: None,
+            }
+        })
+    }
+
     /// Uses an approval: once, and only inside its validity window.
     pub fn consume(&self, now: i64) -> Result<Next, Refusal> {
         if self.status != Status::Approved {
@@ -432,3 +450,5 @@ mod tests;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod proptests_checks;

@@ -1,7 +1,8 @@
 //! Property tests of the decision machine: generated policies (1–3 requirements of
 //! N of 1–5 members, with or without stages), requester sets, delegations and sequences
-//! of actions (votes by anyone, delegated votes, escalations, clock steps, expiry
-//! checks, cancel, consume), each step checked against an independent model of the rules.
+//! of actions (votes by anyone, delegated votes, the evidence checks' answers,
+//! escalations, clock steps, expiry checks, cancel, consume), each step checked against
+//! an independent model of the rules.
 //!
 //! The model decides "approved" by Hall's condition (every set of requirements has at
 //! least as many distinct counted approvers who may fill one of them as it has slots),
@@ -38,6 +39,12 @@ enum Action {
         checked: bool,
         approve: bool,
         reason: usize,
+    },
+    /// The check worker records these answers of the rule's `auto_approve_if` and
+    /// `auto_deny_if` checks (once per request, as the service runs them once).
+    Checks {
+        approve: Vec<checks::Answer>,
+        deny: Vec<checks::Answer>,
     },
     Escalate(Vec<usize>),
     Step(i64),
@@ -102,6 +109,8 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         8 => (0..9usize, proptest::option::weighted(0.3, 0..9usize), any::<bool>(), prop::bool::weighted(0.8), 0..4usize)
             .prop_map(|(human, asked, checked, approve, reason)| Action::Vote { human, asked, checked, approve, reason }),
+        2 => (proptest::collection::vec(answer(), 0..3), proptest::collection::vec(answer(), 0..3))
+            .prop_map(|(approve, deny)| Action::Checks { approve, deny }),
         1 => proptest::collection::vec(0..9usize, 1..3).prop_map(Action::Escalate),
         2 => (0..400i64).prop_map(Action::Step),
         1 => Just(Action::Tick),
@@ -239,8 +248,31 @@ fn model_vote(
     })
 }
 
-/// Invariants that hold of every state the machine can reach.
-fn check_state(s: &State) -> Result<(), TestCaseError> {
+/// The results the check worker records for these answers, in list order.
+fn results(approve: &[checks::Answer], deny: &[checks::Answer]) -> Vec<checks::CheckResult> {
+    let each = |list, answers: &[checks::Answer]| {
+        answers
+            .iter()
+            .enumerate()
+            .map(|(index, answer)| checks::CheckResult {
+                list,
+                index,
+                kind: String::from("http"),
+                check: format!("http https://check/{index}"),
+                answer: *answer,
+                reason: "canned".into(),
+                evidence: serde_json::Value::Null,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut out = each(checks::List::Approve, approve);
+    out.extend(each(checks::List::Deny, deny));
+    out
+}
+
+/// Invariants that hold of every state the machine can reach. `by_policy` is what the
+/// checks decided (approve or deny), when they did.
+fn check_state(s: &State, by_policy: Option<bool>) -> Result<(), TestCaseError> {
     // 2. No vote was cast by, or counts as, a requester; none is assigned.
     for v in &s.votes {
         prop_assert!(
@@ -292,11 +324,18 @@ fn check_state(s: &State) -> Result<(), TestCaseError> {
             .filter(|g| g.requirements.end <= open && g.name.is_some())
             .count()
     );
+    let denies = s.votes.iter().filter(|v| !v.approve).count();
     match s.status {
-        Status::Approved | Status::Consumed => prop_assert!(s.threshold_met()),
+        Status::Approved | Status::Consumed => prop_assert!(s.threshold_met() || by_policy == Some(true)),
         // Met means decided: a vote or an escalation that meets the threshold approves.
-        Status::Pending => prop_assert!(!s.threshold_met() && s.votes.iter().all(|v| v.approve)),
-        Status::Denied => prop_assert!(s.votes.iter().filter(|v| !v.approve).count() == 1),
+        Status::Pending => {
+            prop_assert!(!s.threshold_met() && denies == 0 && by_policy.is_none())
+        }
+        // Denied by one person's deny, or by a deny-check with nobody's.
+        Status::Denied => prop_assert!(
+            (by_policy.is_none() && denies == 1) || (by_policy == Some(false) && denies == 0),
+            "{by_policy:?} {denies}"
+        ),
         Status::Expired | Status::Canceled => {}
     }
     Ok(())
@@ -312,11 +351,14 @@ fn allowed(from: Status, to: Status) -> bool {
         )
 }
 
-/// Runs `actions`, checking each step against the model. Returns the final state.
-fn run(w: &World, actions: &[Action]) -> Result<State, TestCaseError> {
+/// Runs `actions`, checking each step against the model. Returns the final state and
+/// what the checks decided, when they did.
+fn run(w: &World, actions: &[Action]) -> Result<(State, Option<bool>), TestCaseError> {
     let mut s = open(w);
     let given = delegations(w);
     let mut now = 0i64;
+    let mut checks_ran = false;
+    let mut by_policy: Option<bool> = None;
     for a in actions {
         let before = s.clone();
         match a {
@@ -370,6 +412,42 @@ fn run(w: &World, actions: &[Action]) -> Result<State, TestCaseError> {
                     s.approval_expires_at = next.approval_expires_at;
                 }
             }
+            Action::Checks { approve, deny } if !checks_ran && s.status == Status::Pending => {
+                let decided = checks::decision(&results(approve, deny), approve.len(), deny.len());
+                // What the rules say, computed without `combine`: any deny-check denying
+                // denies; every approve-check approving, with no deny-check in error,
+                // approves; anything else leaves it to people.
+                use checks::Answer::{Approve, Deny, Error};
+                let passes = !approve.is_empty() && approve.iter().all(|a| *a == Approve) && !deny.contains(&Error);
+                let want = if deny.contains(&Deny) {
+                    Some(false)
+                } else {
+                    passes.then_some(true)
+                };
+                prop_assert_eq!(decided.as_ref().map(|d| d.0), want);
+                // As the worker does: results are recorded only on a request still open
+                // to them; one past its timeout is expired instead.
+                match s.decide_by_policy(decided.as_ref().is_none_or(|d| d.0), now) {
+                    Ok(next) => {
+                        checks_ran = true;
+                        prop_assert!(now < s.expires_at);
+                        if let Some((yes, _)) = decided {
+                            prop_assert_eq!(next.status, if yes { Status::Approved } else { Status::Denied });
+                            prop_assert_eq!(next.approval_expires_at, yes.then_some(now + TTL));
+                            s.status = next.status;
+                            s.approval_expires_at = next.approval_expires_at;
+                            by_policy = Some(yes);
+                        }
+                    }
+                    Err(r) => {
+                        prop_assert_eq!(r, Refusal::Expired);
+                        prop_assert!(now >= s.expires_at);
+                        s.status = Status::Expired;
+                    }
+                }
+            }
+            // The worker never runs a request's checks twice, nor on a decided request.
+            Action::Checks { .. } => {}
             Action::Escalate(added) => {
                 // The engine escalates only a pending request before its timeout.
                 if s.status == Status::Pending && now < s.expires_at {
@@ -435,9 +513,9 @@ fn run(w: &World, actions: &[Action]) -> Result<State, TestCaseError> {
             prop_assert_eq!(s.tick(i64::MAX), None);
             prop_assert_eq!(s.deadline(), None);
         }
-        check_state(&s)?;
+        check_state(&s, by_policy)?;
     }
-    Ok(s)
+    Ok((s, by_policy))
 }
 
 proptest! {
@@ -446,9 +524,10 @@ proptest! {
     /// Properties 1, 2, 3 and 5 over any sequence of actions.
     #[test]
     fn every_sequence_follows_the_rules(w in world(), actions in proptest::collection::vec(action(), 0..40)) {
-        let s = run(&w, &actions)?;
-        // 5. Denied only by one eligible deny, cast while pending and before approval.
-        if s.status == Status::Denied {
+        let (s, by_policy) = run(&w, &actions)?;
+        // 5. Denied only by one eligible deny, cast while pending and before approval,
+        // or by a deny-check with no person's deny.
+        if s.status == Status::Denied && by_policy.is_none() {
             let deny = s.votes.last().unwrap();
             prop_assert!(!deny.approve && deny.at < EXPIRES_AT && !s.is_requester(&deny.voter));
             prop_assert!(s.votes.iter().rev().skip(1).all(|v| v.approve));
@@ -496,7 +575,7 @@ proptest! {
                     reason: 0,
                 })
                 .collect();
-            let s = run(&w, &actions)?;
+            let (s, _) = run(&w, &actions)?;
             prop_assert_eq!(s.status, expect, "order {:?}", order);
             // Every vote recorded (a person once), in this order.
             let mut all = base.clone();
@@ -515,55 +594,6 @@ proptest! {
     }
 }
 
-fn answer() -> impl Strategy<Value = checks::Answer> {
+pub(super) fn answer() -> impl Strategy<Value = checks::Answer> {
     prop::sample::select(checks::Answer::ALL.to_vec())
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-
-    /// Evidence checks: whatever the answers, in whatever order they are recorded, a
-    /// decision by checks replays only when they make it; an error or an abstention
-    /// among the approve-checks, or an error among the deny-checks, never approves.
-    #[test]
-    fn a_check_error_or_abstention_never_approves(
-        approve in proptest::collection::vec(answer(), 0..4),
-        deny in proptest::collection::vec(answer(), 0..4),
-        order in any::<prop::sample::Index>(),
-        decides_approve in any::<bool>(),
-    ) {
-        use checks::{Answer, Combined, List, combine};
-        use serde_json::json;
-        let mut results: Vec<(List, usize, Answer)> = approve.iter().enumerate().map(|(i, a)| (List::Approve, i, *a))
-            .chain(deny.iter().enumerate().map(|(i, a)| (List::Deny, i, *a)))
-            .collect();
-        if !results.is_empty() {
-            let k = order.index(results.len());
-            results.rotate_left(k);
-        }
-        let mut events = vec![derive::Event { seq: 1, at: 0, kind: "created", actor: "ci", data: json!({
-            "requirements": [{"group": "g", "count": 1, "members": ["p0"]}], "requester": ["p1"],
-            "expires_at": "x", "checks": {"approve": approve.len(), "deny": deny.len()},
-        })}];
-        for (list, index, a) in &results {
-            let seq = events.len() as i64 + 1;
-            events.push(derive::Event { seq, at: seq, kind: "check", actor: "policy:r", data: json!({
-                "list": list, "index": index, "kind": "http", "check": "c", "answer": a, "reason": "", "evidence": {},
-            })});
-        }
-        let seq = events.len() as i64 + 1;
-        let decision = if decides_approve { "approve" } else { "deny" };
-        events.push(derive::Event { seq, at: seq, kind: "vote", actor: "policy:r",
-            data: json!({"decision": decision, "automatic": true, "via": "check"}) });
-        let combined = combine(&approve, &deny);
-        let accepted = derive::derive(&events).is_ok();
-        let made = matches!((combined, decides_approve), (Combined::Approve, true) | (Combined::Deny(_), false));
-        prop_assert_eq!(accepted, made, "{:?} {:?} {:?}", approve, deny, combined);
-        let unsure = approve.is_empty()
-            || approve.iter().any(|a| *a != Answer::Approve)
-            || deny.iter().any(|a| matches!(a, Answer::Error | Answer::Deny));
-        if unsure {
-            prop_assert_ne!(combined, Combined::Approve);
-        }
-    }
 }

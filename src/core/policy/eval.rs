@@ -1,12 +1,12 @@
 //! Evaluation: which rule a request falls under, why the others do not fit, and what
-//! the chosen rule requires.
+//! the chosen rule requires; and, for the offline replays, what time alone does.
 
 use serde::Serialize;
 
 use super::glob::glob_match;
 use super::model::{Match, Policy, Rule};
 use crate::core::api::Context;
-use crate::core::decide::Requirement;
+use crate::core::decide::{Requirement, State, Status, due_escalations};
 
 /// How one rule compared with a request, for `gate policy explain`.
 #[derive(Debug, Clone, Serialize)]
@@ -95,4 +95,35 @@ fn mismatches(m: &Match, ctx: &Context) -> Vec<String> {
         }
     }
     why
+}
+
+impl Policy {
+    /// What time alone does to `st` (opened at `opened` under `rule`) by `now`, as the
+    /// server's timer would have done it: each escalation step due and not in `done`, at
+    /// its own time (its `add_groups` may then vote, and a step whose voters make the
+    /// approvals already cast enough approves), then the timeout or the approval's lapse.
+    /// For the offline replays (`gate policy test`, `gate policy simulate`).
+    pub fn advance(&self, rule: &Rule, st: &mut State, opened: i64, done: &mut Vec<usize>, now: i64) {
+        if st.status == Status::Pending {
+            let afters: Vec<i64> = rule.escalate.iter().map(|e| e.after.millis()).collect();
+            for step in due_escalations(&afters, done, opened, st.expires_at, now) {
+                let mut added: Vec<String> = Vec::new();
+                for g in &rule.escalate[step].add_groups {
+                    added.extend(self.groups.get(g).into_iter().flatten().cloned());
+                }
+                let next = st.escalate(&added, opened.saturating_add(afters[step]));
+                for m in added {
+                    if !st.extra_voters.contains(&m) {
+                        st.extra_voters.push(m);
+                    }
+                }
+                st.status = next.status;
+                st.approval_expires_at = next.approval_expires_at;
+                done.push(step);
+            }
+        }
+        if let Some(next) = st.tick(now) {
+            st.status = next.status;
+        }
+    }
 }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::core::api::Context;
+use crate::core::decide::checks::Answer;
 
 pub use run::{Diff, Got, diff, run};
 
@@ -49,6 +50,14 @@ pub struct TestCase {
     /// Members of the policy's forge, SCIM and IdP groups, which the file does not list.
     #[serde(default)]
     pub members: BTreeMap<String, Vec<String>>,
+    /// The request's change fields (`gate request --field NAME=VALUE`), checked against
+    /// the rule's `fields` as the server checks them at open.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// The answers of the rule's evidence checks, as if the server had run them when the
+    /// request opened (before any vote). Required when the rule has checks.
+    #[serde(default)]
+    pub checks: Option<CannedChecks>,
     /// The votes, in order; each at its `at` (default the test's `at`).
     #[serde(default)]
     pub votes: Vec<VoteStep>,
@@ -73,8 +82,61 @@ pub struct VoteStep {
     pub reason: Option<String>,
 }
 
-/// What the test expects. `outcome` is required; `rule` and `still_needed` are compared
-/// when given; `refused` always (absent means no vote may be refused).
+/// The canned answers of a rule's checks, one per check in list order.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CannedChecks {
+    #[serde(default)]
+    pub auto_approve_if: Vec<Canned>,
+    #[serde(default)]
+    pub auto_deny_if: Vec<Canned>,
+}
+
+/// One check's answer: `approve` alone, or `{answer: deny, reason: "…"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canned {
+    pub answer: Answer,
+    pub reason: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Canned {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            answer: Answer,
+            #[serde(default)]
+            reason: Option<String>,
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Canned;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a check's answer (approve, deny, abstain or error), or {answer: …, reason: …}")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Canned, E> {
+                Answer::parse(s)
+                    .map(|answer| Canned { answer, reason: None })
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "`{s}` is not a check's answer: approve, deny, abstain or error"
+                        ))
+                    })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Canned, A::Error> {
+                let f = Full::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Canned {
+                    answer: f.answer,
+                    reason: f.reason,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// What the test expects. `outcome` is required; `rule`, `still_needed` and `reason`
+/// are compared when given; `refused` always (absent means no vote may be refused).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
@@ -83,12 +145,16 @@ pub struct Expect {
     pub outcome: Outcome,
     #[serde(default)]
     pub still_needed: Option<String>,
+    /// The decision's reason: a deny's, the checks' (`auto_deny_if[0] (…) denied: …`), or
+    /// why the request was refused at open (a field).
+    #[serde(default)]
+    pub reason: Option<String>,
     #[serde(default)]
     pub refused: Vec<Refused>,
 }
 
-/// Where the request ends up at the test's `now`, or `no_matching_rule` when the server
-/// would refuse to open it.
+/// Where the request ends up at the test's `now`, or why the server would refuse to
+/// open it: no rule matches, or a required field is missing or does not match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -97,6 +163,8 @@ pub enum Outcome {
     Denied,
     Expired,
     NoMatchingRule,
+    MissingField,
+    InvalidField,
 }
 
 impl Outcome {
@@ -107,6 +175,8 @@ impl Outcome {
             Outcome::Denied => "denied",
             Outcome::Expired => "expired",
             Outcome::NoMatchingRule => "no_matching_rule",
+            Outcome::MissingField => "missing_field",
+            Outcome::InvalidField => "invalid_field",
         }
     }
 }

@@ -5,11 +5,12 @@
 
 use serde::Serialize;
 
-use super::{EPOCH_MS, Expect, Outcome, RefusalCode, Refused, TestCase};
+use super::{CannedChecks, EPOCH_MS, Expect, Outcome, RefusalCode, Refused, TestCase};
 use crate::core::api::{RequirementView, needs_text};
-use crate::core::decide::{Refusal, State, Status, Vote, due_escalations};
+use crate::core::decide::checks::{CheckResult, List, decision};
+use crate::core::decide::{Refusal, State, Status, Vote};
 use crate::core::identity::Identity;
-use crate::core::policy::{AutoDecision, Policy};
+use crate::core::policy::{AutoDecision, FieldRefusal, Policy, Rule};
 
 /// What the policy made of a test.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -19,6 +20,8 @@ pub struct Got {
     pub outcome: Outcome,
     /// The server's "still needed" text at the test's `now`.
     pub still_needed: String,
+    /// The decision's reason, or why the request was refused at open; empty when none.
+    pub reason: String,
     pub refused: Vec<Refused>,
 }
 
@@ -76,9 +79,23 @@ pub fn run(policy: &Policy, t: &TestCase) -> Result<Got, String> {
             rule: None,
             outcome: Outcome::NoMatchingRule,
             still_needed: String::new(),
+            reason: String::new(),
             refused: vec![],
         });
     };
+    if let Err(e) = rule.check_fields(&t.fields) {
+        return Ok(Got {
+            rule: Some(rule.name.clone()),
+            outcome: match e {
+                FieldRefusal::Missing { .. } => Outcome::MissingField,
+                FieldRefusal::NoMatch { .. } => Outcome::InvalidField,
+            },
+            still_needed: String::new(),
+            reason: e.to_string(),
+            refused: vec![],
+        });
+    }
+    let results = canned_results(rule, t.checks.as_ref())?;
     let opened = t.at.unwrap_or(EPOCH_MS);
     let mut requirements = policy.requirements(rule);
     for r in &mut requirements {
@@ -106,32 +123,17 @@ pub fn run(policy: &Policy, t: &TestCase) -> Result<Got, String> {
         Some(AutoDecision::Deny) => st.status = Status::Denied,
         None => {}
     }
-    let afters: Vec<i64> = rule.escalate.iter().map(|e| e.after.millis()).collect();
+    // The check worker answers as soon as the request is open, before anyone votes.
+    let mut reason = String::new();
+    if let Some((approve, why)) = decision(&results, rule.auto_approve_if.len(), rule.auto_deny_if.len())
+        && let Ok(next) = st.decide_by_policy(approve, opened)
+    {
+        st.status = next.status;
+        st.approval_expires_at = next.approval_expires_at;
+        reason = why;
+    }
     let mut done: Vec<usize> = Vec::new();
-    // What time alone does by `now`: escalation steps due, then the timeout.
-    let mut advance = |st: &mut State, now: i64| {
-        if st.status == Status::Pending {
-            for step in due_escalations(&afters, &done, opened, st.expires_at, now) {
-                let mut added: Vec<String> = Vec::new();
-                for g in &rule.escalate[step].add_groups {
-                    added.extend(policy.groups.get(g).into_iter().flatten().cloned());
-                }
-                // As the server does: a step whose voters make the approvals enough approves.
-                let next = st.escalate(&added, now);
-                for m in added {
-                    if !st.extra_voters.contains(&m) {
-                        st.extra_voters.push(m);
-                    }
-                }
-                st.status = next.status;
-                st.approval_expires_at = next.approval_expires_at;
-                done.push(step);
-            }
-        }
-        if let Some(next) = st.tick(now) {
-            st.status = next.status;
-        }
-    };
+    let mut advance = |st: &mut State, now: i64| policy.advance(rule, st, opened, &mut done, now);
     let mut voted: Vec<String> = Vec::new();
     let mut refused = Vec::new();
     let mut last = opened;
@@ -159,6 +161,9 @@ pub fn run(policy: &Policy, t: &TestCase) -> Result<Got, String> {
                 });
                 st.status = next.status;
                 st.approval_expires_at = next.approval_expires_at;
+                if st.status == Status::Denied {
+                    reason = v.reason.clone().unwrap_or_default().trim().to_string();
+                }
                 voted.push(v.who.clone());
             }
             Err(r) => refused.push(Refused {
@@ -180,8 +185,77 @@ pub fn run(policy: &Policy, t: &TestCase) -> Result<Got, String> {
             Status::Expired | Status::Canceled | Status::Consumed => Outcome::Expired,
         },
         still_needed: needs_text(&views),
+        reason,
         refused,
     })
+}
+
+/// The test's canned answers as the results the check worker would record: one per
+/// check of the rule, in list order, or an error naming what is missing or extra.
+fn canned_results(rule: &Rule, canned: Option<&CannedChecks>) -> Result<Vec<CheckResult>, String> {
+    let Some(canned) = canned else {
+        if rule.has_checks() {
+            return Err(format!(
+                "rule `{}` has evidence checks ({}): give their answers under `checks`",
+                rule.name,
+                described(rule)
+            ));
+        }
+        return Ok(vec![]);
+    };
+    if !rule.has_checks() {
+        return Err(format!(
+            "checks: rule `{}` has no auto_approve_if or auto_deny_if checks to answer",
+            rule.name
+        ));
+    }
+    let mut out = Vec::new();
+    for (list, specs, answers) in [
+        (List::Approve, &rule.auto_approve_if, &canned.auto_approve_if),
+        (List::Deny, &rule.auto_deny_if, &canned.auto_deny_if),
+    ] {
+        if specs.len() != answers.len() {
+            let each: Vec<String> = specs.iter().map(|c| c.describe()).collect();
+            return Err(format!(
+                "checks.{}: rule `{}` has {} such check(s) [{}], the test gives {} answer(s): one per check, in order",
+                list.as_str(),
+                rule.name,
+                specs.len(),
+                each.join("; "),
+                answers.len()
+            ));
+        }
+        for (index, (spec, a)) in specs.iter().zip(answers).enumerate() {
+            out.push(CheckResult {
+                list,
+                index,
+                kind: spec.kind().into(),
+                check: spec.describe(),
+                answer: a.answer,
+                reason: a
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("canned answer {}", a.answer.as_str())),
+                evidence: serde_json::Value::Null,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `auto_approve_if: …; auto_deny_if: …`, for a message.
+fn described(rule: &Rule) -> String {
+    let mut parts = Vec::new();
+    for (name, specs) in [
+        ("auto_approve_if", &rule.auto_approve_if),
+        ("auto_deny_if", &rule.auto_deny_if),
+    ] {
+        if !specs.is_empty() {
+            let each: Vec<String> = specs.iter().map(|c| c.describe()).collect();
+            parts.push(format!("{name}: {}", each.join("; ")));
+        }
+    }
+    parts.join("; ")
 }
 
 /// The API's error code for a refused vote (as `service::refusal` answers it).
@@ -225,6 +299,15 @@ pub fn diff(expect: &Expect, got: &Got) -> Vec<Diff> {
             field: "still_needed",
             expected: format!("{want:?}"),
             got: format!("{:?}", got.still_needed),
+        });
+    }
+    if let Some(want) = &expect.reason
+        && *want != got.reason
+    {
+        out.push(Diff {
+            field: "reason",
+            expected: format!("{want:?}"),
+            got: format!("{:?}", got.reason),
         });
     }
     if expect.refused != got.refused {

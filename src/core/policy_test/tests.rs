@@ -120,3 +120,115 @@ fn forge_group_members_come_from_the_test_and_only_for_forge_groups() {
     let got = run(&policy(), &none).unwrap();
     assert_eq!((got.outcome, got.rule), (Outcome::NoMatchingRule, None));
 }
+
+const CHECKED: &str = "version: 1
+groups:
+  sre: [alice, bob]
+rules:
+  - name: prod
+    match: { environment: production }
+    require: [{ group: sre }]
+    fields:
+      ticket: { pattern: \"^CHG-[0-9]+$\" }
+    auto_approve_if:
+      - promotion: { from: staging, within: 7d }
+    auto_deny_if:
+      - http: { url: \"https://opa.example.com/v1\", secret_env: OPA }
+";
+
+fn checked(yaml: &str) -> Result<Got, String> {
+    let p = Policy::parse("policy.yaml", CHECKED).unwrap();
+    let text = format!(
+        "tests:\n  - name: t\n    context: {{environment: production, actor: dave}}\n    fields: {{ticket: CHG-1}}\n{yaml}    expect: {{outcome: pending}}\n"
+    );
+    run(&p, &parse(&text).unwrap().tests[0])
+}
+
+#[test]
+fn canned_answers_decide_as_the_check_worker_would() {
+    let got = checked("    checks: {auto_approve_if: [approve], auto_deny_if: [abstain]}\n").unwrap();
+    assert_eq!(got.outcome, Outcome::Approved);
+    assert_eq!(
+        got.reason,
+        "every auto_approve_if check approved: promotion from staging within 7d: canned answer approve"
+    );
+    // A deny-check denying wins; a vote after it is refused.
+    let got = checked(
+        "    checks:\n      auto_approve_if: [approve]\n      auto_deny_if: [{answer: deny, reason: freeze}]\n    votes: [{who: alice, approve: true}]\n",
+    )
+    .unwrap();
+    assert_eq!(got.outcome, Outcome::Denied);
+    assert_eq!(
+        got.reason,
+        "auto_deny_if[0] (http https://opa.example.com/v1) denied: freeze"
+    );
+    assert_eq!(
+        got.refused,
+        vec![Refused {
+            who: "alice".into(),
+            code: RefusalCode::NotPending
+        }]
+    );
+    // An error never approves: the people decide.
+    for answers in [
+        "[error], auto_deny_if: [approve]",
+        "[approve], auto_deny_if: [error]",
+        "[abstain], auto_deny_if: [abstain]",
+    ] {
+        let got = checked(&format!("    checks: {{auto_approve_if: {answers}}}\n")).unwrap();
+        assert_eq!(got.outcome, Outcome::Pending, "{answers}");
+        assert_eq!(got.still_needed, "sre 0/1 (may vote: alice, bob)", "{answers}");
+    }
+}
+
+#[test]
+fn canned_answers_must_be_one_per_check() {
+    let e = checked("").unwrap_err();
+    assert!(e.contains("rule `prod` has evidence checks (auto_approve_if: promotion from staging within 7d; auto_deny_if: http https://opa.example.com/v1): give their answers under `checks`"), "{e}");
+    let e = checked("    checks: {auto_approve_if: [approve, approve], auto_deny_if: [abstain]}\n").unwrap_err();
+    assert!(
+        e.contains("checks.auto_approve_if: rule `prod` has 1 such check(s)"),
+        "{e}"
+    );
+    assert!(e.contains("the test gives 2 answer(s)"), "{e}");
+    let e = checked("    checks: {auto_approve_if: [approve]}\n").unwrap_err();
+    assert!(e.contains("checks.auto_deny_if"), "{e}");
+    // A rule without checks refuses canned answers.
+    let t = one("    checks: {auto_approve_if: [approve]}\n    expect: {outcome: pending}\n");
+    let e = run(&policy(), &t).unwrap_err();
+    assert!(
+        e.contains("rule `prod` has no auto_approve_if or auto_deny_if checks"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_bad_canned_answer_is_refused_where_it_is() {
+    let e = parse("tests:\n  - name: a\n    context: {}\n    checks:\n      auto_approve_if: [maybe]\n    expect: {outcome: pending}\n").unwrap_err();
+    assert_eq!(e.line, 5, "{e}");
+    assert!(e.message.contains("`maybe` is not a check's answer"), "{e}");
+    let e = parse("tests:\n  - name: a\n    context: {}\n    checks:\n      auto_deny_if:\n        - {answer: deny, why: x}\n    expect: {outcome: pending}\n").unwrap_err();
+    assert_eq!(e.line, 6, "{e}");
+    assert!(e.message.contains("unknown field `why`"), "{e}");
+}
+
+#[test]
+fn fields_are_checked_before_anything_else() {
+    let p = Policy::parse("policy.yaml", CHECKED).unwrap();
+    let text = "tests:\n  - name: t\n    context: {environment: production, actor: dave}\n    fields: {ticket: JIRA-1}\n    expect: {outcome: pending}\n  - name: u\n    context: {environment: production, actor: dave}\n    expect: {outcome: pending}\n";
+    let f = parse(text).unwrap();
+    let got = run(&p, &f.tests[0]).unwrap();
+    assert_eq!(got.outcome, Outcome::InvalidField);
+    assert!(
+        got.reason
+            .contains("\"JIRA-1\", which does not match the pattern ^CHG-[0-9]+$"),
+        "{}",
+        got.reason
+    );
+    let got = run(&p, &f.tests[1]).unwrap();
+    assert_eq!(got.outcome, Outcome::MissingField);
+    assert_eq!(
+        got.reason,
+        "field `ticket` is required by rule `prod` (pattern ^CHG-[0-9]+$)"
+    );
+}

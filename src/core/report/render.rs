@@ -8,7 +8,7 @@ use askama::Template;
 use super::{Report, Row};
 
 /// The CSV header, in column order (docs/auditors.md explains each).
-pub const CSV_COLUMNS: [&str; 20] = [
+pub const CSV_COLUMNS: [&str; 22] = [
     "request_id",
     "environment",
     "repository",
@@ -29,6 +29,8 @@ pub const CSV_COLUMNS: [&str; 20] = [
     "decided_by",
     "reason",
     "record_digest",
+    "break_glass",
+    "review_of",
 ];
 
 /// A cell a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, or a tab or CR
@@ -82,13 +84,27 @@ pub fn votes_text(r: &Row) -> String {
         .join("; ")
 }
 
+/// `by erin, incident INC-7: the API is down; review req_… approved`; empty for a change
+/// not approved by break-glass.
+pub fn break_glass_text(r: &Row) -> String {
+    r.break_glass
+        .as_ref()
+        .map(|b| {
+            format!(
+                "by {}, incident {}: {}; review {} {}",
+                b.by, b.incident, b.reason, b.review_id, b.review
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// `held: …` or `VIOLATED: …`.
 pub fn separation_text(r: &Row) -> String {
     let s = &r.separation_of_duties;
     format!("{}: {}", if s.held { "held" } else { "VIOLATED" }, s.detail)
 }
 
-fn cells(r: &Row) -> [String; 20] {
+fn cells(r: &Row) -> [String; 22] {
     [
         r.request_id.clone(),
         r.environment.clone(),
@@ -110,6 +126,8 @@ fn cells(r: &Row) -> [String; 20] {
         r.decided_by.clone().unwrap_or_default(),
         r.reason.clone().unwrap_or_default(),
         r.record_digest.clone(),
+        break_glass_text(r),
+        r.review_of.clone().unwrap_or_default(),
     ]
 }
 

@@ -1,10 +1,13 @@
 //! A request's history rebuilt from its audit events, as `gate audit export` prints them:
-//! what it asked (the `created` event), the human votes on it, the cancel or consume that
-//! ended it, and what the old policy made of it.
+//! what it asked (the `created` event: its context, fields, break-glass, the change a
+//! review is of), the human votes on it, the evidence checks' answers, the cancel or
+//! consume that ended it, and what the old policy made of it.
 
 use std::collections::BTreeMap;
 
 use crate::core::api::{AuditEvent, Context};
+use crate::core::break_glass::BreakGlassInfo;
+use crate::core::decide::checks::CheckResult;
 use crate::core::decide::{Requirement, Status};
 
 /// One vote a person cast (automatic votes are the old policy's, not replayed).
@@ -58,8 +61,17 @@ pub struct History {
     /// Where the old policy left it, and when it got there.
     pub status: Status,
     pub decided_at: Option<i64>,
-    /// Whether the old policy decided it by itself (an automatic vote).
-    pub automatic: bool,
+    /// How the old policy decided it by itself, when it did: the `via` of its automatic
+    /// vote (`policy` for a rule's `decision`, `check`, `break_glass`, `scope`).
+    pub automatic: Option<String>,
+    /// The break-glass it was opened with (`gate request --break-glass`).
+    pub break_glass: Option<BreakGlassInfo>,
+    /// For the review of a break-glass change: that change's id.
+    pub review_of: Option<String>,
+    /// The answers the evidence checks gave (the `check` events), and when they were
+    /// recorded.
+    pub checks: Vec<CheckResult>,
+    pub checks_at: Option<i64>,
 }
 
 /// An event that cannot be read as part of a request's history.
@@ -112,6 +124,12 @@ pub fn histories(events: &[AuditEvent], since: i64) -> Result<Vec<History>, BadE
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                 .map(|t| t.as_millisecond())
                 .ok_or_else(|| bad("`expires_at` is not an RFC 3339 time".into()))?;
+            let break_glass: Option<BreakGlassInfo> = match field("break_glass") {
+                serde_json::Value::Null => None,
+                v => {
+                    Some(serde_json::from_value(v).map_err(|err| bad(format!("`break_glass` does not parse: {err}")))?)
+                }
+            };
             index.insert(&e.request_id, out.len());
             out.push(History {
                 id: e.request_id.clone(),
@@ -125,7 +143,11 @@ pub fn histories(events: &[AuditEvent], since: i64) -> Result<Vec<History>, BadE
                 steps: vec![],
                 status: Status::Pending,
                 decided_at: None,
-                automatic: false,
+                automatic: None,
+                break_glass,
+                review_of: e.data["review_of"].as_str().map(str::to_string),
+                checks: vec![],
+                checks_at: None,
             });
             continue;
         }
@@ -141,7 +163,7 @@ pub fn histories(events: &[AuditEvent], since: i64) -> Result<Vec<History>, BadE
                     other => return Err(bad(format!("unknown decision {other:?}"))),
                 };
                 if e.data["automatic"] == serde_json::Value::Bool(true) {
-                    h.automatic = true;
+                    h.automatic = Some(e.data["via"].as_str().unwrap_or("policy").to_string());
                     continue;
                 }
                 let strings = |v: &serde_json::Value| -> Vec<String> {
@@ -162,6 +184,12 @@ pub fn histories(events: &[AuditEvent], since: i64) -> Result<Vec<History>, BadE
                 h.status = Status::parse(&e.kind).unwrap_or(Status::Pending);
                 h.decided_at.get_or_insert(e.at_ms);
             }
+            "check" => {
+                let r: CheckResult = serde_json::from_value(e.data.clone())
+                    .map_err(|err| bad(format!("the check result does not parse: {err}")))?;
+                h.checks.push(r);
+                h.checks_at.get_or_insert(e.at_ms);
+            }
             "canceled" => {
                 h.status = Status::Canceled;
                 h.steps.push(Step::Cancel(e.at_ms));
@@ -170,8 +198,8 @@ pub fn histories(events: &[AuditEvent], since: i64) -> Result<Vec<History>, BadE
                 h.status = Status::Consumed;
                 h.steps.push(Step::Consume(e.at_ms));
             }
-            // Refused attempts do not record the decision tried; escalations are the old
-            // rule's and the new rule's own are replayed instead.
+            // Refused attempts do not record the decision tried; escalations and stages
+            // opening are the old rule's, and the new rule's own are replayed instead.
             _ => {}
         }
     }

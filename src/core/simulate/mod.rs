@@ -164,3 +164,5 @@ pub fn needs(reqs: &[Requirement]) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_automatic;

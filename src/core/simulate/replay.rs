@@ -1,13 +1,18 @@
 //! One request's history through the new policy, as the server would have taken it: the
-//! first matching rule, its fields check, its requirements, its own decision, then each
-//! human vote, cancel and consume at its time after the escalations due and the timeout,
-//! refused or counted exactly as the API would, and finally time up to the end.
+//! first matching rule (for a break-glass review, the review rule of the change's), its
+//! fields check, its requirements, what decides by itself (the rule's `decision`, a
+//! break-glass the rule allows, the evidence checks' recorded answers, the covering
+//! approval of a run the rule scopes), then each human vote, cancel and consume at its
+//! time after the escalations due and the timeout, refused or counted exactly as the API
+//! would, and finally time up to the end.
 
 use super::Outcome;
 use super::history::{History, Step};
-use crate::core::decide::{Refusal, Requirement, State, Status, Vote, due_escalations};
+use crate::core::decide::checks::{Answer, CheckResult, List, decision};
+use crate::core::decide::{Refusal, Requirement, State, Status, Vote};
 use crate::core::duration::rfc3339;
-use crate::core::policy::{AutoDecision, FieldRefusal, Policy};
+use crate::core::policy::break_glass::review_rule;
+use crate::core::policy::{ApprovalScope, AutoDecision, FieldRefusal, Policy, Rule};
 
 /// What the new policy makes of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +51,26 @@ pub fn replay(policy: &Policy, h: &History, end: i64) -> Replayed {
         };
         return refused(None, "no_matching_rule", why);
     };
+    // A review is held to the review rule of the change's rule, which must still allow
+    // break-glass for the review to exist at all.
+    let review: Rule;
+    let rule = match &h.review_of {
+        Some(change) => {
+            let Some(bg) = rule.break_glass.as_ref().filter(|_| rule.decision.is_none()) else {
+                return refused(
+                    Some(rule.name.clone()),
+                    "break_glass_not_allowed",
+                    format!(
+                        "it reviews the break-glass change {change}, which rule `{}` would refuse: it does not allow break-glass",
+                        rule.name
+                    ),
+                );
+            };
+            review = review_rule(rule, bg);
+            &review
+        }
+        None => rule,
+    };
     if let Err(e) = rule.check_fields(&h.fields) {
         let code = match e {
             FieldRefusal::Missing { .. } => "missing_field",
@@ -64,6 +89,75 @@ pub fn replay(policy: &Policy, h: &History, end: i64) -> Replayed {
         }
     }
     let mut why = Vec::new();
+    // What decides by itself, and when: (at, approve, why).
+    let mut auto: Option<(i64, bool, String)> = None;
+    let mut approval_ttl_ms = rule.approval_ttl().millis();
+    if let Some(info) = &h.break_glass {
+        let Some(bg) = rule.break_glass.as_ref().filter(|_| rule.decision.is_none()) else {
+            return refused(
+                Some(rule.name.clone()),
+                "break_glass_not_allowed",
+                format!(
+                    "break-glass by {} (incident {}): rule `{}` does not allow break-glass",
+                    info.by, info.incident, rule.name
+                ),
+            );
+        };
+        // A forge, SCIM or IdP group's members then are not known: the engineer is
+        // taken to have been in it, as the server found them to be in one of the old.
+        let member = bg
+            .groups
+            .iter()
+            .any(|g| policy.forge_groups.contains_key(g) || policy.groups.get(g).is_some_and(|m| m.contains(&info.by)));
+        if !member {
+            return refused(
+                Some(rule.name.clone()),
+                "not_break_glass",
+                format!(
+                    "break-glass by {}: rule `{}` allows it only to {}",
+                    info.by,
+                    rule.name,
+                    bg.groups
+                        .iter()
+                        .map(|g| format!("`{g}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+        approval_ttl_ms = bg.ttl.millis();
+        auto = Some((
+            h.opened,
+            true,
+            format!(
+                "break-glass by {} (incident {}) approves at once under rule `{}`",
+                info.by, info.incident, rule.name
+            ),
+        ));
+    } else if rule.has_checks() {
+        let results = new_checks(rule, h, &mut why);
+        if let Some((approve, reason)) = decision(&results, rule.auto_approve_if.len(), rule.auto_deny_if.len()) {
+            auto = Some((
+                h.checks_at.unwrap_or(h.opened),
+                approve,
+                format!("the checks decide: {reason}"),
+            ));
+        }
+    } else if h.automatic.as_deref() == Some(crate::core::scope::VIA) && h.review_of.is_none() {
+        match (rule.approval_scope, h.decided_at) {
+            (ApprovalScope::Run, Some(at)) => {
+                auto = Some((
+                    at,
+                    true,
+                    "an approval of its run covers it (approval_scope: run)".to_string(),
+                ));
+            }
+            _ => why.push(format!(
+                "its approval came from another gate of its run, which rule `{}` does not let cover it (approval_scope: request)",
+                rule.name
+            )),
+        }
+    }
     let timeout = rule.timeout().millis().min(h.expires_at.saturating_sub(h.opened));
     let mut st = State {
         status: Status::Pending,
@@ -71,7 +165,7 @@ pub fn replay(policy: &Policy, h: &History, end: i64) -> Replayed {
         requirements: requirements.clone(),
         votes: vec![],
         expires_at: h.opened.saturating_add(timeout),
-        approval_ttl_ms: rule.approval_ttl().millis(),
+        approval_ttl_ms,
         approval_expires_at: None,
         extra_voters: vec![],
         next_escalation: None,
@@ -89,27 +183,16 @@ pub fn replay(policy: &Policy, h: &History, end: i64) -> Replayed {
         }
         None => {}
     }
-    let afters: Vec<i64> = rule.escalate.iter().map(|e| e.after.millis()).collect();
     let mut done: Vec<usize> = Vec::new();
-    // What time alone does by `now`: escalation steps due, then the timeout.
-    let mut advance = |st: &mut State, now: i64| {
-        if st.status == Status::Pending {
-            for step in due_escalations(&afters, &done, h.opened, st.expires_at, now) {
-                for g in &rule.escalate[step].add_groups {
-                    for m in policy.groups.get(g).into_iter().flatten() {
-                        if !st.extra_voters.contains(m) {
-                            st.extra_voters.push(m.clone());
-                        }
-                    }
-                }
-                done.push(step);
-            }
-        }
-        if let Some(next) = st.tick(now) {
-            st.status = next.status;
-        }
-    };
+    let mut advance = |st: &mut State, now: i64| policy.advance(rule, st, h.opened, &mut done, now);
     for step in &h.steps {
+        let at = match step {
+            Step::Vote(v) => v.at,
+            Step::Cancel(t) | Step::Consume(t) => *t,
+        };
+        if auto.as_ref().is_some_and(|a| a.0 <= at) {
+            decide_auto(auto.take(), &mut st, &mut why, &mut advance);
+        }
         match step {
             Step::Vote(v) => {
                 let what = if v.approve { "approval" } else { "deny" };
@@ -183,6 +266,7 @@ pub fn replay(policy: &Policy, h: &History, end: i64) -> Replayed {
             }
         }
     }
+    decide_auto(auto.take(), &mut st, &mut why, &mut advance);
     advance(&mut st, end);
     if st.status == Status::Pending {
         let got = st.assign();
@@ -204,6 +288,53 @@ pub fn replay(policy: &Policy, h: &History, end: i64) -> Replayed {
         outcome: Outcome::Is(st.status),
         why,
     }
+}
+
+/// The automatic decision `auto` (at, approve, why) at its time, unless the request was
+/// decided or timed out first.
+fn decide_auto(
+    auto: Option<(i64, bool, String)>,
+    st: &mut State,
+    why: &mut Vec<String>,
+    advance: &mut impl FnMut(&mut State, i64),
+) {
+    if let Some((at, approve, reason)) = auto {
+        advance(st, at);
+        if let Ok(next) = st.decide_by_policy(approve, at) {
+            st.status = next.status;
+            st.approval_expires_at = next.approval_expires_at;
+            why.push(reason);
+        }
+    }
+}
+
+/// The new rule's checks with the answers the request's checks gave: a check the old rule
+/// also had (the same list and description) answers as it did; one that never ran on the
+/// request is taken as an abstention, which never decides, and said so in `why`.
+fn new_checks(rule: &Rule, h: &History, why: &mut Vec<String>) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    for (list, specs) in [(List::Approve, &rule.auto_approve_if), (List::Deny, &rule.auto_deny_if)] {
+        for (index, spec) in specs.iter().enumerate() {
+            let check = spec.describe();
+            let seen = h.checks.iter().find(|r| r.list == list && r.check == check);
+            if seen.is_none() {
+                why.push(format!(
+                    "{}[{index}] ({check}) never ran on this request: taken as abstain",
+                    list.as_str()
+                ));
+            }
+            out.push(CheckResult {
+                list,
+                index,
+                kind: spec.kind().into(),
+                check,
+                answer: seen.map_or(Answer::Abstain, |r| r.answer),
+                reason: seen.map_or_else(|| "never ran".into(), |r| r.reason.clone()),
+                evidence: serde_json::Value::Null,
+            });
+        }
+    }
+    out
 }
 
 /// The members of groups from `source` the request saw: the snapshot at opening, and

@@ -7,11 +7,11 @@ use super::*;
 use crate::core::api::AuditEvent;
 
 /// 2026-01-01T00:00:00Z, a Thursday.
-const T0: i64 = 1_767_225_600_000;
-const MIN: i64 = 60_000;
-const HOUR: i64 = 60 * MIN;
+pub(super) const T0: i64 = 1_767_225_600_000;
+pub(super) const MIN: i64 = 60_000;
+pub(super) const HOUR: i64 = 60 * MIN;
 
-const OLD: &str = "version: 1
+pub(super) const OLD: &str = "version: 1
 groups:
   sre: [alice, bob, carol]
   security: [alice, dave]
@@ -27,7 +27,7 @@ rules:
     decision: deny
 ";
 
-fn policy(text: &str) -> Policy {
+pub(super) fn policy(text: &str) -> Policy {
     Policy::parse("new.yaml", text).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -37,20 +37,20 @@ fn with_production(lines: &str) -> Policy {
 }
 
 /// Builds one request's events: `created` first, then whatever is pushed.
-struct Log {
-    events: Vec<AuditEvent>,
+pub(super) struct Log {
+    pub(super) events: Vec<AuditEvent>,
     id: String,
 }
 
 impl Log {
-    fn new() -> Log {
+    pub(super) fn new() -> Log {
         Log {
             events: vec![],
             id: String::new(),
         }
     }
 
-    fn push(&mut self, at: i64, kind: &str, actor: &str, data: Value) -> &mut Log {
+    pub(super) fn push(&mut self, at: i64, kind: &str, actor: &str, data: Value) -> &mut Log {
         self.events.push(AuditEvent {
             seq: self.events.len() as i64 + 1,
             at: rfc3339(at),
@@ -67,7 +67,7 @@ impl Log {
     }
 
     /// A request `id` for `env` by dave, under `rule` needing `count` of sre.
-    fn open(&mut self, id: &str, env: &str, rule: &str, count: u32, at: i64) -> &mut Log {
+    pub(super) fn open(&mut self, id: &str, env: &str, rule: &str, count: u32, at: i64) -> &mut Log {
         let reqs = if count == 0 {
             json!([])
         } else {
@@ -76,7 +76,15 @@ impl Log {
         self.open_with(id, env, rule, reqs, json!({}), at)
     }
 
-    fn open_with(&mut self, id: &str, env: &str, rule: &str, reqs: Value, fields: Value, at: i64) -> &mut Log {
+    pub(super) fn open_with(
+        &mut self,
+        id: &str,
+        env: &str,
+        rule: &str,
+        reqs: Value,
+        fields: Value,
+        at: i64,
+    ) -> &mut Log {
         self.id = id.into();
         let mut data = json!({
             "context": {"repository": "acme/app", "ref": "refs/heads/main", "commit": "abc", "actor": "dave",
@@ -91,7 +99,7 @@ impl Log {
         self.push(at, "created", "ci", data)
     }
 
-    fn vote(&mut self, at: i64, who: &str, approve: bool) -> &mut Log {
+    pub(super) fn vote(&mut self, at: i64, who: &str, approve: bool) -> &mut Log {
         let decision = if approve { "approve" } else { "deny" };
         self.push(
             at,
@@ -101,7 +109,7 @@ impl Log {
         )
     }
 
-    fn auto(&mut self, at: i64, approve: bool) -> &mut Log {
+    pub(super) fn auto(&mut self, at: i64, approve: bool) -> &mut Log {
         let (d, k) = if approve {
             ("approve", "approved")
         } else {
@@ -116,18 +124,18 @@ impl Log {
         .push(at, k, "policy", json!({"automatic": true}))
     }
 
-    fn histories(&self) -> Vec<History> {
+    pub(super) fn histories(&self) -> Vec<History> {
         histories(&self.events, 0).unwrap()
     }
 }
 
-fn one(p: &Policy, log: &Log, end: i64) -> Simulated {
+pub(super) fn one(p: &Policy, log: &Log, end: i64) -> Simulated {
     let h = log.histories();
     assert_eq!(h.len(), 1);
     compare(&h[0], &replay(p, &h[0], end))
 }
 
-fn field<'a>(s: &'a Simulated, name: &str) -> Option<(&'a str, &'a str)> {
+pub(super) fn field<'a>(s: &'a Simulated, name: &str) -> Option<(&'a str, &'a str)> {
     s.changes
         .iter()
         .find(|c| c.field == name)

@@ -28,8 +28,8 @@ use super::error::{AppError, Result};
 use super::open::AutoVote;
 use super::{Doc, Engine, MAX_ATTEMPTS, deadline_of, doc_of};
 use crate::core::backoff::Backoff;
-use crate::core::decide::Status;
-use crate::core::decide::checks::{Answer, CheckResult, Combined, List, answers, combine};
+use crate::core::decide::checks::{Answer, CheckResult, List, decision};
+use crate::core::decide::{Refusal, Status};
 use crate::core::policy::checks::{Check, CheckSpec};
 use crate::store::{AuditDraft, RequestRow, VoteRow};
 
@@ -160,13 +160,19 @@ impl Engine {
             let (row, votes) = self.load(id).await?;
             let doc = doc_of(&row)?;
             let state = self.verified_state(&row, &doc, &votes).await?;
-            // Decided meanwhile (a person, a cancel), or checked by another replica.
-            if state.status != Status::Pending || !checks_due(&doc) {
+            // Checked by another replica meanwhile.
+            if !checks_due(&doc) {
                 return Ok(());
             }
-            if state.tick(now).is_some() {
-                self.expire(id, now).await?;
-                return Ok(());
+            // Whether the policy may still decide: not once a person or a cancel has, and
+            // not past the timeout, which is recorded instead.
+            match state.decide_by_policy(true, now) {
+                Ok(_) => {}
+                Err(Refusal::Expired) => {
+                    self.expire(id, now).await?;
+                    return Ok(());
+                }
+                Err(_) => return Ok(()),
             }
             match self.record_checks(row, votes, doc, &results, now).await {
                 Ok(()) => return Ok(()),
@@ -227,20 +233,7 @@ impl Engine {
             .await?;
         }
         doc.checks = results.to_vec();
-        let (a, d) = answers(results, doc.rule.auto_approve_if.len(), doc.rule.auto_deny_if.len()).unwrap_or_default();
-        let reason = match combine(&a, &d) {
-            Combined::Humans => None,
-            Combined::Approve => Some((true, approve_reason(results))),
-            Combined::Deny(i) => {
-                let r = results.iter().find(|r| r.list == List::Deny && r.index == i);
-                Some((
-                    false,
-                    r.map_or_else(String::new, |r| {
-                        format!("auto_deny_if[{i}] ({}) denied: {}", r.check, r.reason)
-                    }),
-                ))
-            }
-        };
+        let reason = decision(results, doc.rule.auto_approve_if.len(), doc.rule.auto_deny_if.len());
         let Some((approve, reason)) = reason else {
             row.version += 1;
             row.doc = serde_json::to_string(&doc)?;
@@ -273,16 +266,6 @@ impl Engine {
         self.publish(&row);
         Ok(())
     }
-}
-
-/// `every auto_approve_if check approved: promotion from staging within 7d: …; http …: …`.
-fn approve_reason(results: &[CheckResult]) -> String {
-    let each: Vec<String> = results
-        .iter()
-        .filter(|r| r.list == List::Approve)
-        .map(|r| format!("{}: {}", r.check, r.reason))
-        .collect();
-    format!("every auto_approve_if check approved: {}", each.join("; "))
 }
 
 #[cfg(test)]
