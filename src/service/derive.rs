@@ -16,11 +16,38 @@ impl Engine {
     /// The machine's view of a request, taken from its signed events and checked
     /// against the row: status, votes and timeout must agree, or the request is
     /// `tampered` (409). The requester set is widened with today's config as `state` does.
+    ///
+    /// The row, its votes and its events are read by separate statements, so a writer
+    /// (the timer, another replica) may commit between them. A disagreement is therefore
+    /// read again: when the row has moved on, the fresh row and events are checked and
+    /// the state returned is theirs (the caller's compare-and-set on the old row then
+    /// fails and it retries); only a row that still disagrees with its events is tampered.
     pub(super) async fn verified_state(&self, row: &RequestRow, doc: &Doc, votes: &[VoteRow]) -> Result<State> {
-        let rows = self.store.audit_for(&row.id).await?;
-        let derived = self
-            .check_against_events(row, votes, &rows)
-            .map_err(|why| self.tampered(&row.id, why))?;
+        let mut rows = self.store.audit_for(&row.id).await?;
+        let mut checked = self.check_against_events(row, votes, &rows);
+        let mut fresh: Option<(RequestRow, Vec<VoteRow>, Doc)> = None;
+        let mut seen = row.version;
+        for _ in 0..3 {
+            if checked.is_ok() {
+                break;
+            }
+            let Some((r, v)) = self.store.get(&row.id).await? else {
+                break;
+            };
+            if r.version == seen {
+                break;
+            }
+            seen = r.version;
+            rows = self.store.audit_for(&row.id).await?;
+            checked = self.check_against_events(&r, &v, &rows);
+            let d = super::doc_of(&r)?;
+            fresh = Some((r, v, d));
+        }
+        let derived = checked.map_err(|why| self.tampered(&row.id, why))?;
+        let (row, doc, votes) = match &fresh {
+            Some((r, v, d)) => (r, d, v.as_slice()),
+            None => (row, doc, votes),
+        };
         self.check_covering(&derived.covering)
             .await
             .map_err(|why| self.tampered(&row.id, format!("its scope approval does not hold: {why}")))?;

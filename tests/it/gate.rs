@@ -724,3 +724,64 @@ async fn a_request_token_serves_its_own_request_only() {
     assert!(!new);
     assert!(again.holder_token.is_some());
 }
+
+/// In front of the server, an HTTP forwarder that answers every record fetch with a 404
+/// and passes everything else on: the gate's consume succeeds, its record fetch fails.
+async fn without_records(upstream: String) -> String {
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Request, Response};
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: Request<Body>| {
+        let (http, upstream) = (http.clone(), upstream.clone());
+        async move {
+            let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            if path.ends_with("/record") {
+                return Response::builder().status(404).body(Body::from("{}")).unwrap();
+            }
+            let mut out = http.request(req.method().clone(), format!("{upstream}{path}"));
+            for (k, v) in req.headers() {
+                if k != "host" {
+                    out = out.header(k, v);
+                }
+            }
+            let body = to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+            let answer = out.body(body).send().await.unwrap();
+            let mut back = Response::builder().status(answer.status().as_u16());
+            for (k, v) in answer.headers() {
+                back = back.header(k, v);
+            }
+            back.body(Body::from(answer.bytes().await.unwrap_or_default())).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// The record is the point of an approval: a gate that consumed it but cannot fetch its
+/// signed record exits 1 and says so, never 0.
+#[tokio::test]
+async fn a_consumed_approval_without_its_record_exits_1() {
+    let s = TestApp::spawn().await;
+    let w = s
+        .open(&["--environment", "production", "--actor", "erin", "--no-wait"])
+        .await;
+    let id = w.id.clone();
+    assert_eq!(w.finish().await.0, 0);
+    s.client("bob").approve(&id, None).await.unwrap();
+    let mut cmd = s.gate("ci");
+    cmd.env("GATE_SERVER", without_records(s.url.clone()).await)
+        .args(["consume", &id, "--retry-budget", "5s"]);
+    let out = Out::of(cmd).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "request {id} was approved and this gate consumed it, but its signed record could not be fetched"
+        )),
+        "{out:?}"
+    );
+    // It was consumed (once, by that call); the record is there for whoever can reach it.
+    assert_eq!(s.client("ci").get(&id).await.unwrap().status, Status::Consumed);
+    assert!(s.client("ci").record(&id).await.is_ok());
+}

@@ -34,6 +34,32 @@ pub struct ConsumeArgs {
     pub job: JobArgs,
 }
 
+/// What both forms of `gate consume` start from: the retry budget, the printer, the
+/// platform's context and a client holding the pipeline's credential.
+struct Connected {
+    budget: std::time::Duration,
+    out: Printer,
+    context: crate::core::api::Context,
+    client: Client,
+}
+
+async fn connect(ctx: &Ctx, job: &JobArgs) -> Result<Connected, Failure> {
+    let budget = Dur::parse(&job.retry_budget)
+        .map_err(|e| Failure::usage(format!("--retry-budget: {e}")))?
+        .as_std();
+    let out = Printer::new(ctx);
+    let env = |k: &str| std::env::var(k).ok();
+    let (platform, context) = ci::detect(&env);
+    let identity = identify(ctx, job, platform, &out).await?;
+    let client = Client::new(&ctx.server, Some(identity.token.clone()))?;
+    Ok(Connected {
+        budget,
+        out,
+        context,
+        client,
+    })
+}
+
 pub async fn run(ctx: &Ctx, a: ConsumeArgs) -> Outcome {
     if a.request_for_run {
         return for_run(ctx, a).await;
@@ -44,14 +70,12 @@ pub async fn run(ctx: &Ctx, a: ConsumeArgs) -> Outcome {
             "no request id: pass it, or set GATE_REQUEST_ID (the gate job's dotenv report on GitLab)",
         ));
     }
-    let budget = Dur::parse(&a.job.retry_budget)
-        .map_err(|e| Failure::usage(format!("--retry-budget: {e}")))?
-        .as_std();
-    let out = Printer { json: ctx.json() };
-    let env = |k: &str| std::env::var(k).ok();
-    let (platform, context) = ci::detect(&env);
-    let identity = identify(ctx, &a.job, platform, &out).await?;
-    let client = Client::new(&ctx.server, Some(identity.token.clone()))?;
+    let Connected {
+        budget,
+        out,
+        context,
+        client,
+    } = connect(ctx, &a.job).await?;
     // The run this job is in: a request that held a platform's job is used only from it.
     let run = Some(context.run_id).filter(|r| !r.is_empty());
     let mut signals = Signals::new()?;
@@ -85,14 +109,9 @@ pub async fn run(ctx: &Ctx, a: ConsumeArgs) -> Outcome {
 /// verifies, so the deploy job needs no id from the job that waited (there was none: the
 /// platform held the job, not a gate step).
 async fn for_run(ctx: &Ctx, a: ConsumeArgs) -> Outcome {
-    let budget = Dur::parse(&a.job.retry_budget)
-        .map_err(|e| Failure::usage(format!("--retry-budget: {e}")))?
-        .as_std();
-    let out = Printer { json: ctx.json() };
-    let env = |k: &str| std::env::var(k).ok();
-    let (platform, _) = ci::detect(&env);
-    let identity = identify(ctx, &a.job, platform, &out).await?;
-    let client = Client::new(&ctx.server, Some(identity.token.clone()))?;
+    let Connected {
+        budget, out, client, ..
+    } = connect(ctx, &a.job).await?;
     let environment = a.environment.clone().filter(|e| !e.trim().is_empty());
     let mut signals = Signals::new()?;
     match retry(&mut signals, budget, || client.consume_for_run(environment.clone())).await {

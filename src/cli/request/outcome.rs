@@ -21,7 +21,31 @@ pub(super) async fn finish(
     note: Option<String>,
 ) -> Outcome {
     let approved = view.status == Status::Consumed && note.is_none();
-    let record = client.record(&view.id).await;
+    // An approval is only as good as its record: it is fetched through network trouble
+    // within the retry budget, and one that cannot be had fails the gate.
+    let record = if approved {
+        let budget = crate::core::duration::Dur::parse(&a.retry_budget)
+            .map(|d| d.as_std())
+            .unwrap_or_default();
+        let mut signals = super::Signals::new()?;
+        match super::retry::retry(&mut signals, budget, || client.record(&view.id)).await {
+            Ok(env) => Ok(env),
+            Err(None) => {
+                return Err(Failure::no(format!(
+                    "interrupted before the record of {} was fetched; this gate consumed the approval, so the step does not go ahead",
+                    view.id
+                )));
+            }
+            Err(Some(e)) => {
+                return Err(Failure::no(format!(
+                    "request {} was approved and this gate consumed it, but its signed record could not be fetched ({e}); without it the step does not go ahead (a re-run asks for a new approval)",
+                    view.id
+                )));
+            }
+        }
+    } else {
+        client.record(&view.id).await
+    };
     let mut record_path = None;
     match &record {
         Ok(env) => {
