@@ -39,6 +39,11 @@ pub enum Release {
     JenkinsInput {
         build_url: String,
         input: String,
+        /// The build's `BUILD_TAG` (`jenkins-JOB-NUMBER`, the request's `run_id`): the run
+        /// a consume must come from. Empty in requests opened before it was kept; those
+        /// are consumed from their build URL.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        build_tag: String,
     },
 }
 
@@ -115,6 +120,7 @@ impl Release {
         match self {
             Release::GithubDeployment { run_id, .. } => run_id,
             Release::GitlabPlay { pipeline, .. } => pipeline,
+            Release::JenkinsInput { build_tag, .. } if !build_tag.is_empty() => build_tag,
             Release::JenkinsInput { build_url, .. } => build_url,
         }
     }
@@ -210,8 +216,17 @@ mod tests {
         let j = Release::JenkinsInput {
             build_url: "https://ci/job/a/1/".into(),
             input: "gate".into(),
+            build_tag: "jenkins-a-1".into(),
         };
         assert!(j.acts_on(Status::Denied) && j.acts_on(Status::Approved) && !j.acts_on(Status::Consumed));
+        // A consume comes from the build's BUILD_TAG; a request opened before the tag
+        // was kept parses, and names its build by URL.
+        assert_eq!(j.run(), "jenkins-a-1");
+        let old: Release = serde_json::from_value(serde_json::json!({
+            "kind": "jenkins_input", "build_url": "https://ci/job/a/1/", "input": "gate",
+        }))
+        .unwrap();
+        assert_eq!(old.run(), "https://ci/job/a/1/");
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["kind"], "gitlab_play");
         assert_eq!(serde_json::from_value::<Release>(v).unwrap(), r);

@@ -333,7 +333,7 @@ mod tests {
 
     #[test]
     fn keys_that_are_not_rsa_private_keys_say_what_they_are() {
-        let e = |text: &str| signing_key(text).err().expect("refused");
+        let e = |text: &str| signing_key(text).map(|_| ()).expect_err("refused");
         assert!(e("hello").starts_with("not a PEM private key ("), "{}", e("hello"));
         assert_eq!(e(&pem("PUBLIC KEY", b"x")), "a PEM `PUBLIC KEY`, not a private key");
         assert_eq!(

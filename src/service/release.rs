@@ -70,6 +70,7 @@ pub(super) fn release_of(
             Ok(Release::JenkinsInput {
                 build_url: build.to_string(),
                 input: a.input.clone(),
+                build_tag: ctx.run_id.clone(),
             })
         }
     }
@@ -90,14 +91,7 @@ pub(super) fn check_consumer(doc: &Doc, who: &Principal, run: Option<&str>, id: 
         .as_deref()
         .and_then(|v| v.fields.get("run_id").map(String::as_str))
         .or(run);
-    // A Jenkins release names its build by URL, but a consumer presents its run as the
-    // gate does, by `BUILD_TAG`: the run the request was opened from, in its context.
-    let want = match r {
-        crate::core::release::Release::JenkinsInput { .. } if !doc.context.run_id.is_empty() => {
-            doc.context.run_id.as_str()
-        }
-        _ => r.run(),
-    };
+    let want = r.run();
     match from {
         Some(run) if run == want => Ok(()),
         Some(run) => Err(AppError::Forbidden(
@@ -284,7 +278,7 @@ impl Releaser {
                 .await
                 .map_err(platform)
             }
-            Release::JenkinsInput { build_url, input } => {
+            Release::JenkinsInput { build_url, input, .. } => {
                 use crate::forge::jenkins::Answer;
                 let answer = match p.state.as_deref() {
                     Some("approved") => Answer::Proceed,

@@ -56,30 +56,34 @@ async fn consume(s: &TestApp, jenkins: &MockServer, n: u32, id: &str) -> Out {
     Out::of(cmd).await
 }
 
-/// `gate request --no-wait --jenkins-input approve` as a Jenkins `sh` step of build `n`
-/// of job `web` would run it; returns the request id.
+/// `gate request --no-wait --jenkins-input approve --print-id` as docs/jenkins.md's
+/// `sh(script: …, returnStdout: true)` step of build `n` of job `web` runs it: stdout is
+/// the request id and nothing else. Returns it.
 async fn open(s: &TestApp, jenkins: &MockServer, n: u32) -> String {
-    let w = s
-        .open_with(
-            build(s, jenkins, n),
-            &[
-                "--no-wait",
-                "--jenkins-input",
-                "approve",
-                "--environment",
-                "production",
-                "--repository",
-                "acme/web",
-            ],
-        )
-        .await;
-    let id = w.id.clone();
-    let _ = w.finish().await;
+    let mut cmd = build(s, jenkins, n);
+    cmd.args([
+        "request",
+        "--no-wait",
+        "--jenkins-input",
+        "approve",
+        "--print-id",
+        "--environment",
+        "production",
+        "--repository",
+        "acme/web",
+    ]);
+    let out = Out::of(cmd).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.stdout.trim().to_string();
+    assert_eq!(out.stdout, format!("{id}\n"), "stdout is the id alone: {out:?}");
+    assert!(id.starts_with("req_"), "{out:?}");
+    assert!(out.stderr.contains(&format!("GATE_REQUEST_ID={id}")), "{out:?}");
     let v = s.client("alice").get(&id).await.unwrap();
     let r = serde_json::to_value(&v).unwrap()["release"].clone();
     assert_eq!(
         r,
-        json!({"kind": "jenkins_input", "build_url": format!("{}/job/web/{n}/", jenkins.uri()), "input": "approve"})
+        json!({"kind": "jenkins_input", "build_url": format!("{}/job/web/{n}/", jenkins.uri()), "input": "approve",
+               "build_tag": format!("jenkins-web-{n}")})
     );
     id
 }

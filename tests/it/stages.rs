@@ -174,6 +174,16 @@ async fn stages_open_in_order_and_the_gate_exits_0() {
             json!(["alice", "bob"]),
             "only the first stage at opening"
         );
+        // And the log says when release opened: right after bob's vote, in its transaction.
+        let mut audit = s.client(AUDITOR).audit(&id).await.unwrap();
+        audit.retain(|e| e.kind != "refused");
+        let kinds: Vec<&str> = audit.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["created", "vote", "stage_opened"], "{audit:?}");
+        assert_eq!(
+            (audit[2].actor.as_str(), &audit[2].data),
+            ("policy", &json!({"stage": "release"}))
+        );
+        assert_eq!(audit[2].at, audit[1].at);
 
         let out = s.run("carol", &["approve", &id]).await;
         assert_eq!(out.code, 0, "{out:?}");

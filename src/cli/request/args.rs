@@ -65,6 +65,10 @@ pub struct RequestArgs {
     /// server answers it (proceed on approval, abort otherwise). Needs --no-wait.
     #[arg(long, env = "GATE_JENKINS_INPUT", requires = "no_wait")]
     pub jenkins_input: Option<String>,
+    /// With --no-wait: print the request id alone on stdout (every other line goes to
+    /// stderr), for Jenkins' `sh(returnStdout: true)` and shell `$(…)`.
+    #[arg(long, requires = "no_wait")]
+    pub print_id: bool,
     #[arg(long, env = "GATE_REPOSITORY")]
     pub repository: Option<String>,
     #[arg(long = "ref", env = "GATE_REF")]

@@ -25,7 +25,7 @@ use retry::Retries;
 use signals::Signals;
 use wait::follow;
 
-use super::{Ctx, Failure, Outcome, print_json};
+use super::{Ctx, Failure, Outcome};
 use crate::ci;
 use crate::client::Client;
 use crate::core::decide::Status;
@@ -34,15 +34,29 @@ use crate::core::duration::Dur;
 #[derive(Clone, Copy)]
 struct Printer {
     json: bool,
+    /// `--print-id`: stdout holds the request id alone; every line goes to stderr.
+    id_only: bool,
 }
 
 impl Printer {
+    fn new(ctx: &Ctx) -> Printer {
+        Printer {
+            json: ctx.json(),
+            id_only: false,
+        }
+    }
+
     fn event(&self, value: serde_json::Value, text: String) {
-        if self.json {
-            print_json(&value);
+        let line = if self.json {
+            serde_json::to_string(&value).unwrap_or_else(|_| "null".into())
         } else {
             // The gate's lines carry the server's text (summary, reasons): never raw.
-            outln!("{}", crate::core::text::for_terminal(&text, true));
+            crate::core::text::for_terminal(&text, true)
+        };
+        if self.id_only {
+            eprintln!("{line}");
+        } else {
+            outln!("{line}");
         }
     }
 
@@ -50,7 +64,7 @@ impl Printer {
     /// (stdout then holds JSON lines only; runners read workflow commands on both).
     fn note(&self, text: &str) {
         let text = crate::core::text::for_terminal(text, true);
-        if self.json {
+        if self.json || self.id_only {
             eprintln!("{text}");
         } else {
             outln!("{text}");
@@ -76,7 +90,10 @@ pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
     if let Some(t) = &a.timeout {
         Dur::parse(t).map_err(|e| Failure::usage(format!("--timeout: {e}")))?;
     }
-    let out = Printer { json: ctx.json() };
+    let out = Printer {
+        id_only: a.print_id,
+        ..Printer::new(ctx)
+    };
     let (platform, _) = ci::detect(&|k| std::env::var(k).ok());
     // Before anything else prints: the identity, its secrets masked first on GitHub.
     let identity = identify(ctx, &a.job, platform, &out).await?;

@@ -50,6 +50,9 @@ pub(super) async fn follow(
                 "jitgate: not waiting (--no-wait): GATE_REQUEST_ID={}",
                 view.id
             ));
+            if a.print_id {
+                outln!("{}", view.id);
+            }
         }
         return Ok(Exit::yes_or_no(open));
     }

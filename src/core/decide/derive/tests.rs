@@ -283,9 +283,9 @@ fn an_escalation_approves_exactly_when_the_threshold_is_then_met() {
     assert_eq!(e.seq, 5, "bob has not voted yet: {e}");
 }
 
-#[test]
-fn a_vote_for_a_stage_not_open_yet_never_counted() {
-    let created = Event {
+/// `created` for security (sam) first, then release (rita).
+fn staged() -> Event<'static> {
+    Event {
         data: json!({
             "requirements": [
                 {"group": "security", "count": 1, "members": ["sam"], "stage": "security"},
@@ -295,7 +295,12 @@ fn a_vote_for_a_stage_not_open_yet_never_counted() {
             "expires_at": "2026-01-01T00:00:00Z",
         }),
         ..created()
-    };
+    }
+}
+
+#[test]
+fn a_vote_for_a_stage_not_open_yet_never_counted() {
+    let created = staged();
     let e = derive(&[created.clone(), approve(2, "rita")]).unwrap_err();
     assert!(e.why.contains("stage `release` is not open yet"), "{e}");
     let d = derive(&[
@@ -337,4 +342,29 @@ fn a_scope_approval_replays_only_naming_its_covering_decision() {
     other["scope"] = json!("sha256:t");
     assert!(derive(&[opened.clone(), scope_vote(json!({"covering": other})), approved.clone()]).is_err());
     assert!(derive(&[created(), scope_vote(json!({"covering": covering})), approved]).is_err());
+}
+
+#[test]
+fn a_stage_opens_in_the_log_only_once_the_stages_before_it_are_met() {
+    let staged = staged();
+    let opened = |seq| ev(seq, "stage_opened", "policy", json!({"stage": "release"}));
+    let honest = [
+        staged.clone(),
+        approve(2, "sam"),
+        opened(3),
+        approve(4, "rita"),
+        ev(5, "approved", "rita", json!({})),
+    ];
+    assert_eq!(derive(&honest).unwrap().status, Status::Approved);
+    // Forged: release "opened" before security approved, or a stage the rule lacks.
+    let e = derive(&[staged.clone(), opened(2)]).unwrap_err();
+    assert_eq!(e.seq, 2);
+    assert!(e.why.contains("stage `release` is not open"), "{e}");
+    let e = derive(&[
+        staged,
+        approve(2, "sam"),
+        ev(3, "stage_opened", "policy", json!({"stage": "qa"})),
+    ])
+    .unwrap_err();
+    assert_eq!(e.seq, 3);
 }
