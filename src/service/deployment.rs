@@ -2,15 +2,19 @@
 //! opens (by the App, [`GITHUB_APP`], never by a pipeline), and its approval used by the
 //! deploy job of that run (`POST /api/v1/run/consume`).
 //!
-//! One request per repository, run and environment: its idempotency key is made from
-//! those three, so a second delivery for the same deployment replays it, and the deploy
-//! job finds it again from its OIDC token's verified claims.
+//! One open request per repository, run and environment: its idempotency key is made
+//! from those three, so a second delivery for the same deployment, or for another while
+//! the request is pending, replays it, and the deploy job finds it again from its OIDC
+//! token's verified claims. A re-run of the workflow run keeps the run id and asks again
+//! for a new deployment: once the earlier request is decided, its key moves aside
+//! (`KEY|<its id>`) and the new request takes it.
 
 use super::error::{AppError, ErrorCode, Result};
 use super::open::Trusted;
 use super::{Engine, doc_of};
 use crate::auth::Principal;
 use crate::core::api::{CreateRequest, RequestView};
+use crate::core::decide::Status;
 use crate::core::release::Release;
 
 /// The opener of every request a protection rule opens: the GitHub App.
@@ -53,7 +57,27 @@ impl Engine {
             )));
         };
         let mut body = o.body;
-        body.idempotency_key = Some(deployment_key(repository, run_id, environment));
+        let key = deployment_key(repository, run_id, environment);
+        let namespaced = format!("{GITHUB_APP}|key|{key}");
+        if let Some(old) = self.store.find_by_key(&namespaced).await? {
+            let (row, votes) = self.load(&old).await?;
+            let deployment = |labels: &std::collections::BTreeMap<String, String>| labels.get("deployment_id").cloned();
+            let same = deployment(&doc_of(&row)?.context.labels) == deployment(&body.context.labels);
+            // Another deployment of the run while its request is pending (the attempt
+            // before was canceled and re-run): the answer goes to the run's callback, so
+            // the pending request answers this deployment too.
+            if !same && row.status == Status::Pending {
+                return Ok((self.view(&row, &votes)?, false));
+            }
+            // Another deployment once the first is decided (approved included: its answer
+            // went to the attempt before): a re-run, which needs its own answer.
+            if !same {
+                let mut tx = self.store.begin().await?;
+                tx.rekey_request(&old, &format!("{namespaced}|{old}")).await?;
+                tx.commit().await?;
+            }
+        }
+        body.idempotency_key = Some(key);
         let trusted = Trusted {
             release: Some(o.release.clone()),
             requesters: o.also_requesters,

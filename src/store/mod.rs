@@ -486,6 +486,17 @@ impl Tx {
         }
     }
 
+    /// Gives request `id` another idempotency key, so that its old key may open a new
+    /// request (a re-run of a GitHub workflow run asks again under the same run id).
+    pub async fn rekey_request(&mut self, id: &str, key: &str) -> Result<()> {
+        sqlx::query("UPDATE gate_requests SET idem_key = $1 WHERE id = $2")
+            .bind(key)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     pub async fn insert_vote(&mut self, request_id: &str, v: &VoteRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO gate_votes (request_id, voter, approve, reason, at, via, meta) VALUES ($1,$2,$3,$4,$5,$6,$7)",

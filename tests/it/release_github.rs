@@ -353,3 +353,148 @@ async fn a_stage_that_opens_is_reported_on_the_deployment_while_it_waits() {
     assert_eq!(status[0]["environment_name"], "production");
     assert!(sent.iter().any(|b| b["state"] == "approved"), "{sent:?}");
 }
+
+#[tokio::test]
+async fn escalations_are_reported_on_the_deployment_at_most_ten_times_and_the_outcome_always() {
+    let key = app_key();
+    let gh = github(&key).await;
+    let Some(body) = delivery_body(&gh).await else { return };
+    // Twelve steps, 100 ms apart; each lets ops approve too (its step is in the report).
+    let steps: Vec<String> = (1..=12)
+        .map(|i| format!("      - {{ after: {}ms, add_groups: [ops] }}\n", i * 100))
+        .collect();
+    let rule = format!(
+        "    require: [{{ group: sre, count: 1 }}]\n    escalate:\n{}",
+        steps.concat()
+    );
+    let s = start_with(TestApp::builder().rule(rule.trim_end()), &gh, &key, "").await;
+    let id = opened(&s, &body).await;
+    // Every step taken (long-polling the request, which each step changes).
+    let client = s.client(AUDITOR);
+    let mut v = view(&s, &id).await;
+    loop {
+        let taken = client
+            .audit(&id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == "escalated")
+            .count();
+        if taken == 12 {
+            break;
+        }
+        v = client.wait(&id, Some(v.version), 30).await.unwrap();
+        assert_eq!(v.status, Status::Pending, "{v:?}");
+    }
+    let rows = outbox_until(&s, &id, "ten delivered status reports", |rows| {
+        rows.iter()
+            .filter(|n| n.event == "status_report" && n.state == "delivered")
+            .count()
+            == 10
+    })
+    .await;
+    assert_eq!(
+        rows.iter().filter(|n| n.event == "status_report").count(),
+        10,
+        "{rows:?}"
+    );
+    // Then the outcome, which is never held back by the limit.
+    assert_eq!(s.run("alice", &["approve", &id]).await.code, 0);
+    delivered_row(&s, &id, "the approval", |n| {
+        n.channel == "release" && n.event == "approved"
+    })
+    .await;
+    let sent = posts(&gh, CALLBACK).await;
+    let (reports, outcomes): (Vec<&Value>, Vec<&Value>) = sent.iter().partition(|b| b.get("state").is_none());
+    assert_eq!(reports.len(), 10, "{sent:?}");
+    let mut steps = std::collections::BTreeSet::new();
+    for r in &reports {
+        let text = r["comment"].as_str().unwrap();
+        // A status report says what changed, with no `state`, within GitHub's limit.
+        assert!(text.chars().count() <= 1024, "{text}");
+        let step = text.split("escalated (step ").nth(1).and_then(|t| t.split(')').next());
+        steps.insert(
+            step.and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or_else(|| panic!("{text}")),
+        );
+        assert!(text.contains("ops may now approve"), "{text}");
+        assert!(text.contains(&format!("/requests/{id}")), "{text}");
+        assert_eq!(r["environment_name"], "production");
+    }
+    assert_eq!(steps, (1..=10).collect(), "the first ten steps, each once");
+    assert_eq!(outcomes.len(), 1, "{sent:?}");
+    assert_eq!(outcomes[0]["state"], "approved");
+}
+
+/// The fixture as GitHub sends it for a re-run of the same workflow run: the run id is
+/// the same, the deployment is new.
+fn rerun(body: &[u8]) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(body).unwrap();
+    v["deployment"]["id"] = json!(90002);
+    v["deployment"]["url"] = json!("https://api.github.com/repos/acme/app/deployments/90002");
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[tokio::test]
+async fn a_re_run_of_the_same_run_asks_again_once_the_first_attempt_is_decided() {
+    for db in backends() {
+        let key = app_key();
+        let gh = github(&key).await;
+        let Some(body) = delivery_body(&gh).await else { return };
+        let s = start(db, &gh, &key, "").await;
+        let first = opened(&s, &body).await;
+        // While the first attempt's request is pending, another deployment of the run
+        // answers with it: nothing new opens.
+        let (st, v) = deliver(&s, "dlv-rerun-early", &rerun(&body)).await;
+        assert_eq!(
+            (st, v["result"].as_str(), v["request"].as_str()),
+            (200, Some("replayed"), Some(first.as_str())),
+            "{v}"
+        );
+        // Denied; the run is re-run: the new deployment gets a request of its own.
+        assert_eq!(s.run("bob", &["deny", &first, "--reason", "not yet"]).await.code, 0);
+        let (st, v) = deliver(&s, "dlv-rerun", &rerun(&body)).await;
+        assert_eq!((st, v["result"].as_str()), (200, Some("opened")), "{v}");
+        let second = v["request"].as_str().unwrap().to_string();
+        assert_ne!(second, first);
+        let sv = view(&s, &second).await;
+        assert_eq!((sv.status, sv.context.run_id.as_str()), (Status::Pending, "4242"));
+        assert_eq!(
+            sv.context.labels.get("deployment_id").map(String::as_str),
+            Some("90002")
+        );
+        assert_eq!(
+            view(&s, &first).await.status,
+            Status::Denied,
+            "the first stays as it was"
+        );
+        // The same re-run delivered again, or the first deployment's event again, open nothing.
+        let (st, _) = deliver(&s, "dlv-rerun", &rerun(&body)).await;
+        assert_eq!(st, 409);
+        let (st, v) = deliver(&s, "dlv-first-again", &body).await;
+        assert_eq!(
+            (st, v["result"].as_str(), v["request"].as_str()),
+            (200, Some("replayed"), Some(second.as_str())),
+            "{v}"
+        );
+        assert_eq!(s.client(AUDITOR).list("pending").await.unwrap().len(), 1);
+        // Approved, the re-run's request answers its deployment: the deploy job of the run
+        // uses this approval, not the denied one.
+        assert_eq!(s.run("alice", &["approve", &second]).await.code, 0);
+        delivered_row(&s, &second, "the approval", |n| {
+            n.channel == "release" && n.event == "approved"
+        })
+        .await;
+        let states: Vec<String> = posts(&gh, CALLBACK)
+            .await
+            .iter()
+            .map(|b| b["state"].to_string())
+            .collect();
+        assert_eq!(states, ["\"rejected\"", "\"approved\""]);
+        assert_eq!(
+            s.run(AUDITOR, &["audit", "verify"]).await.code,
+            0,
+            "moving the key aside is no tampering"
+        );
+    }
+}
