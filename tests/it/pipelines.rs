@@ -507,7 +507,7 @@ fn run_step(
     (c, output)
 }
 
-fn gate_dir() -> PathBuf {
+pub(crate) fn gate_dir() -> PathBuf {
     Path::new(GATE).parent().unwrap().to_path_buf()
 }
 
@@ -782,7 +782,7 @@ async fn jenkins_presents_its_bound_id_token_or_says_how_to_bind_one() {
 // ---------------------------------------------------------------------------------------
 // The GitLab template, run by gitlab-ci-local with the shell executor.
 
-fn have(cmd: &str) -> bool {
+pub(crate) fn have(cmd: &str) -> bool {
     std::process::Command::new(cmd)
         .arg("--version")
         .stdout(Stdio::null())
@@ -793,14 +793,14 @@ fn have(cmd: &str) -> bool {
 
 /// Runs one job of `repo` with gitlab-ci-local; returns once the gate has opened its
 /// request (its id), with the process still running.
-struct GclJob {
+pub(crate) struct GclJob {
     child: tokio::process::Child,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     log: Vec<String>,
 }
 
 impl GclJob {
-    async fn start(repo: &Path, home: &Path, s: &TestApp, job: &str) -> (GclJob, String) {
+    pub(crate) async fn start(repo: &Path, home: &Path, s: &TestApp, job: &str) -> (GclJob, String) {
         let mut child = Command::new("gitlab-ci-local")
             .current_dir(repo)
             .arg("--home")
@@ -846,7 +846,7 @@ impl GclJob {
         (job, id)
     }
 
-    async fn finish(mut self) -> (bool, String) {
+    pub(crate) async fn finish(mut self) -> (bool, String) {
         while let Some(l) = self.lines.next_line().await.unwrap() {
             self.log.push(l);
         }
@@ -863,7 +863,7 @@ impl GclJob {
     }
 }
 
-fn git(repo: &Path, args: &[&str]) -> String {
+pub(crate) fn git(repo: &Path, args: &[&str]) -> String {
     let o = std::process::Command::new("git")
         .args(args)
         .current_dir(repo)

@@ -332,3 +332,166 @@ async fn no_wait_exits_1_on_an_at_once_deny_and_play_needs_no_wait() {
     );
     assert!(s.client("ci").list("pending").await.unwrap().is_empty());
 }
+
+/// The pipeline gitlab-ci-local runs (its CI_PIPELINE_ID is 1000, the project acme/web):
+/// the gate job and the held deploy job, as GitLab's Jobs API lists them.
+async fn fake_for_gitlab_ci_local() -> MockServer {
+    use wiremock::matchers::{method, path};
+    const DEPLOY: u64 = 9002;
+    let listed = |status: &str| {
+        let mut deploy = job(DEPLOY, "deploy-prod", "deploy", status);
+        deploy["pipeline"]["id"] = json!(1000);
+        json!([job(9001, "approve-prod", "approve", "success"), deploy])
+    };
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v4/projects/acme%2Fweb/pipelines/1000/jobs"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(listed("manual")))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/api/v4/projects/acme%2Fweb/jobs/{DEPLOY}/play")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(job(DEPLOY, "deploy-prod", "deploy", "pending")))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Runs one job of `repo` to its end with gitlab-ci-local; whether it passed, and its log.
+async fn gitlab_ci_local(repo: &std::path::Path, home: &std::path::Path, s: &TestApp, job: &str) -> (bool, String) {
+    let out = tokio::process::Command::new("gitlab-ci-local")
+        .current_dir(repo)
+        .arg("--home")
+        .arg(home)
+        .args(["--variable", &format!("GATE_SERVER={}", s.url)])
+        .args(["--variable", &format!("GATE_TOKEN={}", token("ci"))])
+        .arg(job)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                crate::pipelines::gate_dir().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("NO_COLOR", "1")
+        .env_remove("GATE_SERVER")
+        .env_remove("GATE_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run gitlab-ci-local");
+    let log = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), log)
+}
+
+/// The template's `.jitgate-no-wait` and `.jitgate-consume` jobs, run by gitlab-ci-local:
+/// the gate job opens the request and ends; a press of play before the approval gets
+/// nowhere; the approval plays the deploy job on the (fake) GitLab, and the deploy job's
+/// `gate consume` uses it, from that pipeline, and keeps the record.
+#[tokio::test]
+async fn the_template_s_no_wait_jobs_in_gitlab_ci_local() {
+    use crate::pipelines::{GclJob, git, have};
+    if !have("gitlab-ci-local") || !have("rsync") {
+        skip_or_fail(
+            "the_template_s_no_wait_jobs_in_gitlab_ci_local",
+            "gitlab-ci-local or rsync is not installed (npm install -g gitlab-ci-local@4.62.0; apt install rsync)",
+        );
+        return;
+    }
+    let gl = fake_for_gitlab_ci_local().await;
+    let s = start(Db::Sqlite, &gl).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, home) = (tmp.path().join("web"), tmp.path().join("home"));
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".gitlab-ci-template.yml"),
+        repo.join(".gitlab-ci-template.yml"),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join(".gitlab-ci.yml"),
+        "include:
+  - local: .gitlab-ci-template.yml
+
+stages: [approve, deploy]
+
+approve-prod:
+  extends: .jitgate-no-wait
+  stage: approve
+  variables:
+    GITLAB_CI: \"true\"   # gitlab-ci-local says false; GitLab says true
+    GATE_ENVIRONMENT: production
+    GATE_GITLAB_PLAY: deploy-prod
+
+deploy-prod:
+  extends: .jitgate-consume
+  stage: deploy
+  needs: [approve-prod]
+  variables:
+    GITLAB_CI: \"true\"
+  script:
+    - echo \"deploying with $GATE_REQUEST_ID\"
+",
+    )
+    .unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["config", "user.email", "dev@example.com"]);
+    git(&repo, &["config", "user.name", "Dev"]);
+    git(
+        &repo,
+        &["remote", "add", "origin", "https://gitlab.example.com/acme/web.git"],
+    );
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "pipeline"]);
+
+    // The gate job opens the request and passes at once, its id in the dotenv report.
+    let (gate, id) = GclJob::start(&repo, &home, &s, "approve-prod").await;
+    let (ok, log) = gate.finish().await;
+    assert!(ok, "the no-wait gate job passes while the request is pending:\n{log}");
+    assert!(log.contains(&format!("GATE_REQUEST_ID={id}")), "{log}");
+    let arts = repo.join(".gitlab-ci-local/artifacts/approve-prod");
+    let dotenv = std::fs::read_to_string(arts.join(".gitlab-ci-reports/dotenv/gate.env")).unwrap();
+    assert!(dotenv.contains(&format!("GATE_REQUEST_ID={id}\n")), "{dotenv}");
+    let v = s.client("bob").get(&id).await.unwrap();
+    assert_eq!(v.status.as_str(), "pending");
+    let release = serde_json::to_value(v.release.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        release,
+        json!({"kind": "gitlab_play", "project": "acme/web", "pipeline": "1000", "job": "deploy-prod"})
+    );
+
+    // Someone presses play before the approval: `gate consume` refuses, the deploy never runs.
+    let (ok, log) = gitlab_ci_local(&repo, &home, &s, "deploy-prod").await;
+    assert!(!ok, "a deploy job played before the approval must fail:\n{log}");
+    assert!(log.contains("still pending"), "{log}");
+    assert!(!log.contains("deploying with"), "{log}");
+
+    // Approved: the server plays the deploy job (on the fake), which then uses the approval.
+    s.client("bob").approve(&id, Some("go".into())).await.unwrap();
+    delivered_row(&s, &id, "the play", |n| n.channel == "release").await;
+    let played = gl
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/jobs/9002/play"))
+        .count();
+    assert_eq!(played, 1, "the deploy job is played once");
+    let (ok, log) = gitlab_ci_local(&repo, &home, &s, "deploy-prod").await;
+    assert!(ok, "{log}");
+    assert!(log.contains(&format!("deploying with {id}")), "{log}");
+    let arts = repo.join(".gitlab-ci-local/artifacts/deploy-prod");
+    assert!(arts.join("gate-record.json").exists(), "{log}");
+    let dotenv = std::fs::read_to_string(arts.join("gate-consume.env")).unwrap();
+    assert!(dotenv.contains("GATE_DECISION=approved\n"), "{dotenv}");
+    assert_eq!(s.client("bob").get(&id).await.unwrap().status.as_str(), "consumed");
+    // A second press gets nothing: the approval was used once.
+    let (ok, log) = gitlab_ci_local(&repo, &home, &s, "deploy-prod").await;
+    assert!(!ok && !log.contains("deploying with"), "{log}");
+}
