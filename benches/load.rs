@@ -16,6 +16,9 @@
 //!   `--settle` seconds.
 //! * `throughput`: opens M pending requests, then approves them with C concurrent clients
 //!   and reports durable decisions per second.
+//! * `release` (`load_release.rs`, not in `all`): the runner-seconds an approval wait holds
+//!   in step mode and in the no-wait modes (GitLab play, Jenkins input), and the release
+//!   latency from an approval to the play or input call reaching a fake platform.
 //!
 //! Build and run (see docs/performance.md):
 //!
@@ -49,6 +52,9 @@ mod pg;
 mod serve;
 #[path = "../tests/it/support/tokens.rs"]
 mod tokens;
+// The release scenario, in its own file.
+#[path = "load_release.rs"]
+mod release;
 
 use tokens::{PipelineEntry, UserEntry, random_token};
 
@@ -62,6 +68,10 @@ default, PostgreSQL with --database-url) and runs one or all scenarios, each on 
   throughput  M (--requests) pending requests approved by C (--concurrency) clients: durable
               decisions per second
   all         the three above, in that order
+  release     runner-seconds held per approval wait: step mode (the whole wait, with a
+              decision after --decision-delay) against the no-wait modes (the gate job and
+              the consume step, GitLab play and Jenkins input); and the release latency
+              from the approval to the play or input call reaching a fake platform
 
 Examples:
   gate-load all
@@ -118,6 +128,12 @@ struct Cli {
     /// waiters and throughput: concurrent clients that open and approve requests.
     #[arg(long, global = true, default_value_t = 16)]
     concurrency: usize,
+    /// release: measured rounds (each one step-mode wait and one no-wait wait per platform).
+    #[arg(long, global = true, default_value_t = 20)]
+    release_runs: usize,
+    /// release: seconds from the request opening to the approval (the people deciding).
+    #[arg(long, global = true, default_value_t = 5.0)]
+    decision_delay: f64,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -132,6 +148,9 @@ enum Scenario {
     Throughput,
     /// latency, waiters and throughput, each on a fresh server.
     All,
+    /// Runner-seconds per approval wait, step mode against the no-wait modes, and the
+    /// release latency to the platform.
+    Release,
 }
 
 #[tokio::main]
@@ -179,12 +198,18 @@ async fn run(cli: Cli) -> Result<()> {
         // Other work on the machine skews every figure: show what was running.
         let load = loadavg();
         println!("\nload average before the scenario: {load}");
-        let server = Server::start(&cli, &gate).await?;
-        let result = match s {
-            Scenario::Latency => latency(&cli, &gate, &server).await,
-            Scenario::Waiters => waiters(&cli, &server).await,
-            Scenario::Throughput => throughput(&cli, &server).await,
-            Scenario::All => unreachable!(),
+        let platform = match s {
+            Scenario::Release => Some(release::FakePlatform::start().await?),
+            _ => None,
+        };
+        let setup = platform.as_ref().map(|p| p.setup()).unwrap_or_default();
+        let server = Server::start(&cli, &gate, &setup).await?;
+        let result = match (s, &platform) {
+            (Scenario::Latency, _) => latency(&cli, &gate, &server).await,
+            (Scenario::Waiters, _) => waiters(&cli, &server).await,
+            (Scenario::Throughput, _) => throughput(&cli, &server).await,
+            (Scenario::Release, Some(p)) => release::release(&cli, &gate, &server, p).await,
+            _ => unreachable!(),
         };
         if result.is_err() {
             server.print_log_tail();
@@ -202,6 +227,14 @@ async fn run(cli: Cli) -> Result<()> {
 
 // ----- the server under test ----------------------------------------------------------
 
+/// What a scenario adds to the server: YAML appended to its gate.yaml, and its
+/// environment (the secrets that YAML names).
+#[derive(Default)]
+struct Setup {
+    yaml: String,
+    env: Vec<(String, String)>,
+}
+
 struct Server {
     child: Child,
     pid: u32,
@@ -214,7 +247,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(cli: &Cli, gate: &Path) -> Result<Server> {
+    async fn start(cli: &Cli, gate: &Path, setup: &Setup) -> Result<Server> {
         let dir = cli
             .work_dir
             .clone()
@@ -240,6 +273,7 @@ impl Server {
         if let Some(extra) = &cli.config_extra {
             config.push_str(&std::fs::read_to_string(extra).with_context(|| format!("reading {}", extra.display()))?);
         }
+        config.push_str(&setup.yaml);
         std::fs::write(dir.join("gate.yaml"), config)?;
         std::fs::write(dir.join("policy.yaml"), policy)?;
         let database = match &cli.database_url {
@@ -264,6 +298,7 @@ impl Server {
         if let Ok(l) = std::env::var("GATE_LOG") {
             cmd.env("GATE_LOG", l);
         }
+        cmd.envs(setup.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd
             .stderr(log)
             .spawn()
