@@ -800,9 +800,11 @@ pub(crate) struct GclJob {
 }
 
 impl GclJob {
-    pub(crate) async fn start(repo: &Path, home: &Path, s: &TestApp, job: &str) -> (GclJob, String) {
-        let mut child = Command::new("gitlab-ci-local")
-            .current_dir(repo)
+    /// gitlab-ci-local running `job` of `repo` against `s`, with the `ci` pipeline's token
+    /// and the built `gate` first on PATH.
+    pub(crate) fn command(repo: &Path, home: &Path, s: &TestApp, job: &str) -> Command {
+        let mut c = Command::new("gitlab-ci-local");
+        c.current_dir(repo)
             .arg("--home")
             .arg(home)
             .args(["--variable", &format!("GATE_SERVER={}", s.url)])
@@ -815,7 +817,12 @@ impl GclJob {
             .env("NO_COLOR", "1")
             .env_remove("GATE_SERVER")
             .env_remove("GATE_TOKEN")
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub(crate) async fn start(repo: &Path, home: &Path, s: &TestApp, job: &str) -> (GclJob, String) {
+        let mut child = GclJob::command(repo, home, s, job)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -863,6 +870,32 @@ impl GclJob {
     }
 }
 
+/// A git repository `web` under `dir` (and a gitlab-ci-local home beside it) whose
+/// `.gitlab-ci.yml` is `ci`, with the template beside it, committed on `main` with
+/// GitLab's remote: `(repo, home, commit)`.
+pub(crate) fn gitlab_repo(dir: &Path, ci: &str) -> (PathBuf, PathBuf, String) {
+    let (repo, home) = (dir.join("web"), dir.join("home"));
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".gitlab-ci-template.yml"),
+        repo.join(".gitlab-ci-template.yml"),
+    )
+    .unwrap();
+    std::fs::write(repo.join(".gitlab-ci.yml"), ci).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["config", "user.email", "dev@example.com"]);
+    git(&repo, &["config", "user.name", "Dev"]);
+    git(
+        &repo,
+        &["remote", "add", "origin", "https://gitlab.example.com/acme/web.git"],
+    );
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "pipeline"]);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    (repo, home, sha)
+}
+
 pub(crate) fn git(repo: &Path, args: &[&str]) -> String {
     let o = std::process::Command::new("git")
         .args(args)
@@ -886,18 +919,9 @@ async fn the_gitlab_template_in_gitlab_ci_local() {
     }
     let s = TestApp::spawn().await;
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("web");
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".gitlab-ci-template.yml"),
-        repo.join(".gitlab-ci-template.yml"),
-    )
-    .unwrap();
-    std::fs::write(
-        repo.join(".gitlab-ci.yml"),
-        format!(
+    let (repo, home, sha) = gitlab_repo(
+        tmp.path(),
+        &format!(
             "include:
   - local: .gitlab-ci-template.yml
 
@@ -918,20 +942,9 @@ approve-me:
 
 deny-me:
   extends: .common
-"
+",
         ),
-    )
-    .unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["config", "user.email", "dev@example.com"]);
-    git(&repo, &["config", "user.name", "Dev"]);
-    git(
-        &repo,
-        &["remote", "add", "origin", "https://gitlab.example.com/acme/web.git"],
     );
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "pipeline"]);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
 
     // Approved while the job waits: the job passes and keeps the record and reports.
     let (job, id) = GclJob::start(&repo, &home, &s, "approve-me").await;

@@ -359,25 +359,7 @@ async fn fake_for_gitlab_ci_local() -> MockServer {
 
 /// Runs one job of `repo` to its end with gitlab-ci-local; whether it passed, and its log.
 async fn gitlab_ci_local(repo: &std::path::Path, home: &std::path::Path, s: &TestApp, job: &str) -> (bool, String) {
-    let out = tokio::process::Command::new("gitlab-ci-local")
-        .current_dir(repo)
-        .arg("--home")
-        .arg(home)
-        .args(["--variable", &format!("GATE_SERVER={}", s.url)])
-        .args(["--variable", &format!("GATE_TOKEN={}", token("ci"))])
-        .arg(job)
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                crate::pipelines::gate_dir().display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .env("NO_COLOR", "1")
-        .env_remove("GATE_SERVER")
-        .env_remove("GATE_TOKEN")
-        .stdin(std::process::Stdio::null())
+    let out = crate::pipelines::GclJob::command(repo, home, s, job)
         .output()
         .await
         .expect("run gitlab-ci-local");
@@ -395,7 +377,7 @@ async fn gitlab_ci_local(repo: &std::path::Path, home: &std::path::Path, s: &Tes
 /// `gate consume` uses it, from that pipeline, and keeps the record.
 #[tokio::test]
 async fn the_template_s_no_wait_jobs_in_gitlab_ci_local() {
-    use crate::pipelines::{GclJob, git, have};
+    use crate::pipelines::{GclJob, gitlab_repo, have};
     if !have("gitlab-ci-local") || !have("rsync") {
         skip_or_fail(
             "the_template_s_no_wait_jobs_in_gitlab_ci_local",
@@ -406,16 +388,8 @@ async fn the_template_s_no_wait_jobs_in_gitlab_ci_local() {
     let gl = fake_for_gitlab_ci_local().await;
     let s = start(Db::Sqlite, &gl).await;
     let tmp = tempfile::tempdir().unwrap();
-    let (repo, home) = (tmp.path().join("web"), tmp.path().join("home"));
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::copy(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".gitlab-ci-template.yml"),
-        repo.join(".gitlab-ci-template.yml"),
-    )
-    .unwrap();
-    std::fs::write(
-        repo.join(".gitlab-ci.yml"),
+    let (repo, home, _) = gitlab_repo(
+        tmp.path(),
         "include:
   - local: .gitlab-ci-template.yml
 
@@ -438,17 +412,7 @@ deploy-prod:
   script:
     - echo \"deploying with $GATE_REQUEST_ID\"
 ",
-    )
-    .unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["config", "user.email", "dev@example.com"]);
-    git(&repo, &["config", "user.name", "Dev"]);
-    git(
-        &repo,
-        &["remote", "add", "origin", "https://gitlab.example.com/acme/web.git"],
     );
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "pipeline"]);
 
     // The gate job opens the request and passes at once, its id in the dotenv report.
     let (gate, id) = GclJob::start(&repo, &home, &s, "approve-prod").await;

@@ -113,31 +113,35 @@ pub fn review_rule(rule: &Rule, bg: &BreakGlass) -> Rule {
             notify.push(g.clone());
         }
     }
-    let mut r = rule.clone();
-    r.decision = None;
-    r.require = vec![Require {
-        group: bg.review.group.clone(),
-        count: bg.review.count,
-    }];
-    r.timeout = Some(REVIEW_TIMEOUT);
-    // An approved review is a verdict, not something to use: it never lapses.
-    r.approval_ttl = Some(REVIEW_TIMEOUT);
-    r.escalate = vec![Escalate {
-        after: bg.review.within,
-        notify,
-        add_groups: vec![],
-    }];
-    r.windows = None;
-    r.fields.clear();
-    r.break_glass = None;
-    // The review group decides, in one step: no evidence check, no stage of the change's.
-    r.auto_approve_if.clear();
-    r.auto_deny_if.clear();
-    r.stages.clear();
-    // A review is its own request: no approval of a run covers it, and it supersedes nothing.
-    r.approval_scope = Default::default();
-    r.supersede = false;
-    r
+    // Every key written out, none copied with `..`: a key added to `Rule` must be decided
+    // here, or this does not compile.
+    Rule {
+        name: rule.name.clone(),
+        matcher: rule.matcher.clone(),
+        decision: None,
+        require: vec![Require {
+            group: bg.review.group.clone(),
+            count: bg.review.count,
+        }],
+        // The review group decides, in one step: no stage, no evidence check of the change's.
+        stages: vec![],
+        timeout: Some(REVIEW_TIMEOUT),
+        // An approved review is a verdict, not something to use: it never lapses.
+        approval_ttl: Some(REVIEW_TIMEOUT),
+        escalate: vec![Escalate {
+            after: bg.review.within,
+            notify,
+            add_groups: vec![],
+        }],
+        windows: None,
+        fields: Default::default(),
+        auto_approve_if: vec![],
+        auto_deny_if: vec![],
+        break_glass: None,
+        // A review is its own request: no approval of a run covers it, and it supersedes nothing.
+        approval_scope: Default::default(),
+        supersede: false,
+    }
 }
 
 #[cfg(test)]
