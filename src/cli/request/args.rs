@@ -67,7 +67,7 @@ pub struct RequestArgs {
     pub jenkins_input: Option<String>,
     /// With --no-wait: print the request id alone on stdout (every other line goes to
     /// stderr), for Jenkins' `sh(returnStdout: true)` and shell `$(…)`.
-    #[arg(long, requires = "no_wait")]
+    #[arg(long, env = "GATE_PRINT_ID", requires = "no_wait")]
     pub print_id: bool,
     #[arg(long, env = "GATE_REPOSITORY")]
     pub repository: Option<String>,
