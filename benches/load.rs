@@ -520,6 +520,30 @@ fn redact(url: &str) -> String {
     jitgate::serve::redact(url)
 }
 
+/// `gate request` for production of acme/web by `dev`, as the bench pipeline, printing
+/// JSON lines on a piped stdout and writing its record to `record`.
+fn gate_request(gate: &Path, server: &Server, record: &Path) -> Command {
+    let mut cmd = Command::new(gate);
+    clean_env(&mut cmd);
+    cmd.args([
+        "request",
+        "--environment",
+        "production",
+        "--repository",
+        "acme/web",
+        "--actor",
+        "dev",
+    ])
+    .args(["--output", "json", "--record-file"])
+    .arg(record)
+    .env("GATE_SERVER", &server.base)
+    .env("GATE_TOKEN", &server.pipeline_token)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .kill_on_drop(true);
+    cmd
+}
+
 /// Children get a clean environment: no GATE_* or CI variables from the caller's shell.
 fn clean_env(cmd: &mut Command) {
     cmd.env_clear();
@@ -862,28 +886,10 @@ async fn latency(cli: &Cli, gate: &Path, server: &Server) -> Result<Value> {
     let total = cli.warmup + cli.runs;
     for run in 0..total {
         let record_file = records.join(format!("{run}.json"));
-        let mut cmd = Command::new(gate);
-        cmd.args([
-            "request",
-            "--environment",
-            "production",
-            "--repository",
-            "acme/web",
-            "--actor",
-            "dev",
-        ])
-        .arg("--idempotency-key")
-        .arg(format!("gate-load-latency-{run}-{}", uuid::Uuid::new_v4().simple()))
-        .args(["--output", "json"])
-        .arg("--record-file")
-        .arg(&record_file);
-        clean_env(&mut cmd);
-        cmd.env("GATE_SERVER", &server.base)
-            .env("GATE_TOKEN", &server.pipeline_token)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut cmd = gate_request(gate, server, &record_file);
+        cmd.arg("--idempotency-key")
+            .arg(format!("gate-load-latency-{run}-{}", uuid::Uuid::new_v4().simple()))
+            .stderr(Stdio::piped());
         let t_spawn = Instant::now();
         let mut child = cmd.spawn().with_context(|| format!("starting {}", gate.display()))?;
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();

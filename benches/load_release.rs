@@ -213,25 +213,8 @@ async fn lifetime(mut cmd: Command, what: &str) -> Result<(Duration, String)> {
 async fn step_mode(cli: &Cli, gate: &Path, server: &Server, round: usize) -> Result<Duration> {
     let approver = server.approver()?;
     let record = server.dir.join(format!("step-{round}.json"));
-    let mut cmd = Command::new(gate);
-    clean_env(&mut cmd);
-    cmd.args([
-        "request",
-        "--environment",
-        "production",
-        "--repository",
-        "acme/web",
-        "--actor",
-        "dev",
-    ])
-    .args(["--output", "json", "--record-file"])
-    .arg(&record)
-    .env("GATE_SERVER", &server.base)
-    .env("GATE_TOKEN", &server.pipeline_token)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .kill_on_drop(true);
+    let mut cmd = gate_request(gate, server, &record);
+    cmd.stderr(Stdio::null());
     let t = Instant::now();
     let mut child = cmd.spawn()?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();

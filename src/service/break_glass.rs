@@ -46,7 +46,7 @@ impl Engine {
             return Ok(None);
         };
         check_ask(ask).map_err(|m| AppError::Invalid(ErrorCode::BreakGlassIncomplete, m))?;
-        let Some(bg) = rule.break_glass.as_ref().filter(|_| rule.decision.is_none()) else {
+        let Some(bg) = rule.break_glass_allowed() else {
             return Err(AppError::Invalid(
                 ErrorCode::BreakGlassNotAllowed,
                 format!(

@@ -10,7 +10,7 @@
 //! (`KEY|<its id>`) and the new request takes it.
 
 use super::error::{AppError, ErrorCode, Result};
-use super::open::Trusted;
+use super::open::{Trusted, stored_key};
 use super::{Engine, doc_of};
 use crate::auth::Principal;
 use crate::core::api::{CreateRequest, RequestView};
@@ -58,7 +58,7 @@ impl Engine {
         };
         let mut body = o.body;
         let key = deployment_key(repository, run_id, environment);
-        let namespaced = format!("{GITHUB_APP}|key|{key}");
+        let namespaced = stored_key(GITHUB_APP, &key);
         if let Some(old) = self.store.find_by_key(&namespaced).await? {
             let (row, votes) = self.load(&old).await?;
             let deployment = |labels: &std::collections::BTreeMap<String, String>| labels.get("deployment_id").cloned();
@@ -114,7 +114,7 @@ impl Engine {
                     .into(),
             ));
         };
-        let key = format!("{GITHUB_APP}|key|{}", deployment_key(repository, run_id, environment));
+        let key = stored_key(GITHUB_APP, &deployment_key(repository, run_id, environment));
         let Some(id) = self.store.find_by_key(&key).await? else {
             return Err(AppError::NotFound(format!(
                 "no deployment protection rule opened a request for run {run_id} of {repository} to {environment}"

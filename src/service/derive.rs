@@ -23,29 +23,29 @@ impl Engine {
     /// the state returned is theirs (the caller's compare-and-set on the old row then
     /// fails and it retries); only a row that still disagrees with its events is tampered.
     pub(super) async fn verified_state(&self, row: &RequestRow, doc: &Doc, votes: &[VoteRow]) -> Result<State> {
-        let mut rows = self.store.audit_for(&row.id).await?;
+        let rows = self.store.audit_for(&row.id).await?;
         let mut checked = self.check_against_events(row, votes, &rows);
-        let mut fresh: Option<(RequestRow, Vec<VoteRow>, Doc)> = None;
-        let mut seen = row.version;
+        let mut fresh: Option<(RequestRow, Vec<VoteRow>)> = None;
         for _ in 0..3 {
+            let seen = fresh.as_ref().map_or(row.version, |(r, _)| r.version);
             if checked.is_ok() {
                 break;
             }
-            let Some((r, v)) = self.store.get(&row.id).await? else {
-                break;
-            };
-            if r.version == seen {
-                break;
+            match self.store.get(&row.id).await? {
+                Some((r, v)) if r.version != seen => {
+                    checked = self.check_against_events(&r, &v, &self.store.audit_for(&row.id).await?);
+                    fresh = Some((r, v));
+                }
+                _ => break,
             }
-            seen = r.version;
-            rows = self.store.audit_for(&row.id).await?;
-            checked = self.check_against_events(&r, &v, &rows);
-            let d = super::doc_of(&r)?;
-            fresh = Some((r, v, d));
         }
         let derived = checked.map_err(|why| self.tampered(&row.id, why))?;
+        let fresh_doc;
         let (row, doc, votes) = match &fresh {
-            Some((r, v, d)) => (r, d, v.as_slice()),
+            Some((r, v)) => {
+                fresh_doc = super::doc_of(r)?;
+                (r, &fresh_doc, v.as_slice())
+            }
             None => (row, doc, votes),
         };
         self.check_covering(&derived.covering)

@@ -74,7 +74,7 @@ impl Engine {
             Some(v) => format!("{pipeline}@{}#{}", v.issuer, v.scope()).replace('|', "/"),
         };
         let key = match (&body.idempotency_key, run_identity(&body.context)) {
-            (Some(k), _) => format!("{owner}|key|{k}"),
+            (Some(k), _) => stored_key(&owner, k),
             (None, Some(run)) => format!("{owner}|run|{run}"),
             (None, None) => format!("{owner}|once|{}", uuid::Uuid::new_v4()),
         };
@@ -444,4 +444,10 @@ fn earlier_misses(policy: &crate::core::policy::Policy, ctx: &crate::core::api::
         .map(|v| format!("{}: {}", v.rule, v.mismatches.join(", ")))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The key an opener's `idempotency_key` is stored under: per opener, so that two
+/// openers' keys never meet.
+pub(super) fn stored_key(owner: &str, key: &str) -> String {
+    format!("{owner}|key|{key}")
 }

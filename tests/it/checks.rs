@@ -83,15 +83,7 @@ async fn promotion_on(db: Db) {
         show.stdout
     );
     // And the request page, as a table row.
-    let c = s.http();
-    let (cookie, _) = crate::ui::sign_in(&c, "alice").await;
-    let page = c
-        .get(&format!("/requests/{}", w.id))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .text()
-        .await;
+    let page = crate::ui::request_page(&s.http(), "alice", &w.id).await;
     let table = &page[page.find("id=\"checks\"").expect("a checks table on the page")..];
     let table = &table[..table.find("</table>").unwrap()];
     for want in [

@@ -158,15 +158,7 @@ async fn fields_on(db: Db) {
         assert!(show.stdout.contains(l), "{l}: {}", show.stdout);
     }
 
-    let c = s.http();
-    let (cookie, _) = crate::ui::sign_in(&c, "alice").await;
-    let page = c
-        .get(&format!("/requests/{id}"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .text()
-        .await;
+    let page = crate::ui::request_page(&s.http(), "alice", &id).await;
     let section = &page[page.find("id=\"fields\"").expect("a fields list on the page")..];
     let section = &section[..section.find("</dl>").unwrap()];
     for want in [

@@ -38,6 +38,17 @@ pub(crate) async fn sign_in(c: &Http, who: &str) -> (String, String) {
     (cookie, csrf)
 }
 
+/// Request `id`'s page as `who` sees it once signed in.
+pub(crate) async fn request_page(c: &Http, who: &str, id: &str) -> String {
+    let (cookie, _) = sign_in(c, who).await;
+    c.get(&format!("/requests/{id}"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .text()
+        .await
+}
+
 async fn ui_on(db: Db) {
     let s = TestApp::builder()
         .backend(db)

@@ -120,6 +120,15 @@ pub struct JobArgs {
     pub forge: crate::ci::report::forge::ForgeArgs,
 }
 
+impl JobArgs {
+    /// `--retry-budget` as a duration, or the usage error naming it.
+    pub fn budget(&self) -> Result<std::time::Duration, Failure> {
+        crate::core::duration::Dur::parse(&self.retry_budget)
+            .map(|d| d.as_std())
+            .map_err(|e| Failure::usage(format!("--retry-budget: {e}")))
+    }
+}
+
 pub(super) fn build_body(a: &RequestArgs) -> Result<CreateRequest, Failure> {
     // An empty `--actor "$USER"` must not quietly become "no requester".
     if a.actor.as_deref().is_some_and(|v| v.trim().is_empty()) {

@@ -15,7 +15,6 @@ use crate::ci;
 use crate::cli::{Ctx, Failure, Outcome};
 use crate::client::Client;
 use crate::core::decide::Status;
-use crate::core::duration::Dur;
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
@@ -44,9 +43,7 @@ struct Connected {
 }
 
 async fn connect(ctx: &Ctx, job: &JobArgs) -> Result<Connected, Failure> {
-    let budget = Dur::parse(&job.retry_budget)
-        .map_err(|e| Failure::usage(format!("--retry-budget: {e}")))?
-        .as_std();
+    let budget = job.budget()?;
     let out = Printer::new(ctx);
     let env = |k: &str| std::env::var(k).ok();
     let (platform, context) = ci::detect(&env);

@@ -81,9 +81,7 @@ fn refused_field(e: &crate::client::ClientError) -> bool {
 }
 
 pub async fn run(ctx: &Ctx, a: RequestArgs) -> Outcome {
-    let budget = Dur::parse(&a.job.retry_budget)
-        .map_err(|e| Failure::usage(format!("--retry-budget: {e}")))?
-        .as_std();
+    let budget = a.job.budget()?;
     let every = Dur::parse(&a.status_every)
         .map_err(|e| Failure::usage(format!("--status-every: {e}")))?
         .as_std();

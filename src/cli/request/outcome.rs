@@ -24,11 +24,8 @@ pub(super) async fn finish(
     // An approval is only as good as its record: it is fetched through network trouble
     // within the retry budget, and one that cannot be had fails the gate.
     let record = if approved {
-        let budget = crate::core::duration::Dur::parse(&a.retry_budget)
-            .map(|d| d.as_std())
-            .unwrap_or_default();
         let mut signals = super::Signals::new()?;
-        match super::retry::retry(&mut signals, budget, || client.record(&view.id)).await {
+        match super::retry::retry(&mut signals, a.budget()?, || client.record(&view.id)).await {
             Ok(env) => Ok(env),
             Err(None) => {
                 return Err(Failure::no(format!(

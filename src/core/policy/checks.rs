@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::decide::checks::{Answer, CheckResult, List};
 use crate::core::duration::Dur;
 
 /// An `http` check waits this long when it names no `timeout`.
@@ -82,6 +83,26 @@ impl CheckSpec {
             Some(Check::Promotion(p)) => format!("promotion from {} within {}", p.from, p.within),
             Some(Check::Http(h)) => format!("http {}", h.url),
             None => "an invalid check".into(),
+        }
+    }
+
+    /// The result of this check, the `index`th of `list`, answering `answer`.
+    pub fn result(
+        &self,
+        list: List,
+        index: usize,
+        answer: Answer,
+        reason: String,
+        evidence: serde_json::Value,
+    ) -> CheckResult {
+        CheckResult {
+            list,
+            index,
+            kind: self.kind().into(),
+            check: self.describe(),
+            answer,
+            reason,
+            evidence,
         }
     }
 

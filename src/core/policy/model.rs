@@ -8,6 +8,7 @@ use super::break_glass::BreakGlass;
 use super::checks::CheckSpec;
 use super::fields::FieldSpec;
 use super::window;
+use crate::core::decide::checks::List;
 use crate::core::duration::Dur;
 
 /// Used when a rule names no `timeout`.
@@ -255,6 +256,24 @@ impl Rule {
     pub fn allowed_windows(&self) -> &[String] {
         self.windows.as_ref().map(|w| w.allow.as_slice()).unwrap_or_default()
     }
+    /// The rule's break-glass, when it may be used: a rule that decides by itself never
+    /// lets anyone break the glass.
+    pub fn break_glass_allowed(&self) -> Option<&BreakGlass> {
+        self.break_glass.as_ref().filter(|_| self.decision.is_none())
+    }
+
+    /// Every evidence check of the rule with its list and place: `auto_approve_if` first,
+    /// then `auto_deny_if`, each in order.
+    pub fn checks(&self) -> impl Iterator<Item = (List, usize, &CheckSpec)> {
+        let approve = self
+            .auto_approve_if
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (List::Approve, i, s));
+        let deny = self.auto_deny_if.iter().enumerate().map(|(i, s)| (List::Deny, i, s));
+        approve.chain(deny)
+    }
+
     /// Whether the server runs evidence checks on requests under this rule.
     pub fn has_checks(&self) -> bool {
         !self.auto_approve_if.is_empty() || !self.auto_deny_if.is_empty()

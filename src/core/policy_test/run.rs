@@ -209,7 +209,6 @@ fn canned_results(rule: &Rule, canned: Option<&CannedChecks>) -> Result<Vec<Chec
             rule.name
         ));
     }
-    let mut out = Vec::new();
     for (list, specs, answers) in [
         (List::Approve, &rule.auto_approve_if, &canned.auto_approve_if),
         (List::Deny, &rule.auto_deny_if, &canned.auto_deny_if),
@@ -225,22 +224,20 @@ fn canned_results(rule: &Rule, canned: Option<&CannedChecks>) -> Result<Vec<Chec
                 answers.len()
             ));
         }
-        for (index, (spec, a)) in specs.iter().zip(answers).enumerate() {
-            out.push(CheckResult {
-                list,
-                index,
-                kind: spec.kind().into(),
-                check: spec.describe(),
-                answer: a.answer,
-                reason: a
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| format!("canned answer {}", a.answer.as_str())),
-                evidence: serde_json::Value::Null,
-            });
-        }
     }
-    Ok(out)
+    // The counts agree: each check with its answer, in the rule's order.
+    let answers = canned.auto_approve_if.iter().chain(&canned.auto_deny_if);
+    Ok(rule
+        .checks()
+        .zip(answers)
+        .map(|((list, index, spec), a)| {
+            let reason = a
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("canned answer {}", a.answer.as_str()));
+            spec.result(list, index, a.answer, reason, serde_json::Value::Null)
+        })
+        .collect())
 }
 
 /// `auto_approve_if: …; auto_deny_if: …`, for a message.

@@ -8,7 +8,7 @@
 
 use super::Outcome;
 use super::history::{History, Step};
-use crate::core::decide::checks::{Answer, CheckResult, List, decision};
+use crate::core::decide::checks::{Answer, CheckResult, decision};
 use crate::core::decide::{Refusal, Requirement, State, Status, Vote};
 use crate::core::duration::rfc3339;
 use crate::core::policy::break_glass::review_rule;
@@ -56,7 +56,7 @@ pub fn replay(policy: &Policy, h: &History, end: i64) -> Replayed {
     let review: Rule;
     let rule = match &h.review_of {
         Some(change) => {
-            let Some(bg) = rule.break_glass.as_ref().filter(|_| rule.decision.is_none()) else {
+            let Some(bg) = rule.break_glass_allowed() else {
                 return refused(
                     Some(rule.name.clone()),
                     "break_glass_not_allowed",
@@ -93,7 +93,7 @@ pub fn replay(policy: &Policy, h: &History, end: i64) -> Replayed {
     let mut auto: Option<(i64, bool, String)> = None;
     let mut approval_ttl_ms = rule.approval_ttl().millis();
     if let Some(info) = &h.break_glass {
-        let Some(bg) = rule.break_glass.as_ref().filter(|_| rule.decision.is_none()) else {
+        let Some(bg) = rule.break_glass_allowed() else {
             return refused(
                 Some(rule.name.clone()),
                 "break_glass_not_allowed",
@@ -312,29 +312,23 @@ fn decide_auto(
 /// also had (the same list and description) answers as it did; one that never ran on the
 /// request is taken as an abstention, which never decides, and said so in `why`.
 fn new_checks(rule: &Rule, h: &History, why: &mut Vec<String>) -> Vec<CheckResult> {
-    let mut out = Vec::new();
-    for (list, specs) in [(List::Approve, &rule.auto_approve_if), (List::Deny, &rule.auto_deny_if)] {
-        for (index, spec) in specs.iter().enumerate() {
+    rule.checks()
+        .map(|(list, index, spec)| {
             let check = spec.describe();
             let seen = h.checks.iter().find(|r| r.list == list && r.check == check);
-            if seen.is_none() {
-                why.push(format!(
-                    "{}[{index}] ({check}) never ran on this request: taken as abstain",
-                    list.as_str()
-                ));
-            }
-            out.push(CheckResult {
-                list,
-                index,
-                kind: spec.kind().into(),
-                check,
-                answer: seen.map_or(Answer::Abstain, |r| r.answer),
-                reason: seen.map_or_else(|| "never ran".into(), |r| r.reason.clone()),
-                evidence: serde_json::Value::Null,
-            });
-        }
-    }
-    out
+            let (answer, reason) = match seen {
+                Some(r) => (r.answer, r.reason.clone()),
+                None => {
+                    why.push(format!(
+                        "{}[{index}] ({check}) never ran on this request: taken as abstain",
+                        list.as_str()
+                    ));
+                    (Answer::Abstain, "never ran".into())
+                }
+            };
+            spec.result(list, index, answer, reason, serde_json::Value::Null)
+        })
+        .collect()
 }
 
 /// The members of groups from `source` the request saw: the snapshot at opening, and

@@ -147,13 +147,8 @@ impl Engine {
         }
         let now = crate::core::duration::now_ms();
         let mut results = Vec::new();
-        for (list, specs) in [
-            (List::Approve, &doc.rule.auto_approve_if),
-            (List::Deny, &doc.rule.auto_deny_if),
-        ] {
-            for (index, spec) in specs.iter().enumerate() {
-                results.push(self.run_check(&row, &doc, list, index, spec, now).await);
-            }
+        for (list, index, spec) in doc.rule.checks() {
+            results.push(self.run_check(&row, &doc, list, index, spec, now).await);
         }
         for _ in 0..MAX_ATTEMPTS {
             let now = crate::core::duration::now_ms();
@@ -199,15 +194,7 @@ impl Engine {
             Some(Check::Http(h)) => self.http_check(row, doc, h, list, index).await,
             None => (Answer::Error, "not a check the server knows".into(), json!({})),
         };
-        CheckResult {
-            list,
-            index,
-            kind: spec.kind().into(),
-            check: spec.describe(),
-            answer,
-            reason,
-            evidence,
-        }
+        spec.result(list, index, answer, reason, evidence)
     }
 
     /// One transaction: a `check` event per result, the results in the document and, when
